@@ -1,0 +1,38 @@
+# make demo — the whole pipeline on the embedded SynthArt dataset (CPU, minutes)
+# make test — lint and the test suite
+# make reproduce DATASET=cub|apy|wikiart — the paper's settings on a real dataset (GPU; see README)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test lint format reproduce bench clean-demo
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+demo: $(VENV)/.installed
+	bash scripts/demo.sh $(PY)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+reproduce: $(VENV)/.installed
+	bash scripts/reproduce.sh $(PY) $(DATASET)
+
+bench: $(VENV)/.installed
+	$(PY) bench/backward_search.py
+	$(PY) bench/train_throughput.py

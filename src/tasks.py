@@ -1,0 +1,135 @@
+"""The registry: every dataset and every task the suite knows, in one place.
+
+A dataset or task differs from another only by its entry here (label attributes, transforms,
+training defaults, condition attributes, default λ), never by `if dataset == ...` branches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from src.errors import SuiteError
+
+# The authors' B1 defaults (SPEC §4): used for every real dataset.
+AUTHORS_TRAINING: dict[str, Any] = {
+    "backbone": "convnext_base",
+    "pretrained": "imagenet",
+    "embedding_size": 256,
+    "epochs": 30,
+    "batch_size": 64,
+    "lr": 0.01,
+    "weight_decay": 1e-6,
+    "lr_step": 10,
+    "lr_gamma": 0.1,
+    "image_size": 224,
+    "random_resized_crop": False,
+    "checkpoint_every": 10,
+}
+
+# The paper text's recipe (SPEC §4), reachable with `B1_train_encoder.py --recipe paper`.
+PAPER_TEXT_TRAINING: dict[str, Any] = {
+    **AUTHORS_TRAINING,
+    "epochs": 100,
+    "weight_decay": 1e-4,
+    "lr_step": 30,
+    "random_resized_crop": True,
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset: its label attributes (one classifier head each) and how images are fed."""
+
+    name: str
+    attributes: tuple[str, ...]
+    description: str
+    square_resize: bool = False  # aPY: resize to a square, no crop (SPEC §2)
+    training: dict[str, Any] = field(default_factory=lambda: dict(AUTHORS_TRAINING))
+
+
+@dataclass(frozen=True)
+class Task:
+    """A retrieval task: a dataset, the attributes a query conditions on, and the default λ."""
+
+    name: str
+    dataset: str
+    conditions: tuple[str, ...]
+    default_lambda: float
+    paper_column: str | None  # column name in the paper's tables, None for SynthArt
+
+
+# The demo recipe: a small ConvNeXt from scratch at 64 px, sized for 2 CPU cores.
+SYNTHART_TRAINING: dict[str, Any] = {
+    **AUTHORS_TRAINING,
+    "backbone": "convnext_atto",
+    "pretrained": "none",
+    "embedding_size": 64,
+    "epochs": 8,
+    "batch_size": 32,
+    "lr": 2e-3,
+    "weight_decay": 1e-6,
+    "lr_step": 6,
+    "lr_gamma": 0.1,
+    "image_size": 64,
+    "checkpoint_every": 4,
+}
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in [
+        Dataset("cub", ("species",), "CUB-200-2011 birds, 200 species"),
+        Dataset(
+            "apy",
+            ("category",),
+            "aPascal objects cropped to their boxes, 20 categories",
+            square_resize=True,
+        ),
+        Dataset("wikiart", ("style", "genre"), "WikiArt paintings, 27 styles and 11 genres"),
+        Dataset(
+            "synthart",
+            ("style", "genre"),
+            "SynthArt: the embedded procedural dataset (no download)",
+            training=dict(SYNTHART_TRAINING),
+        ),
+    ]
+}
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("cub-bird", "cub", ("species",), 0.51, "CUB"),
+        Task("apy-category", "apy", ("category",), 0.7, "aPY"),
+        Task("wikiart-style", "wikiart", ("style",), 1.1, "WikiArt-style"),
+        Task("wikiart-multi", "wikiart", ("style", "genre"), 3.2, "WikiArt-multi"),
+        Task("synthart-style", "synthart", ("style",), 1.0, None),
+        Task("synthart-multi", "synthart", ("style", "genre"), 2.0, None),
+    ]
+}
+
+
+def get_dataset(name: str) -> Dataset:
+    """Look a dataset up by name, or fail with the list of known names."""
+    if name not in DATASETS:
+        raise SuiteError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def get_task(name: str) -> Task:
+    """Look a task up by name, or fail with the list of known names."""
+    if name not in TASKS:
+        raise SuiteError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def tasks_of(dataset: str) -> list[Task]:
+    """All tasks defined on a dataset, in registry order."""
+    return [t for t in TASKS.values() if t.dataset == dataset]
+
+
+def default_run(dataset: str) -> str:
+    """The run name B1 writes with the dataset's default flags (what C1/D1/E1/E2 use without --run)."""
+    from src.artifacts import run_name
+
+    t = get_dataset(dataset).training
+    return run_name(dataset, t["backbone"], t["embedding_size"], frozen=False)
