@@ -1,7 +1,129 @@
-"""D1_train_distill — not built yet (see the open issues)."""
+"""D1 — distill Backward Search into a student network (SPEC §6).
 
+    python D1_train_distill.py --task wikiart-style [--lambda 1.1] [--epochs 49] [--run NAME]
+
+Reads the encoder's heads (weights/<run>/encoder.pt, B1) and the train-split embeddings
+(weights/<run>/embeddings.npz, C1); writes weights/<run>/student_<task>_lam<λ>.pt ({"config",
+"model"}), its .json config and a per-epoch _log.csv, atomically.
+"""
+
+from __future__ import annotations
+
+import logging
 import sys
+import time
+
+import pandas as pd
+import torch
+
+from src.artifacts import run_dir, save_torch, stage_config, write_csv, write_json
+from src.cli import (
+    add_device_arg,
+    resolve_device,
+    run_stage,
+    seed_everything,
+    setup_logging,
+    stage_parser,
+)
+from src.errors import SuiteError
+from src.student import HIDDEN, distill, student_path
+from src.tasks import TASKS, default_run, get_task
+
+log = logging.getLogger("backward_search")
+
+
+def parse_args(argv: list[str] | None):
+    p = stage_parser(__doc__.split("\n")[0])
+    p.add_argument("--task", required=True, choices=list(TASKS), help="which task's conditions")
+    p.add_argument(
+        "--lambda", dest="lam", type=float, help="λ of the teacher; None = the task's default λ"
+    )
+    p.add_argument("--epochs", type=int, default=49, help="the authors evaluate epoch 49")
+    p.add_argument("--batch-size", type=int, default=512, help="teacher and student batch")
+    p.add_argument("--student-reg", type=float, default=0.0, help="weight of mean|s − z0|")
+    p.add_argument(
+        "--run", help="encoder run under --weights-root; None = the dataset's default run"
+    )
+    add_device_arg(p)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from src.embeddings import load_embeddings
+    from src.encoder import load_encoder
+
+    args = parse_args(argv)
+    task = get_task(args.task)
+    lam = task.default_lambda if args.lam is None else args.lam
+    if lam < 0:
+        raise SuiteError(f"--lambda must be ≥ 0, got {lam}")
+    run = args.run or default_run(task.dataset)
+    rdir = run_dir(args.weights_root, run)
+    out = student_path(rdir, task.name, lam)
+    setup_logging()
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+
+    encoder, enc_cfg = load_encoder(rdir, device)
+    if enc_cfg.get("dataset") != task.dataset:
+        raise SuiteError(
+            f"run {run} holds a {enc_cfg.get('dataset')} encoder; task {task.name} needs "
+            f"{task.dataset}: pass --run of a {task.dataset} encoder"
+        )
+    emb = load_embeddings(rdir)
+    setup_logging(out.with_suffix(".log"))  # only now: a failed check leaves no file behind
+    z_train = torch.from_numpy(emb["z"][emb["split"] == "train"])
+    log.info(
+        "D1 %s: λ=%g, %d train embeddings of size %d, %d epochs on %s",
+        task.name,
+        lam,
+        len(z_train),
+        z_train.shape[1],
+        args.epochs,
+        device,
+    )
+    t0 = time.time()
+    student, epochs_log = distill(
+        encoder.heads,
+        z_train,
+        task.conditions,
+        enc_cfg["num_classes"],
+        lam,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        student_reg=args.student_reg,
+        seed=args.seed,
+        device=device,
+    )
+    config = {
+        "task": task.name,
+        "dataset": task.dataset,
+        "run": run,
+        "embedding_size": int(z_train.shape[1]),
+        "conditions": list(task.conditions),
+        "num_classes": {a: int(enc_cfg["num_classes"][a]) for a in task.conditions},
+        "hidden": HIDDEN,
+        "lambda": lam,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": 1e-3,
+        "student_reg": args.student_reg,
+        "seed": args.seed,
+    }
+    model = {k: v.cpu() for k, v in student.state_dict().items()}
+    write_csv(out.with_name(out.stem + "_log.csv"), pd.DataFrame(epochs_log))
+    write_json(out.with_suffix(".json"), stage_config(args, **config, seconds=time.time() - t0))
+    save_torch(out, {"config": config, "model": model})
+    last = epochs_log[-1]
+    log.info(
+        "D1 %s: final mse %.5f (teacher %.1f iterations) → %s (%.1f s)",
+        task.name,
+        last["mse"],
+        last["teacher_iterations"],
+        out,
+        time.time() - t0,
+    )
+
 
 if __name__ == "__main__":
-    print("error: D1_train_distill.py is not built yet; its issue is still open", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(run_stage(main))

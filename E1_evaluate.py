@@ -1,7 +1,113 @@
-"""E1_evaluate — not built yet (see the open issues)."""
+"""E1 — evaluate random search, kNN, Backward Search and the student on a task's queries.
 
+    python E1_evaluate.py --task synthart-style [--lambda 1.0] [--sweep] [--target-mts 0.15]
+
+Reads the queries (A2), the embeddings (C1), the encoder's heads (B1) and the student (D1, when
+trained); writes results/<run>/<task>/: metrics.json, retrievals_<method>.csv, table2/3/4/5/6 (.md
+and .csv, ours beside the paper's values; table3 with --target-mts), sweep.csv (--sweep),
+calibration.json (--target-mts), config.json. Each file is written atomically once everything
+has been computed.
+"""
+
+from __future__ import annotations
+
+import logging
 import sys
+import time
+
+from src import evaluation as ev
+from src import paper
+from src.artifacts import results_dir, run_dir, stage_config, write_json
+from src.cli import (
+    add_device_arg,
+    resolve_device,
+    run_stage,
+    seed_everything,
+    setup_logging,
+    stage_parser,
+)
+from src.errors import SuiteError
+from src.student import load_student, student_path
+from src.tasks import TASKS, default_run, get_task
+
+log = logging.getLogger("backward_search")
+
+
+def parse_args(argv: list[str] | None):
+    p = stage_parser(__doc__.split("\n")[0])
+    p.add_argument("--task", required=True, choices=list(TASKS), help="which task to evaluate")
+    p.add_argument("--run", help="encoder run under --weights-root (default: the dataset's)")
+    p.add_argument("--lambda", dest="lam", type=float, help="λ (default: the task's)")
+    p.add_argument(
+        "--methods",
+        help=f"comma-separated subset of {','.join(ev.METHODS)} "
+        "(default: all; the student only when D1 trained one)",
+    )
+    p.add_argument(
+        "--exclude-query", action="store_true", help="drop each query's own image from its results"
+    )
+    p.add_argument("--sweep", action="store_true", help="Fig 6: λ = 0 and 1/16 … 64 → sweep.csv")
+    p.add_argument(
+        "--target-mts",
+        type=float,
+        metavar="MTS",
+        help="Table 3 protocol: find λ with mTS@10 ≈ MTS (e.g. 0.15) → calibration.json",
+    )
+    add_device_arg(p)
+    return p.parse_args(argv)
+
+
+def chosen_methods(args, student_file) -> list[str]:
+    """--methods checked; by default every method, the student only when its file exists."""
+    if args.methods is None:
+        return [m for m in ev.METHODS if m != "student" or student_file.exists()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ev.METHODS]
+    if unknown or not methods:
+        raise SuiteError(f"--methods {args.methods!r}: choose from {', '.join(ev.METHODS)}")
+    if "student" in methods and not student_file.exists():
+        raise SuiteError(
+            f"{student_file} not found: run D1_train_distill.py --task {args.task} "
+            f"--lambda {args.lam:g} first"
+        )
+    return methods
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    task = get_task(args.task)
+    args.lam = task.default_lambda if args.lam is None else args.lam
+    if args.lam < 0 or (args.target_mts is not None and not 0 < args.target_mts < 1):
+        raise SuiteError("--lambda must be ≥ 0 and --target-mts between 0 and 1")
+    run = args.run or default_run(task.dataset)
+    out = results_dir(args.results_root, run, task.name)
+    setup_logging(out / "E1.log")
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    student_file = student_path(run_dir(args.weights_root, run), task.name, args.lam)
+    methods = chosen_methods(args, student_file)
+    t0 = time.time()
+
+    data = ev.load_eval_data(
+        args.data_root, args.weights_root, task, run, device, args.exclude_query
+    )
+    n_q, n_db = data.z0.shape[0], data.db_z.shape[0]
+    log.info("E1 %s, run %s: %d queries, database %d (%s)", task.name, run, n_q, n_db, device)
+    results = ev.evaluate(
+        data,
+        methods,
+        args.lam,
+        seed=args.seed,
+        student=load_student(student_file, device)[0] if "student" in methods else None,
+        sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
+        target_mts=args.target_mts,
+    )
+    ev.write_results(out, results)
+    write_json(out / "config.json", stage_config(args, run=run, device=str(device)))
+    for line in ev.summary_lines(results):
+        log.info(line)
+    log.info("E1 wrote %s (%.1f s)", out, time.time() - t0)
+
 
 if __name__ == "__main__":
-    print("error: E1_evaluate.py is not built yet; its issue is still open", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(run_stage(main))

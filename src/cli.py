@@ -16,11 +16,18 @@ from src.errors import SuiteError
 log = logging.getLogger("backward_search")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults in --help, except the uninformative None/False ones."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def stage_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the flags every stage has."""
-    p = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     p.add_argument(
         "--data-root", type=Path, default=Path("data"), help="processed datasets (A1, A2 outputs)"
     )

@@ -59,19 +59,23 @@ class Task:
     paper_column: str | None  # column name in the paper's tables, None for SynthArt
 
 
-# The demo recipe: a small ConvNeXt from scratch at 64 px, sized for 2 CPU cores.
+# The demo recipe: a small ConvNeXt from scratch, sized for 2 CPU cores (B1 ≤ 90 s). Tuned on
+# SynthArt: 48 px (textures survive, epochs cost half of 64 px), Adam with a cosine schedule after a
+# half-epoch warm-up, and no vertical flip (upright scene layout is what tells genres apart; with the
+# authors' vertical flip genre reached 0.85 in 12 epochs, without it 0.93).
 SYNTHART_TRAINING: dict[str, Any] = {
     **AUTHORS_TRAINING,
     "backbone": "convnext_atto",
     "pretrained": "none",
     "embedding_size": 64,
-    "epochs": 8,
+    "epochs": 12,
     "batch_size": 32,
     "lr": 2e-3,
     "weight_decay": 1e-6,
-    "lr_step": 6,
-    "lr_gamma": 0.1,
-    "image_size": 64,
+    "schedule": "cosine",  # instead of StepLR(lr_step, lr_gamma)
+    "warmup_epochs": 0.5,
+    "vertical_flip": False,
+    "image_size": 48,
     "checkpoint_every": 4,
 }
 

@@ -10,11 +10,15 @@ data/<dataset>/config.json   how A1 produced it
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from src.artifacts import dataset_dir, read_json, require, write_csv, write_json
 from src.errors import SuiteError
@@ -135,3 +139,35 @@ def resize_shorter(im: Image.Image, shorter: int) -> Image.Image:
 
 def write_dataset_config(out_dir: Path, config: dict) -> None:
     write_json(out_dir / "config.json", config)
+
+
+def save_all(
+    writer: ImageWriter, jobs, total: int | None = None, desc: str = "images"
+) -> list[bool]:
+    """Run `writer.save(src, rel, box)` over `jobs` on a few threads (Pillow decodes and resizes
+    without the GIL), with a progress bar; returns, in job order, whether each image was written.
+
+    At most a few jobs are in flight at a time, so `jobs` may be a generator over large sources
+    (e.g. image bytes read shard by shard). An error (e.g. under --strict) stops the remaining jobs.
+    """
+    workers = max(1, min(8, os.cpu_count() or 1))
+    results: list[bool] = []
+    pending: deque = deque()
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=total, desc=desc, unit="img") as bar,
+    ):
+        try:
+            for job in jobs:
+                pending.append(pool.submit(writer.save, *job))
+                if len(pending) >= 4 * workers:
+                    results.append(pending.popleft().result())
+                    bar.update()
+            while pending:
+                results.append(pending.popleft().result())
+                bar.update()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+    return results

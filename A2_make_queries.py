@@ -1,0 +1,74 @@
+"""A2 — draw a task's queries: balanced (test image, condition) pairs by the paper's protocol.
+
+    python A2_make_queries.py --task synthart-style [--num-queries 1000] [--seed 777]
+
+Reads data/<dataset>/test.csv and labels.json (A1) and writes data/<dataset>/queries_<task>.csv
+(query_id, image, one column per conditioned attribute holding the condition's class name, tags)
+and queries_<task>.json (how it was drawn) atomically. The same seed gives the same file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from src.artifacts import queries_path, stage_config, write_csv, write_json
+from src.cli import run_stage, setup_logging, stage_parser
+from src.queries import DEFAULT_SEED, load_test_split, make_queries
+from src.tasks import TASKS, get_task
+
+log = logging.getLogger("backward_search")
+
+
+def parse_args(argv: list[str] | None):
+    p = stage_parser(__doc__.split("\n")[0])
+    p.add_argument("--task", required=True, choices=list(TASKS), help="which task's queries")
+    p.add_argument(
+        "--num-queries", type=int, default=1000, help="distinct (query, condition) pairs to draw"
+    )
+    p.set_defaults(seed=DEFAULT_SEED)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    task = get_task(args.task)
+    t0 = time.time()
+    test, labels = load_test_split(args.data_root, task.name)
+    draw = make_queries(test, labels, task.conditions, args.num_queries, args.seed)
+    out = queries_path(args.data_root, task.dataset, task.name)
+    write_csv(out, draw.queries)
+    own = test.iloc[draw.rows]
+    balance = {a: own[a].value_counts().to_dict() for a in task.conditions}
+    cond_balance = {a: draw.queries[a].value_counts().to_dict() for a in task.conditions}
+    write_json(
+        out.with_suffix(".json"),
+        stage_config(
+            args,
+            task=task.name,
+            dataset=task.dataset,
+            conditions=list(task.conditions),
+            num_queries=len(draw.queries),
+            test_images=len(test),
+            draws=draw.draws,
+            skipped=draw.skipped,
+            query_class_counts=balance,
+            condition_counts=cond_balance,
+        ),
+    )
+    log.info(
+        "A2 %s: %d queries from %d test images (%d draws; skipped %s) → %s (%.1f s)",
+        task.name,
+        len(draw.queries),
+        len(test),
+        draw.draws,
+        ", ".join(f"{k} {v}" for k, v in draw.skipped.items()),
+        out,
+        time.time() - t0,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,323 @@
+"""The encoder of SPEC §4: backbone → reduction to the embedding z (tanh) → one head per attribute.
+
+The heads φ_attr map z to class logits; Backward Search (SPEC §5) later optimises z against them.
+Backbones come from one table (name → builder, feature size, torchvision ImageNet weights).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import models, transforms
+from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+from src.artifacts import load_torch
+from src.errors import SuiteError
+
+log = logging.getLogger("backward_search")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+B1_HINT = "B1_train_encoder.py"
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones
+
+
+def _small_convnext(dims: tuple[int, int, int, int], depths: tuple[int, int, int, int], **_: Any):
+    """A ConvNeXt of torchvision's class with the given widths and depths (for CPU demos)."""
+    cfg = [CNBlockConfig(dims[i], dims[i + 1] if i < 3 else None, depths[i]) for i in range(4)]
+    return ConvNeXt(cfg, stochastic_depth_prob=0.0, layer_scale=1e-6)
+
+
+def _strip(attr: str, replacement: Callable[[], nn.Module]) -> Callable[[nn.Module], nn.Module]:
+    """Replace the classifier `attr` of a torchvision model so it returns the feature vector."""
+
+    def strip(model: nn.Module) -> nn.Module:
+        setattr(model, attr, replacement())
+        return model
+
+    return strip
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A feature extractor: how to build it (no weights), its feature size, its ImageNet weights."""
+
+    build: Callable[..., nn.Module]  # build(image_size=...) → the full torchvision model
+    strip: Callable[[nn.Module], nn.Module]  # drop the classifier: the model then returns features
+    feature_size: int
+    weights: str | None  # torchvision weights enum, e.g. "ConvNeXt_Base_Weights.IMAGENET1K_V1"
+
+
+def _tv(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    return lambda **_: builder(weights=None)
+
+
+BACKBONES: dict[str, Backbone] = {
+    # The authors replaced convnext's whole classifier (LayerNorm2d, Flatten, Linear) by Flatten.
+    "convnext_base": Backbone(
+        _tv(models.convnext_base),
+        _strip("classifier", nn.Flatten),
+        1024,
+        "ConvNeXt_Base_Weights.IMAGENET1K_V1",
+    ),
+    "convnext_tiny": Backbone(
+        _tv(models.convnext_tiny),
+        _strip("classifier", nn.Flatten),
+        768,
+        "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
+    ),
+    "resnet50": Backbone(
+        _tv(models.resnet50), _strip("fc", nn.Identity), 2048, "ResNet50_Weights.IMAGENET1K_V2"
+    ),
+    # VGG's adaptive 7×7 pool flattened: 512·7·7 = 25,088 features.
+    "vgg16_bn": Backbone(
+        _tv(models.vgg16_bn),
+        _strip("classifier", nn.Identity),
+        25088,
+        "VGG16_BN_Weights.IMAGENET1K_V1",
+    ),
+    # SWAG-linear weights are for 224 px; without weights the position table fits image_size.
+    "vit_b_16": Backbone(
+        lambda image_size=224, **_: models.vit_b_16(weights=None, image_size=image_size),
+        _strip("heads", nn.Identity),
+        768,
+        "ViT_B_16_Weights.IMAGENET1K_SWAG_LINEAR_V1",
+    ),
+    # Small ConvNeXt configurations (ConvNeXt-V2 naming), trained from scratch in the demo.
+    "convnext_atto": Backbone(
+        partial(_small_convnext, (40, 80, 160, 320), (2, 2, 6, 2)),
+        _strip("classifier", nn.Flatten),
+        320,
+        None,
+    ),
+    "convnext_femto": Backbone(
+        partial(_small_convnext, (48, 96, 192, 384), (2, 2, 6, 2)),
+        _strip("classifier", nn.Flatten),
+        384,
+        None,
+    ),
+    "convnext_pico": Backbone(
+        partial(_small_convnext, (64, 128, 256, 512), (2, 2, 6, 2)),
+        _strip("classifier", nn.Flatten),
+        512,
+        None,
+    ),
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise SuiteError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The torchvision ImageNet weights of a backbone (downloaded once into the torch hub cache)."""
+    spec = get_backbone(name)
+    if spec.weights is None:
+        raise SuiteError(
+            f"backbone {name} has no ImageNet weights in torchvision; use --pretrained none or PATH"
+        )
+    weights = models.get_weight(spec.weights)
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as e:  # no network, proxy, corrupt download …
+        raise SuiteError(
+            f"could not download the ImageNet weights {spec.weights} ({type(e).__name__}: {e}); "
+            f"on a machine with network run `torch.save(torchvision.models.get_weight("
+            f"'{spec.weights}').get_state_dict(), 'FILE.pth')` and pass --pretrained FILE.pth"
+        ) from None
+
+
+def build_backbone(name: str, pretrained: str = "none", image_size: int = 224) -> nn.Module:
+    """The backbone returning feature vectors; `pretrained` = 'imagenet', 'none' or a state-dict PATH."""
+    spec = get_backbone(name)
+    use_224 = pretrained != "none" and spec.weights is not None
+    model = spec.build(image_size=224 if use_224 else image_size)
+    if pretrained == "imagenet":
+        state = imagenet_state_dict(name)
+    elif pretrained == "none":
+        state = None
+    else:
+        state = load_torch(pretrained, "a torchvision state dict download (see --pretrained)")
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise SuiteError(
+                f"--pretrained {pretrained}: not a torchvision {name} state dict ({first})"
+            ) from None
+    return spec.strip(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder
+
+
+def reduction(feature_size: int, embedding_size: int) -> nn.Sequential:
+    """Linear(D→E) → ReLU → BN → Dropout(0.1) → Linear(E→E) → BN → tanh (= the embedding z)."""
+    e = embedding_size
+    return nn.Sequential(
+        nn.Linear(feature_size, e),
+        nn.ReLU(),
+        nn.BatchNorm1d(e),
+        nn.Dropout(0.1),
+        nn.Linear(e, e),
+        nn.BatchNorm1d(e),
+        nn.Tanh(),
+    )
+
+
+def head(embedding_size: int, num_classes: int) -> nn.Sequential:
+    """φ: Linear(E→256) → ReLU → BN → Dropout(0.4) → Linear(256→128) → ReLU → BN → Dropout(0.4) → Linear."""
+    return nn.Sequential(
+        nn.Linear(embedding_size, 256),
+        nn.ReLU(),
+        nn.BatchNorm1d(256),
+        nn.Dropout(0.4),
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        nn.BatchNorm1d(128),
+        nn.Dropout(0.4),
+        nn.Linear(128, num_classes),
+    )
+
+
+class Encoder(nn.Module):
+    """Images → (z, {attr: logits}); a frozen backbone stays in eval mode without gradients."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_size: int,
+        embedding_size: int,
+        num_classes: Mapping[str, int],
+        frozen: bool = False,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.reduction = reduction(feature_size, embedding_size)
+        self.heads = nn.ModuleDict({a: head(embedding_size, c) for a, c in num_classes.items()})
+        self.frozen = frozen
+        if frozen:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> Encoder:
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()  # frozen rows of Table 3: BN statistics and dropout fixed too
+        return self
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding z (N×E, in [-1, 1]) of a batch of normalised images."""
+        if self.frozen:
+            with torch.no_grad():
+                f = self.backbone(x)
+        else:
+            f = self.backbone(x)
+        return self.reduction(f.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        z = self.embed(x)
+        return z, {a: h(z) for a, h in self.heads.items()}
+
+
+def encoder_config(
+    dataset: str,
+    backbone: str,
+    embedding_size: int,
+    frozen: bool,
+    labels: Mapping[str, list[str]],
+    image_size: int,
+    square_resize: bool,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The config stored in encoder.pt (contract 3); enough to rebuild the model without weights."""
+    return {
+        "dataset": dataset,
+        "backbone": backbone,
+        "feature_size": get_backbone(backbone).feature_size,
+        "embedding_size": int(embedding_size),
+        "frozen": bool(frozen),
+        "attributes": list(labels),
+        "num_classes": {a: len(v) for a, v in labels.items()},
+        "labels": {a: list(v) for a, v in labels.items()},
+        "image_size": int(image_size),
+        "square_resize": bool(square_resize),
+        **extra,
+    }
+
+
+def build_encoder(config: Mapping[str, Any], pretrained: str = "none") -> Encoder:
+    """An Encoder for `config` (see encoder_config); backbone weights per `pretrained`."""
+    spec = get_backbone(config["backbone"])
+    bb = build_backbone(config["backbone"], pretrained, config["image_size"])
+    return Encoder(
+        bb, spec.feature_size, config["embedding_size"], config["num_classes"], config["frozen"]
+    )
+
+
+def load_encoder(run_dir: str | Path, device: Any = "cpu") -> tuple[Encoder, dict[str, Any]]:
+    """weights/<run>/encoder.pt → (Encoder in eval mode on `device`, its config)."""
+    path = Path(run_dir) / "encoder.pt"
+    blob = load_torch(path, B1_HINT, map_location="cpu")
+    if not isinstance(blob, dict) or "config" not in blob or "model" not in blob:
+        raise SuiteError(f"{path} is not an encoder file (no config/model); re-run {B1_HINT}")
+    config = blob["config"]
+    model = build_encoder(config)
+    try:
+        model.load_state_dict(blob["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise SuiteError(f"{path}: weights do not match its config ({first})") from None
+    return model.to(device).eval(), config
+
+
+# ---------------------------------------------------------------------------------------------
+# Image transforms (SPEC §4)
+
+
+class ToFloat(nn.Module):
+    """uint8 C×H×W → float in [0, 1] (the tensor half of ToTensor)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().div_(255)
+
+
+def transform_parts(config: Mapping[str, Any], train: bool) -> tuple[list, list]:
+    """(deterministic PIL part, tensor part) of the image transform.
+
+    The deterministic part may be cached (decoded once per image); the tensor part holds the
+    random augmentation and normalisation and runs on uint8 C×H×W tensors every time.
+    """
+    s = int(config["image_size"])
+    square = bool(config.get("square_resize", False))
+    resize = transforms.Resize((s, s) if square else s, antialias=True)
+    norm = [ToFloat(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    flips = [transforms.RandomHorizontalFlip()]
+    if config.get("vertical_flip", True):  # the authors' transform flips vertically too
+        flips.insert(0, transforms.RandomVerticalFlip())
+    if not train:
+        return [resize, transforms.CenterCrop(s)], norm
+    if config.get("random_resized_crop", False):  # the paper text's recipe
+        return [], [transforms.RandomResizedCrop((s, s), antialias=True), *flips, *norm]
+    return [resize], [transforms.RandomCrop(s), *flips, *norm]
+
+
+def image_transform(config: Mapping[str, Any], train: bool) -> Callable:
+    """PIL image → normalised float tensor 3×S×S, as B1 (train) or C1 (test) sees it."""
+    pre, post = transform_parts(config, train)
+    return transforms.Compose([*pre, transforms.PILToTensor(), *post])

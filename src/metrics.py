@@ -1,0 +1,171 @@
+"""Retrieval metrics (SPEC §7), vectorised over queries and small enough to check by hand.
+
+- `precision_at_k` / `paper_map_at_k`: what the paper calls "mAP@10" — the fraction of the top-10
+  carrying every condition label (precision@10).
+- `average_precision_at_k` / `map_at_k`: true mAP@10, AP@10 normalised by min(10, #relevant).
+- `tag_jaccard` / `mts_at_k`: mTS@10, the mean Jaccard similarity of tag sets, query vs results.
+- `retrieved_similarity`: Jaccard of two top-10 index sets (teacher vs student, paper Table 6).
+- `context_preservation`: per label attribute NOT conditioned, the fraction of the top-10 keeping
+  the query's class (what λ is meant to preserve).
+Label arguments are integer class-id arrays (torch or numpy); results come back as torch tensors
+on the indices' device (per query) or floats (means).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from src.errors import SuiteError
+
+Labels = Mapping[str, "Tensor | np.ndarray"]
+
+
+def _t(x, device=None) -> Tensor:
+    return torch.as_tensor(x, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Condition labels
+
+
+def condition_hits(indices, db_labels: Labels, conditions: Labels) -> Tensor:
+    """Q×k bool: whether each retrieved database row carries every condition label of its query."""
+    idx = _t(indices).long()
+    if not conditions:
+        raise SuiteError("condition_hits: no condition attribute given")
+    hits = torch.ones(idx.shape, dtype=torch.bool, device=idx.device)
+    for attr, cond in conditions.items():
+        if attr not in db_labels:
+            raise SuiteError(f"condition_hits: the database has no labels for {attr!r}")
+        labels = _t(db_labels[attr], idx.device).long()
+        hits &= labels[idx] == _t(cond, idx.device).long()[:, None]
+    return hits
+
+
+def precision_at_k(hits) -> Tensor:
+    """Per query, the fraction of the top-k that are hits (the paper's per-query "mAP@10")."""
+    return _t(hits).float().mean(1)
+
+
+def paper_map_at_k(hits) -> float:
+    """The paper's "mAP@10": mean over queries of precision@k."""
+    return float(precision_at_k(hits).mean())
+
+
+def count_relevant(db_labels: Labels, conditions: Labels, exclude=None) -> Tensor:
+    """Per query, how many database rows carry every condition label (less the excluded row)."""
+    attrs = list(conditions)
+    if not attrs:
+        raise SuiteError("count_relevant: no condition attribute given")
+    first = _t(conditions[attrs[0]])
+    dev = first.device
+    db_key = torch.zeros(len(_t(db_labels[attrs[0]])), dtype=torch.long, device=dev)
+    q_key = torch.zeros(len(first), dtype=torch.long, device=dev)
+    for a in attrs:  # one integer key per combination of classes
+        lab, cond = _t(db_labels[a], dev).long(), _t(conditions[a], dev).long()
+        size = int(max(lab.max(), cond.max())) + 1
+        db_key, q_key = db_key * size + lab, q_key * size + cond
+    ordered = db_key.sort().values
+    counts = torch.searchsorted(ordered, q_key, right=True) - torch.searchsorted(ordered, q_key)
+    if exclude is not None:
+        ex = _t(exclude, dev).long()
+        self_relevant = (ex >= 0) & (db_key[ex.clamp(min=0)] == q_key)
+        counts = counts - self_relevant.long()
+    return counts
+
+
+def average_precision_at_k(hits, n_relevant) -> Tensor:
+    """Per query AP@k = Σ_{i hit} precision@i / min(k, #relevant); 0 when nothing is relevant."""
+    h = _t(hits).float()
+    k = h.shape[1]
+    ranks = torch.arange(1, k + 1, device=h.device, dtype=h.dtype)
+    precision_at_i = h.cumsum(1) / ranks
+    denom = _t(n_relevant, h.device).clamp(max=k).to(h.dtype)
+    ap = (precision_at_i * h).sum(1)
+    return torch.where(denom > 0, ap / denom.clamp(min=1), torch.zeros_like(ap))
+
+
+def map_at_k(hits, n_relevant) -> float:
+    """True mAP@k: mean over queries of AP@k."""
+    return float(average_precision_at_k(hits, n_relevant).mean())
+
+
+def context_preservation(
+    indices, db_labels: Labels, query_labels: Labels, conditioned: Iterable[str]
+) -> dict[str, float]:
+    """For each attribute in query_labels that is not conditioned: mean fraction of the top-k
+    whose class equals the query's own class."""
+    idx = _t(indices).long()
+    cond = set(conditioned)
+    out: dict[str, float] = {}
+    for attr, q in query_labels.items():
+        if attr in cond:
+            continue
+        labels = _t(db_labels[attr], idx.device).long()
+        same = labels[idx] == _t(q, idx.device).long()[:, None]
+        out[attr] = float(same.float().mean())
+    return out
+
+
+def retrieved_similarity(indices_a, indices_b) -> Tensor:
+    """Per query, Jaccard similarity of two top-k index sets (rows hold distinct indices)."""
+    a, b = _t(indices_a).long(), _t(indices_b).long()
+    if a.shape[0] != b.shape[0]:
+        raise SuiteError("retrieved_similarity: both rankings need the same number of queries")
+    b = b.to(a.device)
+    inter = (a[:, :, None] == b[:, None, :]).any(2).sum(1)
+    union = a.shape[1] + b.shape[1] - inter
+    return inter.float() / union.float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tags
+
+
+def tag_matrices(*tag_lists: Sequence[Iterable[str] | str]) -> tuple[sp.csr_matrix, ...]:
+    """Binary sparse matrices (rows × tags) over one shared vocabulary, one per list of tag sets.
+
+    Each item is an iterable of tag strings, or a '|'-joined CSV cell (as in train/test.csv).
+    """
+    from src.datasets.common import split_tags
+
+    parsed = [
+        [split_tags(item) if isinstance(item, str) or item is None else set(item) for item in tl]
+        for tl in tag_lists
+    ]
+    flat = [tag for tl in parsed for tags in tl for tag in tags]
+    codes, vocab = pd.factorize(pd.Series(flat, dtype=object))  # one shared vocabulary
+    out, start = [], 0
+    for tl in parsed:
+        indptr = np.zeros(len(tl) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(tags) for tags in tl])
+        cols = codes[start : start + indptr[-1]].astype(np.int64)
+        start += indptr[-1]
+        data = np.ones(len(cols), dtype=np.float32)
+        out.append(sp.csr_matrix((data, cols, indptr), shape=(len(tl), len(vocab))))
+    return tuple(out)
+
+
+def tag_jaccard(query_tags: sp.csr_matrix, db_tags: sp.csr_matrix, indices) -> np.ndarray:
+    """Q×k Jaccard similarity of each query's tag set with each retrieved row's (0 if both empty)."""
+    idx = np.asarray(_t(indices).cpu().numpy(), dtype=np.int64)
+    n_q, k = idx.shape
+    if query_tags.shape[0] != n_q:
+        raise SuiteError(f"tag_jaccard: {query_tags.shape[0]} query tag sets for {n_q} queries")
+    rows = np.repeat(np.arange(n_q), k)
+    cols = idx.ravel()
+    inter = np.asarray(query_tags[rows].multiply(db_tags[cols]).sum(1)).ravel()
+    union = query_tags.getnnz(1)[rows] + db_tags.getnnz(1)[cols] - inter
+    jac = np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+    return jac.reshape(n_q, k)
+
+
+def mts_at_k(query_tags: sp.csr_matrix, db_tags: sp.csr_matrix, indices) -> float:
+    """mTS@k: mean over queries of the mean tag Jaccard over the top-k."""
+    return float(tag_jaccard(query_tags, db_tags, indices).mean())

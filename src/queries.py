@@ -1,0 +1,188 @@
+"""The query protocol (SPEC §3): balanced (query image, condition) pairs drawn from the test split.
+
+A candidate is drawn with probability ∝ 1 / frequency of its class (of its class tuple over the
+conditioned attributes); the condition is one uniformly random class per conditioned attribute. A
+pair is kept when at least 10 other test images carry every condition label and at least one of
+them shares little context with the candidate (tag-Jaccard < 0.1), so a good answer must change
+the condition while keeping the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from src.artifacts import queries_path, require
+from src.datasets.common import read_labels, read_split, split_tags
+from src.errors import SuiteError
+from src.tasks import get_task
+
+MIN_TARGETS = 10
+MAX_JACCARD = 0.1
+DEFAULT_SEED = 777
+DRAWS_PER_QUERY = 50  # give up after this many draws per requested query (plus a floor)
+MIN_DRAWS = 20_000
+
+
+@dataclass
+class QueryDraw:
+    """The accepted queries and how many draws each rule rejected."""
+
+    queries: pd.DataFrame
+    rows: np.ndarray  # the query images' row numbers in the test split
+    draws: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def make_queries(
+    test: pd.DataFrame,
+    labels: dict[str, list[str]],
+    conditions: Sequence[str],
+    num_queries: int,
+    seed: int = DEFAULT_SEED,
+    *,
+    max_draws: int | None = None,
+) -> QueryDraw:
+    """Draw `num_queries` distinct (query, condition) pairs from `test` by the SPEC §3 rules.
+
+    `test` has columns image, <attributes as class names>, tags ('|'-joined); `labels` gives each
+    attribute's class names in id order. Fails, saying how many were found, when the test split
+    cannot supply `num_queries` pairs within the draw budget.
+    """
+    conditions = list(conditions)
+    for a in conditions:
+        if a not in test.columns or a not in labels:
+            raise SuiteError(f"the test split has no {a!r} labels; re-run A1 for this dataset")
+    if num_queries < 1:
+        raise SuiteError(f"--num-queries must be at least 1 (got {num_queries})")
+    n = len(test)
+    if n == 0:
+        raise SuiteError("the test split is empty; re-run A1 for this dataset")
+    ids = np.stack([_class_ids(test[a], labels[a], a) for a in conditions], axis=1)  # n × m
+    sizes = [len(labels[a]) for a in conditions]
+    key = np.ravel_multi_index(ids.T, sizes)  # one integer per class tuple
+    # candidates: p ∝ 1 / frequency of the candidate's class tuple
+    freq = np.bincount(key, minlength=int(np.prod(sizes)))
+    p = 1.0 / freq[key]
+    p /= p.sum()
+    rules = _Rules(key, freq.size, test["tags"])
+
+    rng = np.random.default_rng(seed)
+    budget = max_draws if max_draws is not None else max(MIN_DRAWS, DRAWS_PER_QUERY * num_queries)
+    skipped = dict.fromkeys(["no_tags", "duplicate", "few_targets", "no_dissimilar_target"], 0)
+    seen: set[tuple[int, int]] = set()
+    accepted: list[tuple[int, int]] = []
+    draws = 0
+    while len(accepted) < num_queries and draws < budget:
+        # draw in chunks (fixed size, so the stream depends on the seed only), judge one at a time
+        cands = rng.choice(n, size=4096, p=p)
+        conds = np.stack([rng.integers(0, s, size=4096) for s in sizes])
+        for c, k in zip(cands.tolist(), np.ravel_multi_index(conds, sizes).tolist(), strict=True):
+            if len(accepted) == num_queries or draws == budget:
+                break
+            draws += 1
+            reason = "duplicate" if (c, k) in seen else rules.reject(c, k)
+            if reason:
+                skipped[reason] += 1
+            else:
+                seen.add((c, k))
+                accepted.append((c, k))
+    if len(accepted) < num_queries:
+        raise SuiteError(
+            f"found only {len(accepted)} of {num_queries} queries after {draws} draws: the test "
+            f"split ({n} images) is too small for this task; lower --num-queries"
+        )
+    chosen = np.array([c for c, _ in accepted], dtype=np.int64)
+    cond_ids = np.array(np.unravel_index([k for _, k in accepted], sizes)).T
+    out = pd.DataFrame(
+        {"query_id": np.arange(len(accepted)), "image": test["image"].to_numpy()[chosen]}
+    )
+    for j, a in enumerate(conditions):
+        out[a] = np.asarray(labels[a], dtype=object)[cond_ids[:, j]]
+    out["tags"] = test["tags"].to_numpy()[chosen]
+    return QueryDraw(out, chosen, draws, skipped)
+
+
+class _Rules:
+    """SPEC §3 rules 3 and 5 for one candidate row and one condition (a class-tuple key)."""
+
+    def __init__(self, key: np.ndarray, n_keys: int, tag_cells: pd.Series):
+        self.tags, self.counts = _tag_matrix([split_tags(t) for t in tag_cells])
+        self.tagged = self.counts > 0
+        self.order = np.argsort(key, kind="stable")
+        self.bounds = np.searchsorted(key[self.order], np.arange(n_keys + 1))
+        self.onehot = np.zeros(self.tags.shape[1], dtype=np.float32)
+        self.cache: dict[int, tuple[np.ndarray, sparse.csr_matrix, np.ndarray]] = {}
+
+    def targets(self, k: int) -> tuple[np.ndarray, sparse.csr_matrix, np.ndarray]:
+        """Rows, tag matrix and tag counts of the tagged images carrying class tuple `k`
+        (untagged images are not in the retrieval database, so they are no targets)."""
+        if k not in self.cache:
+            rows = self.order[self.bounds[k] : self.bounds[k + 1]]
+            rows = rows[self.tagged[rows]]
+            self.cache[k] = (rows, self.tags[rows], self.counts[rows])
+        return self.cache[k]
+
+    def reject(self, c: int, k: int) -> str | None:
+        """Why candidate `c` with condition `k` is skipped, or None when it is a valid query."""
+        if not self.tagged[c]:
+            return "no_tags"
+        rows, sub, counts = self.targets(k)
+        others = rows != c
+        if int(others.sum()) < MIN_TARGETS:
+            return "few_targets"
+        own = self.tags.indices[self.tags.indptr[c] : self.tags.indptr[c + 1]]
+        self.onehot[own] = 1.0
+        inter = sub @ self.onehot  # |tags(c) ∩ tags(t)| for every target t
+        self.onehot[own] = 0.0
+        union = counts + self.counts[c] - inter
+        if not np.any((inter < MAX_JACCARD * union) & others):  # Jaccard < 0.1, exactly
+            return "no_dissimilar_target"
+        return None
+
+
+def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
+    """The query file of `task` (query_id int, every other column str), checked against the task."""
+    spec = get_task(task)
+    path = require(queries_path(data_root, spec.dataset, task), f"A2_make_queries.py --task {task}")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ["query_id", "image", *spec.conditions, "tags"] if c not in df.columns]
+    if missing:
+        raise SuiteError(f"{path} lacks columns {missing}; re-run A2_make_queries.py --task {task}")
+    df["query_id"] = df["query_id"].astype(np.int64)
+    return df
+
+
+def load_test_split(data_root: str | Path, task: str) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """The test split and label vocabularies of the task's dataset (A1 must have run)."""
+    spec = get_task(task)
+    labels = read_labels(data_root, spec.dataset)
+    return read_split(data_root, spec.dataset, "test"), labels
+
+
+def _class_ids(names: pd.Series, classes: list[str], attr: str) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    ids = names.map(index)
+    if ids.isna().any():
+        bad = names[ids.isna()].iloc[0]
+        raise SuiteError(
+            f"test split has {attr} {bad!r}, which labels.json does not list; re-run A1"
+        )
+    return ids.to_numpy(dtype=np.int64)
+
+
+def _tag_matrix(tag_sets: list[frozenset[str]]) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """A binary images × vocabulary CSR matrix and each image's tag count."""
+    vocab: dict[str, int] = {}
+    indptr, indices = [0], []
+    for s in tag_sets:
+        indices.extend(vocab.setdefault(t, len(vocab)) for t in sorted(s))
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float32)
+    m = sparse.csr_matrix((data, indices, indptr), shape=(len(tag_sets), max(1, len(vocab))))
+    return m, np.diff(m.indptr).astype(np.float64)

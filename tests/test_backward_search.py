@@ -1,0 +1,252 @@
+"""Backward Search (SPEC §5): the early-stopping rule, λ's two extremes, batched == one at a time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import src.backward_search as bs
+from src.backward_search import backward_search, backward_search_reference
+from src.errors import SuiteError
+from src.retrieval import cosine_topk
+from tests._search import accuracy, toy_space, train_heads
+
+CLASSES = {"style": 6, "genre": 4, "mood": 3}
+
+
+@pytest.fixture(scope="module")
+def world():
+    """Clustered float64 embeddings and three heads trained to high accuracy on them."""
+    z, labels = toy_space(900, 24, CLASSES, seed=0, spread=3.0, noise=0.5)
+    heads = train_heads(z[:600], {a: y[:600] for a, y in labels.items()}, steps=150)
+    acc = accuracy(heads, z[600:], {a: y[600:] for a, y in labels.items()})
+    assert min(acc.values()) > 0.95, acc  # the fixture is what the tests assume
+    heads = {a: h.double() for a, h in heads.items()}
+    return z[600:].double(), {a: y[600:] for a, y in labels.items()}, heads
+
+
+def _conditions(n: int, attrs, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {a: torch.randint(CLASSES[a], (n,), generator=g) for a in attrs}
+
+
+def _slope_head(w: float) -> nn.Linear:
+    """1-D z → logits (w·z, −w·z): CE for class 0 is softplus(−2wz), slope ≤ 2w everywhere."""
+    head = nn.Linear(1, 2, bias=False).double()
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[w], [-w]], dtype=torch.float64))
+    return head
+
+
+# ---------------------------------------------------------------------------------------------
+# The early-stopping rule on hand-checkable cases
+
+
+@pytest.mark.parametrize("search", [backward_search, backward_search_reference])
+@pytest.mark.parametrize("patience", [10, 3])
+def test_early_stopping_keeps_first_step_when_loss_only_rises(search, patience):
+    # λ = 5 > the CE slope (≤ 1): every z ≠ z0 has a higher loss than z0, so the loss measured at
+    # iteration 0 (at z0) stays the best. The saved answer is the z AFTER that first step
+    # (Adam's first step is lr·sign(g) = +0.2), and the query is done once `patience` + 1 later
+    # iterations failed to improve: patience + 2 iterations.
+    z0 = torch.tensor([[0.3]], dtype=torch.float64)
+    cond = {"c": torch.tensor([0])}
+    r = search({"c": _slope_head(0.5)}, z0, cond, 5.0, patience=patience)
+    assert r.iterations.tolist() == [patience + 2]
+    assert r.z.item() == pytest.approx(0.3 + 0.2, abs=1e-6)
+    assert r.loss.item() == pytest.approx(math.log1p(math.exp(-2 * 0.5 * 0.3)), rel=1e-12)
+    assert r.satisfied_at.tolist() == [0]  # z0 already predicts class 0 (w·z0 > −w·z0)
+
+
+@pytest.mark.parametrize("search", [backward_search, backward_search_reference])
+def test_equal_loss_counts_as_improvement(search):
+    # A head with zero weights: zero gradient, z never moves, the loss stays log 2. The authors'
+    # rule compares with ≤, so every iteration "improves" and the query runs to max_iter.
+    head = nn.Linear(3, 2).double()
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    z0 = torch.tensor([[0.1, -0.2, 0.3]], dtype=torch.float64)
+    r = search({"c": head}, z0, {"c": torch.tensor([1])}, 0.5, max_iter=37)
+    assert r.iterations.tolist() == [37]
+    assert torch.equal(r.z, z0)
+    assert r.loss.item() == pytest.approx(math.log(2))
+    assert r.satisfied_at.tolist() == [-1]  # argmax of a tie is class 0, never class 1
+
+
+def test_without_early_stopping_runs_every_step(world):
+    z, _, heads = world
+    cond = _conditions(20, ["style"])
+    r = backward_search(heads, z[:20], cond, 1.0, early_stopping=False, max_iter=30)
+    ref = backward_search_reference(heads, z[:20], cond, 1.0, early_stopping=False, max_iter=30)
+    assert r.iterations.tolist() == [30] * 20
+    torch.testing.assert_close(r.z, ref.z, rtol=0, atol=1e-10)
+    stopped = backward_search(heads, z[:20], cond, 1.0, max_iter=30)
+    assert (stopped.iterations < 30).any()  # the fixture does stop early somewhere
+
+
+# ---------------------------------------------------------------------------------------------
+# λ's extremes
+
+
+def test_lambda_zero_satisfies_the_condition(world):
+    z, _, heads = world
+    cond = _conditions(len(z), ["style"])
+    r = backward_search(heads, z, cond, 0.0)
+    with torch.no_grad():
+        pred = heads["style"](r.z).argmax(1)
+    assert torch.equal(pred, cond["style"])
+    assert (r.satisfied_at >= 0).all()
+    assert (r.satisfied_at < r.iterations).all()
+
+
+def test_large_lambda_stays_within_one_step_and_keeps_knn_ranking(world):
+    # λ → ∞: no later iterate beats z0's loss, so the answer is z0 plus Adam's first step
+    # (at most lr per coordinate). With a small lr, that is the kNN ranking.
+    z, _, heads = world
+    cond = _conditions(len(z), ["style"])
+    far = backward_search(heads, z, cond, 0.0)
+    near = backward_search(heads, z, cond, 1e4)
+    assert (near.z - z).abs().max() <= 0.2 + 1e-6
+    assert (near.z - z).abs().mean() < 0.25 * (far.z - z).abs().mean()
+    assert (near.iterations == 12).all()
+    tiny = backward_search(heads, z, cond, 1e4, lr=1e-3)
+    _, knn = cosine_topk(z, z, k=10)
+    _, ours = cosine_topk(tiny.z, z, k=10)
+    assert torch.equal(ours.sort(1).values, knn.sort(1).values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched == one query at a time
+
+
+@pytest.mark.parametrize("attrs", [["style"], ["style", "genre", "mood"]])
+def test_batched_equals_reference_with_per_query_lambda(world, attrs):
+    z, _, heads = world
+    n = 48
+    cond = _conditions(n, attrs, seed=len(attrs))
+    lam = torch.linspace(0.0, 6.0, n, dtype=torch.float64)  # mixed finishing times
+    r = backward_search(heads, z[:n], cond, lam)
+    ref = backward_search_reference(heads, z[:n], cond, lam)
+    assert r.iterations.unique().numel() > 3
+    assert torch.equal(r.iterations, ref.iterations)
+    assert torch.equal(r.satisfied_at, ref.satisfied_at)
+    torch.testing.assert_close(r.z, ref.z, rtol=0, atol=1e-9)
+    torch.testing.assert_close(r.loss, ref.loss, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("interval", [3, 1000])
+def test_late_compaction_gives_the_same_answer(world, monkeypatch, interval):
+    # On CUDA finished queries are dropped only every few steps; meanwhile they must stay frozen.
+    z, _, heads = world
+    cond = _conditions(32, ["style", "genre"])
+    lam = torch.linspace(0.0, 4.0, 32, dtype=torch.float64)
+    every_step = backward_search(heads, z[:32], cond, lam)
+    monkeypatch.setattr(bs, "_check_interval", lambda device: interval)
+    late = backward_search(heads, z[:32], cond, lam)
+    assert torch.equal(late.iterations, every_step.iterations)
+    assert torch.equal(late.satisfied_at, every_step.satisfied_at)
+    torch.testing.assert_close(late.z, every_step.z, rtol=0, atol=1e-12)
+
+
+def test_three_conditions_are_met_together(world):
+    z, labels, heads = world
+    cond = _conditions(len(z), list(CLASSES), seed=7)
+    r = backward_search(heads, z, cond, 0.0)
+    with torch.no_grad():
+        for a in CLASSES:
+            assert torch.equal(heads[a](r.z).argmax(1), cond[a])
+    # conditions differing from the query's own classes needed more steps to satisfy
+    same = torch.stack([cond[a] == labels[a] for a in CLASSES]).all(0)
+    assert (r.satisfied_at[same] == 0).all()
+    assert (r.satisfied_at[~same] > 0).all()
+
+
+def test_heads_untouched_and_modes_restored_under_no_grad(world):
+    z, _, heads = world
+    before = {a: [p.detach().clone() for p in h.parameters()] for a, h in heads.items()}
+    heads["genre"].train()
+    try:
+        with torch.no_grad():
+            r = backward_search(heads, z[:10], _conditions(10, ["style", "genre"]), 0.5)
+        assert heads["genre"].training and not heads["style"].training
+    finally:
+        heads["genre"].eval()
+    assert not r.z.requires_grad
+    for a, h in heads.items():
+        for p, q in zip(h.parameters(), before[a], strict=True):
+            assert p.grad is None
+            assert torch.equal(p, q)
+
+
+def test_float32_search_matches_reference(world):
+    z, _, heads = world
+    heads32 = {a: h.float() for a, h in heads.items()}
+    try:
+        cond = _conditions(16, ["style"])
+        r = backward_search(heads32, z[:16].float(), cond, 1.0)
+        ref = backward_search_reference(heads32, z[:16].float(), cond, 1.0)
+        assert r.z.dtype == torch.float32
+        torch.testing.assert_close(r.z, ref.z, rtol=0, atol=1e-4)
+    finally:
+        for h in heads.values():
+            h.double()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda z, c, lam: (z, {"artist": c["style"]}, lam), "no head for attribute"),
+        (lambda z, c, lam: (z, {"style": c["style"] + 6}, lam), "out of range"),
+        (lambda z, c, lam: (z, {"style": c["style"] - 6}, lam), "out of range"),
+        (lambda z, c, lam: (z, {"style": c["style"][:3]}, lam), "shape"),
+        (lambda z, c, lam: (z, {"style": c["style"].double()}, lam), "integer"),
+        (lambda z, c, lam: (z, {}, lam), "no condition"),
+        (lambda z, c, lam: (z, c, torch.ones(3)), "lam has shape"),
+        (lambda z, c, lam: (z, c, -1.0), "≥ 0"),
+    ],
+)
+def test_bad_conditions_are_reported(world, change, message):
+    z, _, heads = world
+    args = change(z[:5], _conditions(5, ["style"]), 1.0)
+    for search in (backward_search, backward_search_reference):
+        with pytest.raises(SuiteError, match=message):
+            search(heads, *args)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_embeddings_are_reported(world, bad):
+    z, _, heads = world
+    z0 = z[:5].clone()
+    z0[3, 2] = bad
+    with pytest.raises(SuiteError, match=r"NaN or inf \(rows \[3\]"):
+        backward_search(heads, z0, _conditions(5, ["style"]), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cpu_and_cuda_agree(world):
+    z, _, heads = world
+    cond = _conditions(64, ["style", "genre"])
+    lam = torch.linspace(0.0, 4.0, 64, dtype=torch.float64)
+    cpu = backward_search(heads, z[:64], cond, lam)
+    gpu_heads = {a: h.to("cuda") for a, h in heads.items()}
+    try:
+        gpu = backward_search(gpu_heads, z[:64].cuda(), {a: c.cuda() for a, c in cond.items()}, lam)
+    finally:
+        for h in heads.values():
+            h.to("cpu")
+    assert gpu.z.is_cuda
+    assert torch.equal(gpu.iterations.cpu(), cpu.iterations)
+    assert torch.equal(gpu.satisfied_at.cpu(), cpu.satisfied_at)
+    torch.testing.assert_close(gpu.z.cpu(), cpu.z, rtol=0, atol=1e-8)

@@ -1,0 +1,227 @@
+"""The encoder of SPEC §4: heads and reduction layer by layer, backbones, freezing, weights, transforms."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from src.artifacts import save_torch
+from src.encoder import (
+    BACKBONES,
+    Encoder,
+    build_backbone,
+    build_encoder,
+    encoder_config,
+    head,
+    image_transform,
+    load_encoder,
+    reduction,
+)
+from src.errors import SuiteError
+
+LABELS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
+
+
+def layer_spec(seq: nn.Sequential) -> list[tuple]:
+    """(type name, sizes) of each layer: enough to compare an architecture with SPEC §4."""
+    out = []
+    for m in seq:
+        if isinstance(m, nn.Linear):
+            out.append(("Linear", m.in_features, m.out_features))
+        elif isinstance(m, nn.BatchNorm1d):
+            out.append(("BatchNorm1d", m.num_features))
+        elif isinstance(m, nn.Dropout):
+            out.append(("Dropout", m.p))
+        else:
+            out.append((type(m).__name__,))
+    return out
+
+
+def tiny_config(**kw) -> dict:
+    base = dict(
+        dataset="synthart",
+        backbone="convnext_atto",
+        embedding_size=16,
+        frozen=False,
+        labels=LABELS,
+        image_size=32,
+        square_resize=False,
+    )
+    return encoder_config(**(base | kw))
+
+
+def test_head_is_spec_architecture():
+    assert layer_spec(head(64, 7)) == [
+        ("Linear", 64, 256),
+        ("ReLU",),
+        ("BatchNorm1d", 256),
+        ("Dropout", 0.4),
+        ("Linear", 256, 128),
+        ("ReLU",),
+        ("BatchNorm1d", 128),
+        ("Dropout", 0.4),
+        ("Linear", 128, 7),
+    ]
+
+
+def test_reduction_is_spec_architecture():
+    assert layer_spec(reduction(1024, 256)) == [
+        ("Linear", 1024, 256),
+        ("ReLU",),
+        ("BatchNorm1d", 256),
+        ("Dropout", 0.1),
+        ("Linear", 256, 256),
+        ("BatchNorm1d", 256),
+        ("Tanh",),
+    ]
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_backbone_feature_size(name):
+    torch.manual_seed(0)
+    model = build_backbone(name, "none", image_size=32).eval()
+    with torch.no_grad():
+        f = model(torch.randn(2, 3, 32, 32))
+    assert f.shape == (2, BACKBONES[name].feature_size)
+    if name.startswith("convnext"):  # the authors' Flatten classifier: no final LayerNorm2d
+        assert isinstance(model.classifier, nn.Flatten)
+
+
+def test_paper_backbone_sizes():
+    sizes = {
+        n: BACKBONES[n].feature_size for n in ["convnext_base", "resnet50", "vgg16_bn", "vit_b_16"]
+    }
+    assert sizes == {"convnext_base": 1024, "resnet50": 2048, "vgg16_bn": 25088, "vit_b_16": 768}
+    assert BACKBONES["vit_b_16"].weights.endswith("IMAGENET1K_SWAG_LINEAR_V1")
+    atto = build_backbone("convnext_atto")
+    assert 3.0e6 < sum(p.numel() for p in atto.parameters()) < 4.0e6
+
+
+def test_encoder_outputs():
+    model = build_encoder(tiny_config()).eval()
+    z, logits = model(torch.randn(5, 3, 32, 32))
+    assert z.shape == (5, 16) and z.abs().max() <= 1
+    assert {a: lg.shape for a, lg in logits.items()} == {"style": (5, 3), "genre": (5, 2)}
+    assert list(model.heads) == ["style", "genre"]
+    assert torch.equal(model.embed(torch.zeros(1, 3, 32, 32)), model(torch.zeros(1, 3, 32, 32))[0])
+    # heads map embeddings to logits on their own (Backward Search uses them so)
+    assert model.heads["style"](z).shape == (5, 3)
+
+
+def test_frozen_backbone_gets_no_updates():
+    torch.manual_seed(0)
+    model = build_encoder(tiny_config(backbone="resnet50", frozen=True))
+    model.train()
+    assert not model.backbone.training and model.reduction.training
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    red_before = model.reduction[0].weight.clone()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    _, logits = model(torch.randn(4, 3, 32, 32))
+    sum(lg.sum() for lg in logits.values()).backward()
+    opt.step()
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics
+    assert not torch.equal(red_before, model.reduction[0].weight)
+
+
+def test_finetuned_backbone_trains():
+    model = build_encoder(tiny_config()).train()
+    assert model.backbone.training
+    assert all(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_imagenet_download_failure_suggests_path(monkeypatch):
+    import torchvision.models._api as api
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(SuiteError, match="--pretrained FILE.pth"):
+        build_backbone("resnet50", "imagenet")
+
+
+def test_imagenet_for_a_backbone_without_weights():
+    with pytest.raises(SuiteError, match="no ImageNet weights"):
+        build_backbone("convnext_atto", "imagenet")
+
+
+def test_pretrained_path_loads_torchvision_state_dict(tmp_path):
+    torch.manual_seed(1)
+    src = BACKBONES["convnext_atto"].build()
+    save_torch(tmp_path / "atto.pth", src.state_dict())
+    model = build_backbone("convnext_atto", str(tmp_path / "atto.pth"))
+    assert torch.equal(model.features[0][0].weight, src.features[0][0].weight)
+    save_torch(tmp_path / "wrong.pth", {"x": torch.zeros(1)})
+    with pytest.raises(SuiteError, match="not a torchvision convnext_atto state dict"):
+        build_backbone("convnext_atto", str(tmp_path / "wrong.pth"))
+    with pytest.raises(SuiteError, match="not found"):
+        build_backbone("convnext_atto", str(tmp_path / "missing.pth"))
+
+
+def test_unknown_backbone():
+    with pytest.raises(SuiteError, match="convnext_base"):
+        build_backbone("resnet9000")
+
+
+def stripes_image(w: int, h: int) -> Image.Image:
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 8] = (255, 0, 0)  # a red band at the left edge
+    return Image.fromarray(a)
+
+
+def test_transforms_shapes_and_crop():
+    cfg = tiny_config()
+    img = stripes_image(96, 48)
+    test = image_transform(cfg, train=False)
+    x = test(img)
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert torch.equal(x, test(img))  # deterministic
+    # Resize shorter side to 32 → 64×32, CenterCrop drops the left band
+    assert x[0, :, 0].max() < 0
+    train = image_transform(cfg, train=True)
+    assert train(img).shape == (3, 32, 32)
+
+
+def test_square_resize_keeps_whole_image():
+    cfg = tiny_config(square_resize=True)
+    x = image_transform(cfg, train=False)(stripes_image(96, 48))
+    assert x.shape == (3, 32, 32)
+    assert x[0, :, 0].min() > 2  # red band still there: resized to a square, not cropped
+    x = image_transform(cfg, train=True)(stripes_image(96, 48))
+    assert x.shape == (3, 32, 32) and (x[0, :, 0].min() > 2 or x[0, :, -1].min() > 2)
+
+
+def test_load_encoder_roundtrip(tmp_path):
+    cfg = tiny_config()
+    model = build_encoder(cfg)
+    save_torch(tmp_path / "encoder.pt", {"config": cfg, "model": model.state_dict()})
+    loaded, config = load_encoder(tmp_path)
+    assert config == cfg and not loaded.training and isinstance(loaded, Encoder)
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(loaded.embed(x), model.eval().embed(x))
+
+
+def test_load_encoder_errors(tmp_path):
+    with pytest.raises(SuiteError, match="run B1_train_encoder.py"):
+        load_encoder(tmp_path)
+    save_torch(tmp_path / "encoder.pt", {"weights": 1})
+    with pytest.raises(SuiteError, match="not an encoder file"):
+        load_encoder(tmp_path)
+
+
+def test_vertical_flip_is_a_recipe_switch():
+    a = np.zeros((32, 32, 3), np.uint8)
+    a[:4] = 255  # a white band at the top
+    img = Image.fromarray(a)
+    torch.manual_seed(0)
+    no_vflip = image_transform(tiny_config(vertical_flip=False), train=True)
+    assert all(no_vflip(img)[0, 0].min() > 2 for _ in range(20))
+    authors = image_transform(tiny_config(), train=True)  # RandomVerticalFlip on by default
+    assert any(authors(img)[0, 0].max() < 0 for _ in range(20))

@@ -1,0 +1,482 @@
+"""E1 end to end on a tiny hand-made pipeline (tests/_pipeline.py): metrics, tables, sweep,
+calibration, the query protocol, the student, and the error paths.
+
+The fixture's heads are accurate and its embedding space keeps context (genre, scene tags) but
+not style, so kNN rarely satisfies a style condition while Backward Search at λ = 0 does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import D1_train_distill
+import E1_evaluate
+from src import evaluation as ev
+from src import paper
+from src.cli import run_stage
+from src.datasets.common import split_tags
+from src.tasks import get_task
+from tests._pipeline import build_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+FIG6 = [0.0, *paper.FIG6_LAMBDAS]
+
+
+def e1(p, *args: str) -> Path:
+    """Run E1 in-process on a fixture; return its results folder for the task given."""
+    rc = run_stage(E1_evaluate.main, p.argv(*args))
+    assert rc == 0
+    task = args[args.index("--task") + 1]
+    return p.results_root / p.run / task
+
+
+def e1_error(p, capsys, *args: str) -> str:
+    capsys.readouterr()
+    assert run_stage(E1_evaluate.main, p.argv(*args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    return err
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    return build_pipeline(tmp_path_factory.mktemp("synth"), "synthart")
+
+
+@pytest.fixture(scope="session")
+def wiki(tmp_path_factory):
+    return build_pipeline(tmp_path_factory.mktemp("wiki"), "wikiart")
+
+
+@pytest.fixture(scope="session")
+def synth_style(synth):
+    """E1 --task synthart-style --sweep, once for the session."""
+    return e1(synth, "--task", "synthart-style", "--sweep", "--device", "cpu")
+
+
+@pytest.fixture(scope="session")
+def wiki_style(wiki):
+    return e1(wiki, "--task", "wikiart-style", "--device", "cpu")
+
+
+def read_metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def copy_pipeline(p, dest: Path):
+    shutil.copytree(p.root, dest / "copy", ignore=shutil.ignore_patterns("results"))
+    return type(p)(
+        dest / "copy",
+        *(dest / "copy" / x for x in ("data", "weights", "results")),
+        p.dataset,
+        p.run,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.json and the retrievals
+
+
+def test_fixture_heads_are_accurate(synth):
+    acc = json.loads((synth.weights_root / synth.run / "metrics.json").read_text())
+    assert min(acc["test_accuracy"].values()) >= 0.95
+
+
+def test_metrics_json_fields_and_ranges(synth_style):
+    m = read_metrics(synth_style)
+    task = get_task("synthart-style")
+    assert m["task"] == task.name and m["run"] == "tiny_e18"
+    assert m["lambda"] == task.default_lambda
+    assert (m["n_queries"], m["database_size"], m["exclude_query"]) == (40, 96, False)
+    assert set(m["methods"]) == {"random", "knn", "backward_search"}  # no student trained
+    assert m["retrieved_similarity"] is None
+    fields = {
+        "paper_map@10",
+        "map@10",
+        "mts@10",
+        "context_preservation",
+        "iterations_mean",
+        "iterations_sd",
+        "satisfied_at_mean",
+        "ms_per_query",
+        "queries_per_s",
+        "lambda",
+    }
+    for method, s in m["methods"].items():
+        assert fields <= set(s), method
+        for key in ("paper_map@10", "map@10", "mts@10"):
+            assert 0.0 <= s[key] <= 1.0, (method, key)
+        assert set(s["context_preservation"]) == {"genre"}  # the label attribute not conditioned
+        assert 0.0 <= s["context_preservation"]["genre"] <= 1.0
+    for method in ("random", "knn"):
+        s = m["methods"][method]
+        assert s["iterations_mean"] is None and s["ms_per_query"] is None and s["lambda"] is None
+    bs = m["methods"]["backward_search"]
+    assert 1 <= bs["iterations_mean"] <= 100 and bs["iterations_sd"] >= 0
+    assert 0 <= bs["satisfied_at_mean"] <= bs["iterations_mean"]
+    assert bs["ms_per_query"] > 0 and bs["queries_per_s"] > 0
+    assert bs["ms_per_query"] * bs["queries_per_s"] == pytest.approx(1000)
+    assert bs["lambda"] == task.default_lambda
+    # the query image stays in the database: kNN's first result is the query itself
+    knn = pd.read_csv(synth_style / "retrievals_knn.csv")
+    assert (knn["rank_1"] == knn["image"]).all()
+
+
+def test_retrievals_csv_agrees_with_the_labels_and_tags(synth, synth_style):
+    test = pd.read_csv(synth.data_root / "synthart" / "test.csv", keep_default_na=False)
+    style_of = dict(zip(test["image"], test["style"], strict=True))
+    tags_of = {k: split_tags(t) for k, t in zip(test["image"], test["tags"], strict=True)}
+    m = read_metrics(synth_style)
+    for method in m["methods"]:
+        df = pd.read_csv(synth_style / f"retrievals_{method}.csv")
+        ranks = [f"rank_{i}" for i in range(1, 11)]
+        assert list(df.columns) == [
+            "query_id",
+            "image",
+            "style",
+            *ranks,
+            "precision",
+            "tag_similarity",
+        ]
+        assert list(df["query_id"]) == list(range(40))
+        for _, row in df.iterrows():
+            assert len(set(row[ranks])) == 10
+            hits = [style_of[row[r]] == row["style"] for r in ranks]
+            assert row["precision"] == pytest.approx(np.mean(hits))
+            q = tags_of[row["image"]]
+            jac = [len(q & tags_of[row[r]]) / len(q | tags_of[row[r]]) for r in ranks]
+            assert row["tag_similarity"] == pytest.approx(np.mean(jac))
+        s = m["methods"][method]
+        assert s["paper_map@10"] == pytest.approx(df["precision"].mean())
+        assert s["mts@10"] == pytest.approx(df["tag_similarity"].mean())
+
+
+def test_backward_search_at_lambda_0_beats_knn(synth_style):
+    t2 = pd.read_csv(synth_style / "table2.csv").set_index("method")
+    bs0 = t2.loc["Backward Search", "mAP@10 (ours)"]
+    knn = t2.loc["k-nearest search", "mAP@10 (ours)"]
+    rnd = t2.loc["random search", "mAP@10 (ours)"]
+    assert bs0 >= knn + 0.4 and bs0 >= rnd + 0.2
+    sweep = pd.read_csv(synth_style / "sweep.csv")
+    assert sweep.loc[sweep["lambda"] == 0, "paper_map@10"].item() == pytest.approx(bs0)
+
+
+def test_sweep_trends_from_lambda_0_to_64(synth_style):
+    sweep = pd.read_csv(synth_style / "sweep.csv")
+    assert list(sweep["lambda"]) == FIG6
+    assert {"paper_map@10", "map@10", "mts@10", "context_genre"} <= set(sweep.columns)
+    first, last = sweep.iloc[0], sweep.iloc[-1]
+    assert first["paper_map@10"] >= last["paper_map@10"] + 0.2  # condition fades as λ grows
+    assert last["mts@10"] >= first["mts@10"] + 0.1  # context comes back
+    assert last["context_genre"] >= first["context_genre"] + 0.1
+    # the task's own λ (1.0) is on the grid: same numbers as the main evaluation
+    bs = read_metrics(synth_style)["methods"]["backward_search"]
+    assert sweep.loc[sweep["lambda"] == 1.0, "mts@10"].item() == pytest.approx(bs["mts@10"])
+
+
+def test_exclude_query_drops_the_query_image(synth):
+    out = e1(synth, "--task", "synthart-style", "--exclude-query", "--device", "cpu")
+    m = read_metrics(out)
+    assert m["exclude_query"] is True
+    for method in m["methods"]:
+        df = pd.read_csv(out / f"retrievals_{method}.csv")
+        ranks = df[[f"rank_{i}" for i in range(1, 11)]].to_numpy()
+        assert not (ranks == df["image"].to_numpy()[:, None]).any(), method
+
+
+def test_two_conditions(wiki):
+    out = e1(wiki, "--task", "wikiart-multi", "--device", "cpu")
+    m = read_metrics(out)
+    for s in m["methods"].values():
+        assert s["context_preservation"] == {}  # both label attributes are conditioned
+    df = pd.read_csv(out / "retrievals_backward_search.csv")
+    assert {"style", "genre"} <= set(df.columns)
+    t2 = pd.read_csv(out / "table2.csv").set_index("method")
+    assert t2.loc["Backward Search", "mAP@10 (ours)"] > t2.loc["k-nearest search", "mAP@10 (ours)"]
+
+
+def test_random_is_seeded(synth):
+    data = ev.load_eval_data(
+        synth.data_root,
+        synth.weights_root,
+        get_task("synthart-style"),
+        synth.run,
+        torch.device("cpu"),
+        exclude_query=True,
+    )
+    a, b, c = ev.rank_random(data, 0), ev.rank_random(data, 0), ev.rank_random(data, 1)
+    assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
+    assert not (a.indices == data.exclude[:, None]).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration (Table 3 protocol)
+
+
+def test_calibration_reaches_a_reachable_target(synth):
+    data = ev.load_eval_data(
+        synth.data_root,
+        synth.weights_root,
+        get_task("synthart-style"),
+        synth.run,
+        torch.device("cpu"),
+    )
+    low, high = (ev.evaluate_lambda(data, 2.0**x)["mts@10"] for x in (-8, 8))
+    assert high > low + 0.05
+    target = (low + high) / 2
+    cal = ev.calibrate(data, target, tolerance=0.01)
+    assert cal["reached"] and abs(cal["mts@10"] - target) <= 0.01
+    assert 2.0**-8 <= cal["lambda"] <= 2.0**8 and len(cal["steps"]) <= 14
+    assert cal["paper_map@10"] == ev.evaluate_lambda(data, cal["lambda"])["paper_map@10"]
+    unreachable = ev.calibrate(data, 0.99)
+    assert not unreachable["reached"] and unreachable["lambda"] == 2.0**8
+
+
+def test_target_mts_writes_calibration_json(synth, tmp_path):
+    p = copy_pipeline(synth, tmp_path)
+    out = e1(
+        p,
+        "--task",
+        "synthart-style",
+        "--methods",
+        "backward_search",
+        "--target-mts",
+        "0.4",
+        "--device",
+        "cpu",
+    )
+    cal = json.loads((out / "calibration.json").read_text())
+    assert {"target_mts", "lambda", "paper_map@10", "mts@10", "steps"} <= set(cal)
+    assert cal["target_mts"] == 0.4 and cal["steps"]
+    best = min(cal["steps"], key=lambda s: abs(s["mts@10"] - 0.4))
+    assert cal["lambda"] == best["lambda"]
+    t4 = pd.read_csv(out / "table4.csv")
+    assert t4["method"].str.contains("calibrated").any()
+    t3 = pd.read_csv(out / "table3.csv")
+    assert t3.loc[0, "mAP@10"] == pytest.approx(cal["paper_map@10"])
+    assert ev.NOT_PAPER in (out / "table3.md").read_text()
+    assert set(read_metrics(out)["methods"]) == {"backward_search"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def test_paper_task_tables_hold_the_papers_values(wiki_style):
+    col = "WikiArt-style"
+    t2 = pd.read_csv(wiki_style / "table2.csv").set_index("method")
+    for method in ("random", "knn", "backward_search"):
+        row = t2.loc[paper.METHOD_NAMES[method]]
+        assert row["mAP@10 (paper)"] == paper.TABLE2[method][col]
+        assert row["Δ mAP@10"] == pytest.approx(row["mAP@10 (ours)"] - row["mAP@10 (paper)"])
+    t4 = pd.read_csv(wiki_style / "table4.csv").set_index("method")
+    for method in ("random", "searle", "pic2word", "covr", "clip4cir", "backward_search"):
+        row = t4.loc[paper.METHOD_NAMES[method]]
+        assert (row["mAP@10 (paper)"], row["mTS@10 (paper)"]) == paper.TABLE4[method][col]
+    assert np.isnan(t4.loc["k-nearest search", "mAP@10 (paper)"])  # not in the paper's Table 4
+    t5 = pd.read_csv(wiki_style / "table5.csv").set_index("source")
+    for e in (128, 256):
+        row = t5.loc[f"paper (E{e})"]
+        assert tuple(row[["iterations mean", "iterations sd", "ms/query"]]) == paper.TABLE5[col][e]
+    t6 = pd.read_csv(wiki_style / "table6.csv").set_index("source")
+    p6 = t6.loc["paper (E256)"]
+    assert p6["teacher mAP@10"] == paper.TABLE6[col]["backward_search"][0]
+    assert p6["retrieved similarity"] == paper.TABLE6[col]["retrieved_similarity"]
+    md = (wiki_style / "table2.md").read_text()
+    assert "0.837" in md and "column WikiArt-style" in md and "n/a" not in md
+
+
+def test_table3_compares_with_the_papers_row_for_the_same_encoder():
+    cal = {"lambda": 1.5, "paper_map@10": 0.5, "mts@10": 0.151}
+    cfg = {"backbone": "convnext_base", "frozen": False, "embedding_size": 256}
+    t3 = ev.table3(get_task("wikiart-style"), cfg, cal).set_index("source")
+    assert t3.loc["paper", "mAP@10"] == paper.TABLE3[("convnext_base", False, 256)]["WikiArt-style"]
+    assert t3.loc["Δ (ours − paper)", "mAP@10"] == pytest.approx(0.5 - 0.595)
+    frozen = ev.table3(get_task("cub-bird"), {**cfg, "frozen": True, "embedding_size": 64}, cal)
+    assert frozen.set_index("source").loc["paper", "mAP@10"] == 0.129
+    other = ev.table3(get_task("cub-bird"), {**cfg, "backbone": "convnext_atto"}, cal)
+    assert "no row" in other["source"].iloc[1]
+
+
+def test_synthart_tables_mark_the_paper_columns_na(synth_style):
+    for name in ("table2", "table4", "table5", "table6"):
+        md = (synth_style / f"{name}.md").read_text()
+        assert ev.NOT_PAPER in md, name
+        df = pd.read_csv(synth_style / f"{name}.csv")
+        paper_cols = [c for c in df.columns if "(paper)" in c]
+        assert all(df[c].isna().all() for c in paper_cols), name
+        rows = [line.strip("|").split("|") for line in md.splitlines() if line.startswith("| ")]
+        header, body = [c.strip() for c in rows[0]], rows[1:]
+        for j in (j for j, h in enumerate(header) if "(paper)" in h):
+            assert all(r[j].strip() == "n/a" for r in body), (name, header[j])
+
+
+def test_table5_reports_our_iterations(synth_style):
+    t5 = pd.read_csv(synth_style / "table5.csv")
+    bs = read_metrics(synth_style)["methods"]["backward_search"]
+    ours = t5.iloc[0]
+    assert ours["iterations mean"] == pytest.approx(bs["iterations_mean"])
+    assert ours["embedding size"] == 18 and ours["device"] == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# The student
+
+
+def test_student_is_evaluated_when_trained(synth, tmp_path, capsys):
+    p = copy_pipeline(synth, tmp_path)
+    err = e1_error(p, capsys, "--task", "synthart-style", "--methods", "student")
+    assert "run D1_train_distill.py --task synthart-style --lambda 1 first" in err
+    d1 = [
+        "--data-root",
+        str(p.data_root),
+        "--weights-root",
+        str(p.weights_root),
+        "--run",
+        p.run,
+        "--task",
+        "synthart-style",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+    ]
+    assert run_stage(D1_train_distill.main, d1) == 0
+    out = e1(p, "--task", "synthart-style", "--device", "cpu")
+    m = read_metrics(out)
+    assert set(m["methods"]) == {"random", "knn", "backward_search", "student"}
+    st = m["methods"]["student"]
+    assert st["ms_per_query"] > 0 and st["iterations_mean"] is None and st["lambda"] == 1.0
+    assert 0 <= m["retrieved_similarity"] <= 1
+    teacher = pd.read_csv(out / "retrievals_backward_search.csv")
+    student = pd.read_csv(out / "retrievals_student.csv")
+    ranks = [f"rank_{i}" for i in range(1, 11)]
+    jac = [
+        len(set(a) & set(b)) / len(set(a) | set(b))
+        for a, b in zip(teacher[ranks].to_numpy(), student[ranks].to_numpy(), strict=True)
+    ]
+    assert m["retrieved_similarity"] == pytest.approx(np.mean(jac))
+    t6 = pd.read_csv(out / "table6.csv")
+    assert t6.loc[0, "student mAP@10"] == pytest.approx(st["paper_map@10"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_unknown_class_name_lists_the_valid_ones(synth, tmp_path, capsys):
+    p = copy_pipeline(synth, tmp_path)
+    qfile = p.data_root / "synthart" / "queries_synthart-style.csv"
+    q = pd.read_csv(qfile)
+    q.loc[3, "style"] = "Cubism"
+    q.to_csv(qfile, index=False)
+    err = e1_error(p, capsys, "--task", "synthart-style")
+    assert "'Cubism'" in err and "flat, dots, hatch, mosaic" in err
+
+
+def test_query_image_without_embedding_is_reported(synth, tmp_path, capsys):
+    p = copy_pipeline(synth, tmp_path)
+    qfile = p.data_root / "synthart" / "queries_synthart-multi.csv"
+    q = pd.read_csv(qfile)
+    q.loc[0, "image"] = "images/test/not_embedded.png"
+    q.to_csv(qfile, index=False)
+    err = e1_error(p, capsys, "--task", "synthart-multi")
+    assert "images/test/not_embedded.png" in err and "C1_extract_embeddings.py" in err
+
+
+def test_nan_in_embeddings_is_reported(synth, tmp_path, capsys):
+    p = copy_pipeline(synth, tmp_path)
+    path = p.weights_root / p.run / "embeddings.npz"
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["z"][5, 2] = np.nan
+    np.savez(path, **arrays)
+    err = e1_error(p, capsys, "--task", "synthart-style")
+    assert "NaN" in err and arrays["image"][5] in err
+
+
+def test_condition_without_a_head_is_an_error(synth, tmp_path, capsys):
+    p = copy_pipeline(synth, tmp_path)
+    path = p.weights_root / p.run / "encoder.pt"
+    blob = torch.load(path, weights_only=True)
+    blob["config"]["num_classes"].pop("genre")
+    blob["config"]["attributes"].remove("genre")
+    blob["model"] = {k: v for k, v in blob["model"].items() if not k.startswith("heads.genre.")}
+    torch.save(blob, path)
+    err = e1_error(p, capsys, "--task", "synthart-multi")
+    assert "'genre'" in err and "no head" in err
+
+
+def test_missing_stages_say_which_to_run(synth, tmp_path, capsys):
+    p = copy_pipeline(synth, tmp_path)
+    (p.data_root / "synthart" / "queries_synthart-style.csv").unlink()
+    err = e1_error(p, capsys, "--task", "synthart-style")
+    assert "A2_make_queries.py --task synthart-style" in err
+    # no --run: the dataset's default run, which has no embeddings
+    args = [
+        "--data-root",
+        str(p.data_root),
+        "--weights-root",
+        str(p.weights_root),
+        "--results-root",
+        str(p.results_root),
+        "--task",
+        "synthart-multi",
+    ]
+    assert run_stage(E1_evaluate.main, args) == 2
+    assert "run C1_extract_embeddings.py --dataset synthart first" in capsys.readouterr().err
+    (p.weights_root / p.run / "embeddings.npz").unlink()
+    err = e1_error(p, capsys, "--task", "synthart-multi")
+    assert f"run C1_extract_embeddings.py --run {p.run} first" in err
+    assert not list((p.results_root / p.run).rglob("metrics.json"))  # nothing written
+
+
+def test_command_line_exit_code_and_one_line_error(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "E1_evaluate.py",
+            "--task",
+            "synthart-style",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--weights-root",
+            str(tmp_path / "w"),
+            "--results-root",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and "first" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("metrics.json"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gives_the_cpu_numbers(synth, synth_style, tmp_path):
+    p = copy_pipeline(synth, tmp_path)
+    out = e1(p, "--task", "synthart-style", "--device", "cuda")
+    gpu, cpu = read_metrics(out), read_metrics(synth_style)
+    assert gpu["device"].startswith("cuda")
+    for method in ("random", "knn", "backward_search"):
+        for key in ("paper_map@10", "mts@10"):
+            assert gpu["methods"][method][key] == pytest.approx(
+                cpu["methods"][method][key], abs=0.02
+            ), (method, key)

@@ -1,0 +1,217 @@
+"""A2: the query protocol of SPEC §3 (balance, ≥ 10 targets, Jaccard rule, uniqueness, determinism)."""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.datasets.common import Processed, split_tags, write_processed
+from src.errors import SuiteError
+from src.queries import MAX_JACCARD, MIN_TARGETS, make_queries, read_queries
+
+A2 = importlib.import_module("A2_make_queries")
+
+
+def table(classes: dict[str, list[str]], tags: list[str]) -> pd.DataFrame:
+    """A test split: one row per image, the given class names and '|'-joined tags."""
+    n = len(tags)
+    return pd.DataFrame(
+        {"image": [f"images/test/{i:05d}.png" for i in range(n)], **classes, "tags": tags}
+    )
+
+
+def random_tags(rng: np.random.Generator, n: int, vocab: int = 60) -> list[str]:
+    return ["|".join(f"t{j}" for j in sorted(set(rng.integers(0, vocab, 6)))) for _ in range(n)]
+
+
+def skewed(n: int = 600, seed: int = 0) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Style A holds 80 % of the images, B/C/D the rest; genres independent and also skewed."""
+    rng = np.random.default_rng(seed)
+    style = rng.choice(["A", "B", "C", "D"], size=n, p=[0.8, 0.1, 0.06, 0.04])
+    genre = rng.choice(["g", "h", "k"], size=n, p=[0.7, 0.2, 0.1])
+    labels = {"style": ["A", "B", "C", "D"], "genre": ["g", "h", "k"]}
+    return table({"style": style, "genre": genre}, random_tags(rng, n)), labels
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b)
+
+
+def check_rules(test: pd.DataFrame, q: pd.DataFrame, conditions: list[str]) -> None:
+    """Brute force, one query at a time: every accepted pair obeys the ≥ 10 targets and Jaccard rules."""
+    by_image = test.set_index("image")
+    for _, row in q.iterrows():
+        own = by_image.loc[row["image"]]
+        carries = np.logical_and.reduce([test[a] == row[a] for a in conditions])
+        targets = test[carries & (test["image"] != row["image"]) & (test["tags"] != "")]
+        assert len(targets) >= MIN_TARGETS
+        qt = split_tags(own["tags"])
+        assert qt, "a query without tags was accepted"
+        assert min(jaccard(qt, split_tags(t)) for t in targets["tags"]) < MAX_JACCARD
+
+
+def test_candidates_are_class_balanced_on_a_skewed_split():
+    test, labels = skewed()
+    draw = make_queries(test, labels, ["style"], 300, seed=1)
+    own = test.iloc[draw.rows]["style"].value_counts(normalize=True)
+    # uniform sampling would give A ≈ 0.8; the 1/frequency weights give each class ≈ 0.25
+    assert set(own.index) == {"A", "B", "C", "D"}
+    assert own.max() < 0.35 and own.min() > 0.15
+    assert (draw.queries["image"].to_numpy() == test["image"].to_numpy()[draw.rows]).all()
+
+
+def test_multi_condition_balances_class_tuples():
+    test, labels = skewed(1500)
+    draw = make_queries(test, labels, ["style", "genre"], 400, seed=2)
+    own = test.iloc[draw.rows]
+    pairs = Counter(zip(own["style"], own["genre"], strict=True))
+    # 12 (style, genre) tuples; uniform sampling would put ~56 % of queries on (A, g)
+    assert len(pairs) == 12
+    assert max(pairs.values()) / len(own) < 0.2
+    check_rules(test, draw.queries, ["style", "genre"])
+
+
+def test_conditions_are_uniform_and_may_equal_the_own_class():
+    test, labels = skewed()
+    draw = make_queries(test, labels, ["style"], 400, seed=3)
+    cond = draw.queries["style"].value_counts(normalize=True)
+    assert cond.max() < 0.35 and cond.min() > 0.15
+    own = test.iloc[draw.rows]["style"].to_numpy()
+    same = (own == draw.queries["style"].to_numpy()).mean()
+    assert 0.1 < same < 0.45  # ≈ 1/4 when the condition ignores the candidate's class
+
+
+def test_fewer_than_ten_targets_are_skipped():
+    rng = np.random.default_rng(4)
+    # D has exactly 10 images: a D candidate sees 9 other D's (skip), any other sees 10 (keep);
+    # E has 5 images and can never be a condition.
+    style = ["A"] * 60 + ["B"] * 40 + ["D"] * 10 + ["E"] * 5
+    test = table({"style": style}, random_tags(rng, len(style)))
+    labels = {"style": ["A", "B", "D", "E"]}
+    draw = make_queries(test, labels, ["style"], 150, seed=5)
+    q, own = draw.queries, test.iloc[draw.rows]["style"].to_numpy()
+    assert "E" not in set(q["style"])
+    assert (q["style"] == "D").sum() > 0
+    assert not ((q["style"] == "D").to_numpy() & (own == "D")).any()
+    assert draw.skipped["few_targets"] > 0
+    check_rules(test, q, ["style"])
+
+
+def test_untagged_candidates_and_targets_are_skipped():
+    rng = np.random.default_rng(6)
+    tags = random_tags(rng, 200)
+    for i in range(0, 200, 3):
+        tags[i] = ""
+    test = table({"style": ["A", "B"] * 100}, tags)
+    draw = make_queries(test, {"style": ["A", "B"]}, ["style"], 100, seed=7)
+    assert (draw.queries["tags"] != "").all()
+    assert draw.skipped["no_tags"] > 0
+    check_rules(test, draw.queries, ["style"])
+
+
+def test_a_pair_needs_a_target_with_little_context_in_common():
+    # Every B and C image carries the same tags; A images carry unique tags. A query conditioned on
+    # B or C only has a dissimilar target when the query image itself is an A image.
+    n_a, n_b, n_c = 40, 30, 30
+    style = ["A"] * n_a + ["B"] * n_b + ["C"] * n_c
+    tags = [f"u{i}|v{i}" for i in range(n_a)] + ["x|y|z"] * (n_b + n_c)
+    test = table({"style": style}, tags)
+    draw = make_queries(test, {"style": ["A", "B", "C"]}, ["style"], 80, seed=8)
+    q, own = draw.queries, test.iloc[draw.rows]["style"].to_numpy()
+    assert draw.skipped["no_dissimilar_target"] > 0
+    assert (own[q["style"].to_numpy() != "A"] == "A").all()
+    assert (own != "A").any()  # B/C images are still fine queries when conditioned on A
+    check_rules(test, q, ["style"])
+
+
+def test_pairs_are_unique_even_when_draws_repeat():
+    rng = np.random.default_rng(9)
+    test = table({"style": ["A"] * 12 + ["B"] * 12}, random_tags(rng, 24, vocab=200))
+    # 24 images × 2 conditions = at most 48 pairs: asking for 40 forces many repeated draws
+    draw = make_queries(test, {"style": ["A", "B"]}, ["style"], 40, seed=10)
+    pairs = list(zip(draw.queries["image"], draw.queries["style"], strict=True))
+    assert len(set(pairs)) == 40
+    assert draw.skipped["duplicate"] > 0
+    assert draw.queries["query_id"].tolist() == list(range(40))
+
+
+def test_same_seed_same_queries_other_seed_other_queries():
+    test, labels = skewed()
+    a = make_queries(test, labels, ["style", "genre"], 100, seed=11).queries
+    b = make_queries(test, labels, ["style", "genre"], 100, seed=11).queries
+    c = make_queries(test, labels, ["style", "genre"], 100, seed=12).queries
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
+
+
+def test_too_small_a_split_fails_with_the_count_found():
+    rng = np.random.default_rng(13)
+    test = table({"style": ["A"] * 11 + ["B"] * 11}, random_tags(rng, 22, vocab=200))
+    with pytest.raises(SuiteError, match=r"found only \d+ of 100 queries after \d+ draws"):
+        make_queries(test, {"style": ["A", "B"]}, ["style"], 100, seed=0, max_draws=5000)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage script
+
+
+def write_dataset(data_root, n: int = 400) -> pd.DataFrame:
+    """A processed synthart-format dataset (tables only: A2 never opens images)."""
+    test, labels = skewed(n, seed=14)
+    test["style"] = test["style"].map(
+        dict(zip("ABCD", ["flat", "mosaic", "sketch", "hatching"], strict=True))
+    )
+    test["genre"] = test["genre"].map({"g": "portrait", "h": "landscape", "k": "abstract"})
+    labels = {
+        "style": ["flat", "mosaic", "sketch", "hatching"],
+        "genre": ["portrait", "landscape", "abstract"],
+    }
+    train = test.head(20).assign(image=lambda d: d["image"].str.replace("test", "train"))
+    out = data_root / "synthart"
+    out.mkdir(parents=True)
+    write_processed(out, Processed(labels, train, test))
+    return test
+
+
+def test_a2_writes_the_query_file_and_its_config(tmp_path):
+    test = write_dataset(tmp_path)
+    argv = ["--data-root", str(tmp_path), "--task", "synthart-multi", "--num-queries", "60"]
+    assert A2.run_stage(A2.main, argv) == 0
+    path = tmp_path / "synthart" / "queries_synthart-multi.csv"
+    first = path.read_bytes()
+    q = read_queries(tmp_path, "synthart-multi")
+    assert list(q.columns) == ["query_id", "image", "style", "genre", "tags"]
+    assert q["query_id"].tolist() == list(range(60))
+    assert set(q["image"]) <= set(test["image"])
+    tags_of = dict(zip(test["image"], test["tags"], strict=True))
+    assert (q["tags"] == q["image"].map(tags_of)).all()
+    assert (tmp_path / "synthart" / "queries_synthart-multi.json").exists()
+    check_rules(test, q, ["style", "genre"])
+    # the default seed (777) again → the same bytes
+    assert A2.run_stage(A2.main, argv) == 0
+    assert path.read_bytes() == first
+
+
+def test_a2_before_a1_says_to_run_a1(tmp_path, capsys):
+    assert A2.run_stage(A2.main, ["--data-root", str(tmp_path), "--task", "synthart-style"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "run A1_preprocess.py --dataset synthart first" in err
+    assert not (tmp_path / "synthart").exists()
+
+
+def test_read_queries_before_a2_says_to_run_a2(tmp_path):
+    write_dataset(tmp_path)
+    with pytest.raises(SuiteError, match="run A2_make_queries.py --task synthart-style first"):
+        read_queries(tmp_path, "synthart-style")
+
+
+def test_a2_failure_leaves_no_query_file(tmp_path, capsys):
+    write_dataset(tmp_path, n=40)
+    argv = ["--data-root", str(tmp_path), "--task", "synthart-multi", "--num-queries", "500"]
+    assert A2.run_stage(A2.main, argv) == 2
+    assert "found only" in capsys.readouterr().err
+    assert not list((tmp_path / "synthart").glob("queries_*"))

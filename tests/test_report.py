@@ -1,0 +1,189 @@
+"""REPORT.md: holds the tables E1 wrote, links only figures that exist, settings and caveats."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from src.report import build_report, metrics_table, write_report
+
+RUN = "wikiart_convnext_base_e256_ft"
+
+
+def method(pm, m, mts, **extra):
+    return {
+        "paper_map@10": pm,
+        "map@10": m,
+        "mts@10": mts,
+        "context_preservation": {"genre": 0.25},
+        "iterations_mean": None,
+        "iterations_sd": None,
+        "satisfied_at_mean": None,
+        "ms_per_query": None,
+        "queries_per_s": None,
+        "lambda": None,
+        **extra,
+    }
+
+
+def metrics(task: str, exclude: bool = False) -> dict:
+    return {
+        "task": task,
+        "run": RUN,
+        "lambda": 1.1,
+        "n_queries": 1000,
+        "database_size": 16289,
+        "exclude_query": exclude,
+        "methods": {
+            "random": method(0.031, 0.012, 0.0347),
+            "knn": method(0.041, 0.02, 0.2),
+            "backward_search": method(
+                0.8123, 0.7, 0.15, iterations_mean=21.5, iterations_sd=4.25, ms_per_query=0.0123
+            ),
+        },
+        "retrieved_similarity": None,
+    }
+
+
+def config(command: str, seed: int, **args) -> dict:
+    return {
+        "command": command,
+        "args": {"seed": seed, **args},
+        "versions": {"python": "3.12.1", "torch": "9.9.9-test"},
+        "created": "2026-01-01 00:00:00",
+    }
+
+
+def write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(obj, str):
+        path.write_text(obj)
+    else:
+        path.write_text(json.dumps(obj))
+
+
+def tiny_png(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+
+
+def make_tree(root: Path, tag_fallback: bool) -> dict[str, Path]:
+    roots = {k: root / k for k in ("data", "weights", "results")}
+    a1 = config("A1_preprocess.py --dataset wikiart", 777)
+    a1["tag_source"] = "genre+style+artist (fallback)" if tag_fallback else "attributions"
+    write(roots["data"] / "wikiart" / "config.json", a1)
+    b1 = config("B1_train_encoder.py --dataset wikiart", 5, backbone=None, embedding_size=None)
+    b1["recipe"] = {"backbone": "resnet50", "embedding_size": 256, "epochs": 30}
+    b1["encoder"] = {"frozen": True}
+    b1.update(device="cuda", precision="bf16", result={"seconds": 1234.0})
+    write(roots["weights"] / RUN / "config.json", b1)
+    a2 = config("A2_make_queries.py --task wikiart-style", 1234)
+    write(roots["data"] / "wikiart" / "queries_wikiart-style.json", a2)
+    d1 = config("D1_train_distill.py --task wikiart-style", 49)
+    write(roots["weights"] / RUN / "student_wikiart-style_lam1.1.json", d1)
+    write(roots["weights"] / RUN / "metrics.json", {"test_accuracy": {"style": 0.61, "genre": 0.7}})
+    base = roots["results"] / RUN
+    t = base / "wikiart-style"
+    write(t / "metrics.json", metrics("wikiart-style"))
+    write(t / "config.json", config("E1_evaluate.py --task wikiart-style", 11, device="cuda"))
+    write(
+        t / "table2.md",
+        "| method | ours | paper | diff |\n|---|---|---|---|\n| BS | 0.812 | 0.837 | -0.025 |",
+    )
+    write(
+        t / "table5.md",
+        "### E1's own title\n\n| task | iterations |\n|---|---|\n| WikiArt-style | 21.50 |",
+    )
+    pd.DataFrame(
+        {
+            "lambda": [0, 1, 4],
+            "paper_map@10": [0.9, 0.6, 0.2],
+            "map@10": [0.8, 0.5, 0.1],
+            "mts@10": [0.05, 0.1, 0.2],
+        }
+    ).to_csv(t / "sweep.csv", index=False)
+    write(
+        t / "calibration.json",
+        {
+            "target_mts": 0.15,
+            "lambda": 2.5,
+            "paper_map@10": 0.55,
+            "mts@10": 0.149,
+            "steps": [1, 2, 3],
+        },
+    )
+    tiny_png(t / "figures" / "results_q0.png")
+    tiny_png(t / "figures" / "fig5_q0.png")
+    tiny_png(base / "figures" / "fig6_lambda.png")
+    # wikiart-multi was never evaluated: no folder, no section
+    return roots
+
+
+def links(text: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+
+
+def test_report_holds_tables_links_settings_and_caveats(tmp_path):
+    r = make_tree(tmp_path, tag_fallback=True)
+    path = write_report(r["results"], r["weights"], r["data"], RUN, "wikiart")
+    assert path == r["results"] / RUN / "REPORT.md"
+    text = path.read_text()
+    base = path.parent
+    # every table E1 wrote, verbatim (ours beside the paper's with the difference)
+    assert "| BS | 0.812 | 0.837 | -0.025 |" in text
+    assert "| WikiArt-style | 21.50 |" in text
+    assert "Table 4" not in text  # E1 wrote no table4.md here: no empty section
+    assert text.count("### E1's own title") == 1 and "Table 5 —" not in text  # no double title
+    # our numbers from metrics.json, sweep and calibration
+    assert "0.812" in text and "21.50 ± 4.25" in text and "0.0123" in text
+    assert "| 4 | 0.200 | 0.100 | 0.200 |" in text
+    assert "λ = 2.5 gives" in text and "0.149" in text
+    # figures: each existing PNG linked with a path that resolves from REPORT.md's folder
+    found = links(text)
+    assert {Path(p).name for p in found} == {"results_q0.png", "fig5_q0.png", "fig6_lambda.png"}
+    assert all((base / p).is_file() for p in found)
+    # only evaluated tasks get a section
+    assert "wikiart-style" in text and "## Task `wikiart-multi`" not in text
+    # settings, seeds, versions from the config.json files
+    assert "seed 777" in text and "seed 5" in text and "seed 11" in text
+    assert "- A2 wikiart-style: `A2_make_queries.py --task wikiart-style` (seed 1234" in text
+    assert "- D1 student_wikiart-style_lam1.1: `D1_train_distill.py" in text and "seed 49" in text
+    assert "9.9.9-test" in text and "style 0.610" in text
+    # what cannot be compared
+    assert "attribution table" in text  # WikiArt without wikiart_attributions.csv
+    assert "backbone resnet50 (paper: convnext_base)" in text and "backbone frozen" in text
+    assert "epochs 30 (paper" not in text  # same as the paper's: not listed as a difference
+    assert "backbone = resnet50" in text and "B1 took 1234 s on cuda (bf16" in text
+    assert "RTX 3090" in text
+    assert "SynthArt" not in text.split("## Settings")[0].split("What cannot be compared")[1]
+
+
+def test_tag_caveat_only_without_the_attribution_table(tmp_path):
+    r = make_tree(tmp_path, tag_fallback=False)
+    text = build_report(r["results"], r["weights"], r["data"], RUN, "wikiart")
+    assert "attribution table" not in text
+
+
+def test_synthart_report_says_it_is_not_comparable_and_what_is_missing(tmp_path):
+    base = tmp_path / "results" / "synthart_convnext_atto_e64_ft"
+    (base / "synthart-style").mkdir(parents=True)  # E2 ran, E1 did not
+    # A1 records every flag, --attributions among them, even for SynthArt: no tag caveat for that
+    write(tmp_path / "d" / "synthart" / "config.json", config("A1", 0, attributions=None))
+    text = build_report(tmp_path / "results", tmp_path / "w", tmp_path / "d", base.name, "synthart")
+    assert "cannot be compared with any column of the paper" in text
+    assert "run `E1_evaluate.py --task synthart-style` first" in text
+    assert "B1 encoder: no config.json found" in text and "seed 0" in text
+    assert "attribution table" not in text
+    assert links(text) == []
+
+
+def test_metrics_table_orders_methods_and_lists_context():
+    df = metrics_table(metrics("x"))
+    assert list(df["method"]) == ["random search", "k-nearest search", "Backward Search"]
+    assert "keeps query's genre" in df.columns
+    assert df.loc[2, "iterations (mean ± sd)"] == "21.50 ± 4.25"

@@ -1,0 +1,173 @@
+"""The student (SPEC §6): its input, its shape, distillation from the teacher, D1's files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import D1_train_distill as d1
+from src.artifacts import save_torch
+from src.backward_search import backward_search
+from src.errors import SuiteError
+from src.student import Student, distill, load_student, student_input, student_path
+from tests._search import toy_space, train_heads
+
+CLASSES = {"style": 5, "genre": 3}
+
+
+@pytest.fixture(scope="module")
+def world():
+    z, labels = toy_space(700, 16, CLASSES, seed=3, spread=3.0, noise=0.5)
+    heads = train_heads(z[:500], {a: y[:500] for a, y in labels.items()}, steps=120)
+    return z[:500], z[500:], heads
+
+
+def test_input_is_z0_then_one_hots_in_task_order():
+    z0 = torch.tensor([[0.5, -0.5], [0.25, 0.75]])
+    cond = {"genre": torch.tensor([2, 0]), "style": torch.tensor([1, 4])}
+    x = student_input(z0, cond, {"style": 5, "genre": 3})
+    assert x.tolist() == [
+        [0.5, -0.5, 0, 1, 0, 0, 0, 0, 0, 1],
+        [0.25, 0.75, 0, 0, 0, 0, 1, 1, 0, 0],
+    ]
+
+
+@pytest.mark.parametrize(
+    "cond, message",
+    [
+        ({"style": torch.tensor([5, 0])}, "out of range"),
+        ({"style": torch.tensor([-1, 0])}, "out of range"),
+        ({"style": torch.tensor([0])}, "shape"),
+        ({"genre": torch.tensor([0, 0])}, "trained for"),
+    ],
+)
+def test_input_rejects_bad_conditions(cond, message):
+    with pytest.raises(SuiteError, match=message):
+        student_input(torch.zeros(2, 4), cond, {"style": 5})
+
+
+def test_architecture_matches_spec():
+    s = Student(16, {"style": 5, "genre": 3})
+    kinds = [type(m) for m in s.net]
+    assert kinds == [
+        nn.Linear,
+        nn.Sigmoid,
+        nn.BatchNorm1d,
+        nn.Linear,
+        nn.Sigmoid,
+        nn.BatchNorm1d,
+        nn.Linear,
+        nn.Tanh,
+    ]
+    assert (s.net[0].in_features, s.net[0].out_features) == (16 + 8, 128)
+    assert (s.net[3].in_features, s.net[6].out_features) == (128, 16)
+
+
+def test_distill_learns_the_teacher(world):
+    z_train, z_test, heads = world
+    student, log = distill(
+        heads, z_train, ["style"], CLASSES, 1.0, epochs=6, batch_size=100, seed=0, progress=False
+    )
+    assert [r["epoch"] for r in log] == list(range(1, 7))
+    assert log[-1]["mse"] < 0.5 * log[0]["mse"]
+    assert all(0.9 <= r["teacher_satisfied"] <= 1.0 for r in log)
+    assert not student.training
+    # on unseen queries, the student moves towards the teacher's answer and meets the condition
+    g = torch.Generator().manual_seed(5)
+    cond = {"style": torch.randint(5, (len(z_test),), generator=g)}
+    with torch.no_grad():
+        s = student.search(z_test, cond)
+        teacher = backward_search(heads, z_test, cond, 1.0).z
+        hit = (heads["style"](s).argmax(1) == cond["style"]).float().mean()
+    assert hit > 0.8  # chance is 0.2
+    assert (s - teacher).pow(2).mean() < (z_test - teacher).pow(2).mean()
+
+
+def test_distill_is_seeded_and_student_reg_pulls_towards_z0(world):
+    z_train, _, heads = world
+    kw = {"epochs": 2, "batch_size": 128, "progress": False}
+    a, log_a = distill(heads, z_train, ["style", "genre"], CLASSES, 2.0, seed=1, **kw)
+    b, _ = distill(heads, z_train, ["style", "genre"], CLASSES, 2.0, seed=1, **kw)
+    c, log_c = distill(
+        heads, z_train, ["style", "genre"], CLASSES, 2.0, seed=1, student_reg=5, **kw
+    )
+    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), k
+    assert log_c[-1]["l1_to_z0"] < log_a[-1]["l1_to_z0"]
+    assert log_c[-1]["loss"] == pytest.approx(log_c[-1]["mse"] + 5 * log_c[-1]["l1_to_z0"])
+
+
+def test_distill_rejects_attribute_without_head(world):
+    z_train, _, heads = world
+    with pytest.raises(SuiteError, match="mood"):
+        distill(heads, z_train, ["mood"], {"mood": 2}, 1.0, epochs=1, progress=False)
+
+
+def test_load_student_round_trip(tmp_path):
+    s = Student(4, {"style": 3}).eval()
+    cfg = {"embedding_size": 4, "conditions": ["style"], "num_classes": {"style": 3}, "hidden": 128}
+    path = student_path(tmp_path, "wikiart-style", 1.1)
+    assert path.name == "student_wikiart-style_lam1.1.pt"
+    save_torch(path, {"config": cfg, "model": s.state_dict()})
+    loaded, got = load_student(path)
+    assert got == cfg and not loaded.training
+    x = torch.rand(3, 4)
+    cond = {"style": torch.tensor([0, 1, 2])}
+    assert torch.equal(loaded.search(x, cond), s.search(x, cond))
+    save_torch(tmp_path / "bad.pt", {"config": {"embedding_size": 4}, "model": {}})
+    with pytest.raises(SuiteError, match="not a student file"):
+        load_student(tmp_path / "bad.pt")
+    with pytest.raises(SuiteError, match="run D1_train_distill.py first"):
+        load_student(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# The D1 stage on the tiny pipeline fixture
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    from tests._pipeline import build_pipeline
+
+    return build_pipeline(tmp_path_factory.mktemp("d1"))
+
+
+def test_d1_writes_student_config_and_log(pipeline):
+    p = pipeline
+    argv = [
+        "--task", "synthart-multi", "--lambda", "0.5", "--epochs", "2", "--batch-size", "64",
+        "--weights-root", str(p.weights_root), "--run", p.run, "--device", "cpu",
+    ]  # fmt: skip
+    d1.main(argv)
+    rdir = p.weights_root / p.run
+    path = student_path(rdir, "synthart-multi", 0.5)
+    student, cfg = load_student(path)
+    assert cfg["conditions"] == ["style", "genre"] and cfg["lambda"] == 0.5
+    assert student.net[0].in_features == cfg["embedding_size"] + sum(cfg["num_classes"].values())
+    log = pd.read_csv(path.with_name(path.stem + "_log.csv"))
+    assert list(log["epoch"]) == [1, 2]
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["task"] == "synthart-multi" and "versions" in meta
+
+
+def test_d1_before_c1_names_the_stage(pipeline, capsys):
+    p = pipeline
+    fresh = p.weights_root / "only_b1"  # B1 ran (encoder.pt), C1 did not (no embeddings.npz)
+    fresh.mkdir()
+    shutil.copy(p.weights_root / p.run / "encoder.pt", fresh / "encoder.pt")
+    argv = ["--task", "synthart-style", "--weights-root", str(p.weights_root), "--run", "only_b1"]
+    assert d1.run_stage(d1.main, argv) == 2
+    assert "run C1_extract_embeddings.py" in capsys.readouterr().err
+    assert sorted(f.name for f in fresh.iterdir()) == ["encoder.pt"]
+
+
+def test_d1_rejects_a_run_of_another_dataset(pipeline, capsys):
+    p = pipeline
+    argv = ["--task", "wikiart-style", "--weights-root", str(p.weights_root), "--run", p.run]
+    assert d1.run_stage(d1.main, argv) == 2
+    assert "needs wikiart" in capsys.readouterr().err

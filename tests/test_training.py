@@ -1,0 +1,185 @@
+"""B1: artifacts, resume equivalence, interruption safety, error paths and DDP on CPU (tiny data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import B1_train_encoder as b1
+import src.training as training
+from src.artifacts import load_torch
+from src.errors import SuiteError
+from tests._encoder import make_tiny_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "synthart_convnext_atto_e16_ft"
+TINY = [
+    "--dataset",
+    "synthart",
+    "--image-size",
+    "32",
+    "--embedding-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_tiny_dataset(root)
+    return root
+
+
+def b1_args(data_root: Path, weights: Path, *extra: str) -> list[str]:
+    return [*TINY, "--data-root", str(data_root), "--weights-root", str(weights), *extra]
+
+
+def test_b1_writes_the_run(data_root, tmp_path):
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "2"))
+    out = tmp_path / RUN
+    blob = load_torch(out / "encoder.pt", "B1")
+    cfg = blob["config"]
+    assert cfg["dataset"] == "synthart" and cfg["backbone"] == "convnext_atto"
+    assert cfg["embedding_size"] == 16 and cfg["frozen"] is False and cfg["image_size"] == 32
+    assert cfg["attributes"] == ["style", "genre"] and cfg["num_classes"] == {
+        "style": 3,
+        "genre": 2,
+    }
+    assert cfg["square_resize"] is False
+    assert any(k.startswith("heads.genre") for k in blob["model"])
+    log = pd.read_csv(out / "train_log.csv")
+    assert list(log["epoch"]) == [1, 2]
+    for col in ["lr", "train_loss", "train_acc_style", "test_acc_genre", "seconds"]:
+        assert col in log.columns and log[col].between(0, 100).all()
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    ck = load_torch(out / "checkpoint.pt", "B1")
+    assert ck["epoch"] == 2 and {"optimizer", "scheduler", "rng", "sampler"} <= set(ck)
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["run"] == RUN and conf["recipe"]["epochs"] == 2
+    assert set(conf["result"]["test_accuracy"]) == {"style", "genre"}
+    assert "epoch 2/2" in (out / "train.log").read_text()
+
+
+def test_frozen_run_name(data_root, tmp_path):
+    b1.main(
+        b1_args(
+            data_root, tmp_path, "--epochs", "1", "--freeze-backbone", "--backbone", "convnext_atto"
+        )
+    )
+    blob = load_torch(tmp_path / "synthart_convnext_atto_e16_frozen" / "encoder.pt", "B1")
+    assert blob["config"]["frozen"] is True
+
+
+def test_resume_reaches_the_same_weights(data_root, tmp_path, monkeypatch):
+    """2 epochs straight == 1 epoch, an interruption during epoch 2, then --resume."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    b1.main(b1_args(data_root, straight, "--epochs", "2", "--checkpoint-every", "1"))
+
+    real = training.train_one_epoch
+    calls = []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # mid-run: after epoch 1's checkpoint
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(training, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        b1.main(b1_args(data_root, resumed, "--epochs", "2", "--checkpoint-every", "1"))
+    assert load_torch(resumed / RUN / "checkpoint.pt", "B1")["epoch"] == 1  # last good one
+    assert not (resumed / RUN / "encoder.pt").exists()
+    monkeypatch.setattr(training, "train_one_epoch", real)
+
+    b1.main(b1_args(data_root, resumed, "--epochs", "2", "--checkpoint-every", "1", "--resume"))
+    a = load_torch(straight / RUN / "encoder.pt", "B1")["model"]
+    b = load_torch(resumed / RUN / "encoder.pt", "B1")["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log_a = pd.read_csv(straight / RUN / "train_log.csv")
+    log_b = pd.read_csv(resumed / RUN / "train_log.csv")
+    assert list(log_b["epoch"]) == [1, 2]
+    assert log_a["train_loss"].tolist() == log_b["train_loss"].tolist()
+
+
+def test_resume_with_other_settings_names_both(data_root, tmp_path):
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "1"))
+    with pytest.raises(SuiteError, match=r"image_size: checkpoint 32 vs flags 48"):
+        b1.main([*b1_args(data_root, tmp_path, "--epochs", "2", "--resume"), "--image-size", "48"])
+    ck = load_torch(tmp_path / RUN / "checkpoint.pt", "B1")
+    ck["config"]["backbone"] = "resnet50"
+    torch.save(ck, tmp_path / RUN / "checkpoint.pt")
+    with pytest.raises(
+        SuiteError, match=r"backbone: checkpoint 'resnet50' vs flags 'convnext_atto'"
+    ):
+        b1.main(b1_args(data_root, tmp_path, "--epochs", "2", "--resume"))
+
+
+def test_resume_without_checkpoint(data_root, tmp_path):
+    with pytest.raises(SuiteError, match=r"checkpoint.pt not found: run B1_train_encoder.py"):
+        b1.main(b1_args(data_root, tmp_path, "--epochs", "1", "--resume"))
+
+
+def test_b1_before_a1(tmp_path):
+    with pytest.raises(SuiteError, match=r"run A1_preprocess.py --dataset synthart first"):
+        b1.main(b1_args(tmp_path / "nodata", tmp_path, "--epochs", "1"))
+
+
+def test_unknown_class_in_split(tmp_path):
+    root = make_tiny_dataset(tmp_path, n_train=6, n_test=3)
+    df = pd.read_csv(root / "train.csv")
+    df.loc[2, "style"] = "purple"
+    df.to_csv(root / "train.csv", index=False)
+    with pytest.raises(SuiteError, match=r"'purple' is not in labels.json"):
+        b1.main(b1_args(tmp_path, tmp_path / "w", "--epochs", "1"))
+
+
+def test_cached_and_streamed_items_are_equal(data_root):
+    cfg = {"dataset": "synthart", "attributes": ["style", "genre"], "image_size": 32}
+    streamed = training.load_split(data_root, "synthart", "test", cfg, train=False)
+    cached = training.load_split(data_root, "synthart", "test", cfg, train=False)
+    cached.fill_cache(workers=0)
+    assert cached.cache is not None and len(cached.cache) == len(streamed)
+    for i in range(len(streamed)):
+        xa, ya = streamed[i]
+        xb, yb = cached[i]
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_ddp_on_cpu_with_two_processes(data_root, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(ROOT / "B1_train_encoder.py"), *b1_args(data_root, tmp_path, "--epochs", "1"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    conf = json.loads((tmp_path / RUN / "config.json").read_text())
+    assert conf["processes"] == 2
+    blob = load_torch(tmp_path / RUN / "encoder.pt", "B1")
+    assert not any(k.startswith("module.") for k in blob["model"])  # the unwrapped model
+    assert list(pd.read_csv(tmp_path / RUN / "train_log.csv")["epoch"]) == [1]
+
+
+def test_lr_schedules():
+    authors = {"epochs": 30, "lr_step": 10, "lr_gamma": 0.1}
+    f = training.lr_factor(authors, steps_per_epoch=5)  # StepLR(10, 0.1) per epoch, per step
+    assert [f(e * 5 + 4) for e in (0, 9, 10, 19, 20, 29)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+    demo = {"epochs": 4, "lr_step": 1, "lr_gamma": 0.1, "schedule": "cosine", "warmup_epochs": 1}
+    g = training.lr_factor(demo, steps_per_epoch=10)
+    assert g(0) == pytest.approx(0.1) and g(9) == pytest.approx(1.0)  # linear warm-up
+    assert g(10) == pytest.approx(1.0) and g(25) == pytest.approx(0.5)
+    assert g(39) < 0.01 and all(g(i) >= g(i + 1) for i in range(9, 39))
