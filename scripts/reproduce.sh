@@ -22,7 +22,9 @@ if [ -n "${SOURCE:-}" ] || [ ! -f "data/$DATASET/labels.json" ]; then
   "$PY" A1_preprocess.py "${a1[@]}"
 fi
 for t in $TASKS; do "$PY" A2_make_queries.py --task "$t"; done
-"$PY" B1_train_encoder.py --dataset "$DATASET" --resume
+resume=()
+[ -f "weights/${DATASET}_convnext_base_e256_ft/checkpoint.pt" ] && resume=(--resume)
+"$PY" B1_train_encoder.py --dataset "$DATASET" "${resume[@]}"
 "$PY" C1_extract_embeddings.py --dataset "$DATASET"
 for t in $TASKS; do
   "$PY" D1_train_distill.py --task "$t"

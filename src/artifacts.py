@@ -9,6 +9,7 @@ half-written artifact behind.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -75,6 +76,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o644)  # mkstemp makes 0600; artifacts are ordinary readable files
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -176,15 +178,11 @@ def load_torch(path: str | Path, stage: str, map_location: Any = "cpu") -> Any:
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and the packages that shape results."""
+    """Versions of Python and the packages that shape results (read from metadata: no imports)."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ["torch", "torchvision", "numpy", "pandas", "sklearn", "scipy"]:
-        mod = sys.modules.get(name)
-        if mod is None:
-            with contextlib.suppress(ImportError):
-                mod = __import__(name)
-        if mod is not None:
-            out[name] = getattr(mod, "__version__", "?")
+    for name in ["torch", "torchvision", "numpy", "pandas", "scikit-learn", "scipy", "pillow"]:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
     return out
 
 

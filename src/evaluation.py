@@ -131,6 +131,20 @@ def _check_conditions(task, run, heads, config, labels, queries, emb, c1: str) -
             raise SuiteError(f"embeddings.npz of run {run} has no label_{a}; re-run {c1}")
 
 
+def database_rows(emb: Mapping[str, np.ndarray], test: pd.DataFrame, c1: str) -> np.ndarray:
+    """Rows of the embeddings that form the retrieval database: test images with tags (SPEC §7)."""
+    tags_of = dict(zip(test["image"], test["tags"], strict=True))
+    images = emb["image"].astype(str)
+    test_rows = np.flatnonzero(emb["split"] == "test")
+    unknown = [k for k in images[test_rows] if k not in tags_of]
+    if unknown:
+        raise SuiteError(
+            f"embeddings.npz holds test images missing from test.csv (e.g. {unknown[0]}); "
+            f"the data changed after C1: re-run {c1}"
+        )
+    return np.asarray([r for r in test_rows if tags_of[images[r]]], dtype=np.int64)
+
+
 def load_eval_data(
     data_root: Path,
     weights_root: Path,
@@ -156,7 +170,6 @@ def load_eval_data(
     label_attrs = [a for a in labels if f"label_{a}" in emb]
 
     z = emb["z"]
-    split = emb["split"]
     images = emb["image"].astype(str)
     bad = ~np.isfinite(z).all(axis=1)
     if bad.any():
@@ -165,17 +178,9 @@ def load_eval_data(
             f"(e.g. {images[bad][0]}); the encoder may have diverged: re-train B1, re-run C1"
         )
 
-    # Database: the test split, untagged images left out (SPEC §7).
     test = read_split(data_root, task.dataset, "test")
     tags_of = dict(zip(test["image"], test["tags"], strict=True))
-    test_rows = np.flatnonzero(split == "test")
-    unknown = [k for k in images[test_rows] if k not in tags_of]
-    if unknown:
-        raise SuiteError(
-            f"embeddings.npz holds test images missing from test.csv (e.g. {unknown[0]}); "
-            f"the data changed after C1: re-run {c1}"
-        )
-    db_rows = np.asarray([r for r in test_rows if tags_of[images[r]]], dtype=np.int64)
+    db_rows = database_rows(emb, test, c1)
     if len(db_rows) < K + int(exclude_query):
         raise SuiteError(
             f"the database has {len(db_rows)} tagged test images; retrieval needs more than {K}"

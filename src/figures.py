@@ -33,6 +33,7 @@ from src.datasets.common import read_labels, read_split, split_tags
 from src.embeddings import load_embeddings
 from src.encoder import image_transform, load_encoder
 from src.errors import SuiteError
+from src.evaluation import database_rows
 from src.report import read_json_or_none
 from src.retrieval import cosine_topk
 from src.student import load_student
@@ -436,18 +437,10 @@ def load_space(
     emb = load_embeddings(wdir)
     encoder, config = load_encoder(wdir, device)
     labels = read_labels(data_root, task.dataset)
-    test = read_split(data_root, task.dataset, "test").set_index("image", drop=False)
-    is_test = emb["split"] == "test"
-    images = emb["image"][is_test]
-    missing = [i for i in images if i not in test.index]
-    if missing:
-        raise SuiteError(
-            f"{len(missing)} embedded test images (e.g. {missing[0]}) are not in "
-            f"data/{task.dataset}/test.csv; re-run C1_extract_embeddings.py"
-        )
-    table = test.loc[images].reset_index(drop=True)
-    keep = (table["tags"] != "").to_numpy()
-    z = torch.from_numpy(emb["z"][is_test][keep]).to(device)
+    test = read_split(data_root, task.dataset, "test")
+    rows = database_rows(emb, test, "C1_extract_embeddings.py")
+    table = test.set_index("image", drop=False).loc[emb["image"][rows]]
+    z = torch.from_numpy(emb["z"][rows]).to(device)
     return SearchSpace(
         task=task,
         run=run,
@@ -455,7 +448,7 @@ def load_space(
         labels=labels,
         encoder=encoder,
         config=config,
-        table=table[keep].reset_index(drop=True),
+        table=table.reset_index(drop=True),
         z=z,
         z_all=dict(zip(emb["image"].tolist(), emb["z"], strict=True)),
         device=device,

@@ -62,7 +62,7 @@ class Task:
 # The demo recipe: a small ConvNeXt from scratch, sized for 2 CPU cores (B1 ≤ 90 s). Tuned on
 # SynthArt: 48 px (textures survive, epochs cost half of 64 px), Adam with a cosine schedule after a
 # half-epoch warm-up, and no vertical flip (upright scene layout is what tells genres apart; with the
-# authors' vertical flip genre reached 0.85 in 12 epochs, without it 0.93).
+# authors' vertical flip genre reached 0.85 in 12 epochs, without it 0.92).
 SYNTHART_TRAINING: dict[str, Any] = {
     **AUTHORS_TRAINING,
     "backbone": "convnext_atto",

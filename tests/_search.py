@@ -13,21 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def spec_head(embedding_size: int, num_classes: int) -> nn.Sequential:
-    """φ of SPEC §4: Linear(E→256) → ReLU → BN → Dropout(0.4) → Linear(256→128) → ReLU → BN →
-    Dropout(0.4) → Linear(128→classes)."""
-    return nn.Sequential(
-        nn.Linear(embedding_size, 256),
-        nn.ReLU(),
-        nn.BatchNorm1d(256),
-        nn.Dropout(0.4),
-        nn.Linear(256, 128),
-        nn.ReLU(),
-        nn.BatchNorm1d(128),
-        nn.Dropout(0.4),
-        nn.Linear(128, num_classes),
-    )
+from src.encoder import head
 
 
 def toy_space(
@@ -56,7 +42,7 @@ def train_heads(
 ) -> dict[str, nn.Sequential]:
     """SPEC-shaped heads fitted on (z, labels) with Adam, full batch; returned in eval mode."""
     torch.manual_seed(seed)
-    heads = {a: spec_head(z.shape[1], int(y.max()) + 1) for a, y in labels.items()}
+    heads = {a: head(z.shape[1], int(y.max()) + 1) for a, y in labels.items()}
     params = [p for h in heads.values() for p in h.parameters()]
     opt = torch.optim.Adam(params, lr=1e-2)
     for h in heads.values():
