@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SuiteError("--lambda must be ≥ 0 and --target-mts between 0 and 1")
     run = args.run or default_run(task.dataset)
     out = results_dir(args.results_root, run, task.name)
-    setup_logging(out / "E1.log")
+    setup_logging()
     seed_everything(args.seed)
     device = resolve_device(args.device)
     student_file = student_path(run_dir(args.weights_root, run), task.name, args.lam)
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     data = ev.load_eval_data(
         args.data_root, args.weights_root, task, run, device, args.exclude_query
     )
+    setup_logging(out / "E1.log")  # only now: a run with missing inputs leaves no file behind
     n_q, n_db = data.z0.shape[0], data.db_z.shape[0]
     log.info("E1 %s, run %s: %d queries, database %d (%s)", task.name, run, n_q, n_db, device)
     results = ev.evaluate(

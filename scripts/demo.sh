@@ -16,4 +16,7 @@ for t in synthart-style synthart-multi; do
 done
 step E2_visualize.py --task synthart-multi
 step E2_visualize.py --task synthart-style
+run=$("$PY" -c "from src.tasks import default_run; print(default_run('synthart'))")
+echo
 echo "demo finished in $(( $(date +%s) - start )) s"
+echo "report: results/$run/REPORT.md"

@@ -439,7 +439,7 @@ def test_missing_stages_say_which_to_run(synth, tmp_path, capsys):
     (p.weights_root / p.run / "embeddings.npz").unlink()
     err = e1_error(p, capsys, "--task", "synthart-multi")
     assert f"run C1_extract_embeddings.py --run {p.run} first" in err
-    assert not list((p.results_root / p.run).rglob("metrics.json"))  # nothing written
+    assert not list((p.results_root / p.run).rglob("*.*"))  # nothing written, not even a log
 
 
 def test_command_line_exit_code_and_one_line_error(tmp_path):
