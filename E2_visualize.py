@@ -16,8 +16,6 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-
 from src import figures as F
 from src.artifacts import results_dir, run_dir, stage_config, write_json
 from src.cli import (
@@ -94,14 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
     seed_everything(args.seed)
-    # A handful of queries: one CPU thread is as fast, and avoids thread-pool stalls on a busy
-    # machine (measured: Fig 5's search 0.1 s on one thread, 10 s on two under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        visualize(args)
-    finally:
-        torch.set_num_threads(threads)
+    visualize(args)
 
 
 def visualize(args) -> None:
