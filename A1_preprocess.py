@@ -4,6 +4,8 @@
     python A1_preprocess.py --dataset cub --source DIR [--download]
     python A1_preprocess.py --dataset apy --source DIR/attribute_data --images DIR/JPEGImages
     python A1_preprocess.py --dataset wikiart --source DIR [--attributions wikiart_attributions.csv]
+        [--split-from preprocessed_wikiart_train.csv [preprocessed_wikiart_test.csv]]
+    any of them: [--authors-quirks cub-tag-shift|wikiart-tag-cleaning|all|none]
 
 Writes data/<dataset>/ (images/, labels.json, train.csv, test.csv, config.json) atomically:
 a failed run leaves any earlier data/<dataset> untouched.
@@ -19,7 +21,9 @@ from pathlib import Path
 
 from src.artifacts import atomic_dir, dataset_dir, stage_config
 from src.cli import run_stage, seed_everything, setup_logging, stage_parser
-from src.datasets.common import write_dataset_config, write_processed
+from src.datasets.common import SHORTER_SIDE, SourceOptions, write_dataset_config, write_processed
+from src.errors import SuiteError
+from src.quirks import QUIRKS, parse_quirks
 from src.tasks import DATASETS, get_dataset
 
 log = logging.getLogger("backward_search")
@@ -61,10 +65,63 @@ def parse_args(argv: list[str] | None):
     p.add_argument(
         "--shorter-side",
         type=int,
-        default=256,
-        help="real datasets: resize so the shorter side is this many px (0 keeps the size)",
+        default=None,
+        help=f"wikiart: resize so the shorter side is this many px, as the authors did (default "
+        f"{SHORTER_SIDE}; 0 keeps the size); CUB images are kept as they are, aPY crops at full size",
+    )
+    p.add_argument(
+        "--split-from",
+        type=Path,
+        nargs="+",
+        metavar="CSV",
+        help="wikiart: the authors' preprocessed_wikiart_train.csv (the rest is test) or their train "
+        "and test CSVs: reproduces their split membership (default: seed-777 permutation of the "
+        "source order)",
+    )
+    p.add_argument(
+        "--authors-quirks",
+        default="none",
+        help="reproduce the authors' A1 bugs: cub-tag-shift (cub), wikiart-tag-cleaning (wikiart), "
+        "a comma list, all or none (README: Deviations)",
     )
     return p.parse_args(argv)
+
+
+def source_options(args, dataset: str) -> SourceOptions:
+    """A1's flags → the typed options a reader takes; refuses flags that do not fit `dataset`."""
+    quirks = parse_quirks(args.authors_quirks, "A1")
+    if args.authors_quirks.strip() == "all":  # 'all' means those of this dataset
+        quirks = tuple(q for q in quirks if dataset in QUIRKS[q].datasets)
+    for q in quirks:
+        if dataset not in QUIRKS[q].datasets:
+            raise SuiteError(
+                f"--authors-quirks {q} applies to {', '.join(QUIRKS[q].datasets)}, not {dataset}"
+            )
+    if args.shorter_side is not None and dataset != "wikiart":
+        raise SuiteError(
+            "--shorter-side applies to wikiart only (CUB images are kept as they are, aPY crops "
+            "are written at full resolution, as the authors fed them); drop the flag"
+        )
+    if args.shorter_side is not None and args.shorter_side < 0:
+        raise SuiteError(f"--shorter-side {args.shorter_side}: use a size in px, or 0")
+    if args.split_from and dataset != "wikiart":
+        raise SuiteError("--split-from applies to wikiart only; drop the flag")
+    if args.split_from and len(args.split_from) > 2:
+        raise SuiteError("--split-from takes the authors' train CSV, or their train and test CSVs")
+    return SourceOptions(
+        source=args.source,
+        images=args.images,
+        attributions=args.attributions,
+        split_from=tuple(args.split_from or ()),
+        download=args.download,
+        download_url=args.download_url,
+        strict=args.strict,
+        shorter_side=SHORTER_SIDE if args.shorter_side is None else args.shorter_side,
+        num_images=args.num_images,
+        image_size=args.image_size,
+        seed=args.seed,
+        quirks=quirks,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,16 +129,20 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     seed_everything(args.seed)
     spec = get_dataset(args.dataset)
+    opts = source_options(args, spec.name)
     reader = importlib.import_module(f"src.datasets.{spec.name}")
     out = dataset_dir(args.data_root, spec.name)
     t0 = time.time()
     with atomic_dir(out) as tmp:
-        data = reader.prepare(tmp, args)
+        data = reader.prepare(tmp, opts)
         write_processed(tmp, data)
         write_dataset_config(
             tmp,
             stage_config(
-                args, counts={"train": len(data.train), "test": len(data.test)}, **data.notes
+                args,
+                quirks=list(opts.quirks),
+                counts={"train": len(data.train), "test": len(data.test)},
+                **data.notes,
             ),
         )
     log.info(

@@ -26,7 +26,7 @@ def clamp(box, size):
 
 def test_objects_crops_split_and_tags(tmp_path, capsys, apy):
     data = tmp_path / "data"
-    rc, out, err = run_a1(capsys, *argv(apy, data, "--shorter-side", "0"))
+    rc, out, err = run_a1(capsys, *argv(apy, data))
     assert rc == 0, err
     labels, train, test, config = read_out(data, "apy")
 
@@ -34,15 +34,15 @@ def test_objects_crops_split_and_tags(tmp_path, capsys, apy):
     assert labels == {"category": sorted(cats)}
     # One row per object line, in file order; the box entirely outside its image is skipped.
     assert list(train["image"]) == [
-        "images/train/2008_000001_0.jpg",
-        "images/train/2008_000001_1.jpg",
-        "images/train/2008_000001_2.jpg",
-        "images/train/2008_000002_0.jpg",
+        "images/train/2008_000001_0.png",
+        "images/train/2008_000001_1.png",
+        "images/train/2008_000001_2.png",
+        "images/train/2008_000002_0.png",
     ]
     assert list(test["image"]) == [
-        "images/test/2008_000004_0.jpg",
-        "images/test/2008_000004_1.jpg",
-        "images/test/2008_000001_0.jpg",
+        "images/test/2008_000004_0.png",
+        "images/test/2008_000004_1.png",
+        "images/test/2008_000001_0.png",
     ]
     assert config["empty_boxes"] == 1 and config["objects"] == {"train": 5, "test": 3}
     assert list(train["category"]) == [o[1] for o in apy["train"][:4]]
@@ -69,13 +69,35 @@ def test_objects_crops_split_and_tags(tmp_path, capsys, apy):
         assert b > 150 and r < 80
 
 
-def test_default_resizes_crops_to_shorter_side_256(tmp_path, capsys, apy):
+def test_crops_are_lossless_at_full_resolution(tmp_path, capsys, apy):
     data = tmp_path / "data"
     rc, _, err = run_a1(capsys, *argv(apy, data))
     assert rc == 0, err
-    _, train, _, _ = read_out(data, "apy")
-    with Image.open(data / "apy" / train["image"][0]) as im:  # a 10×17 box
-        assert min(im.size) == 256 and im.size[1] == round(17 * 256 / 10)
+    _, train, test, config = read_out(data, "apy")
+    assert config["quirks"] == []
+    for df, objs in ((train, apy["train"][:4]), (test, apy["test"])):
+        for image, (src, _, box, _) in zip(df["image"], objs, strict=True):
+            x0, y0, x1, y1 = clamp(box, apy["sizes"][src])
+            with Image.open(apy["images"] / src) as im:
+                want = np.asarray(im.convert("RGB"))[y0:y1, x0:x1]  # img[ymin:ymax, xmin:xmax]
+            with Image.open(data / "apy" / image) as im:
+                assert im.format == "PNG"
+                assert np.array_equal(np.asarray(im.convert("RGB")), want)  # pixel for pixel
+
+
+def test_shorter_side_and_foreign_quirks_are_refused(tmp_path, capsys, apy):
+    data = tmp_path / "data"
+    rc, _, err = run_a1(capsys, *argv(apy, data, "--shorter-side", "256"))
+    assert rc == 2 and "--shorter-side applies to wikiart only" in err
+    rc, _, err = run_a1(capsys, *argv(apy, data, "--authors-quirks", "cub-tag-shift"))
+    assert rc == 2 and "applies to cub, not apy" in err and "\n" not in err
+    rc, _, err = run_a1(capsys, *argv(apy, data, "--split-from", tmp_path / "x.csv"))
+    assert rc == 2 and "--split-from applies to wikiart only" in err
+    assert leftovers(data) == []
+    # 'all' means the quirks of this dataset: none for aPY
+    rc, _, err = run_a1(capsys, *argv(apy, data, "--authors-quirks", "all"))
+    assert rc == 0, err
+    assert read_out(data, "apy")[3]["quirks"] == []
 
 
 @pytest.mark.parametrize(
@@ -105,10 +127,10 @@ def test_malformed_line_names_file_and_line(tmp_path, capsys, apy, line_no, bad,
 def test_unreadable_image_skipped_or_fatal_with_strict(tmp_path, capsys, apy):
     (apy["images"] / "2008_000004.jpg").write_bytes(b"\xff\xd8 truncated")
     data = tmp_path / "data"
-    rc, _, err = run_a1(capsys, *argv(apy, data, "--shorter-side", "0"))
+    rc, _, err = run_a1(capsys, *argv(apy, data))
     assert rc == 0, err
     _, _, test, config = read_out(data, "apy")
-    assert list(test["image"]) == ["images/test/2008_000001_0.jpg"]
+    assert list(test["image"]) == ["images/test/2008_000001_0.png"]
     assert config["skipped_images"] == 2  # both objects of the unreadable image
 
     rc, _, err = run_a1(capsys, *argv(apy, tmp_path / "strict", "--strict"))

@@ -23,7 +23,6 @@ from _fixtures_real import (
     read_out,
     run_a1,
 )
-from PIL import Image
 from sklearn.model_selection import StratifiedShuffleSplit
 
 import src.datasets.cub as cub
@@ -71,11 +70,13 @@ def test_labels_split_tags_and_images(tmp_path, capsys, cub_src):
     common = set(CUB_ATTRS) - set(CUB_KEPT)
     assert not any(set(t.split("|")) & common for t in train["tags"])
 
-    # Images resized so the shorter side is 256 px (the default), under the class folder.
-    for rel in list(train["image"])[:5]:
-        with Image.open(data / "cub" / rel) as im:
-            assert min(im.size) == 256
+    # Images kept as they are (no re-encoding): the original bytes, hard-linked, under the class folder.
+    for rel in list(train["image"]) + list(test["image"]):
+        original = source / "CUB_200_2011" / rel
+        assert (data / "cub" / rel).read_bytes() == original.read_bytes()
+        assert (data / "cub" / rel).samefile(original)  # same file system here: a hard link
     assert "tag threshold 0.8000" in out
+    assert config["quirks"] == [] and config["tag_shift"] == "none"
 
 
 @pytest.mark.parametrize("where", ["inside", "root"])
@@ -83,28 +84,17 @@ def test_attributes_txt_in_other_places(tmp_path, capsys, where):
     fx = make_cub(tmp_path / "raw", attributes_at=where)
     data = tmp_path / "data"
     argv = ["--dataset", "cub", "--source", tmp_path / "raw", "--data-root", data]
-    rc, _, err = run_a1(capsys, *argv, "--shorter-side", "0")
+    rc, _, err = run_a1(capsys, *argv)
     assert rc == 0, err
     labels, train, test, config = read_out(data, "cub")
     assert len(train) + len(test) == len(fx["paths"])
     assert config["tag_threshold"] == pytest.approx(CUB_THRESHOLD)
-    # --shorter-side 0 keeps the source size
-    p = fx["paths"].index(train["image"][0].removeprefix("images/"))
-    with Image.open(data / "cub" / train["image"][0]) as im:
-        assert im.size == (20 + p % 15, 24 + (p * 7) % 17)
 
 
 def test_source_may_be_the_cub_folder_itself(tmp_path, capsys, cub_src):
     source, _ = cub_src
     (source / "attributes.txt").rename(source / "CUB_200_2011" / "attributes.txt")
-    argv = [
-        "--source",
-        source / "CUB_200_2011",
-        "--data-root",
-        tmp_path / "d",
-        "--shorter-side",
-        "0",
-    ]
+    argv = ["--source", source / "CUB_200_2011", "--data-root", tmp_path / "d"]
     rc, _, err = run_a1(capsys, "--dataset", "cub", *argv)
     assert rc == 0, err
 
@@ -114,13 +104,22 @@ def test_unreadable_image_skipped_or_fatal_with_strict(tmp_path, capsys, cub_src
     bad = fx["paths"][4]
     (source / "CUB_200_2011" / "images" / bad).write_bytes(b"not a jpeg")
     data = tmp_path / "data"
-    argv = ["--dataset", "cub", "--source", source, "--data-root", data, "--shorter-side", "0"]
+    argv = ["--dataset", "cub", "--source", source, "--data-root", data]
     rc, _, err = run_a1(capsys, *argv)
     assert rc == 0, err
     _, train, test, config = read_out(data, "cub")
     assert config["skipped_images"] == 1 and bad in config["skipped_examples"][0]
     assert f"images/{bad}" not in set(train["image"]) | set(test["image"])
+    assert not (data / "cub" / "images" / bad).exists()
     assert len(train) + len(test) == len(fx["paths"]) - 1
+
+    # a truncated JPEG (a valid header, the rest missing) is caught too: every image is decoded
+    good = source / "CUB_200_2011" / "images" / fx["paths"][7]
+    good.write_bytes(good.read_bytes()[:200])
+    rc, _, err = run_a1(capsys, *argv[:-1], tmp_path / "trunc")
+    assert rc == 0, err
+    _, _, _, config = read_out(tmp_path / "trunc", "cub")
+    assert config["skipped_images"] == 2
 
     rc, _, err = run_a1(capsys, *argv[:-2], "--data-root", tmp_path / "strict", "--strict")
     assert rc == 2 and err.startswith("error: unreadable image") and bad in err
@@ -226,7 +225,7 @@ def test_download_fetches_verifies_extracts_and_proceeds(tmp_path, capsys, monke
     (www / "CUB_200_2011.tgz").write_bytes(archive)
     monkeypatch.setattr(cub, "CUB_MD5", hashlib.md5(archive).hexdigest())
     source, data = tmp_path / "raw", tmp_path / "data"
-    argv = ["--dataset", "cub", "--source", source, "--data-root", data, "--shorter-side", "0"]
+    argv = ["--dataset", "cub", "--source", source, "--data-root", data]
     rc, out, err = run_a1(capsys, *argv, "--download", "--download-url", f"{url}/CUB_200_2011.tgz")
     assert rc == 0, err
     assert (source / "CUB_200_2011" / "images.txt").is_file()
@@ -305,3 +304,95 @@ def test_safe_extract_refuses_to_overwrite(tmp_path):
     with pytest.raises(SuiteError, match="already exists"):
         safe_extract(arc, target)
     assert list((target / "CUB_200_2011").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Images kept as they are; the authors' tag shift (quirk cub-tag-shift)
+
+
+def test_images_are_copied_where_hard_links_fail(tmp_path, capsys, monkeypatch, cub_src):
+    source, fx = cub_src
+
+    def no_link(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("src.datasets.common.os.link", no_link)
+    data = tmp_path / "data"
+    rc, _, err = run_a1(capsys, "--dataset", "cub", "--source", source, "--data-root", data)
+    assert rc == 0, err
+    _, train, _, config = read_out(data, "cub")
+    rel = train["image"][0]
+    original = source / "CUB_200_2011" / rel
+    assert (data / "cub" / rel).read_bytes() == original.read_bytes()
+    assert not (data / "cub" / rel).samefile(original)
+    assert config["image_storage"].endswith(f"({len(fx['paths'])} copied)")
+
+
+def test_shorter_side_is_refused_for_cub(tmp_path, capsys, cub_src):
+    source, _ = cub_src
+    argv = ["--dataset", "cub", "--source", source, "--data-root", tmp_path / "d"]
+    rc, _, err = run_a1(capsys, *argv, "--shorter-side", "256")
+    assert rc == 2 and "--shorter-side applies to wikiart only" in err and "\n" not in err
+    assert leftovers(tmp_path / "d") == []
+
+
+def test_authors_tag_shift_moves_attributes_up_one_image(tmp_path, capsys, cub_src):
+    source, fx = cub_src
+    paths, species, present = fx["paths"], fx["species"], fx["present"]
+    n = len(paths)
+    for flag in ("cub-tag-shift", "all"):
+        data = tmp_path / flag
+        argv = ["--dataset", "cub", "--source", source, "--data-root", data]
+        rc, out, err = run_a1(capsys, *argv, "--authors-quirks", flag)
+        assert rc == 0, err
+        _, train, test, config = read_out(data, "cub")
+        assert config["quirks"] == ["cub-tag-shift"]
+        assert "cub-tag-shift" in out
+
+        # N-1 images: the last one is dropped; the split is the same rule over the N-1 left.
+        train_idx, test_idx = expected_split(species[:-1])
+        assert list(train["image"]) == [f"images/{paths[i]}" for i in train_idx]
+        assert list(test["image"]) == [f"images/{paths[i]}" for i in test_idx]
+        assert len(train) + len(test) == n - 1 and len(test) == int(np.ceil(0.3 * (n - 1)))
+
+        # The threshold is taken over the attributes the table then holds: those of images 2..N.
+        shifted = present[1:]
+        threshold = np.quantile(shifted.mean(axis=0), 0.8)
+        assert config["tag_threshold"] == pytest.approx(threshold)
+        kept = shifted.mean(axis=0) < threshold
+        row = {p: i for i, p in enumerate(paths)}
+        moved = 0
+        for image, sp, tags in pd.concat([train, test]).itertuples(index=False):
+            k = row[image.removeprefix("images/")]
+            assert sp == species[k]  # the label stays the image's own
+            want = {a for j, a in enumerate(CUB_ATTRS) if present[k + 1, j] and kept[j]}
+            assert set(tags.split("|")) == want | {sp}  # image k+1's attributes on image k
+            own = {a for j, a in enumerate(CUB_ATTRS) if present[k, j] and kept[j]}
+            moved += own != want
+        assert moved > n // 2  # the fixture's neighbours differ: the test can tell the two apart
+
+
+def test_authors_tag_shift_follows_image_ids_not_file_order():
+    images = pd.DataFrame({"id": [3, 1, 2], "path": ["a/3.jpg", "a/1.jpg", "a/2.jpg"]})
+    present = np.array([[1, 1], [0, 0], [0, 1]], dtype=bool)  # rows of ids 3, 1, 2
+    kept, attrs = cub.authors_tag_shift(images, present)
+    assert list(kept["id"]) == [1, 2]  # id 3 = N is dropped
+    assert attrs.tolist() == [[False, True], [True, True]]  # id 1 ← id 2's, id 2 ← id 3's
+
+
+def test_official_counts_of_both_protocols():
+    """11,788 images (ours) → 8,251 / 3,537; 11,787 (the authors' shift) → 8,250 / 3,537."""
+    for n, want in ((11_788, (8_251, 3_537)), (11_787, (8_250, 3_537))):
+        species = [f"{i % 200:03d}" for i in range(n)]
+        train, test = expected_split(species)
+        assert (len(train), len(test)) == want
+
+
+def test_quirks_of_other_datasets_are_refused(tmp_path, capsys, cub_src):
+    source, _ = cub_src
+    argv = ["--dataset", "cub", "--source", source, "--data-root", tmp_path / "d"]
+    rc, _, err = run_a1(capsys, *argv, "--authors-quirks", "wikiart-tag-cleaning")
+    assert rc == 2 and "applies to wikiart, not cub" in err and "\n" not in err
+    rc, _, err = run_a1(capsys, *argv, "--authors-quirks", "empty-tag-token")
+    assert rc == 2 and "not a quirk of A1" in err
+    assert leftovers(tmp_path / "d") == []

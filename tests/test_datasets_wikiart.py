@@ -20,7 +20,8 @@ from _fixtures_real import (
 )
 from PIL import Image
 
-from src.datasets.wikiart import split_indices, tag_items
+from src.datasets.common import join_tags, split_tags
+from src.datasets.wikiart import authors_tag_items, split_indices, tag_items
 
 
 def argv(source, data, *extra):
@@ -254,5 +255,189 @@ def test_bad_input_messages(tmp_path, capsys):
         capsys, *argv(tmp_path / "folders", data, "--attributions", tmp_path / "u.csv")
     )
     assert rc == 2 and "no row of the attributions table matches" in err
+    assert "\n" not in err
+    assert leftovers(data) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' tag cleaning (quirk wikiart-tag-cleaning)
+
+
+def test_tag_cleaning_ours_and_the_authors():
+    genre, style, media, tag = (
+        "Portrait",
+        "Post Impressionism",
+        "oil, canvas",
+        "banana,,, nanny goat",
+    )
+    # ours: every word survives, empty items are dropped
+    assert tag_items(tag, media, genre, style) == [
+        "banana",
+        "nannygoat",
+        "oil",
+        "canvas",
+        "portrait",
+        "postimpressionism",
+    ]
+    # theirs: "nan" deleted inside words, one pass of ',,' → ',' leaves an empty item from ',,,'
+    assert authors_tag_items(genre, style, media, tag) == [
+        "portrait",
+        "postimpressionism",
+        "oil",
+        "canvas",
+        "baa",
+        "",
+        "nygoat",
+    ]
+    # "Nan" is deleted only in lower case (they lower-case afterwards); missing fields are left
+    # out (no empty item from them); ',,' becomes ','; outer commas are stripped
+    assert authors_tag_items("Nan Goldin", "", "a,,b", ",x,") == ["nangoldin", "a", "b", "x"]
+
+
+def test_an_empty_tag_survives_the_csv_cell():
+    assert join_tags(["a", "", "b", "a"]) == "a|b"  # ours: dropped
+    assert join_tags(["a", "", "b", "a"], keep_empty=True) == "a|b|"
+    assert split_tags("a|b|") == {"a", "b", ""}
+    assert join_tags([""], keep_empty=True) == "|" and split_tags("|") == {""}
+    assert split_tags("a|b") == {"a", "b"} and split_tags("") == frozenset()
+
+
+def test_attributions_with_the_authors_cleaning(tmp_path, capsys):
+    rows = make_wikiart_parquet(tmp_path / "hf", sizes=(6,))
+    rel = expected_rel(rows)
+    named = [i for i, r in enumerate(rows) if r["image"]["path"]]
+    keys = [f"{WIKI_STYLES[rows[i]['style']]}/{rows[i]['image']['path']}" for i in named]
+    table = pd.DataFrame(
+        {
+            "path": keys,
+            "Genre": ["portrait"] * len(keys),
+            "Style": ["Post Impressionism"] * len(keys),
+            "Media": ["oil, canvas", "NaN"] + [""] * (len(keys) - 2),
+            "tag": ["Banana,,, Nanny Goat", "sea"] + ["x"] * (len(keys) - 2),
+        }
+    )
+    table.to_csv(tmp_path / "attr.csv", index=False)
+    base = argv(tmp_path / "hf", tmp_path / "d", "--attributions", tmp_path / "attr.csv")
+
+    def tags_by_image(data):
+        _, train, test, config = read_out(data, "wikiart")
+        both = pd.concat([train, test])
+        return dict(zip(both["image"], both["tags"], strict=True)), config
+
+    rc, _, err = run_a1(capsys, *base)
+    assert rc == 0, err
+    ours, config = tags_by_image(tmp_path / "d")
+    assert config["quirks"] == [] and config["tag_cleaning"] == "suite"
+    assert split_tags(ours[rel[named[0]]]) == {
+        "banana",
+        "nannygoat",
+        "oil",
+        "canvas",
+        "portrait",
+        "postimpressionism",
+    }
+    assert split_tags(ours[rel[named[1]]]) == {"sea", "nan", "portrait", "postimpressionism"}
+
+    for flag in ("wikiart-tag-cleaning", "all"):
+        data = tmp_path / flag
+        rc, _, err = run_a1(
+            capsys, *base[:-4], "--data-root", data, *base[-2:], "--authors-quirks", flag
+        )
+        assert rc == 0, err
+        theirs, config = tags_by_image(data)
+        assert config["quirks"] == ["wikiart-tag-cleaning"]
+        assert split_tags(theirs[rel[named[0]]]) == {
+            "baa",
+            "",
+            "nannygoat",  # "Nan" survives: the deletion runs before lower-casing
+            "oil",
+            "canvas",
+            "portrait",
+            "postimpressionism",
+        }
+        # pandas read the string "NaN" as missing in their code: left out, no empty item
+        assert split_tags(theirs[rel[named[1]]]) == {"sea", "portrait", "postimpressionism"}
+
+
+# ---------------------------------------------------------------------------------------------
+# --split-from: the authors' split membership
+
+
+def authors_split_files(tmp_path, keys: list[str], seed: int = 5) -> tuple[list[str], list[str]]:
+    """Their preprocessed_wikiart_{train,test}.csv: the seed-777 permutation of THEIR row order
+    (here: `keys` shuffled), paths under ./data/wikiart/images, integer labels."""
+    order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
+    perm = np.random.RandomState(777).permutation(len(order))
+    n_train = int(0.8 * len(order))
+    train, test = [order[i] for i in perm[:n_train]], [order[i] for i in perm[n_train:]]
+    for name, part in (("train", train), ("test", test)):
+        pd.DataFrame(
+            {
+                "path": [f"./data/wikiart/images/{k}" for k in part],
+                "artist": 0,
+                "genre": 1,
+                "style": 2,
+            }
+        ).to_csv(tmp_path / f"preprocessed_wikiart_{name}.csv", index=False)
+    return train, test
+
+
+def test_split_from_the_authors_files(tmp_path, capsys):
+    keys = make_wikiart_folders(tmp_path / "folders")
+    their_train, their_test = authors_split_files(tmp_path, keys)
+    train_csv = tmp_path / "preprocessed_wikiart_train.csv"
+    test_csv = tmp_path / "preprocessed_wikiart_test.csv"
+
+    # the default split differs from theirs (their permutation ran over another row order)
+    rc, _, err = run_a1(capsys, *argv(tmp_path / "folders", tmp_path / "default"))
+    assert rc == 0, err
+    _, train, _, _ = read_out(tmp_path / "default", "wikiart")
+    assert set(train["image"]) != {f"images/{k}" for k in their_train}
+
+    # the train file alone: their train rows in their order, every other image is test
+    rc, _, err = run_a1(
+        capsys, *argv(tmp_path / "folders", tmp_path / "one", "--split-from", train_csv)
+    )
+    assert rc == 0, err
+    _, train, test, config = read_out(tmp_path / "one", "wikiart")
+    assert list(train["image"]) == [f"images/{k}" for k in their_train]
+    assert list(test["image"]) == [f"images/{k}" for k in keys if k not in their_train]
+    assert config["split"].startswith("the authors' split files")
+    assert config["split_unmatched"] == 0 and config["split_left_out"] == 0
+
+    # both files: their test order too; an extra source image in neither file is left out
+    extra = tmp_path / "folders" / "Cubism" / "zz_extra.jpg"
+    extra.write_bytes((tmp_path / "folders" / keys[0]).read_bytes())
+    data = tmp_path / "both"
+    rc, out, err = run_a1(
+        capsys, *argv(tmp_path / "folders", data, "--split-from", train_csv, test_csv)
+    )
+    assert rc == 0, err
+    _, train, test, config = read_out(data, "wikiart")
+    assert list(train["image"]) == [f"images/{k}" for k in their_train]
+    assert list(test["image"]) == [f"images/{k}" for k in their_test]
+    assert config["split_left_out"] == 1 and "Cubism/zz_extra.jpg" in out
+
+
+def test_split_from_bad_files(tmp_path, capsys):
+    keys = make_wikiart_folders(tmp_path / "folders")
+    authors_split_files(tmp_path, keys)
+    train_csv = tmp_path / "preprocessed_wikiart_train.csv"
+    data = tmp_path / "d"
+    base = argv(tmp_path / "folders", data, "--split-from")
+
+    rc, _, err = run_a1(capsys, *base, train_csv, train_csv)
+    assert rc == 2 and "in both the train and the test file" in err
+
+    pd.DataFrame({"file": keys}).to_csv(tmp_path / "nopath.csv", index=False)
+    rc, _, err = run_a1(capsys, *base, tmp_path / "nopath.csv")
+    assert rc == 2 and "nopath.csv" in err and "preprocessed_wikiart_train.csv" in err
+
+    pd.DataFrame({"path": ["Elsewhere/none.jpg"]}).to_csv(tmp_path / "nomatch.csv", index=False)
+    rc, _, err = run_a1(capsys, *base, tmp_path / "nomatch.csv")
+    assert rc == 2 and "no listed image matches" in err
+
+    rc, _, err = run_a1(capsys, *base, tmp_path / "missing.csv")
+    assert rc == 2 and "missing.csv not found" in err
     assert "\n" not in err
     assert leftovers(data) == []

@@ -2,13 +2,13 @@
 
 --source is the attribute_data folder (apascal_train.txt, apascal_test.txt, attribute_names.txt),
 --images the PASCAL VOC 2008 JPEGImages folder. Each object line
-`<image> <category> <xmin> <ymin> <xmax> <ymax> <64 × 0/1>` becomes images/<split>/<stem>_<k>.jpg,
-the k-th object of that image in that file, cropped like the authors' `img[ymin:ymax, xmin:xmax]`.
+`<image> <category> <xmin> <ymin> <xmax> <ymax> <64 × 0/1>` becomes images/<split>/<stem>_<k>.png,
+the k-th object of that image in that file, cropped like the authors' `img[ymin:ymax, xmin:xmax]`
+and written losslessly at full resolution (the authors fed the crops, unresized, to `Resize`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from src.datasets.common import ImageWriter, Processed, join_tags, save_all
+from src.datasets.common import ImageWriter, Processed, SourceOptions, join_tags, save_all
 from src.errors import SuiteError
 from src.tasks import get_dataset
 
@@ -42,20 +42,20 @@ class AObject:
     """One annotated object: where it comes from, where it goes, its labels."""
 
     image: str
-    rel: str  # <split>/<stem>_<k>.jpg under images/
+    rel: str  # <split>/<stem>_<k>.png under images/
     category: str
     box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax as in the file
     tags: str
 
 
-def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
+def prepare(out_dir: Path, opts: SourceOptions) -> Processed:
     """Crop every aPascal object into its own image and build the two splits."""
     (attr,) = get_dataset("apy").attributes  # "category"
-    if args.download:
+    if opts.download:
         raise SuiteError(MANUAL_STEPS)
-    if args.source is None or args.images is None:
+    if opts.source is None or opts.images is None:
         raise SuiteError(f"--dataset apy needs --source and --images; {MANUAL_STEPS}")
-    source, images = Path(args.source), Path(args.images)
+    source, images = Path(opts.source), Path(opts.images)
     names = read_attribute_names(source / NAMES_FILE)
     objects = {split: read_objects(source / f, split, names) for split, f in FILES.items()}
     if not images.is_dir():
@@ -82,7 +82,7 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
     if empty:
         log.warning("aPY: %d object(s) with an empty box skipped (e.g. %s)", len(empty), empty[0])
 
-    writer = ImageWriter(out_dir, args.strict, args.shorter_side)
+    writer = ImageWriter(out_dir, opts.strict, fmt="PNG")  # lossless, full resolution
     work = ((images / o.image, o.rel, box) for _, o, box in jobs)
     ok = save_all(writer, work, total=len(jobs), desc="aPY objects")
     rows: dict[str, list[dict]] = {s: [] for s in FILES}
@@ -96,6 +96,7 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
         "source": str(source),
         "images": str(images),
         "objects": {s: len(o) for s, o in objects.items()},
+        "image_storage": "crops as PNG (lossless), full resolution",
         "empty_boxes": len(empty),
         "empty_box_examples": empty[:20],
         "skipped_images": len(writer.skipped),
@@ -152,7 +153,7 @@ def read_objects(path: Path, split: str, names: list[str]) -> list[AObject]:
         k = seen.get(image, 0)
         seen[image] = k + 1
         tags = join_tags([*(nm for nm, v in zip(names, values, strict=True) if v), category])
-        rel = f"{split}/{Path(image).stem}_{k}.jpg"
+        rel = f"{split}/{Path(image).stem}_{k}.png"
         objects.append(AObject(image, rel, category, box, tags))
     if not objects:
         raise SuiteError(f"{path} holds no objects; {MANUAL_STEPS}")

@@ -1,16 +1,19 @@
 """The processed format every reader writes and every later stage reads.
 
-data/<dataset>/images/…      resized images (shorter side 256 px; SynthArt as generated)
+data/<dataset>/images/…      CUB: the original JPEGs (hard links or copies); aPY: lossless PNG crops at
+                             full resolution; WikiArt: JPEG, shorter side 256 px; SynthArt as generated
 data/<dataset>/labels.json   {attribute: [class names in id order]}
 data/<dataset>/train.csv     image, <one column per label attribute: class name>, tags
-data/<dataset>/test.csv      same columns; tags joined with '|'
-data/<dataset>/config.json   how A1 produced it
+data/<dataset>/test.csv      same columns; tags joined with '|' (a trailing '|' marks an empty tag)
+data/<dataset>/config.json   how A1 produced it (arguments, counts, the authors' quirks applied)
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +30,25 @@ log = logging.getLogger("backward_search")
 
 TAG_SEP = "|"
 SPLITS = ("train", "test")
-SHORTER_SIDE = 256  # the authors resized every image so its shorter side is 256 px
+SHORTER_SIDE = 256  # the authors resized WikiArt (only WikiArt) so its shorter side is 256 px
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What A1's flags tell a dataset reader: where the raw data is and how to convert it."""
+
+    source: Path | None = None  # the raw data folder
+    images: Path | None = None  # apy: PASCAL VOC 2008 JPEGImages
+    attributions: Path | None = None  # wikiart: the authors' wikiart_attributions.csv
+    split_from: tuple[Path, ...] = ()  # wikiart: the authors' preprocessed train (and test) CSVs
+    download: bool = False
+    download_url: str | None = None
+    strict: bool = False  # fail on the first unreadable image instead of skipping it
+    shorter_side: int = SHORTER_SIDE  # wikiart: resize target (0 keeps the size)
+    num_images: int = 3000  # synthart
+    image_size: int = 64  # synthart
+    seed: int = 0
+    quirks: tuple[str, ...] = ()  # the authors' A1 bugs to reproduce (src/quirks.py)
 
 
 @dataclass
@@ -44,21 +65,32 @@ def a1_hint(dataset: str) -> str:
     return f"A1_preprocess.py --dataset {dataset}"
 
 
-def join_tags(tags) -> str:
-    """Tags as one CSV cell: unique, order kept, joined with '|'."""
+def join_tags(tags, keep_empty: bool = False) -> str:
+    """Tags as one CSV cell: unique, order kept, joined with '|'.
+
+    Empty tags are dropped, unless `keep_empty` (the authors' WikiArt cleaning leaves one): it is
+    then written as a trailing '|' ('a|b|' = {a, b, ''}; '|' = {''}), so an empty cell still
+    means no tags at all.
+    """
     seen: dict[str, None] = {}
+    empty = False
     for t in tags:
         t = str(t).strip()
-        if t and t not in seen:
+        if not t:
+            empty = empty or keep_empty
+        elif t not in seen:
             seen[t] = None
-    return TAG_SEP.join(seen)
+    return TAG_SEP.join(seen) + (TAG_SEP if empty else "")
 
 
 def split_tags(cell) -> frozenset[str]:
-    """The set of tags stored in one CSV cell (empty cell → empty set)."""
+    """The set of tags stored in one CSV cell (empty cell → empty set; a trailing '|' → '')."""
     if not isinstance(cell, str) or not cell:
         return frozenset()
-    return frozenset(t for t in cell.split(TAG_SEP) if t)
+    tags = {t for t in cell.split(TAG_SEP) if t}
+    if cell.endswith(TAG_SEP):  # join_tags(..., keep_empty=True) kept an empty tag
+        tags.add("")
+    return frozenset(tags)
 
 
 def write_processed(out_dir: Path, data: Processed) -> None:
@@ -94,18 +126,37 @@ def read_split(data_root: str | Path, dataset: str, split: str) -> pd.DataFrame:
 
 
 class ImageWriter:
-    """Open, optionally crop and resize, and save source images; count or refuse unreadable ones."""
+    """Store source images under images/: check each decodes, then link it as it is, or crop,
+    optionally resize, and save it (PNG lossless, or JPEG); count or refuse unreadable ones."""
 
-    def __init__(self, out_dir: Path, strict: bool, shorter_side: int | None = SHORTER_SIDE):
+    def __init__(
+        self,
+        out_dir: Path,
+        strict: bool,
+        *,
+        keep_original: bool = False,
+        fmt: str = "PNG",
+        shorter_side: int = 0,
+    ):
         self.out_dir = out_dir
         self.strict = strict
-        self.shorter_side = shorter_side
+        self.keep_original = keep_original  # hard-link (else copy) the file: no re-encoding
+        self.fmt = fmt
+        self.shorter_side = shorter_side  # 0: keep the size
         self.skipped: list[str] = []
+        self.copied = 0  # kept originals that could not be hard-linked
+        self._lock = threading.Lock()  # save() runs on several threads
 
     def save(self, src, rel: str, box: tuple[int, int, int, int] | None = None) -> bool:
-        """Write `src` (a path or a file-like object) to images/<rel> as JPEG; False if unreadable."""
+        """Write `src` (a path or a file-like object) to images/<rel>; False if unreadable."""
         try:
             with Image.open(src) as im:
+                im.load()  # decode fully: a truncated file fails here, not in B1
+                dst = self.out_dir / "images" / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if self.keep_original:
+                    self._link(Path(src), dst)
+                    return True
                 im = im.convert("RGB")
                 if box is not None:
                     im = im.crop(box)
@@ -113,9 +164,10 @@ class ImageWriter:
                         raise ValueError(f"empty box {box}")
                 if self.shorter_side:
                     im = resize_shorter(im, self.shorter_side)
-                dst = self.out_dir / "images" / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                im.save(dst, format="JPEG", quality=95)
+                if self.fmt == "JPEG":
+                    im.save(dst, format="JPEG", quality=95)
+                else:
+                    im.save(dst, format=self.fmt)
             return True
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             name = src if isinstance(src, (str, Path)) else rel
@@ -126,6 +178,20 @@ class ImageWriter:
             log.warning("skipping unreadable image %s: %s", name, e)
             self.skipped.append(str(name))
             return False
+
+    def _link(self, src: Path, dst: Path) -> None:
+        """A hard link to `src`; a byte copy where linking fails (another file system, no links)."""
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+        try:
+            shutil.copyfile(src, dst)
+        except OSError as e:  # a write error, not an unreadable source: never skip silently
+            raise SuiteError(f"cannot copy {src} to {dst}: {e}") from None
+        with self._lock:
+            self.copied += 1
 
 
 def resize_shorter(im: Image.Image, shorter: int) -> Image.Image:

@@ -2,12 +2,17 @@
 
 --source DIR holds CUB_200_2011/ (images.txt, images/, attributes/image_attribute_labels.txt) and
 attributes.txt (beside CUB_200_2011/ as in the official archive, or inside it). `--download` fetches
-the official archive into DIR first (SPEC §2).
+the official archive into DIR first (SPEC §2). Images are kept as they are: hard links to the
+originals under images/<class_dir>/ (copies where linking fails), never re-encoded, as the authors
+fed the original JPEGs to the transforms.
+
+Quirk `cub-tag-shift` (the authors' CSV round trip of the attribute table, SPEC §2): the image with
+id k gets the attributes of the (k+1)-th image in id order; image 1's attributes are lost and the
+last image is dropped (11,787 images, 8,250 / 3,537 instead of 11,788, 8,251 / 3,537).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from src.datasets.common import ImageWriter, Processed, join_tags, save_all
+from src.datasets.common import ImageWriter, Processed, SourceOptions, join_tags, save_all
 from src.download import download_and_extract
 from src.errors import SuiteError
 from src.tasks import get_dataset
@@ -37,15 +42,15 @@ LAYOUT = (
 )
 
 
-def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
+def prepare(out_dir: Path, opts: SourceOptions) -> Processed:
     """Read CUB from --source (downloading it first with --download) into the processed format."""
     (attr,) = get_dataset("cub").attributes  # "species"
-    if args.source is None:
+    if opts.source is None:
         raise SuiteError(f"--dataset cub needs --source DIR; {LAYOUT}")
-    source = Path(args.source)
-    if args.download:
+    source = Path(opts.source)
+    if opts.download:
         if find_root(source) is None:
-            download_and_extract(args.download_url or CUB_URL, CUB_MD5, source)
+            download_and_extract(opts.download_url or CUB_URL, CUB_MD5, source)
         else:
             log.info("CUB already present in %s; skipping the download", source)
     root = find_root(source)
@@ -60,6 +65,9 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
     present = read_presence(
         root / "attributes" / "image_attribute_labels.txt", images, len(attr_names)
     )
+    shifted = "cub-tag-shift" in opts.quirks
+    if shifted:
+        images, present = authors_tag_shift(images, present)
     frequency = present.mean(axis=0)
     threshold = float(np.quantile(frequency, TAG_QUANTILE))
     keep = frequency < threshold
@@ -74,7 +82,7 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
     sss = StratifiedShuffleSplit(n_splits=1, test_size=TEST_SIZE, random_state=SPLIT_SEED)
     train_idx, test_idx = next(sss.split(np.zeros(len(table)), species))
 
-    writer = ImageWriter(out_dir, args.strict, args.shorter_side)
+    writer = ImageWriter(out_dir, opts.strict, keep_original=True)
     jobs = ((root / "images" / p, p, None) for p in images["path"])
     ok = np.array(save_all(writer, jobs, total=len(images), desc="CUB images"), dtype=bool)
     train = table.iloc[train_idx][ok[train_idx]].reset_index(drop=True)
@@ -88,9 +96,14 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
         "tag_attributes_kept": int(keep.sum()),
         "tag_attributes_total": len(attr_names),
         "split": f"StratifiedShuffleSplit(test_size={TEST_SIZE}, random_state={SPLIT_SEED}) by species",
+        "image_storage": "original files, hard-linked"
+        + (f" ({writer.copied} copied)" if writer.copied else ""),
+        "tag_shift": "authors' (image k has image k+1's attributes)" if shifted else "none",
         "skipped_images": len(writer.skipped),
         "skipped_examples": writer.skipped[:20],
     }
+    if shifted:
+        log.info("CUB: authors' quirk cub-tag-shift: image k has image k+1's attributes")
     log.info(
         "CUB: %d images, %d species; tag threshold %.4f (0.8-quantile; authors 0.1849) keeps "
         "%d of %d attributes; %d unreadable images skipped",
@@ -102,6 +115,21 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
         len(writer.skipped),
     )
     return Processed(labels={attr: classes}, train=train, test=test, notes=notes)
+
+
+def authors_tag_shift(images: pd.DataFrame, present: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """The authors' misalignment: the image with id k takes row k (0-based) of the attribute table
+    sorted by id, i.e. the next image's attributes; ids outside 1..N-1 (the last image) are dropped.
+
+    Their table is indexed by image id 1..N; a to_csv/read_csv round trip re-indexes it 0..N-1,
+    after which paths are written by id into those rows and row 0 and the row added for id N are
+    dropped (A1.Data-Preprocessing-CUB.py).
+    """
+    order = np.argsort(images["id"].to_numpy(), kind="stable")
+    by_id = present[order]  # the attribute table after the round trip: row r = (r+1)-th id
+    ids = images["id"].to_numpy()
+    keep = (ids >= 1) & (ids < len(images))
+    return images[keep].reset_index(drop=True), by_id[ids[keep]]
 
 
 def find_root(source: Path) -> Path | None:

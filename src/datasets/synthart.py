@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from src.datasets.common import Processed, join_tags
+from src.datasets.common import Processed, SourceOptions, join_tags
 from src.errors import SuiteError
 from src.synthart import GENRES, STYLES, generate, sample_labels
 
@@ -19,11 +18,9 @@ log = logging.getLogger("backward_search")
 TEST_FRACTION = 0.2
 
 
-def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
-    """Draw labels, paint `args.num_images` PNGs of `args.image_size` px and split them 80/20."""
-    n = getattr(args, "num_images", 3000)
-    size = getattr(args, "image_size", 64)
-    seed = getattr(args, "seed", 0)
+def prepare(out_dir: Path, opts: SourceOptions) -> Processed:
+    """Draw labels, paint `opts.num_images` PNGs of `opts.image_size` px and split them 80/20."""
+    n, size, seed = opts.num_images, opts.image_size, opts.seed
     if n < 10:
         raise SuiteError(f"--num-images {n} is too small for SynthArt; use at least 10")
     if size < 16:

@@ -6,11 +6,15 @@ Sources (--source DIR):
   metadata). Shards are read in file-name order, a few rows at a time.
 - folders: DIR/<Style>/<artist>_<title>.jpg (the original WikiArt layout); the genre then comes
   from --attributions (else every image is "Unknown Genre").
-Images go to images/<Style>/<file>.jpg. Split: rows in source order permuted with numpy seed 777,
-the first floor(0.8 n) train (SPEC §2).
+Images go to images/<Style>/<file>.jpg, resized so the shorter side is 256 px (as the authors did,
+for WikiArt only). Split: rows in source order permuted with numpy seed 777, the first
+floor(0.8 n) train (SPEC §2). The authors permuted the rows of their own wclasses.csv, so that
+membership differs; --split-from takes their preprocessed_wikiart_train.csv (and optionally the
+test CSV; columns path, artist, genre, style) and reproduces it.
 
 Tags (--attributions, the authors' table with columns path, Genre, Style, Media, tag): tag items,
 media items, genre and style, split on commas, lower-cased, spaces removed, empty items dropped.
+Quirk `wikiart-tag-cleaning` applies the authors' rule instead (see `authors_tag_items`).
 A table row belongs to the image whose key `<Style>/<file name>` equals the last two components
 of the row's `path` (the source file name: parquet image.path, or the file in the style folder).
 Without the table, tags are genre + style + artist: mTS@10 is then far less informative.
@@ -18,7 +22,6 @@ Without the table, tags are genre + style + artist: mTS@10 is then far less info
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.datasets.common import ImageWriter, Processed, join_tags, save_all
+from src.datasets.common import ImageWriter, Processed, SourceOptions, join_tags, save_all
 from src.errors import SuiteError
 from src.tasks import get_dataset
 
@@ -65,19 +68,21 @@ class Painting:
     artist: str
 
 
-def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
+def prepare(out_dir: Path, opts: SourceOptions) -> Processed:
     """Convert WikiArt (parquet shards or style folders) into the processed format."""
     style_attr, genre_attr = get_dataset("wikiart").attributes  # "style", "genre"
-    if args.download:
+    if opts.download:
         raise SuiteError(MANUAL_STEPS)
-    if args.source is None:
+    if opts.source is None:
         raise SuiteError(f"--dataset wikiart needs --source DIR; {MANUAL_STEPS}")
-    source = Path(args.source)
+    source = Path(opts.source)
     if not source.is_dir():
         raise SuiteError(f"--source {source} is not a folder; {MANUAL_STEPS}")
-    table = read_attributions(args.attributions) if args.attributions else None
+    authors_tags = "wikiart-tag-cleaning" in opts.quirks
+    table = read_attributions(opts.attributions, authors_tags) if opts.attributions else None
+    split_files = [read_split_file(f) for f in opts.split_from]  # checked before the long part
 
-    writer = ImageWriter(out_dir, args.strict, args.shorter_side)
+    writer = ImageWriter(out_dir, opts.strict, fmt="JPEG", shorter_side=opts.shorter_side)
     shards = sorted(source.rglob("*.parquet"))
     paintings: list[Painting] = []
     if shards:
@@ -107,7 +112,7 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
                 UNKNOWN_GENRE,
             )
 
-    tags, matched = tag_column(paintings, table)
+    tags, matched = tag_column(paintings, table, authors_tags)
     df = pd.DataFrame(
         {
             "image": [f"images/{p.rel}" for p in paintings],
@@ -117,7 +122,15 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
         }
     )
     n = len(df)
-    train_idx, test_idx = split_indices(n)
+    if split_files:
+        train_idx, test_idx, split_notes = split_from_files([p.key for p in paintings], split_files)
+        split_rule = f"the authors' split files ({', '.join(map(str, opts.split_from))})"
+    else:
+        train_idx, test_idx = split_indices(n)
+        split_notes = {}
+        split_rule = (
+            f"numpy RandomState({SPLIT_SEED}).permutation, first floor({TRAIN_FRACTION} n) train"
+        )
     train = df.iloc[train_idx][ok[train_idx]].reset_index(drop=True)
     test = df.iloc[test_idx][ok[test_idx]].reset_index(drop=True)
 
@@ -126,9 +139,12 @@ def prepare(out_dir: Path, args: argparse.Namespace) -> Processed:
         "source": str(source),
         "layout": layout,
         "rows": n,
-        "split": f"numpy RandomState({SPLIT_SEED}).permutation, first floor({TRAIN_FRACTION} n) train",
+        "split": split_rule,
+        **split_notes,
+        "image_shorter_side": opts.shorter_side or None,
         "tag_source": tag_source,
-        "attributions": str(args.attributions) if args.attributions else None,
+        "tag_cleaning": "authors' (quirk wikiart-tag-cleaning)" if authors_tags else "suite",
+        "attributions": str(opts.attributions) if opts.attributions else None,
         "attributions_matched": matched,
         "skipped_images": len(writer.skipped),
         "skipped_examples": writer.skipped[:20],
@@ -154,6 +170,88 @@ def split_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.RandomState(SPLIT_SEED).permutation(n)
     n_train = int(n * TRAIN_FRACTION)
     return perm[:n_train], perm[n_train:]
+
+
+def read_split_file(path: Path) -> list[str]:
+    """The `<Style>/<file>` keys of an authors' preprocessed_wikiart_{train,test}.csv, in order."""
+    path = Path(path)
+    hint = (
+        "expected the authors' preprocessed_wikiart_train.csv or _test.csv (columns path, artist, "
+        "genre, style; path ends in <Style>/<file>)"
+    )
+    if not path.is_file():
+        raise SuiteError(f"--split-from {path} not found; {hint}")
+    try:
+        paths = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["path"])["path"]
+    except ValueError as e:  # no 'path' column, or not a CSV
+        raise SuiteError(f"--split-from {path}: {e}; {hint}") from None
+    keys = [_key(p) for p in paths]
+    if not keys:
+        raise SuiteError(f"--split-from {path} lists no images; {hint}")
+    dup = pd.Series(keys)[pd.Series(keys).duplicated()]
+    if len(dup):
+        raise SuiteError(f"--split-from {path}: image {dup.iloc[0]!r} is listed twice")
+    return keys
+
+
+def _key(path: str) -> str:
+    """`<Style>/<file>`: the last two components of a path written on any OS."""
+    return "/".join(path.replace("\\", "/").split("/")[-2:])
+
+
+def split_from_files(
+    keys: list[str], files: list[list[str]]
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Train/test rows as the authors' split files list them (their order): with the train file
+    alone every other image is test; with both, images in neither are left out (and counted)."""
+    rows: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        rows.setdefault(k, []).append(i)
+    if len(files) == 2 and set(files[0]) & set(files[1]):
+        both = sorted(set(files[0]) & set(files[1]))
+        raise SuiteError(
+            f"--split-from: {len(both)} images are in both the train and the test file "
+            f"(e.g. {both[0]!r}); give the authors' train file first, then their test file"
+        )
+    taken: list[list[int]] = []
+    unmatched = []
+    for listed in files:
+        idx = []
+        for k in listed:
+            if rows.get(k):
+                idx.append(rows[k].pop(0))  # the same key twice in the source: in source order
+            else:
+                unmatched.append(k)
+        taken.append(idx)
+    if not any(taken):
+        raise SuiteError(
+            f"--split-from: no listed image matches the source: rows are matched on "
+            f"'<Style>/<file>' (e.g. file {files[0][0]!r} vs image {keys[0] if keys else None!r})"
+        )
+    rest = sorted(i for left in rows.values() for i in left)
+    if len(files) == 1:
+        train, test, left_out = taken[0], rest, []
+    else:
+        (train, test), left_out = taken, rest
+    if unmatched:
+        log.warning(
+            "WARNING: %d image(s) of the split files are not in the source (e.g. %s)",
+            len(unmatched),
+            unmatched[0],
+        )
+    if left_out:
+        log.warning(
+            "WARNING: %d source image(s) are in neither split file and are left out (e.g. %s)",
+            len(left_out),
+            keys[left_out[0]],
+        )
+    notes = {
+        "split_unmatched": len(unmatched),
+        "split_unmatched_examples": unmatched[:20],
+        "split_left_out": len(left_out),
+        "split_left_out_examples": [keys[i] for i in left_out[:20]],
+    }
+    return np.array(train, dtype=int), np.array(test, dtype=int), notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,8 +378,12 @@ def _unique(rel: str, used: set[str]) -> str:
 # Tags
 
 
-def read_attributions(path: Path) -> pd.DataFrame:
-    """The authors' attributions table, indexed by `<Style>/<file>` (last two path components)."""
+def read_attributions(path: Path, pandas_na: bool = False) -> pd.DataFrame:
+    """The authors' attributions table, indexed by `<Style>/<file>` (last two path components).
+
+    Missing values are empty strings. With `pandas_na` (the authors' reading) pandas' NA markers
+    ('NaN', 'None', 'NA', 'null', …) count as missing too, as their default `read_csv` made them.
+    """
     path = Path(path)
     if not path.is_file():
         raise SuiteError(
@@ -289,12 +391,13 @@ def read_attributions(path: Path) -> pd.DataFrame:
             "(columns path, Genre, Style, Media, tag), or drop the flag for fallback tags"
         )
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=ATTRIBUTION_COLUMNS)
+        df = pd.read_csv(path, dtype=str, keep_default_na=pandas_na, usecols=ATTRIBUTION_COLUMNS)
     except ValueError as e:
         raise SuiteError(
             f"{path}: expected columns {', '.join(ATTRIBUTION_COLUMNS)} ({e})"
         ) from None
-    df.index = ["/".join(p.replace("\\", "/").split("/")[-2:]) for p in df["path"]]
+    df = df.fillna("")
+    df.index = [_key(p) for p in df["path"]]
     df = df[~df.index.duplicated(keep="last")]  # as the authors' dict: the last row wins
     return df
 
@@ -310,9 +413,27 @@ def tag_items(*fields: str) -> list[str]:
     return items
 
 
-def tag_column(paintings: list[Painting], table: pd.DataFrame | None) -> tuple[list[str], int]:
-    """Tags per painting and how many attributions rows matched (0 without a table)."""
+def authors_tag_items(*fields: str) -> list[str]:
+    """The authors' cleaning (their evaluation's, which produced mTS): missing fields left out,
+    the rest joined with ',', every "nan" deleted (also inside words: banana → baa), spaces
+    removed, ONE pass of replace(',,', ',') (so ',,,' leaves an empty item), lower-cased, outer
+    commas stripped, split on ','."""
+    text = ",".join(f.replace("nan", "") for f in fields if f != "")
+    text = text.replace("nan", "").replace(" ", "").replace(",,", ",").lower().strip(",")
+    return text.split(",")
+
+
+def tag_column(
+    paintings: list[Painting], table: pd.DataFrame | None, authors: bool = False
+) -> tuple[list[str], int]:
+    """Tags per painting and how many attributions rows matched (0 without a table); `authors`
+    applies the authors' cleaning (quirk wikiart-tag-cleaning), which can keep an empty tag."""
     if table is None:
+        if authors:
+            return [
+                join_tags(authors_tag_items(p.genre, p.style, p.artist), keep_empty=True)
+                for p in paintings
+            ], 0
         return [join_tags(tag_items(p.genre, p.style, p.artist)) for p in paintings], 0
     rows = table.reindex([p.key for p in paintings])
     matched = int(rows["path"].notna().sum())
@@ -329,6 +450,13 @@ def tag_column(paintings: list[Painting], table: pd.DataFrame | None) -> tuple[l
             len(paintings),
         )
     rows = rows.fillna("")
+    if authors:  # their field order (Genre, Style, Media, tag) matters for the ',,' pass
+        return [
+            join_tags(authors_tag_items(r.Genre, r.Style, r.Media, r.tag), keep_empty=True)
+            if r.path
+            else ""  # no row: no tags (their lookup would have failed)
+            for r in rows[["path", "Genre", "Style", "Media", "tag"]].itertuples(index=False)
+        ], matched
     tags = [
         join_tags(tag_items(r.tag, r.Media, r.Genre, r.Style))
         for r in rows[["tag", "Media", "Genre", "Style"]].itertuples(index=False)
