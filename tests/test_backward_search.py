@@ -321,14 +321,17 @@ def test_non_finite_embeddings_are_reported(world, bad):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cpu_and_cuda_agree(world):
+@pytest.mark.parametrize("rule", list(StopRule))
+def test_cpu_and_cuda_agree(world, rule):
     z, _, heads = world
     cond = _conditions(64, ["style", "genre"])
-    lam = torch.linspace(0.0, 4.0, 64, dtype=torch.float64)
-    cpu = backward_search(heads, z[:64], cond, lam)
+    top = 4.0 if rule is StopRule.BATCH else 0.3  # the single rule's λ multiplies a sum
+    lam = torch.linspace(0.0, top, 64, dtype=torch.float64)
+    cpu = backward_search(heads, z[:64], cond, lam, rule=rule)
     gpu_heads = {a: h.to("cuda") for a, h in heads.items()}
     try:
-        gpu = backward_search(gpu_heads, z[:64].cuda(), {a: c.cuda() for a, c in cond.items()}, lam)
+        gpu_cond = {a: c.cuda() for a, c in cond.items()}
+        gpu = backward_search(gpu_heads, z[:64].cuda(), gpu_cond, lam, rule=rule)
     finally:
         for h in heads.values():
             h.to("cpu")
