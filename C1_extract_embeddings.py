@@ -1,10 +1,15 @@
-"""C1 — embed every train and test image with a trained encoder (eval mode, test transform).
+"""C1 — embed every train and test image with a trained encoder (eval mode).
 
     python C1_extract_embeddings.py --dataset synthart            # run = the dataset's default run
     python C1_extract_embeddings.py --run cub_resnet50_e128_ft    # any B1 run
+    python C1_extract_embeddings.py --dataset cub --train-transform test
 
-Writes weights/<run>/embeddings.npz (image, split, label_<attr>, z) and metrics.json
-({"test_accuracy": {attr: accuracy of the heads}}), atomically.
+Test images get the test transform. Train images get the encoder's training transform (random
+crop and flips, seeded per image by --seed; aPY its square resize), as the authors' C1 did and
+D1 distils on, or with --train-transform test the test transform; the default is the dataset's
+registry entry (paper datasets: train; SynthArt: test). Writes weights/<run>/embeddings.npz (image,
+split, label_<attr>, z) and metrics.json ({"test_accuracy": {attr: accuracy of the heads},
+"train_transform": "train"|"test", "augmentation_seed": seed or null, …}), atomically.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ import time
 
 from src.artifacts import run_dir, stage_config, write_json
 from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
-from src.embeddings import extract_embeddings, save_embeddings
+from src.embeddings import TRAIN_TRANSFORMS, extract_embeddings, save_embeddings
 from src.encoder import load_encoder
 from src.errors import SuiteError
-from src.tasks import DATASETS, default_run
+from src.tasks import DATASETS, default_run, get_dataset
 from src.training import default_workers
 
 log = logging.getLogger("backward_search")
@@ -31,6 +36,13 @@ def parse_args(argv: list[str] | None):
         "--run", help="a run name under --weights-root (default: the dataset's default run)"
     )
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--train-transform",
+        choices=TRAIN_TRANSFORMS,
+        help="transform for the train split's embeddings: the encoder's training transform "
+        "(seeded random crop + flips, as the authors' C1) or its test transform "
+        "(default: the dataset's registry entry; paper datasets: train, SynthArt: test)",
+    )
     add_device_arg(p)
     args = p.parse_args(argv)
     if not args.dataset and not args.run:
@@ -52,10 +64,19 @@ def main(argv: list[str] | None = None) -> None:
     model, config = load_encoder(out, device)
     if args.dataset and config["dataset"] != args.dataset:
         raise SuiteError(f"run {run} was trained on {config['dataset']}, not {args.dataset}")
+    if args.train_transform is None:
+        args.train_transform = get_dataset(config["dataset"]).c1_train_transform
     t0 = time.time()
     workers = default_workers(device)
     arrays, accuracy = extract_embeddings(
-        model, config, args.data_root, device, args.batch_size, workers
+        model,
+        config,
+        args.data_root,
+        device,
+        args.batch_size,
+        workers,
+        train_transform=args.train_transform,
+        seed=args.seed,
     )
     path = save_embeddings(out, arrays)
     seconds = time.time() - t0
@@ -64,13 +85,17 @@ def main(argv: list[str] | None = None) -> None:
         out / "metrics.json",
         {
             "test_accuracy": accuracy,
+            "train_transform": args.train_transform,  # which transform the train split got
+            "augmentation_seed": args.seed if args.train_transform == "train" else None,
             **stage_config(args, run=run, counts=counts, seconds=round(seconds, 2)),
         },
     )
     log.info(
-        "C1 %s: %d train + %d test embeddings (E=%d) in %.1f s → %s; heads' test accuracy %s",
+        "C1 %s: %d train (%s transform) + %d test embeddings (E=%d) in %.1f s → %s; "
+        "heads' test accuracy %s",
         run,
         counts["train"],
+        args.train_transform,
         counts["test"],
         arrays["z"].shape[1],
         seconds,

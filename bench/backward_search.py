@@ -7,7 +7,8 @@ and 11 genres (WikiArt's class counts); queries get random target classes. For e
 size E ∈ {128, 256}, one condition (style, λ 1.1) and two (style + genre, λ 3.2), and each N, it
 prints ms/query and queries/s of `backward_search` and of `backward_search_reference` (timed on at
 most --ref-queries queries, per-query cost extrapolated), the speed-up, mean ± sd iterations and
-whether the two agree. Then it times retrieval + metrics for 1,000 queries against 16,289
+whether the two agree, and the same for the single-query rule (`rule=StopRule.SINGLE`, the
+authors' `compute()` that Table 5's iterations come from), batched. Then it times retrieval + metrics for 1,000 queries against 16,289
 database vectors of size 256 (WikiArt's test split). Prints markdown tables for bench/RESULTS.md.
 """
 
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src import metrics  # noqa: E402
-from src.backward_search import backward_search, backward_search_reference  # noqa: E402
+from src.backward_search import StopRule, backward_search, backward_search_reference  # noqa: E402
 from src.cli import resolve_device  # noqa: E402
 from src.retrieval import cosine_topk  # noqa: E402
 from tests._search import accuracy, toy_space, train_heads  # noqa: E402
@@ -93,6 +94,11 @@ def bench_search(args, device: torch.device) -> list[dict]:
             for n in args.sizes:
                 cond = {a: targets[a][:n].to(device) for a in attrs}
                 res, sec = timed(partial(backward_search, dev_heads, dev_q[:n], cond, lam), device)
+                single, single_sec = timed(
+                    partial(backward_search, dev_heads, dev_q[:n], cond, lam, rule=StopRule.SINGLE),
+                    device,
+                )
+                single_its = single.iterations.float().cpu()
                 n_ref = min(n, args.ref_queries)
                 ref_cond = {a: targets[a][:n_ref] for a in attrs}
                 ref, ref_sec = timed(
@@ -116,6 +122,9 @@ def bench_search(args, device: torch.device) -> list[dict]:
                     "iterations_mean": float(its.mean()),
                     "iterations_sd": float(its.std()) if n > 1 else 0.0,
                     "satisfied": float((res.satisfied_at >= 0).float().mean()),
+                    "single_ms_per_query": 1e3 * single_sec / n,
+                    "single_iterations_mean": float(single_its.mean()),
+                    "single_iterations_sd": float(single_its.std()) if n > 1 else 0.0,
                     "same_iterations_as_ref": same_iters,
                     "max_abs_dz_vs_ref": max_dz,
                 }
@@ -124,7 +133,9 @@ def bench_search(args, device: torch.device) -> list[dict]:
                     f"  E={emb} {row['conditions']:<11} N={n:<6} {row['ms_per_query']:9.3f} ms/q "
                     f"{row['queries_per_s']:9.0f} q/s | ref {row['ref_ms_per_query']:7.2f} ms/q "
                     f"(on {n_ref}) → ×{row['speedup']:.1f} | it {row['iterations_mean']:.1f}"
-                    f"±{row['iterations_sd']:.1f} | same it {same_iters:.2f}, max|Δz| {max_dz:.1e}",
+                    f"±{row['iterations_sd']:.1f} | same it {same_iters:.2f}, max|Δz| {max_dz:.1e} | "
+                    f"single rule {row['single_ms_per_query']:.3f} ms/q, "
+                    f"it {row['single_iterations_mean']:.1f}±{row['single_iterations_sd']:.1f}",
                     flush=True,
                 )
     return rows
@@ -177,15 +188,17 @@ def markdown(rows: list[dict], retrieval: dict, desc: str) -> str:
         f"Machine: {desc}.",
         "",
         "| E | conditions | λ | N | batched ms/query | batched queries/s | reference ms/query "
-        "(queries timed) | speed-up | iterations mean ± sd | same iterations as reference |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "(queries timed) | speed-up | iterations mean ± sd | same iterations as reference "
+        "| single rule ms/query | single rule iterations mean ± sd |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['E']} | {r['conditions']} | {r['lambda']} | {r['N']} | {r['ms_per_query']:.3f} "
             f"| {r['queries_per_s']:.0f} | {r['ref_ms_per_query']:.2f} ({r['ref_queries_timed']}) "
             f"| {r['speedup']:.1f}× | {r['iterations_mean']:.1f} ± {r['iterations_sd']:.1f} "
-            f"| {r['same_iterations_as_ref']:.0%} |"
+            f"| {r['same_iterations_as_ref']:.0%} | {r['single_ms_per_query']:.3f} "
+            f"| {r['single_iterations_mean']:.1f} ± {r['single_iterations_sd']:.1f} |"
         )
     lines += [
         "",

@@ -1,10 +1,14 @@
 """Backward Search (SPEC §5): move query embeddings until the frozen heads predict the condition.
 
-Per query, z starts at z0 and Adam (lr 0.2, default betas) minimises
-    (1/m) Σ_attr CE(φ_attr(z), y_attr) + λ · mean_dims |z − z0|,
-with the authors' early-stopping rule. `backward_search` runs every query at once on z0's device
-and drops finished queries from the batch; `backward_search_reference` is the plain
-one-query-at-a-time form with torch.optim.Adam — the ground truth for tests and the benchmark.
+Per query, z starts at z0 and Adam (lr 0.2, default betas) minimises an objective under a stopping
+rule; the authors' code has two (`StopRule`):
+- BATCH (default; their `batch_compute`, which produced every retrieval number):
+  (1/m) Σ_attr CE(φ_attr(z), y_attr) + λ · mean_dims |z − z0|, watching that whole loss;
+- SINGLE (their one-query `compute()`, the source of Table 5's iteration counts):
+  Σ_attr CE + λ · Σ_dims |z − z0|, watching the cross-entropy alone.
+`backward_search` runs every query at once on z0's device under either rule and drops finished
+queries from the batch; `backward_search_reference` is the plain one-query-at-a-time form of the
+BATCH rule with torch.optim.Adam — the ground truth for tests and the benchmark.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +29,39 @@ EPS = 1e-8
 CHECK_EVERY_ACCELERATOR = 4  # on CUDA, look for finished queries (one host sync) every few steps
 
 
+class StopRule(Enum):
+    """Which of the authors' two loops Backward Search follows (objective, watched value, stop).
+
+    Both measure the watched value at z_t, take the Adam step, and on an improvement (value ≤ the
+    best so far) save z_{t+1} — the authors' off-by-one. They differ in:
+    BATCH  — their `batch_compute`: CE averaged over conditions + λ·mean_dims|z − z0|; watches that
+             whole loss; a query's answer is final once `patience` + 1 iterations in a row failed
+             to improve (their loop goes on to max_iter regardless; the rest is wasted work).
+    SINGLE — their one-query `compute()`: CE summed over conditions (their per-condition weight
+             ω taken as 1; nothing in their code calls it) + λ·Σ_dims|z − z0|; watches the CE
+             alone; breaks after `patience` (10) non-improvements in a row. Their "no best yet"
+             test is `not best_loss`, so a best CE of exactly 0.0 counts as no best (the next
+             value is taken). Without early stopping it still returns the best-CE iterate.
+    """
+
+    BATCH = "batch"
+    SINGLE = "single"
+
+
 @dataclass
 class SearchResult:
     """What Backward Search returns, one row per query.
 
     z: searched embeddings (N×E). iterations: loss evaluations (= Adam steps) each query ran
-    before it was done. satisfied_at: the first iteration t (0-based; iterate z_t, i.e. z after
-    t steps, 0 = z0 itself) at which every conditioned head's argmax equals its condition, among
-    the iterates the query evaluated; -1 if none did. loss: the best loss, the one recorded with
-    the returned z (measured just before the step that produced it, as in the authors' code).
+    before it was done. Under StopRule.SINGLE that is the authors' `compute()` loop count, the
+    paper's Table 5 "iterations": steps up to and including the `patience`-th non-improvement in
+    a row, or max_iter. Under StopRule.BATCH it is the step at which the answer became final
+    (`patience` + 1 non-improvements after the last improvement), or max_iter; their
+    `batch_compute` has no counter and always runs max_iter steps. satisfied_at: the first
+    iteration t (0-based; iterate z_t, i.e. z after t steps, 0 = z0 itself) at which every
+    conditioned head's argmax equals its condition, among the iterates the query evaluated; -1
+    if none did. loss: the best watched value (BATCH: the loss; SINGLE: the CE), the one recorded
+    with the returned z (measured just before the step that produced it, as in the authors' code).
     """
 
     z: Tensor
@@ -130,16 +159,20 @@ def _loss_and_hits(
     z0: Tensor,
     conds: dict[str, Tensor],
     lam: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """Per-query loss (N,) of SPEC §5 and whether every head's argmax meets its condition (N,)."""
+    rule: StopRule = StopRule.BATCH,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per query (N,): the objective of `rule`, the value it watches, and whether every head's
+    argmax meets its condition."""
     ce = z.new_zeros(z.shape[0])
     hit = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
     for a in attrs:
         logits = heads[a](z)
         ce = ce + F.cross_entropy(logits, conds[a], reduction="none")
         hit = hit & (logits.detach().argmax(1) == conds[a])
+    if rule is StopRule.SINGLE:
+        return ce + lam * (z - z0).abs().sum(1), ce, hit
     loss = ce / len(attrs) + lam * (z - z0).abs().mean(1)
-    return loss, hit
+    return loss, loss, hit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,13 +195,21 @@ def backward_search(
     max_iter: int = 100,
     early_stopping: bool = True,
     patience: int = 10,
+    rule: StopRule = StopRule.BATCH,
 ) -> SearchResult:
     """Search every query at once (SPEC §5) on z0's device; finished queries leave the batch.
 
     heads: attribute → module mapping N×E embeddings to logits (used in eval mode, not updated).
     conditions: attribute → (N,) target class ids; lam: float or (N,) tensor.
+    rule: the authors' batched loop (default) or their single-query `compute()` (Table 5).
     """
+    rule = StopRule(rule)
     attrs, conds, lam_t = _check_inputs(heads, z0, conditions, lam, lr, max_iter, patience)
+    if rule is StopRule.SINGLE and patience < 1:
+        raise SuiteError("backward_search: the single-query rule needs patience ≥ 1")
+    # A query is done after this many non-improvements in a row (see StopRule).
+    stop_after = patience + 1 if rule is StopRule.BATCH else patience
+    keep_best = early_stopping or rule is StopRule.SINGLE  # compute() returns its best iterate
     n, dev = z0.shape[0], z0.device
     z0 = z0.detach()
     out_z = z0.clone()
@@ -197,8 +238,8 @@ def backward_search(
     with _EvalMode(heads), torch.enable_grad():
         for t in range(max_iter):
             zl = z.requires_grad_(True)
-            loss, hit = _loss_and_hits(heads, attrs, zl, base, conds_a, lam_a)
-            (grad,) = torch.autograd.grad(loss.sum(), zl)
+            objective, loss, hit = _loss_and_hits(heads, attrs, zl, base, conds_a, lam_a, rule)
+            (grad,) = torch.autograd.grad(objective.sum(), zl)
             z = zl.detach()
             loss = loss.detach()
             active = ~done
@@ -210,12 +251,16 @@ def backward_search(
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = (v.sqrt() / math.sqrt(1 - beta2**step)).add_(EPS)
             z.addcdiv_(m, denom, value=-lr / (1 - beta1**step))
-            if early_stopping:
-                improved = active & (loss <= best) & (counter <= patience)
+            if keep_best:
+                better = loss <= best  # inf at first: the first value is always taken
+                if rule is StopRule.SINGLE:
+                    better |= best == 0  # their `if not best_loss:` treats a best of 0.0 as unset
+                improved = active & better
                 best = torch.where(improved, loss, best)
                 saved = torch.where(improved[:, None], z, saved)
                 counter = torch.where(improved, 0, counter + active)
-                done = counter > patience
+                if early_stopping:
+                    done = counter >= stop_after
             else:
                 best, saved = loss, z
             if early_stopping and (t + 1) % check_every == 0 and t + 1 < max_iter:
@@ -256,7 +301,7 @@ def backward_search_reference(
     early_stopping: bool = True,
     patience: int = 10,
 ) -> SearchResult:
-    """Same semantics as `backward_search`, written plainly: the ground truth for tests and benchmarks."""
+    """`backward_search` under StopRule.BATCH, written plainly: the ground truth for tests and benchmarks."""
     attrs, conds, lam_t = _check_inputs(heads, z0, conditions, lam, lr, max_iter, patience)
     n = z0.shape[0]
     out_z = z0.detach().clone()
@@ -271,7 +316,7 @@ def backward_search_reference(
             opt = torch.optim.Adam([z], lr=lr, betas=BETAS, eps=EPS)
             best, counter, saved = float("inf"), 0, base.clone()
             for t in range(max_iter):
-                loss, hit = _loss_and_hits(heads, attrs, z, base, cond, lam_t[i : i + 1])
+                _, loss, hit = _loss_and_hits(heads, attrs, z, base, cond, lam_t[i : i + 1])
                 (z.grad,) = torch.autograd.grad(loss.sum(), z)  # no grads land on the heads
                 opt.step()
                 out_iters[i] = t + 1

@@ -1,7 +1,10 @@
 """C1: the embedding z of every train and test image, and the file later stages read it from.
 
 weights/<run>/embeddings.npz (no pickle): image, split, label_<attr> (class ids), z (float32 N×E);
-rows are train.csv's rows then test.csv's, in file order.
+rows are train.csv's rows then test.csv's, in file order. The model is in eval mode; test images
+get the test transform; train images get the encoder's training transform (random crop and
+flips; aPY its square resize) as in the authors' C1 — D1 distils on them — or, on request, the
+test transform (TRAIN_TRANSFORMS). The random draws are seeded per image (`SeededItems`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,31 @@ from src.training import load_split
 
 C1_HINT = "C1_extract_embeddings.py"
 SPLITS = ("train", "test")
+TRAIN_TRANSFORMS = ("train", "test")  # which transform C1 gives the train split
+
+
+def item_seed(seed: int, index: int) -> int:
+    """The torch seed of image `index`'s random transform: a function of (seed, index) only."""
+    return int(np.random.SeedSequence([seed % 2**64, index]).generate_state(1, np.uint64)[0])
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """A dataset whose item i is drawn with torch's RNG seeded from (seed, i).
+
+    The random crop and flips of an image then depend on nothing else — not on the batch size,
+    the number of loader workers or the order of loading — and the global RNG is left as it was.
+    """
+
+    def __init__(self, items: torch.utils.data.Dataset, seed: int):
+        self.items, self.seed = items, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        with torch.random.fork_rng(devices=[]):  # CPU RNG only: the transforms draw there
+            torch.manual_seed(item_seed(self.seed, i))
+            return self.items[i]
 
 
 def check_labels(config: Mapping[str, Any], labels: Mapping[str, list[str]], where: str) -> None:
@@ -43,8 +71,20 @@ def extract_embeddings(
     device: torch.device,
     batch_size: int = 256,
     workers: int = 0,
+    *,
+    train_transform: str = "test",
+    seed: int = 0,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """(arrays of embeddings.npz, {attr: test accuracy of the heads}) with the test transform."""
+    """(arrays of embeddings.npz, {attr: test accuracy of the heads}).
+
+    train_transform: "train" embeds the train split with the encoder's training transform,
+    seeded per image by `seed`; "test" with the test transform. The test split always gets the
+    test transform.
+    """
+    if train_transform not in TRAIN_TRANSFORMS:
+        raise SuiteError(
+            f"train_transform {train_transform!r} is not one of {', '.join(TRAIN_TRANSFORMS)}"
+        )
     ds = config["dataset"]
     check_labels(config, read_labels(data_root, ds), f"{Path(data_root) / ds / 'labels.json'}")
     attrs = config["attributes"]
@@ -53,9 +93,11 @@ def extract_embeddings(
     parts |= {f"label_{a}": [] for a in attrs}
     accuracy: dict[str, float] = {}
     for split in SPLITS:
-        table = load_split(Path(data_root), ds, split, config, train=False)
+        augment = split == "train" and train_transform == "train"
+        table = load_split(Path(data_root), ds, split, config, train=augment)
+        items = SeededItems(table, seed) if augment else table
         batches = torch.utils.data.DataLoader(
-            table, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+            items, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
         )
         zs, correct = [], torch.zeros(len(attrs), dtype=torch.long, device=device)
         for x, y in batches:

@@ -3,7 +3,8 @@
 - `precision_at_k` / `paper_map_at_k`: what the paper calls "mAP@10" — the fraction of the top-10
   carrying every condition label (precision@10).
 - `average_precision_at_k` / `map_at_k`: true mAP@10, AP@10 normalised by min(10, #relevant).
-- `tag_jaccard` / `mts_at_k`: mTS@10, the mean Jaccard similarity of tag sets, query vs results.
+- `tag_jaccard` / `mts_at_k`: mTS@10, the mean Jaccard similarity of tag sets, query vs results;
+  `authors_query_tags` gives the query tag sets of quirk `empty-tag-token` (CUB, aPY).
 - `retrieved_similarity`: Jaccard of two top-10 index sets (teacher vs student, paper Table 6).
 - `context_preservation`: per label attribute NOT conditioned, the fraction of the top-10 keeping
   the query's class (what λ is meant to preserve).
@@ -150,6 +151,35 @@ def tag_matrices(*tag_lists: Sequence[Iterable[str] | str]) -> tuple[sp.csr_matr
         data = np.ones(len(cols), dtype=np.float32)
         out.append(sp.csr_matrix((data, cols, indptr), shape=(len(tl), len(vocab))))
     return tuple(out)
+
+
+EMPTY_TOKEN = ""  # what splitting ",<class>" on commas leaves in front of the class
+
+
+def authors_query_tags(
+    query_tags: Sequence[Iterable[str] | str | None], own_classes: Sequence[Iterable[str] | str]
+) -> list[frozenset[str]]:
+    """Query tag sets as the authors' E1 compares them (quirk `empty-tag-token`, CUB and aPY).
+
+    Their E1 builds a query's tag string as '<attributes>,<class>' and splits it on ',' without
+    stripping, so a query image with no attributes gets an extra empty token; database strings
+    are stripped first and never have one. `own_classes`: per query, the class name(s) its tag
+    set holds besides attributes (CUB: the species; aPY: the category). A query whose tags are
+    nothing but those gets EMPTY_TOKEN added: one more item in every union it takes part in.
+    Feed the result to `tag_matrices` in place of the query tag list.
+    """
+    from src.datasets.common import split_tags
+
+    if len(query_tags) != len(own_classes):
+        raise SuiteError(
+            f"authors_query_tags: {len(query_tags)} query tag sets but {len(own_classes)} classes"
+        )
+    out = []
+    for tags, own in zip(query_tags, own_classes, strict=True):
+        tags = split_tags(tags) if isinstance(tags, str) or tags is None else frozenset(tags)
+        own = {own} if isinstance(own, str) else set(own)
+        out.append(tags | {EMPTY_TOKEN} if tags <= own else tags)
+    return out
 
 
 def tag_jaccard(query_tags: sp.csr_matrix, db_tags: sp.csr_matrix, indices) -> np.ndarray:

@@ -45,6 +45,9 @@ class Dataset:
     attributes: tuple[str, ...]
     description: str
     square_resize: bool = False  # aPY: resize to a square, no crop (SPEC §2)
+    # C1 embeds the train split with the encoder's "train" transform (the authors' C1; D1 distils
+    # on these) or its "test" transform; `C1_extract_embeddings.py --train-transform` overrides.
+    c1_train_transform: str = "train"
     training: dict[str, Any] = field(default_factory=lambda: dict(AUTHORS_TRAINING))
 
 
@@ -95,6 +98,7 @@ DATASETS: dict[str, Dataset] = {
             ("style", "genre"),
             "SynthArt: the embedded procedural dataset (no download)",
             training=dict(SYNTHART_TRAINING),
+            c1_train_transform="test",  # no authors' protocol; keeps `make demo` as it was
         ),
     ]
 }

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import src.backward_search as bs
-from src.backward_search import backward_search, backward_search_reference
+from src.backward_search import StopRule, backward_search, backward_search_reference
 from src.errors import SuiteError
 from src.retrieval import cosine_topk
-from tests._search import accuracy, toy_space, train_heads
+from tests._search import accuracy, single_query_reference, toy_space, train_heads
 
 CLASSES = {"style": 6, "genre": 4, "mood": 3}
 
@@ -196,6 +196,92 @@ def test_float32_search_matches_reference(world):
 
 
 # ---------------------------------------------------------------------------------------------
+# The single-query rule (the authors' compute(), paper Table 5)
+
+
+@pytest.mark.parametrize("attrs", [["style"], ["style", "genre"]])
+@pytest.mark.parametrize("interval", [1, 3])
+def test_single_rule_batched_equals_one_at_a_time(world, monkeypatch, attrs, interval):
+    z, _, heads = world
+    n = 40
+    cond = _conditions(n, attrs, seed=5)
+    lam = torch.linspace(0.0, 0.3, n, dtype=torch.float64)  # λ·Σ over 24 dims: mixed stop times
+    monkeypatch.setattr(bs, "_check_interval", lambda device: interval)
+    r = backward_search(heads, z[:n], cond, lam, rule=StopRule.SINGLE)
+    ref_z, ref_iters, ref_best = single_query_reference(heads, z[:n], cond, lam)
+    assert r.iterations.unique().numel() > 3
+    assert (r.iterations < 100).any() and (r.iterations == 100).any()
+    assert torch.equal(r.iterations, ref_iters)
+    torch.testing.assert_close(r.z, ref_z, rtol=0, atol=1e-9)
+    torch.testing.assert_close(r.loss, ref_best, rtol=1e-10, atol=1e-12)
+
+
+class _Sine(nn.Module):
+    """1-D z → logits (sin 3z, −sin 3z): Adam overshoots and circles the optimum, so CE wobbles."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        s = torch.sin(3.0 * z)
+        return torch.cat([s, -s], 1)
+
+
+def test_single_rule_breaks_at_the_tenth_non_improvement():
+    # One condition, λ = 0: both rules minimise and watch the same CE. The batch rule is done
+    # after 11 non-improvements in a row, the single rule breaks after 10: one step earlier when
+    # the first run of 10 is followed by an 11th (same saved z), several steps earlier when
+    # an improvement came right after a run of exactly 10 (the batch rule went on).
+    z0 = torch.linspace(-1, 1, 64, dtype=torch.float64)[:, None]
+    cond = {"c": torch.zeros(64, dtype=torch.long)}
+    batch = backward_search({"c": _Sine()}, z0, cond, 0.0)
+    single = backward_search({"c": _Sine()}, z0, cond, 0.0, rule="single")
+    ref_z, ref_iters, _ = single_query_reference({"c": _Sine()}, z0, cond, 0.0)
+    assert torch.equal(single.iterations, ref_iters)
+    torch.testing.assert_close(single.z, ref_z, rtol=0, atol=1e-12)
+    stopped = batch.iterations < 100
+    assert stopped.all()
+    assert (single.iterations <= batch.iterations - 1).all()
+    next_step = single.iterations == batch.iterations - 1
+    assert next_step.sum() > 10 and (~next_step).sum() > 10
+    torch.testing.assert_close(single.z[next_step], batch.z[next_step], rtol=0, atol=1e-12)
+
+
+def test_single_rule_sums_the_l1_term_and_returns_its_best_ce_iterate(world):
+    # λ·Σ_dims = (λ·E)·mean_dims, so with one condition the single rule at λ walks the batch
+    # rule's path at λ·E. Without early stopping it returns the iterate after the step whose
+    # measured CE was lowest (ties: the later one), not the last iterate.
+    z, _, heads = world
+    n, steps, lam = 16, 15, 0.02
+    cond = _conditions(n, ["style"], seed=4)
+    e = z.shape[1]
+    single = backward_search(
+        heads, z[:n], cond, lam, rule="single", early_stopping=False, max_iter=steps
+    )
+    path = [z[:n]] + [
+        backward_search(heads, z[:n], cond, lam * e, early_stopping=False, max_iter=k).z
+        for k in range(1, steps + 1)
+    ]
+    with torch.no_grad():
+        ce = torch.stack(
+            [
+                nn.functional.cross_entropy(heads["style"](p), cond["style"], reduction="none")
+                for p in path[:-1]
+            ]
+        )  # steps × n: CE measured before each step
+    best_step = steps - 1 - ce.flip(0).argmin(0)  # the last minimum
+    expect = torch.stack([path[int(k) + 1][i] for i, k in enumerate(best_step)])
+    assert (best_step < steps - 1).any()  # the best is not always the last
+    torch.testing.assert_close(single.z, expect, rtol=0, atol=1e-9)
+    torch.testing.assert_close(single.loss, ce.min(0).values, rtol=1e-10, atol=1e-12)
+    mean_form = backward_search(heads, z[:n], cond, lam, early_stopping=False, max_iter=steps)
+    assert not torch.allclose(mean_form.z, path[-1])  # λ alone (a mean) walks another path
+
+
+def test_single_rule_needs_patience(world):
+    z, _, heads = world
+    with pytest.raises(SuiteError, match="patience ≥ 1"):
+        backward_search(heads, z[:3], _conditions(3, ["style"]), 1.0, rule="single", patience=0)
+
+
+# ---------------------------------------------------------------------------------------------
 # Bad input
 
 
@@ -235,14 +321,17 @@ def test_non_finite_embeddings_are_reported(world, bad):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cpu_and_cuda_agree(world):
+@pytest.mark.parametrize("rule", list(StopRule))
+def test_cpu_and_cuda_agree(world, rule):
     z, _, heads = world
     cond = _conditions(64, ["style", "genre"])
-    lam = torch.linspace(0.0, 4.0, 64, dtype=torch.float64)
-    cpu = backward_search(heads, z[:64], cond, lam)
+    top = 4.0 if rule is StopRule.BATCH else 0.3  # the single rule's λ multiplies a sum
+    lam = torch.linspace(0.0, top, 64, dtype=torch.float64)
+    cpu = backward_search(heads, z[:64], cond, lam, rule=rule)
     gpu_heads = {a: h.to("cuda") for a, h in heads.items()}
     try:
-        gpu = backward_search(gpu_heads, z[:64].cuda(), {a: c.cuda() for a, c in cond.items()}, lam)
+        gpu_cond = {a: c.cuda() for a, c in cond.items()}
+        gpu = backward_search(gpu_heads, z[:64].cuda(), gpu_cond, lam, rule=rule)
     finally:
         for h in heads.values():
             h.to("cpu")

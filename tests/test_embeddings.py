@@ -1,4 +1,5 @@
-"""C1: the embeddings file (keys, dtypes, row order, no pickle), the heads' accuracy, error paths."""
+"""C1: the embeddings file (keys, dtypes, row order, no pickle), the heads' accuracy, the train
+split's seeded training transform, error paths."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from PIL import Image
 
 import C1_extract_embeddings as c1
 from src.artifacts import save_torch
-from src.embeddings import load_embeddings
+from src.embeddings import SeededItems, extract_embeddings, load_embeddings
 from src.encoder import build_encoder, encoder_config, image_transform
 from src.errors import SuiteError
-from src.tasks import default_run
+from src.tasks import DATASETS, default_run
+from src.training import load_split
 from tests._encoder import GENRES, STYLES, make_tiny_dataset
 
 RUN = default_run("synthart")
@@ -65,6 +67,12 @@ def test_embeddings_file(setup):
     with torch.no_grad():
         z = model.embed(x)[0].numpy()
     np.testing.assert_allclose(arrays["z"][i], z, atol=1e-5)
+    # SynthArt's default: the train split gets the test transform too (make demo unchanged)
+    x = tf(Image.open(data / "synthart" / arrays["image"][3]).convert("RGB"))[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(arrays["z"][3], model.embed(x)[0].numpy(), atol=1e-5)
+    metrics = json.loads((weights / RUN / "metrics.json").read_text())
+    assert metrics["train_transform"] == "test" and metrics["augmentation_seed"] is None
     assert {k: v.tolist() for k, v in load_embeddings(weights / RUN).items()} == {
         k: v.tolist() for k, v in arrays.items()
     }
@@ -109,3 +117,78 @@ def test_wrong_dataset_for_run(setup):
 def test_load_embeddings_missing(tmp_path):
     with pytest.raises(SuiteError, match=r"run C1_extract_embeddings.py"):
         load_embeddings(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The train split with the training transform (the authors' C1)
+
+
+def test_paper_datasets_embed_the_train_split_with_the_training_transform():
+    assert {d: DATASETS[d].c1_train_transform for d in ("cub", "apy", "wikiart", "synthart")} == {
+        "cub": "train",
+        "apy": "train",
+        "wikiart": "train",
+        "synthart": "test",
+    }
+
+
+def _flips(x: torch.Tensor) -> list[torch.Tensor]:
+    return [x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2)]
+
+
+def test_train_split_gets_seeded_random_flips(setup):
+    data, weights, model, cfg = setup
+    run_c1(data, weights, "--dataset", "synthart", "--train-transform", "train", "--seed", "3")
+    first = load_embeddings(weights / RUN)
+    metrics = json.loads((weights / RUN / "metrics.json").read_text())
+    assert metrics["train_transform"] == "train" and metrics["augmentation_seed"] == 3
+    assert metrics["args"]["train_transform"] == "train"
+    # 32-px images at image size 32: the random crop is the whole image, so each train row is
+    # the embedding of one of the four flips (vertical and horizontal, as the authors' transform)
+    tf = image_transform(cfg, train=False)
+    chosen = []
+    for i in range(10):
+        x = tf(Image.open(data / "synthart" / first["image"][i]).convert("RGB"))[None]
+        with torch.no_grad():
+            cands = torch.cat([model.embed(v) for v in _flips(x)]).numpy()
+        dist = np.abs(cands - first["z"][i]).max(1)
+        assert dist.min() < 1e-5
+        chosen.append(int(dist.argmin()))
+    assert len(set(chosen)) > 1 and set(chosen) != {0}
+    # test rows: the test transform, whatever the train split got
+    run_c1(data, weights, "--dataset", "synthart")
+    plain = load_embeddings(weights / RUN)
+    assert np.array_equal(plain["z"][10:], first["z"][10:])
+    assert not np.array_equal(plain["z"][:10], first["z"][:10])
+    # same seed → the same arrays (the .npz bytes differ only in zip timestamps); another seed →
+    # other draws on the train rows only
+    run_c1(data, weights, "--dataset", "synthart", "--train-transform", "train", "--seed", "3")
+    again = load_embeddings(weights / RUN)
+    assert all(np.array_equal(again[k], first[k]) for k in first)
+    run_c1(data, weights, "--dataset", "synthart", "--train-transform", "train", "--seed", "4")
+    other = load_embeddings(weights / RUN)
+    assert not np.array_equal(other["z"][:10], first["z"][:10])
+    assert np.array_equal(other["z"][10:], first["z"][10:])
+
+
+def test_seeded_items_ignore_batching_workers_and_order(setup):
+    data, _, _, cfg = setup
+    table = load_split(data, "synthart", "train", cfg, train=True)
+    items = SeededItems(table, seed=5)
+    state = torch.get_rng_state()
+    reverse = [items[i][0] for i in reversed(range(len(items)))][::-1]
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
+    batched = []
+    for workers, batch in ((0, 4), (2, 3)):
+        loader = torch.utils.data.DataLoader(items, batch_size=batch, num_workers=workers)
+        batched.append(torch.cat([x for x, _ in loader]))
+    assert torch.equal(batched[0], torch.stack(reverse))
+    assert torch.equal(batched[1], batched[0])
+    other = torch.stack([SeededItems(table, seed=6)[i][0] for i in range(len(items))])
+    assert not torch.equal(other, batched[0])
+
+
+def test_unknown_train_transform(setup):
+    data, _, model, cfg = setup
+    with pytest.raises(SuiteError, match="'flip' is not one of train, test"):
+        extract_embeddings(model, cfg, data, torch.device("cpu"), train_transform="flip")

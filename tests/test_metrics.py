@@ -8,6 +8,8 @@ import torch
 
 from src.errors import SuiteError
 from src.metrics import (
+    EMPTY_TOKEN,
+    authors_query_tags,
     average_precision_at_k,
     condition_hits,
     context_preservation,
@@ -121,6 +123,40 @@ def test_tag_similarity_is_mean_jaccard():
     assert mts_at_k(qm, dm, TOP) == pytest.approx((1 + 1 / 3) / 6)
     jac2 = tag_jaccard(qm, dm, torch.tensor([[5, 3, 4], [4, 4, 4]]))
     np.testing.assert_allclose(jac2, [[2 / 4, 1 / 2, 0], [0, 0, 0]])
+
+
+# Quirk empty-tag-token: query 0 has no attributes (only its class "wren"), query 1 has one.
+QUIRK_DB = [{"wren"}, {"wing", "wren"}, "beak|wing|gull"]  # as sets and as a CSV cell
+QUIRK_QUERIES = ["wren", {"wing", "wren"}]
+QUIRK_TOP = torch.tensor([[0, 1, 2], [0, 1, 2]])
+
+
+def test_tag_jaccard_without_the_empty_token():
+    qm, dm = tag_matrices(QUIRK_QUERIES, QUIRK_DB)
+    jac = tag_jaccard(qm, dm, QUIRK_TOP)
+    # {wren} vs {wren}, {wing, wren}, {beak, wing, gull}; {wing, wren} vs the same three
+    np.testing.assert_allclose(jac, [[1, 1 / 2, 0], [1 / 2, 1, 1 / 4]])
+    assert mts_at_k(qm, dm, QUIRK_TOP) == pytest.approx(
+        ((1 + 1 / 2) / 3 + (1 / 2 + 1 + 1 / 4) / 3) / 2
+    )
+
+
+def test_authors_empty_tag_token_lowers_the_jaccard_of_attributeless_queries():
+    tags = authors_query_tags(QUIRK_QUERIES, ["wren", "wren"])
+    assert tags == [frozenset({"wren", EMPTY_TOKEN}), frozenset({"wing", "wren"})]
+    qm, dm = tag_matrices(tags, QUIRK_DB)
+    jac = tag_jaccard(qm, dm, QUIRK_TOP)
+    # {"", wren} vs {wren}: 1/2; vs {wing, wren}: 1/3; vs {beak, wing, gull}: 0 / 5. Query 1 as before.
+    np.testing.assert_allclose(jac, [[1 / 2, 1 / 3, 0], [1 / 2, 1, 1 / 4]])
+    assert mts_at_k(qm, dm, QUIRK_TOP) == pytest.approx(
+        ((1 / 2 + 1 / 3) / 3 + (1 / 2 + 1 + 1 / 4) / 3) / 2
+    )
+
+
+def test_authors_query_tags_checks_lengths_and_takes_class_sets():
+    assert authors_query_tags(["a|b"], [("a", "b")]) == [frozenset({"a", "b", EMPTY_TOKEN})]
+    with pytest.raises(SuiteError, match="2 query tag sets but 1 classes"):
+        authors_query_tags(["a", "b"], ["a"])
 
 
 def test_empty_tag_sets_score_zero():
