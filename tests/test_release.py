@@ -70,7 +70,17 @@ class EvilStorage:
         return (torch.storage._load_from_bytes, (self.data,))
 
 
-PAYLOADS = [MkdirPayload, ExecPayload, UnknownClass, EvilStorage]
+class OversizedTensor:
+    """A tensor whose size reaches past its 2-element storage (would read foreign memory)."""
+
+    def __init__(self, marker: Path):
+        self.storage = torch.tensor([1, 2]).storage()
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (self.storage, 0, (1000,), (1,), False, {}))
+
+
+PAYLOADS = [MkdirPayload, ExecPayload, UnknownClass, EvilStorage, OversizedTensor]
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda c: c.__name__)

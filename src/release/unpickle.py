@@ -48,11 +48,21 @@ def _storage_from_bytes(data: bytes) -> Any:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):  # requires_grad, hooks, metadata
-    """`torch._utils._rebuild_tensor_v2` on a storage from `_storage_from_bytes` only (no hooks)."""
+    """`torch._utils._rebuild_tensor_v2` on a storage from `_storage_from_bytes` only, no hooks.
+
+    torch does not check that size/stride stay inside the storage here (a crafted file could
+    read past it), so the extent is checked first.
+    """
     import torch
 
     if not isinstance(storage, torch.storage.TypedStorage):
         raise pickle.UnpicklingError("a tensor must be rebuilt from a storage")
+    dims = (offset, *size, *stride)
+    if not all(type(v) is int and v >= 0 for v in dims) or len(size) != len(stride):
+        raise pickle.UnpicklingError("a tensor's offset, size and stride must be natural numbers")
+    extent = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
+    if 0 not in size and extent > storage.size():
+        raise pickle.UnpicklingError("a tensor reaches beyond its storage")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch._utils._rebuild_tensor_v2(
