@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,9 @@ class OversizedTensor:
     """A tensor whose size reaches past its 2-element storage (would read foreign memory)."""
 
     def __init__(self, marker: Path):
-        self.storage = torch.tensor([1, 2]).storage()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notice
+            self.storage = torch.tensor([1, 2]).storage()
 
     def __reduce__(self):
         return (torch._utils._rebuild_tensor_v2, (self.storage, 0, (1000,), (1,), False, {}))
