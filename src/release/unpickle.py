@@ -61,10 +61,10 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):  # requires_grad,
     if not all(type(v) is int and v >= 0 for v in dims) or len(size) != len(stride):
         raise pickle.UnpicklingError("a tensor's offset, size and stride must be natural numbers")
     extent = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
-    if 0 not in size and extent > storage.size():
-        raise pickle.UnpicklingError("a tensor reaches beyond its storage")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notice
+        if 0 not in size and extent > storage.size():
+            raise pickle.UnpicklingError("a tensor reaches beyond its storage")
         return torch._utils._rebuild_tensor_v2(
             storage, offset, size, stride, False, collections.OrderedDict()
         )
