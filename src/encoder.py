@@ -261,8 +261,26 @@ def encoder_config(
     }
 
 
+class AbsentBackbone(nn.Module):
+    """Stands in for a backbone whose weights were not imported (the authors' release, SPEC §10)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise SuiteError(
+            "this encoder was imported from the authors' release without its backbone: it has "
+            "their embeddings and heads but cannot encode images"
+        )
+
+
 def build_encoder(config: Mapping[str, Any], pretrained: str = "none") -> Encoder:
     """An Encoder for `config` (see encoder_config); backbone weights per `pretrained`."""
+    if config.get("backbone_absent"):  # reduction and heads only (src/release)
+        return Encoder(
+            AbsentBackbone(),
+            config["feature_size"],
+            config["embedding_size"],
+            config["num_classes"],
+            config["frozen"],
+        )
     spec = get_backbone(config["backbone"])
     bb = build_backbone(config["backbone"], pretrained, config["image_size"])
     return Encoder(

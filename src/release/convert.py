@@ -1,0 +1,524 @@
+"""Turn an authors' release (SPEC §10) into the suite's own artifacts; later stages run unchanged.
+
+data/<dataset>/: labels.json, train.csv, test.csv (their split; tags rebuilt as their code builds
+them), queries_<task>.csv (their queries, verbatim and in order), config.json.
+weights/<run>/: encoder.pt (their reduction and heads as our Encoder, backbone marked absent),
+config.json, embeddings.npz (their inference_*.npy), metrics.json (the heads' test accuracy) and
+student_<task>_lam<λ>.pt/.json (their epoch-49 students as our Student).
+Nothing is written unless every piece converts: all folders are replaced together at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from src.artifacts import (
+    atomic_dir,
+    dataset_dir,
+    run_dir,
+    run_name,
+    save_npz,
+    save_torch,
+    versions,
+    write_csv,
+    write_json,
+)
+from src.datasets.common import Processed, join_tags, write_processed
+from src.datasets.wikiart import tag_items
+from src.encoder import build_encoder, encoder_config
+from src.errors import SuiteError
+from src.quirks import parse_quirks
+from src.release.reader import ATTRIBUTE, AUTHORS_DATASET, Release, ReleaseRun, find_release
+from src.release.unpickle import load_npy, load_pickle, load_pth
+from src.student import HIDDEN, Student
+from src.tasks import get_dataset, get_task
+
+log = logging.getLogger("backward_search")
+
+SOURCE = "authors-release"
+THEIRS = {v: k for k, v in ATTRIBUTE.items()}  # our attribute name → theirs
+
+# Their module names → ours (SPEC §10 keys → Sequential indices of src/encoder.py, src/student.py).
+REDUCTION_KEYS = {
+    "enc_linear_1": "0",
+    "enc_batchnorm_1": "2",
+    "enc_linear_2": "4",
+    "enc_batchnorm_2": "5",
+}
+HEAD_KEYS = {
+    "linear_1": "0",
+    "batchnorm_2": "2",
+    "linear_2": "4",
+    "batchnorm_3": "6",
+    "linear_3": "8",
+}
+STUDENT_KEYS = {"fc1": "0", "bn1": "2", "fc2": "3", "bn2": "5", "fc3": "6"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: labels, splits, tags, queries
+
+
+def image_key(path: str) -> str:
+    """`<class dir>/<file>`: how their tags, queries and E1 name an image (last two components)."""
+    return "/".join(str(path).replace("\\", "/").split("/")[-2:])
+
+
+def _as_int(v: Any, where: str) -> int:
+    """A class id stored as int, numpy integer/array, 0-d tensor or digit string."""
+    try:
+        if isinstance(v, torch.Tensor | np.ndarray):
+            v = v.reshape(-1)[0].item() if v.size else None
+        return int(v)
+    except (TypeError, ValueError, IndexError):
+        raise SuiteError(f"{where}: class id {v!r} is not an integer") from None
+
+
+def read_labels(path: Path, dataset: str) -> dict[str, list[str]]:
+    """Their label map → {our attribute: class names in id order} for the dataset's attributes."""
+    raw = load_pickle(path)
+    out: dict[str, list[str]] = {}
+    for attr in get_dataset(dataset).attributes:
+        theirs = THEIRS[attr]
+        try:
+            num2label = {_as_int(k, str(path)): str(v) for k, v in raw[theirs]["num2label"].items()}
+            label2num = {str(k): _as_int(v, str(path)) for k, v in raw[theirs]["label2num"].items()}
+        except (KeyError, TypeError, AttributeError):
+            raise SuiteError(
+                f"{path} has no {theirs!r} entry with 'num2label' and 'label2num' dicts"
+            ) from None
+        if sorted(num2label) != list(range(len(num2label))) or not num2label:
+            raise SuiteError(f"{path}: {theirs} class ids are not 0..{len(num2label) - 1}")
+        names = [num2label[i] for i in range(len(num2label))]
+        if label2num != {n: i for i, n in enumerate(names)}:
+            raise SuiteError(f"{path}: {theirs} num2label and label2num disagree")
+        out[attr] = names
+    return out
+
+
+def tag_cell(key: str, value: Any, dataset: str, quirks: Sequence[str], where: Path) -> str:
+    """One image's tags as their code builds them (SPEC §2), '|'-joined.
+
+    CUB/aPY: the comma-split attributes + the class (their E1: the class directory for CUB, the
+    category in the file name for aPY). WikiArt [genre, style, media, tag]: items lower-cased
+    without spaces, empty items dropped; with the `wikiart-tag-cleaning` quirk their exact string
+    cleaning (substring "nan" deleted, single-pass ',,' → ','); the format drops empty items.
+    """
+    n = 4 if dataset == "wikiart" else 2
+    if not isinstance(value, list | tuple) or len(value) != n:
+        raise SuiteError(f"{where}: tags of {key!r} are not a list of {n} fields")
+    if dataset == "wikiart":
+        genre, style, media, tag = ("" if _missing(v) else str(v) for v in value)
+        if "wikiart-tag-cleaning" in quirks:  # their E1's compute_topk_tag_sim, verbatim
+            text = ",".join(str(v).replace("nan", "") for v in value if str(v) != "nan")
+            text = text.replace("nan", "").replace(" ", "").replace(",,", ",").lower()
+            return join_tags(text.strip(",").split(","))
+        return join_tags(tag_items(tag, media, genre, style))
+    attrs = "" if _missing(value[1]) else str(value[1])
+    cls = key.split("/")[0] if dataset == "cub" else key.split("_")[-2]
+    return join_tags([*attrs.split(","), cls])
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def read_split(
+    path: Path, dataset: str, labels: Mapping[str, list[str]], tags: Mapping, quirks, tags_path
+) -> pd.DataFrame:
+    """Their preprocessed_<DS>_<split>.csv (path, class ids) → image, class names, tags."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    needed = ["path", *(THEIRS[a] for a in labels)]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise SuiteError(f"{path} lacks columns {missing} (expected {', '.join(needed)})")
+    keys = [image_key(p) for p in df["path"]]
+    out = pd.DataFrame({"image": [f"images/{k}" for k in keys]})
+    for attr, names in labels.items():
+        ids = [_as_int(v, str(path)) for v in df[THEIRS[attr]]]
+        bad = [i for i in ids if not 0 <= i < len(names)]
+        if bad:
+            raise SuiteError(f"{path}: {THEIRS[attr]} id {bad[0]} outside 0..{len(names) - 1}")
+        out[attr] = [names[i] for i in ids]
+    absent = [k for k in keys if k not in tags]
+    if absent:
+        raise SuiteError(
+            f"{tags_path} has no tags for {len(absent)} images of {path} (e.g. {absent[0]})"
+        )
+    out["tags"] = [tag_cell(k, tags[k], dataset, quirks, tags_path) for k in keys]
+    if out["image"].duplicated().any():
+        raise SuiteError(f"{path} lists {out['image'][out['image'].duplicated()].iloc[0]} twice")
+    return out
+
+
+def read_queries(path: Path, task_name: str, labels, test: pd.DataFrame) -> pd.DataFrame:
+    """Their query pickle → our queries CSV rows (query_id = their key, in key order)."""
+    task = get_task(task_name)
+    raw = load_pickle(path)
+    if not isinstance(raw, dict) or not raw:
+        raise SuiteError(f"{path} is not a non-empty dict of queries")
+    tags_of = dict(zip(test["image"], test["tags"], strict=True))
+    rows = []
+    for k in sorted(raw, key=lambda x: _as_int(x, str(path))):
+        q = raw[k]
+        try:
+            key, cond, their_tags = q["candidate"], q["condition"], q.get("candidate_tags", "")
+        except (KeyError, TypeError):
+            raise SuiteError(f"{path}: query {k!r} lacks 'candidate' or 'condition'") from None
+        image = f"images/{image_key(key)}"
+        if image not in tags_of:
+            raise SuiteError(f"{path}: query {k!r} image {key!r} is not in the test split")
+        row = {"query_id": _as_int(k, str(path)), "image": image}
+        if sorted(ATTRIBUTE.get(a, a) for a in cond) != sorted(task.conditions):
+            raise SuiteError(f"{path}: query {k!r} conditions on {list(cond)}, not {task.name}'s")
+        for a in task.conditions:
+            name = str(cond[THEIRS[a]])
+            if name not in labels[a]:
+                raise SuiteError(f"{path}: query {k!r} condition {name!r} is no {a} class")
+            row[a] = name
+        row["tags"] = tags_of[image]  # the query image's tags, as their E1 computes mTS with
+        row["authors_tags"] = str(their_tags)  # their candidate_tags string, verbatim
+        rows.append(row)
+    ids = [r["query_id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise SuiteError(f"{path}: query ids repeat")
+    return pd.DataFrame(
+        rows, columns=["query_id", "image", *task.conditions, "tags", "authors_tags"]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights: encoder heads, embeddings, students
+
+
+def _state_dict(path: Path, key: str | None) -> dict[str, torch.Tensor]:
+    obj = load_pth(path)
+    if key is not None:
+        if not isinstance(obj, dict) or key not in obj:
+            raise SuiteError(
+                f"{path} has no {key!r} (expected torch.save of their checkpoint dict)"
+            )
+        obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise SuiteError(f"{path} does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def _rename(
+    state: Mapping[str, torch.Tensor], prefix: str, modules: Mapping[str, str], to: str, where: Path
+) -> dict[str, torch.Tensor]:
+    """`<prefix><theirs>.<param>` → `<to><ours>.<param>` for every module of `modules`."""
+    out = {}
+    for theirs, ours in modules.items():
+        params = {
+            k[len(prefix + theirs) + 1 :]: v
+            for k, v in state.items()
+            if k.startswith(f"{prefix}{theirs}.")
+        }
+        if not params:
+            raise SuiteError(f"{where}: no {prefix}{theirs}.* weights (SPEC §10 key names)")
+        out |= {f"{to}{ours}.{p}": v.detach().clone() for p, v in params.items()}
+    return out
+
+
+def convert_encoder(
+    run: ReleaseRun, release: Release, labels: Mapping[str, list[str]]
+) -> tuple[dict, dict, list[str]]:
+    """(our encoder config, our state dict, notes) from their model_<N>.pth (no backbone)."""
+    state = _state_dict(run.checkpoint, "model_state_dict")
+    path = run.checkpoint
+    if "enc_linear_1.weight" not in state:
+        raise SuiteError(f"{path}: no enc_linear_1.weight; not a ConditionalIRModel checkpoint")
+    e, feature_size = state["enc_linear_1.weight"].shape
+    if e != run.embedding_size:
+        raise SuiteError(
+            f"{path}: embedding size {e}, but the folder name says {run.embedding_size}"
+        )
+    heads = sorted({k.split(".")[1] for k in state if k.startswith("attr_clssifiers.")})
+    notes = [
+        f"head {h!r} dropped (no such label in the suite)" for h in heads if h not in ATTRIBUTE
+    ]
+    attrs = [a for a in get_dataset(release.dataset).attributes if THEIRS[a] in heads]
+    if not attrs:
+        raise SuiteError(f"{path}: no classifier head for {', '.join(map(THEIRS.get, labels))}")
+    ours = _rename(state, "", REDUCTION_KEYS, "reduction.", path)
+    for a in attrs:
+        ours |= _rename(state, f"attr_clssifiers.{THEIRS[a]}.", HEAD_KEYS, f"heads.{a}.", path)
+        n = ours[f"heads.{a}.8.weight"].shape[0]
+        if n != len(labels[a]):
+            raise SuiteError(
+                f"{path}: the {THEIRS[a]} head has {n} classes, the label map {len(labels[a])}"
+            )
+    spec = get_dataset(release.dataset)
+    config = encoder_config(
+        release.dataset,
+        run.backbone,
+        run.embedding_size,
+        run.frozen,
+        {a: labels[a] for a in attrs},
+        224,
+        spec.square_resize,
+        feature_size=int(feature_size),
+        backbone_absent=True,  # their backbone weights are not converted: E1 needs only z and heads
+        pretrained="imagenet",
+        source=SOURCE,
+        release=str(release.root),
+        release_run=run.name,
+    )
+    model = build_encoder(config)
+    try:
+        model.load_state_dict(ours)
+    except RuntimeError as e:
+        raise SuiteError(
+            f"{path}: weights do not fit the encoder ({str(e).splitlines()[0][:200]})"
+        ) from None
+    return config, {k: v for k, v in model.state_dict().items()}, notes
+
+
+def convert_embeddings(
+    run: ReleaseRun, tables: Mapping[str, pd.DataFrame], labels: Mapping[str, list[str]]
+) -> dict[str, np.ndarray]:
+    """embeddings.npz arrays: train rows then test rows in split order, z from their .npy."""
+    parts: dict[str, list] = {"image": [], "split": [], "z": []}
+    parts |= {f"label_{a}": [] for a in labels}
+    ids = {a: {n: i for i, n in enumerate(names)} for a, names in labels.items()}
+    for split, table in tables.items():
+        path = run.embeddings[split]
+        entries = _entries_by_image(path)
+        rows = table.to_dict("records")
+        z = [_feature(entries, row, ids, run.embedding_size, path) for row in rows]
+        parts["z"].append(np.stack(z) if z else np.zeros((0, run.embedding_size), np.float32))
+        parts["image"].append(table["image"].to_numpy(dtype=str))
+        parts["split"].append(np.full(len(table), split))
+        for a in labels:
+            parts[f"label_{a}"].append(table[a].map(ids[a]).to_numpy(dtype=np.int64))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _entries_by_image(path: Path) -> dict[str, dict]:
+    """Their inference dict {k: {path, name, <attr>, <attr>_id, feature}} keyed by our image."""
+    raw = load_npy(path)
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{path} does not hold a dict (np.save of their inference results)")
+    out = {}
+    for k, entry in raw.items():
+        if not isinstance(entry, dict) or "path" not in entry or "feature" not in entry:
+            raise SuiteError(f"{path}: entry {k!r} lacks 'path' or 'feature'")
+        out[f"images/{image_key(entry['path'])}"] = entry
+    return out
+
+
+def _feature(entries: Mapping[str, dict], row: Mapping, ids, e: int, path: Path) -> np.ndarray:
+    """One image's z, after checking its labels there agree with the split (same alignment)."""
+    image = row["image"]
+    entry = entries.get(image)
+    if entry is None:
+        raise SuiteError(f"{path} has no embedding for {image} (from the split CSVs)")
+    for a, index in ids.items():
+        theirs = THEIRS[a]
+        if theirs in entry and str(entry[theirs]) != row[a]:
+            raise SuiteError(f"{path}: {image} is {entry[theirs]!r} there, {row[a]!r} in the split")
+        if f"{theirs}_id" in entry and _as_int(entry[f"{theirs}_id"], str(path)) != index[row[a]]:
+            raise SuiteError(f"{path}: {image} has a {theirs}_id other than the label map's")
+    f = np.asarray(entry["feature"], dtype=np.float32).reshape(-1)
+    if f.shape != (e,):
+        raise SuiteError(f"{path}: {image} has {f.size} features, not {e}")
+    return f
+
+
+@torch.no_grad()
+def head_accuracy(
+    config: Mapping, state: Mapping, arrays: Mapping[str, np.ndarray]
+) -> dict[str, float]:
+    """The heads' accuracy on the test embeddings (what C1's metrics.json reports)."""
+    model = build_encoder(config)
+    model.load_state_dict(state)
+    model.eval()
+    test = arrays["split"] == "test"
+    z = torch.from_numpy(arrays["z"][test])
+    return {
+        a: float((model.heads[a](z).argmax(1).numpy() == arrays[f"label_{a}"][test]).mean())
+        for a in config["attributes"]
+    }
+
+
+def convert_student(
+    student, run: ReleaseRun, run_name_: str, enc_config: Mapping
+) -> tuple[dict, dict]:
+    """(config, state dict) of our Student from their student_model_epoch<N>.pth."""
+    task = get_task(student.task)
+    state = _state_dict(student.file, None)
+    missing = [a for a in task.conditions if a not in enc_config["num_classes"]]
+    if missing:
+        raise SuiteError(f"{student.file}: the encoder of {run.name} has no head for {missing}")
+    n_cls = {a: int(enc_config["num_classes"][a]) for a in task.conditions}
+    model = Student(run.embedding_size, n_cls)
+    try:
+        model.load_state_dict(_rename(state, "", STUDENT_KEYS, "net.", student.file))
+    except RuntimeError as e:
+        raise SuiteError(
+            f"{student.file}: not a Student for E={run.embedding_size} and {task.name} "
+            f"({str(e).splitlines()[0][:160]})"
+        ) from None
+    config = {
+        "task": task.name,
+        "dataset": task.dataset,
+        "run": run_name_,
+        "embedding_size": run.embedding_size,
+        "conditions": list(task.conditions),
+        "num_classes": n_cls,
+        "hidden": HIDDEN,
+        "lambda": student.lam,
+        "epochs": student.epoch,
+        "batch_size": 512,
+        "lr": 1e-3,
+        "student_reg": 0.0,
+        "source": SOURCE,
+        "release_file": str(student.file),
+    }
+    return config, {k: v for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point
+
+
+def _provenance(release: Release, **extra: Any) -> dict[str, Any]:
+    """What every written config.json records: the release it came from, versions, time."""
+    return {
+        "command": f"import_release({str(release.root)!r}, {release.dataset!r})",
+        "source": SOURCE,
+        "release": str(release.root),
+        **extra,
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def import_release(
+    release_dir: str | Path,
+    dataset: str,
+    data_root: str | Path,
+    weights_root: str | Path,
+    quirks: Sequence[str] = (),
+) -> list[str]:
+    """Convert the authors' release of `dataset` into data/<dataset>/ and weights/<run>/ folders.
+
+    Returns the run names written. `quirks` may name A1's `wikiart-tag-cleaning` (their tag
+    string cleaning); CUB's tag shift is already in their files and cannot be undone.
+    """
+    quirks = parse_quirks(",".join(quirks), "A1")
+    release = find_release(release_dir, dataset)
+    labels = read_labels(release.label_map, dataset)
+    tags = load_pickle(release.tags)
+    if not isinstance(tags, dict):
+        raise SuiteError(f"{release.tags} is not a dict of image → tags")
+    tables = {
+        s: read_split(p, dataset, labels, tags, quirks, release.tags)
+        for s, p in release.splits.items()
+    }
+    queries = {t: read_queries(p, t, labels, tables["test"]) for t, p in release.queries.items()}
+    processed = Processed(labels, tables["train"], tables["test"])
+    data_notes = list(release.notes)
+    if dataset == "cub":
+        data_notes.append(
+            "tags and split as the authors' A1 wrote them: the cub-tag-shift quirk is in their "
+            "files"
+        )
+
+    written: list[str] = []
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(atomic_dir(dataset_dir(data_root, dataset)))
+        write_processed(out, processed)
+        for task, df in queries.items():
+            write_csv(out / f"queries_{task}.csv", df)
+            write_json(
+                out / f"queries_{task}.json",
+                _provenance(
+                    release, task=task, file=str(release.queries[task]), num_queries=len(df)
+                ),
+            )
+        write_json(
+            out / "config.json",
+            _provenance(
+                release,
+                dataset=dataset,
+                authors_dataset=AUTHORS_DATASET[dataset],
+                files={"label_map": release.label_map, "tags": release.tags, **release.splits},
+                counts={s: len(t) for s, t in tables.items()},
+                queries={t: len(q) for t, q in queries.items()},
+                quirks=list(quirks),
+                tag_source="authors' filename.tag.pkl",
+                notes=data_notes,
+            ),
+        )
+        for run in release.runs:
+            name = run_name(dataset, run.backbone, run.embedding_size, run.frozen)
+            _write_run(
+                stack.enter_context(atomic_dir(run_dir(weights_root, name))),
+                name,
+                run,
+                release,
+                labels,
+                tables,
+            )
+            written.append(name)
+    log.info("imported %s from %s: runs %s", dataset, release.root, ", ".join(written))
+    return written
+
+
+def _write_run(
+    rdir: Path,
+    name: str,
+    run: ReleaseRun,
+    release: Release,
+    labels: Mapping[str, list[str]],
+    tables: Mapping[str, pd.DataFrame],
+) -> None:
+    """weights/<run>/: encoder.pt, embeddings.npz, config.json, metrics.json and the students."""
+    config, state, notes = convert_encoder(run, release, labels)
+    arrays = convert_embeddings(run, tables, labels)
+    save_torch(rdir / "encoder.pt", {"config": config, "model": state})
+    save_npz(rdir / "embeddings.npz", **arrays)
+    recipe = {
+        "backbone": run.backbone,
+        "embedding_size": run.embedding_size,
+        "epochs": run.epochs,
+        "pretrained": "imagenet",
+    }
+    write_json(
+        rdir / "config.json",
+        _provenance(
+            release,
+            run=name,
+            release_run=run.name,
+            checkpoint=run.checkpoint,
+            recipe=recipe,
+            encoder=config,
+            notes=notes,
+        ),
+    )
+    counts = {s: int((arrays["split"] == s).sum()) for s in ("train", "test")}
+    write_json(
+        rdir / "metrics.json",
+        {
+            "test_accuracy": head_accuracy(config, state, arrays),
+            **_provenance(release, run=name, counts=counts, files=run.embeddings),
+        },
+    )
+    for st in run.students:
+        cfg, model = convert_student(st, run, name, config)
+        path = rdir / f"student_{st.task}_lam{st.lam:g}.pt"
+        save_torch(path, {"config": cfg, "model": model})
+        write_json(path.with_suffix(".json"), _provenance(release, **cfg))
+    log.info("imported %s → %s (%d students)", run.name, name, len(run.students))

@@ -1,0 +1,366 @@
+"""The authors' release importer: safe loading, discovery, conversion, and E1 on the result."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import E1_evaluate
+from src.encoder import load_encoder
+from src.errors import SuiteError
+from src.release.convert import import_release, tag_cell
+from src.release.reader import find_release
+from src.release.unpickle import load_npy, load_pickle, load_pth
+from src.student import load_student, student_input
+from tests._fixtures_release import write_cub_like, write_wikiart_like
+
+# ---------------------------------------------------------------------------------------------
+# Malicious payloads: each would create `marker` if anything ran.
+
+
+class MkdirPayload:
+    """Unpickling calls os.mkdir(marker) (a __reduce__ to an os function)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+class ExecPayload:
+    """Unpickling calls builtins.exec with code that writes the marker."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+class UnknownClass:
+    """A class outside the allowlist; restoring its state would write the marker."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __setstate__(self, state):
+        Path(state["marker"]).touch()
+
+
+class EvilStorage:
+    """A tensor storage whose torch.save bytes carry a payload (for _load_from_bytes)."""
+
+    def __init__(self, marker: Path):
+        buf = io.BytesIO()
+        torch.save(MkdirPayload(marker), buf, _use_new_zipfile_serialization=False)
+        self.data = buf.getvalue()
+
+    def __reduce__(self):
+        return (torch.storage._load_from_bytes, (self.data,))
+
+
+class OversizedTensor:
+    """A tensor whose size reaches past its 2-element storage (would read foreign memory)."""
+
+    def __init__(self, marker: Path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notice
+            self.storage = torch.tensor([1, 2]).storage()
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (self.storage, 0, (1000,), (1,), False, {}))
+
+
+PAYLOADS = [MkdirPayload, ExecPayload, UnknownClass, EvilStorage, OversizedTensor]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda c: c.__name__)
+def test_pkl_with_payload_is_refused_and_nothing_runs(tmp_path, payload):
+    marker = tmp_path / "marker"
+    path = tmp_path / "classes.label2num.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"birds": {"num2label": {0: "a"}, "x": payload(marker)}}, f)
+    with pytest.raises(SuiteError, match="classes.label2num.pkl") as e:
+        load_pickle(path)
+    assert "\n" not in str(e.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda c: c.__name__)
+def test_npy_object_array_with_payload_is_refused(tmp_path, payload):
+    marker = tmp_path / "marker"
+    path = tmp_path / "inference_CUB_test_embedding_epoch30.npy"
+    np.save(path, {0: {"path": "a/b.jpg", "feature": [0.1], "birds_id": payload(marker)}})
+    with pytest.raises(SuiteError, match="inference_CUB_test_embedding_epoch30.npy"):
+        load_npy(path)
+    assert not marker.exists()
+
+
+def test_pth_with_payload_is_refused(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "model_30.pth"
+    torch.save({"model_state_dict": {"w": torch.zeros(2)}, "x": MkdirPayload(marker)}, path)
+    with pytest.raises(SuiteError, match="model_30.pth"):
+        load_pth(path)
+    assert not marker.exists()
+
+
+def test_restricted_unpickler_reads_what_their_code_writes(tmp_path):
+    """Tensors (0-d), numpy integers/strings/arrays, sets, NaN and nested dicts come back intact."""
+    obj = {
+        0: {
+            "birds_id": torch.tensor(7),
+            "category_id": np.int64(3),
+            "name": np.str_("aeroplane"),
+            "ids": np.array(["3"]),
+            "feature": [0.5, -0.25],
+            "media": float("nan"),
+            "set": {1, 2},
+        }
+    }
+    path = tmp_path / "x.npy"
+    np.save(path, obj)
+    back = load_npy(path)[0]
+    assert isinstance(back["birds_id"], torch.Tensor) and int(back["birds_id"]) == 7
+    assert back["category_id"] == 3 and back["name"] == "aeroplane"
+    assert back["ids"].tolist() == ["3"] and back["feature"] == [0.5, -0.25]
+    assert np.isnan(back["media"]) and back["set"] == {1, 2}
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.arange(4.0))
+    assert load_npy(plain).tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery and conversion
+
+
+def _import(tmp_path: Path, dataset: str, src: Path) -> list[str]:
+    return import_release(src, dataset, tmp_path / "data", tmp_path / "weights")
+
+
+def test_cub_like_release_becomes_the_suites_artifacts(tmp_path):
+    fx = write_cub_like(tmp_path / "release")
+    runs = _import(tmp_path, "cub", tmp_path / "release")
+    assert runs == ["cub_convnext_base_e16_ft"]
+    data = tmp_path / "data" / "cub"
+    assert json.loads((data / "labels.json").read_text()) == {"species": fx["species"]}
+    test = pd.read_csv(data / "test.csv", dtype=str, keep_default_na=False)
+    assert list(test.columns) == ["image", "species", "tags"] and len(test) == 16
+    for row in test.itertuples():
+        key = row.image.removeprefix("images/")
+        cls, attrs = fx["tags"][key]
+        assert row.species == cls
+        assert row.tags.split("|") == [a for a in attrs.split(",") if a] + [cls]
+    q = pd.read_csv(data / "queries_cub-bird.csv", dtype=str, keep_default_na=False)
+    assert q["query_id"].astype(int).tolist() == list(fx["queries"])
+    theirs = list(fx["queries"].values())
+    assert q["image"].tolist() == [f"images/{v['candidate']}" for v in theirs]
+    assert q["species"].tolist() == [v["condition"]["birds"] for v in theirs]
+    assert q["authors_tags"].tolist() == [v["candidate_tags"] for v in theirs]
+    cfg = json.loads((data / "config.json").read_text())
+    assert cfg["source"] == "authors-release" and cfg["release"] == str(tmp_path / "release")
+
+    wdir = tmp_path / "weights" / runs[0]
+    with np.load(wdir / "embeddings.npz", allow_pickle=False) as f:
+        emb = {k: f[k] for k in f.files}
+    train = pd.read_csv(data / "train.csv", dtype=str)
+    assert emb["image"].tolist() == train["image"].tolist() + test["image"].tolist()
+    for img, z in zip(emb["image"], emb["z"], strict=True):
+        np.testing.assert_array_equal(z, np.float32(fx["features"][img[7:]]))
+    ids = [fx["species"].index(s) for s in train["species"].tolist() + test["species"].tolist()]
+    assert emb["label_species"].tolist() == ids
+    run_cfg = json.loads((wdir / "config.json").read_text())
+    assert run_cfg["source"] == "authors-release" and run_cfg["release_run"] == fx["folder"].name
+
+
+def test_converted_encoder_gives_the_authors_head_logits(tmp_path):
+    fx = write_cub_like(tmp_path / "release")
+    (run,) = _import(tmp_path, "cub", tmp_path / "release")
+    encoder, config = load_encoder(tmp_path / "weights" / run)
+    assert config["backbone_absent"] and config["feature_size"] == 24
+    theirs = fx["model"].eval()
+    feats = torch.randn(5, 24)
+    z = torch.tanh(torch.randn(5, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.heads["species"](z), theirs.attr_clssifiers["birds"](z))
+        torch.testing.assert_close(encoder.reduction(feats), theirs.encode(feats))
+    with pytest.raises(SuiteError, match="without its backbone"):
+        encoder.embed(torch.zeros(2, 3, 8, 8))
+
+
+def test_converted_student_gives_the_authors_outputs(tmp_path):
+    fx = write_cub_like(tmp_path / "release")
+    (run,) = _import(tmp_path, "cub", tmp_path / "release")
+    student, cfg = load_student(tmp_path / "weights" / run / "student_cub-bird_lam0.51.pt")
+    assert cfg["lambda"] == 0.51 and cfg["epochs"] == 49 and cfg["source"] == "authors-release"
+    z0, y = torch.tanh(torch.randn(6, 16)), torch.tensor([0, 1, 2, 3, 1, 0])
+    theirs = fx["student"].eval()
+    with torch.no_grad():
+        want = theirs(torch.cat([z0, F.one_hot(y, 4).float()], 1))
+        torch.testing.assert_close(student.search(z0, {"species": y}), want)
+        torch.testing.assert_close(student(student_input(z0, {"species": y}, {"species": 4})), want)
+
+
+def test_wikiart_like_release_discovers_runs_students_and_both_tasks(tmp_path):
+    fx = write_wikiart_like(tmp_path / "release")
+    release = find_release(tmp_path / "release", "wikiart")
+    assert sorted(release.queries) == ["wikiart-multi", "wikiart-style"]
+    runs = _import(tmp_path, "wikiart", tmp_path / "release")
+    assert sorted(runs) == ["wikiart_resnet50_e16_ft", "wikiart_vit_b_16_e8_frozen"]
+    data = tmp_path / "data" / "wikiart"
+    assert json.loads((data / "labels.json").read_text()) == {
+        "style": ["Baroque", "Cubism", "Impressionism"],
+        "genre": ["landscape", "portrait"],
+    }
+    test = pd.read_csv(data / "test.csv", dtype=str, keep_default_na=False)
+    assert len(test) == 12
+    tags = dict(zip(test["image"].str.removeprefix("images/"), test["tags"], strict=True))
+    for key, cell in tags.items():
+        genre, style, media, tag = fx["tags"][key]
+        want = []
+        for field in (tag, media, genre, style):
+            if isinstance(field, str):
+                want += [t.lower().replace(" ", "") for t in field.split(",")]
+        assert cell.split("|") == [t for t in dict.fromkeys(want) if t]
+        assert "nan" not in cell.split("|")
+    multi = pd.read_csv(data / "queries_wikiart-multi.csv", dtype=str)
+    theirs = list(fx["queries"]["style-genre"].values())
+    assert multi[["style", "genre"]].values.tolist() == [
+        [v["condition"]["style"], v["condition"]["genre"]] for v in theirs
+    ]
+    frozen = tmp_path / "weights" / "wikiart_vit_b_16_e8_frozen"
+    encoder, config = load_encoder(frozen)
+    assert config["frozen"] and config["backbone"] == "vit_b_16" and config["embedding_size"] == 8
+    theirs = fx["runs"][("vit_b", 8)]
+    z = torch.tanh(torch.randn(4, 8))
+    with torch.no_grad():
+        for a in ("style", "genre"):
+            torch.testing.assert_close(
+                encoder.heads[a](z), theirs["model"].eval().attr_clssifiers[a](z)
+            )
+    multi_student, cfg = load_student(frozen / "student_wikiart-multi_lam3.2.pt")
+    assert cfg["conditions"] == ["style", "genre"]
+    s, g = torch.tensor([0, 2, 1, 1]), torch.tensor([1, 0, 0, 1])
+    x = torch.cat([z, F.one_hot(s, 3).float(), F.one_hot(g, 2).float()], 1)
+    with torch.no_grad():
+        want = theirs["students"]["wikiart-multi"].eval()(x)
+        torch.testing.assert_close(multi_student.search(z, {"style": s, "genre": g}), want)
+
+
+def test_wikiart_tag_cleaning_quirk_applies_their_string_cleaning(tmp_path):
+    write_wikiart_like(tmp_path / "release")
+    import_release(
+        tmp_path / "release", "wikiart", tmp_path / "d", tmp_path / "w", ["wikiart-tag-cleaning"]
+    )
+    quirky = pd.read_csv(tmp_path / "d" / "wikiart" / "train.csv", dtype=str)["tags"]
+    _import(tmp_path, "wikiart", tmp_path / "release")
+    fixed = pd.read_csv(tmp_path / "data" / "wikiart" / "train.csv", dtype=str)["tags"]
+    assert fixed.str.contains("banana").any() and not quirky.str.contains("banana").any()
+    assert quirky.str.contains("baa").any()  # "banana" minus "nan" twice: their bug
+    cfg = json.loads((tmp_path / "d" / "wikiart" / "config.json").read_text())
+    assert cfg["quirks"] == ["wikiart-tag-cleaning"]
+
+
+@pytest.mark.parametrize(
+    "remove, message",
+    [
+        ("data/CUB/attributes/filename.tag.pkl", "filename.tag.pkl"),
+        ("data/CUB/attributes/preprocessed_CUB_test.csv", "preprocessed_CUB_test.csv"),
+        ("data/CUB/attributes/query_birds_CUB_test_random.pkl", "query_<attrs>_CUB"),
+        ("RUN/inference_CUB_train_embedding_epoch30.npy", "inference_CUB_train_embedding"),
+        ("RUN/model_30.pth", "model_30.pth"),
+        ("model", "no run folder"),
+    ],
+)
+def test_missing_pieces_fail_in_one_line_and_write_nothing(tmp_path, remove, message):
+    fx = write_cub_like(tmp_path / "release")
+    target = (
+        tmp_path
+        / "release"
+        / remove.replace("RUN", str(fx["folder"].relative_to(tmp_path / "release")))
+    )
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(SuiteError, match=message) as e:
+        _import(tmp_path, "cub", tmp_path / "release")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.csv"))
+    assert not (tmp_path / "weights").exists() or not any((tmp_path / "weights").rglob("*.pt"))
+
+
+def test_failed_import_keeps_earlier_artifacts(tmp_path):
+    """A run that fails to convert leaves the data folder of a previous import untouched."""
+    fx = write_cub_like(tmp_path / "release")
+    _import(tmp_path, "cub", tmp_path / "release")
+    before = (tmp_path / "data" / "cub" / "test.csv").read_text()
+    np.save(
+        fx["folder"] / "inference_CUB_test_embedding_epoch30.npy",
+        {0: {"path": "x/y.jpg", "feature": [0.0]}},
+    )
+    with pytest.raises(SuiteError, match="no embedding for"):
+        _import(tmp_path, "cub", tmp_path / "release")
+    assert (tmp_path / "data" / "cub" / "test.csv").read_text() == before
+    assert (tmp_path / "weights" / "cub_convnext_base_e16_ft" / "encoder.pt").is_file()
+
+
+def test_e1_runs_on_imported_artifacts_with_their_student(tmp_path):
+    write_cub_like(tmp_path / "release")
+    (run,) = _import(tmp_path, "cub", tmp_path / "release")
+    E1_evaluate.main(
+        [
+            "--task",
+            "cub-bird",
+            "--run",
+            run,
+            "--device",
+            "cpu",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--weights-root",
+            str(tmp_path / "weights"),
+            "--results-root",
+            str(tmp_path / "results"),
+        ]
+    )
+    metrics = json.loads((tmp_path / "results" / run / "cub-bird" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"random", "knn", "backward_search", "student"}
+    assert metrics["n_queries"] == 8 and metrics["lambda"] == 0.51
+
+
+def test_tags_as_their_e1_builds_them_for_cub_and_apy(tmp_path):
+    where = tmp_path / "filename.tag.pkl"
+    cub = tag_cell(
+        "001.Black_footed_Albatross/a_1.jpg", ["001.Black_footed_Albatross", ""], "cub", (), where
+    )
+    assert cub == "001.Black_footed_Albatross"  # no attributes: the class alone, no empty tag
+    apy = tag_cell(
+        "images_crop/2008_000123_diningtable_7.jpg", [np.int64(10), "Wood,Leg"], "apy", (), where
+    )
+    assert apy == "Wood|Leg|diningtable"  # aPY: category from the file name, as their E1
+    with pytest.raises(SuiteError, match="filename.tag.pkl"):
+        tag_cell("x/y.jpg", ["only one field"], "cub", (), where)
+
+
+def test_one_folder_with_every_dataset_keeps_them_apart(tmp_path):
+    """Unpacked together, each dataset takes the files below its own data/<DS> folder."""
+    write_cub_like(tmp_path / "release")
+    write_wikiart_like(tmp_path / "release")
+    assert _import(tmp_path, "cub", tmp_path / "release") == ["cub_convnext_base_e16_ft"]
+    assert len(_import(tmp_path, "wikiart", tmp_path / "release")) == 2
+    labels = json.loads((tmp_path / "data" / "cub" / "labels.json").read_text())
+    assert list(labels) == ["species"] and len(labels["species"]) == 4
+    with pytest.raises(SuiteError, match="not a quirk of A1"):
+        import_release(
+            tmp_path / "release", "cub", tmp_path / "d", tmp_path / "w", ["empty-tag-token"]
+        )
