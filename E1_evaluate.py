@@ -5,8 +5,8 @@
 Reads the queries (A2), the embeddings (C1), the encoder's heads (B1) and the student (D1, when
 trained); writes results/<run>/<task>/: metrics.json, retrievals_<method>.csv, table2/3/4/5/6 (.md
 and .csv, ours beside the paper's values; table3 with --target-mts), sweep.csv (--sweep),
-calibration.json (--target-mts), config.json. Each file is written atomically once everything
-has been computed.
+calibration.json (--target-mts), config.json, E1.log. The folder is built aside and swapped in
+whole once everything has been computed (E2's figures/ carried over), under a lock.
 """
 
 from __future__ import annotations

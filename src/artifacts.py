@@ -196,7 +196,9 @@ def stage_lock(path: str | Path) -> Iterator[Path]:
         except FileExistsError:
             holder = _lock_holder(lock)
             pid, host = holder.get("pid"), holder.get("host")
-            stale = host == me["host"] and isinstance(pid, int) and not _pid_alive(pid)
+            stale = (host == me["host"] and isinstance(pid, int) and not _pid_alive(pid)) or (
+                not holder and _age(lock) > 60  # killed between creating and filling it
+            )
             if attempt == 0 and stale and _break_lock(lock, holder):
                 log.warning("taking over the stale lock %s of dead process %s", lock, pid)
                 continue
@@ -205,8 +207,12 @@ def stage_lock(path: str | Path) -> Iterator[Path]:
                 f"{path} is being written by {who if holder else 'another process'}: wait for it "
                 f"to finish; if that process is gone, delete {lock}"
             ) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(me, f)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(me, f)
+    except BaseException:  # e.g. a full disk: leave no empty lock behind
+        lock.unlink(missing_ok=True)
+        raise
     since = lock.stat().st_mtime
     _HELD.add(lock)
     try:
@@ -217,12 +223,18 @@ def stage_lock(path: str | Path) -> Iterator[Path]:
         lock.unlink(missing_ok=True)
 
 
+def _age(p: Path) -> float:
+    try:
+        return time.time() - p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _break_lock(lock: Path, holder: dict) -> bool:
     """Remove a stale lock, unless another process is breaking it right now (or re-took it)."""
     breaker = lock.with_name(lock.name + ".break")
-    with contextlib.suppress(FileNotFoundError):
-        if time.time() - breaker.stat().st_mtime > 60:  # a breaker killed mid-way
-            breaker.unlink(missing_ok=True)
+    if _age(breaker) > 60:  # a breaker killed mid-way
+        breaker.unlink(missing_ok=True)
     try:
         os.close(os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     except FileExistsError:

@@ -147,7 +147,8 @@ class _Rules:
 
 
 def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
-    """The query file of `task` (query_id int, every other column str), checked against the task."""
+    """The query file of `task` (query_id int, every other column str), checked against the task:
+    its columns, integer ids, and no query image of the train split (class names: by the reader)."""
     spec = get_task(task)
     path = queries_path(data_root, spec.dataset, task)
     hint = f"A2_make_queries.py --task {task}"
@@ -156,6 +157,14 @@ def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
     if ids.isna().any() or (ids != ids.round()).any():
         raise SuiteError(f"{path} has a query_id that is not an integer; re-run {hint}")
     df["query_id"] = ids.astype(np.int64)
+    train = read_split(data_root, spec.dataset, "train")
+    test = read_split(data_root, spec.dataset, "test")
+    stray = df["image"].isin(train["image"]) & ~df["image"].isin(test["image"])
+    if stray.any():  # queries come from the test split (SPEC §3); A1 was re-run with another split
+        raise SuiteError(
+            f"{path} has {int(stray.sum())} query image(s) of the train split (e.g. "
+            f"{df.loc[stray, 'image'].iloc[0]}); re-run {hint}"
+        )
     return df
 
 

@@ -236,6 +236,37 @@ def test_a_second_writer_is_refused_naming_the_lock(tmp_path):
         pass
 
 
+def test_a_real_concurrent_writer_is_refused(tmp_path):
+    """Another process holds the lock (really): the second writer is refused, then may go."""
+    code = (
+        "import sys, time; from src.artifacts import stage_lock\n"
+        "with stage_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.readline()"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ds")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SuiteError, match=f"pid {holder.pid} "), atomic_dir(tmp_path / "ds"):
+            pass
+    finally:
+        holder.communicate("\n", timeout=60)
+    with atomic_dir(tmp_path / "ds") as tmp:
+        (tmp / "x").write_text("mine")
+    assert (tmp_path / "ds" / "x").read_text() == "mine"
+
+
+def test_an_empty_lock_is_stale_after_a_minute(tmp_path):
+    lock = lock_path(tmp_path / "ds")
+    lock.write_text("")  # killed between creating the lock and writing who holds it
+    with pytest.raises(SuiteError, match="another process"), stage_lock(tmp_path / "ds"):
+        pass
+    os.utime(lock, (1, 1))
+    with stage_lock(tmp_path / "ds"):
+        pass
+    assert not lock.exists()
+
+
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     lock = write_lock(tmp_path / "ds", dead_pid())
     with atomic_dir(tmp_path / "ds") as tmp:
@@ -471,6 +502,33 @@ def test_stages_report_a_damaged_input_in_one_line(stage, damage, pipe, capsys):
     assert "re-run" in err
     assert not (pipe.results_root / pipe.run).exists()
     assert not student_path(pipe.weights_root / pipe.run, "synthart-style", 1.0).exists()
+
+
+@pytest.mark.parametrize("stage", ["D1", "E1"])
+def test_nan_embeddings_are_refused_before_anything_is_written(stage, pipe, capsys):
+    from src.embeddings import load_embeddings
+
+    path = pipe.weights_root / pipe.run / "embeddings.npz"
+    arrays = load_embeddings(path.parent)
+    arrays["z"][3, 1] = np.nan
+    save_npz(path, **arrays)
+    argv = d1_argv(pipe) if stage == "D1" else [*roots(pipe), "--run", pipe.run, "--task",
+                                                 "synthart-style", "--device", "cpu"]  # fmt: skip
+    assert run_stage(STAGES[stage].main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "NaN" in err and str(arrays["image"][3]) in err
+    assert not (pipe.results_root / pipe.run).exists()
+
+
+def test_a_query_from_the_train_split_is_refused(pipe, capsys):
+    qfile = pipe.data_root / "synthart" / "queries_synthart-style.csv"
+    q = pd.read_csv(qfile, dtype=str)
+    q.loc[2, "image"] = pd.read_csv(pipe.data_root / "synthart" / "train.csv")["image"][0]
+    q.to_csv(qfile, index=False)
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "query image(s) of the train split" in err and "re-run A2_make_queries.py" in err
 
 
 # ---------------------------------------------------------------------------------------------
