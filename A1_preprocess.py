@@ -8,7 +8,8 @@
     any of them: [--authors-quirks cub-tag-shift|wikiart-tag-cleaning|all|none]
 
 Writes data/<dataset>/ (images/, labels.json, train.csv, test.csv, config.json) atomically:
-a failed run leaves any earlier data/<dataset> untouched.
+a failed run leaves any earlier data/<dataset> untouched. A2's queries_*.csv/.json are kept when
+the new split is identical to the old one, and removed with a warning otherwise.
 """
 
 from __future__ import annotations
@@ -20,8 +21,21 @@ import time
 from pathlib import Path
 
 from src.artifacts import atomic_dir, dataset_dir, stage_config
-from src.cli import run_stage, seed_everything, setup_logging, stage_parser
-from src.datasets.common import SHORTER_SIDE, SourceOptions, write_dataset_config, write_processed
+from src.cli import (
+    image_size,
+    int_at_least,
+    run_stage,
+    seed_everything,
+    setup_logging,
+    stage_parser,
+)
+from src.datasets.common import (
+    SHORTER_SIDE,
+    SourceOptions,
+    carry_queries,
+    write_dataset_config,
+    write_processed,
+)
 from src.errors import SuiteError
 from src.quirks import QUIRKS, parse_quirks
 from src.tasks import DATASETS, get_dataset
@@ -60,11 +74,13 @@ def parse_args(argv: list[str] | None):
         action="store_true",
         help="fail on the first unreadable image instead of skipping it",
     )
-    p.add_argument("--num-images", type=int, default=3000, help="synthart: number of images")
-    p.add_argument("--image-size", type=int, default=64, help="synthart: image side in px")
+    p.add_argument(
+        "--num-images", type=int_at_least(10), default=3000, help="synthart: number of images"
+    )
+    p.add_argument("--image-size", type=image_size, default=64, help="synthart: image side in px")
     p.add_argument(
         "--shorter-side",
-        type=int,
+        type=int_at_least(0),
         default=None,
         help=f"wikiart: resize so the shorter side is this many px, as the authors did (default "
         f"{SHORTER_SIDE}; 0 keeps the size); CUB images are kept as they are, aPY crops at full size",
@@ -102,8 +118,6 @@ def source_options(args, dataset: str) -> SourceOptions:
             "--shorter-side applies to wikiart only (CUB images are kept as they are, aPY crops "
             "are written at full resolution, as the authors fed them); drop the flag"
         )
-    if args.shorter_side is not None and args.shorter_side < 0:
-        raise SuiteError(f"--shorter-side {args.shorter_side}: use a size in px, or 0")
     if args.split_from and dataset != "wikiart":
         raise SuiteError("--split-from applies to wikiart only; drop the flag")
     if args.split_from and len(args.split_from) > 2:
@@ -144,6 +158,13 @@ def main(argv: list[str] | None = None) -> None:
                 counts={"train": len(data.train), "test": len(data.test)},
                 **data.notes,
             ),
+        )
+        dropped = carry_queries(out, tmp)  # A2's queries stay valid only for the same split
+    if dropped:
+        log.warning(
+            "WARNING: the split changed, so A2's query files no longer match it and were removed: "
+            "%s; re-run A2_make_queries.py for this dataset's tasks",
+            ", ".join(p.name for p in dropped),
         )
     log.info(
         "A1 %s: %d train / %d test images, %s classes → %s (%.1f s)",

@@ -13,8 +13,16 @@ import logging
 import sys
 import time
 
-from src.artifacts import queries_path, stage_config, write_csv, write_json
-from src.cli import run_stage, setup_logging, stage_parser
+from src.artifacts import (
+    atomic_files,
+    dataset_dir,
+    queries_path,
+    stage_config,
+    stage_lock,
+    write_csv,
+    write_json,
+)
+from src.cli import int_at_least, run_stage, setup_logging, stage_parser
 from src.queries import DEFAULT_SEED, load_test_split, make_queries
 from src.tasks import TASKS, get_task
 
@@ -25,7 +33,10 @@ def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     p.add_argument("--task", required=True, choices=list(TASKS), help="which task's queries")
     p.add_argument(
-        "--num-queries", type=int, default=1000, help="distinct (query, condition) pairs to draw"
+        "--num-queries",
+        type=int_at_least(1),
+        default=1000,
+        help="distinct (query, condition) pairs to draw",
     )
     p.set_defaults(seed=DEFAULT_SEED)
     return p.parse_args(argv)
@@ -36,28 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     task = get_task(args.task)
     t0 = time.time()
-    test, labels = load_test_split(args.data_root, task.name)
-    draw = make_queries(test, labels, task.conditions, args.num_queries, args.seed)
     out = queries_path(args.data_root, task.dataset, task.name)
-    write_csv(out, draw.queries)
-    own = test.iloc[draw.rows]
-    balance = {a: own[a].value_counts().to_dict() for a in task.conditions}
-    cond_balance = {a: draw.queries[a].value_counts().to_dict() for a in task.conditions}
-    write_json(
-        out.with_suffix(".json"),
-        stage_config(
-            args,
-            task=task.name,
-            dataset=task.dataset,
-            conditions=list(task.conditions),
-            num_queries=len(draw.queries),
-            test_images=len(test),
-            draws=draw.draws,
-            skipped=draw.skipped,
-            query_class_counts=balance,
-            condition_counts=cond_balance,
-        ),
-    )
+    # the dataset's lock: A1 must not swap the folder while its queries are drawn
+    with stage_lock(dataset_dir(args.data_root, task.dataset)):
+        draw, test = draw_queries(args, task, out)
     log.info(
         "A2 %s: %d queries from %d test images (%d draws; skipped %s) → %s (%.1f s)",
         task.name,
@@ -68,6 +61,34 @@ def main(argv: list[str] | None = None) -> None:
         out,
         time.time() - t0,
     )
+
+
+def draw_queries(args, task, out):
+    """Draw the queries and write the .csv and its .json together (both or neither)."""
+    test, labels = load_test_split(args.data_root, task.name)
+    draw = make_queries(test, labels, task.conditions, args.num_queries, args.seed)
+    own = test.iloc[draw.rows]
+    balance = {a: own[a].value_counts().to_dict() for a in task.conditions}
+    cond_balance = {a: draw.queries[a].value_counts().to_dict() for a in task.conditions}
+    meta = out.with_suffix(".json")
+    with atomic_files(out.parent, [out.name, meta.name]) as tmp:
+        write_csv(tmp / out.name, draw.queries)
+        write_json(
+            tmp / meta.name,
+            stage_config(
+                args,
+                task=task.name,
+                dataset=task.dataset,
+                conditions=list(task.conditions),
+                num_queries=len(draw.queries),
+                test_images=len(test),
+                draws=draw.draws,
+                skipped=draw.skipped,
+                query_class_counts=balance,
+                condition_counts=cond_balance,
+            ),
+        )
+    return draw, test
 
 
 if __name__ == "__main__":

@@ -17,9 +17,18 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
-from src.artifacts import run_dir, stage_config, write_json
-from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
+from src.artifacts import atomic_files, run_dir, stage_config, stage_lock, write_json
+from src.cli import (
+    add_device_arg,
+    int_at_least,
+    resolve_device,
+    run_name_arg,
+    run_stage,
+    setup_logging,
+    stage_parser,
+)
 from src.embeddings import TRAIN_TRANSFORMS, extract_embeddings, save_embeddings
 from src.encoder import load_encoder
 from src.errors import SuiteError
@@ -33,9 +42,11 @@ def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=list(DATASETS), help="use the dataset's default run")
     p.add_argument(
-        "--run", help="a run name under --weights-root (default: the dataset's default run)"
+        "--run",
+        type=run_name_arg,
+        help="a run name under --weights-root (default: the dataset's default run)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int_at_least(1), default=256)
     p.add_argument(
         "--train-transform",
         choices=TRAIN_TRANSFORMS,
@@ -60,6 +71,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SuiteError(
             f"{out / 'encoder.pt'} not found: run B1_train_encoder.py --dataset {dataset} first"
         )
+    with stage_lock(out / "embeddings.npz"):
+        extract(args, run, out)
+
+
+def extract(args, run: str, out: Path) -> None:
+    """Embed both splits and write embeddings.npz and metrics.json together (both or neither)."""
     device = resolve_device(args.device)
     model, config = load_encoder(out, device)
     if args.dataset and config["dataset"] != args.dataset:
@@ -78,18 +95,20 @@ def main(argv: list[str] | None = None) -> None:
         train_transform=args.train_transform,
         seed=args.seed,
     )
-    path = save_embeddings(out, arrays)
     seconds = time.time() - t0
     counts = {s: int((arrays["split"] == s).sum()) for s in ("train", "test")}
-    write_json(
-        out / "metrics.json",
-        {
-            "test_accuracy": accuracy,
-            "train_transform": args.train_transform,  # which transform the train split got
-            "augmentation_seed": args.seed if args.train_transform == "train" else None,
-            **stage_config(args, run=run, counts=counts, seconds=round(seconds, 2)),
-        },
-    )
+    with atomic_files(out, ["embeddings.npz", "metrics.json"]) as tmp:
+        save_embeddings(tmp, arrays)
+        write_json(
+            tmp / "metrics.json",
+            {
+                "test_accuracy": accuracy,
+                "train_transform": args.train_transform,  # which transform the train split got
+                "augmentation_seed": args.seed if args.train_transform == "train" else None,
+                **stage_config(args, run=run, counts=counts, seconds=round(seconds, 2)),
+            },
+        )
+    path = out / "embeddings.npz"
     log.info(
         "C1 %s: %d train (%s transform) + %d test embeddings (E=%d) in %.1f s → %s; "
         "heads' test accuracy %s",

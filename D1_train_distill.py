@@ -16,10 +16,22 @@ import time
 import pandas as pd
 import torch
 
-from src.artifacts import run_dir, save_torch, stage_config, write_csv, write_json
+from src.artifacts import (
+    atomic_files,
+    require,
+    run_dir,
+    save_torch,
+    stage_config,
+    stage_lock,
+    write_csv,
+    write_json,
+)
 from src.cli import (
     add_device_arg,
+    int_at_least,
+    nonnegative_float,
     resolve_device,
+    run_name_arg,
     run_stage,
     seed_everything,
     setup_logging,
@@ -36,33 +48,57 @@ def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     p.add_argument("--task", required=True, choices=list(TASKS), help="which task's conditions")
     p.add_argument(
-        "--lambda", dest="lam", type=float, help="λ of the teacher; None = the task's default λ"
+        "--lambda",
+        dest="lam",
+        type=nonnegative_float,
+        help="λ of the teacher; None = the task's default λ",
     )
-    p.add_argument("--epochs", type=int, default=49, help="the authors evaluate epoch 49")
-    p.add_argument("--batch-size", type=int, default=512, help="teacher and student batch")
-    p.add_argument("--student-reg", type=float, default=0.0, help="weight of mean|s − z0|")
     p.add_argument(
-        "--run", help="encoder run under --weights-root; None = the dataset's default run"
+        "--epochs", type=int_at_least(1), default=49, help="the authors evaluate epoch 49"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int_at_least(2),
+        default=512,
+        help="teacher and student batch (BatchNorm needs ≥ 2)",
+    )
+    p.add_argument(
+        "--student-reg", type=nonnegative_float, default=0.0, help="weight of mean|s − z0|"
+    )
+    p.add_argument(
+        "--run",
+        type=run_name_arg,
+        help="encoder run under --weights-root; None = the dataset's default run",
     )
     add_device_arg(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from src.embeddings import load_embeddings
-    from src.encoder import load_encoder
-
     args = parse_args(argv)
     task = get_task(args.task)
     lam = task.default_lambda if args.lam is None else args.lam
-    if lam < 0:
-        raise SuiteError(f"--lambda must be ≥ 0, got {lam}")
     run = args.run or default_run(task.dataset)
     rdir = run_dir(args.weights_root, run)
     out = student_path(rdir, task.name, lam)
     setup_logging()
     seed_everything(args.seed)
     device = resolve_device(args.device)
+    require(rdir / "encoder.pt", f"B1_train_encoder.py --dataset {task.dataset}")
+    # the student's four files are built aside and moved in together: a failed D1 leaves the
+    # previous student, its config and its log exactly as they were
+    names = [out.name, out.with_suffix(".json").name, out.stem + "_log.csv", out.stem + ".log"]
+    with stage_lock(out), atomic_files(rdir, names) as tmp:
+        try:
+            train_student(args, task, run, lam, rdir, tmp / out.name, device)
+        finally:
+            setup_logging()  # close the log file before it is moved (or dropped)
+
+
+def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
+    """Distill the student and write its files as `out` (.pt), .json, _log.csv (in staging)."""
+    from src.embeddings import load_embeddings
+    from src.encoder import load_encoder
 
     encoder, enc_cfg = load_encoder(rdir, device)
     if enc_cfg.get("dataset") != task.dataset:
@@ -71,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{task.dataset}: pass --run of a {task.dataset} encoder"
         )
     emb = load_embeddings(rdir)
-    setup_logging(out.with_suffix(".log"))  # only now: a failed check leaves no file behind
+    setup_logging(out.with_suffix(".log"))
     z_train = torch.from_numpy(emb["z"][emb["split"] == "train"])
     log.info(
         "D1 %s: λ=%g, %d train embeddings of size %d, %d epochs on %s",
@@ -120,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         task.name,
         last["mse"],
         last["teacher_iterations"],
-        out,
+        rdir / out.name,
         time.time() - t0,
     )
 

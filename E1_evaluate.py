@@ -5,8 +5,8 @@
 Reads the queries (A2), the embeddings (C1), the encoder's heads (B1) and the student (D1, when
 trained); writes results/<run>/<task>/: metrics.json, retrievals_<method>.csv, table2/3/4/5/6 (.md
 and .csv, ours beside the paper's values; table3 with --target-mts), sweep.csv (--sweep),
-calibration.json (--target-mts), config.json. Each file is written atomically once everything
-has been computed.
+calibration.json (--target-mts), config.json, E1.log. The folder is built aside and swapped in
+whole once everything has been computed (E2's figures/ carried over), under a lock.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import time
 
 from src import evaluation as ev
 from src import paper
-from src.artifacts import results_dir, run_dir, stage_config, write_json
+from src.artifacts import atomic_dir, results_dir, run_dir, stage_config, write_json
 from src.cli import (
     add_device_arg,
+    nonnegative_float,
+    open_fraction,
     resolve_device,
+    run_name_arg,
     run_stage,
     seed_everything,
     setup_logging,
@@ -36,8 +39,10 @@ log = logging.getLogger("backward_search")
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     p.add_argument("--task", required=True, choices=list(TASKS), help="which task to evaluate")
-    p.add_argument("--run", help="encoder run under --weights-root (default: the dataset's)")
-    p.add_argument("--lambda", dest="lam", type=float, help="λ (default: the task's)")
+    p.add_argument(
+        "--run", type=run_name_arg, help="encoder run under --weights-root (default: the dataset's)"
+    )
+    p.add_argument("--lambda", dest="lam", type=nonnegative_float, help="λ (default: the task's)")
     p.add_argument(
         "--methods",
         help=f"comma-separated subset of {','.join(ev.METHODS)} "
@@ -49,7 +54,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--sweep", action="store_true", help="Fig 6: λ = 0 and 1/16 … 64 → sweep.csv")
     p.add_argument(
         "--target-mts",
-        type=float,
+        type=open_fraction,
         metavar="MTS",
         help="Table 3 protocol: find λ with mTS@10 ≈ MTS (e.g. 0.15) → calibration.json",
     )
@@ -77,8 +82,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     task = get_task(args.task)
     args.lam = task.default_lambda if args.lam is None else args.lam
-    if args.lam < 0 or (args.target_mts is not None and not 0 < args.target_mts < 1):
-        raise SuiteError("--lambda must be ≥ 0 and --target-mts between 0 and 1")
     run = args.run or default_run(task.dataset)
     out = results_dir(args.results_root, run, task.name)
     setup_logging()
@@ -91,22 +94,30 @@ def main(argv: list[str] | None = None) -> None:
     data = ev.load_eval_data(
         args.data_root, args.weights_root, task, run, device, args.exclude_query
     )
-    setup_logging(out / "E1.log")  # only now: a run with missing inputs leaves no file behind
-    n_q, n_db = data.z0.shape[0], data.db_z.shape[0]
-    log.info("E1 %s, run %s: %d queries, database %d (%s)", task.name, run, n_q, n_db, device)
-    results = ev.evaluate(
-        data,
-        methods,
-        args.lam,
-        seed=args.seed,
-        student=load_student(student_file, device)[0] if "student" in methods else None,
-        sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
-        target_mts=args.target_mts,
-    )
-    ev.write_results(out, results)
-    write_json(out / "config.json", stage_config(args, run=run, device=str(device)))
-    for line in ev.summary_lines(results):
-        log.info(line)
+    # the task's folder is built aside and swapped in whole (E2's figures/ carried over): no
+    # file of an earlier run (a stale sweep.csv, retrievals_student.csv) survives beside new ones
+    with atomic_dir(out, keep=("figures",)) as tmp:
+        setup_logging(tmp / "E1.log")
+        try:
+            n_q, n_db = data.z0.shape[0], data.db_z.shape[0]
+            log.info(
+                "E1 %s, run %s: %d queries, database %d (%s)", task.name, run, n_q, n_db, device
+            )
+            results = ev.evaluate(
+                data,
+                methods,
+                args.lam,
+                seed=args.seed,
+                student=load_student(student_file, device)[0] if "student" in methods else None,
+                sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
+                target_mts=args.target_mts,
+            )
+            ev.write_results(tmp, results)
+            write_json(tmp / "config.json", stage_config(args, run=run, device=str(device)))
+            for line in ev.summary_lines(results):
+                log.info(line)
+        finally:
+            setup_logging()  # close E1.log before the folder is swapped in (or dropped)
     log.info("E1 wrote %s (%.1f s)", out, time.time() - t0)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import random
 import sys
 from collections.abc import Callable
@@ -25,20 +27,109 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# ---------------------------------------------------------------------------------------------
+# Argument types: a bad value is refused at parse time with argparse's one line (exit 2)
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer ≥ `low` (epochs ≥ 1, workers ≥ 0, …)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small: use an integer ≥ {low}")
+        return value
+
+    parse.__name__ = f"integer ≥ {low}"  # argparse names the type in its message
+    return parse
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (learning rate, lr gamma, …)."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be > 0")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """An argparse type: a finite number ≥ 0 (λ, weight decay, regularisation weights)."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be ≥ 0")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1 (a target mTS@10)."""
+    value = _finite(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value:g} must be between 0 and 1")
+    return value
+
+
+MIN_IMAGE_SIZE = 16  # below this the backbones' stride-32 stages have nothing left to pool
+image_size = int_at_least(MIN_IMAGE_SIZE)
+image_size.__name__ = "image size"
+
+
+def run_name_arg(text: str) -> str:
+    """An argparse type: a run name (one safe folder name; see artifacts.check_run_name)."""
+    from src.artifacts import check_run_name
+
+    try:
+        return check_run_name(text, "run name")
+    except SuiteError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def folder_arg(text: str) -> Path:
+    """An argparse type: a folder that exists or can be created (not a file)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+
+
 def stage_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the flags every stage has."""
     p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     p.add_argument(
-        "--data-root", type=Path, default=Path("data"), help="processed datasets (A1, A2 outputs)"
+        "--data-root",
+        type=folder_arg,
+        default=Path("data"),
+        help="processed datasets (A1, A2 outputs)",
     )
     p.add_argument(
-        "--weights-root", type=Path, default=Path("weights"), help="encoders, embeddings, students"
+        "--weights-root",
+        type=folder_arg,
+        default=Path("weights"),
+        help="encoders, embeddings, students",
     )
     p.add_argument(
-        "--results-root", type=Path, default=Path("results"), help="metrics, tables, figures"
+        "--results-root", type=folder_arg, default=Path("results"), help="metrics, tables, figures"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="random seed; the same seed gives the same artifacts"
+        "--seed",
+        type=int_at_least(0),
+        default=0,
+        help="random seed; the same seed gives the same artifacts",
     )
     return p
 
@@ -91,12 +182,45 @@ def setup_logging(log_file: Path | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=handlers, force=True)
 
 
+# The errors of the machine, not of our code: a full or read-only disk, permissions, a path that
+# is a file where a folder is needed. They become one line; any other OSError (EBADF, EINVAL, a
+# missing file we should have checked with `require`, …) is a bug and keeps its traceback.
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "the disk is full: free space, then re-run (finished artifacts are intact)",
+    errno.EDQUOT: "the disk quota is exceeded: free space, then re-run",
+    errno.EROFS: "the file system is read-only: choose writable --data-root/--weights-root/--results-root",
+    errno.EACCES: "permission denied: fix the permissions or choose other roots",
+    errno.EPERM: "operation not permitted: fix the permissions or choose other roots",
+    errno.ENOTDIR: "a path component is a file, not a folder: check the roots",
+    errno.EEXIST: "a file is in the way of a folder: check the roots",
+    errno.EISDIR: "a folder is where a file should be: remove it or choose other roots",
+    errno.ENAMETOOLONG: "the path is too long: choose shorter roots",
+    errno.EIO: "an input/output error from the disk: check the device",
+}
+
+
+def environment_error(e: OSError) -> str | None:
+    """One line for an OSError caused by the machine (disk, permissions), else None."""
+    hint = ENVIRONMENT_ERRNOS.get(e.errno) if e.errno is not None else None
+    if hint is None:
+        return None
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}; {hint}"
+
+
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
-    """Run a stage's main; a SuiteError becomes a one-line message on stderr and exit code 2."""
+    """Run a stage's main; a SuiteError or an error of the machine (disk full, read-only,
+    permissions) becomes a one-line message on stderr and exit code 2; bugs keep their traceback."""
     try:
         main(argv)
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        line = environment_error(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

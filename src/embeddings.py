@@ -133,4 +133,13 @@ def load_embeddings(run_dir: str | Path) -> dict[str, np.ndarray]:
     missing = [k for k in ("image", "split", "z") if k not in arrays]
     if missing:
         raise SuiteError(f"{Path(run_dir) / 'embeddings.npz'} lacks {missing}; re-run {C1_HINT}")
+    if arrays["z"].ndim != 2 or len(arrays["z"]) != len(arrays["image"]):
+        raise SuiteError(f"{Path(run_dir) / 'embeddings.npz'} has a malformed z; re-run {C1_HINT}")
+    bad = ~np.isfinite(arrays["z"]).all(axis=1)  # checked before any stage draws or writes
+    if bad.any():
+        raise SuiteError(
+            f"{Path(run_dir) / 'embeddings.npz'} holds NaN or infinite embeddings ({int(bad.sum())}"
+            f" rows, e.g. {arrays['image'][bad][0]}): a diverged encoder? re-train with "
+            f"B1_train_encoder.py, then re-run {C1_HINT}"
+        )
     return arrays

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from src.artifacts import queries_path, require
+from src.artifacts import queries_path, read_table
 from src.datasets.common import read_labels, read_split, split_tags
 from src.errors import SuiteError
 from src.tasks import get_task
@@ -147,14 +147,24 @@ class _Rules:
 
 
 def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
-    """The query file of `task` (query_id int, every other column str), checked against the task."""
+    """The query file of `task` (query_id int, every other column str), checked against the task:
+    its columns, integer ids, and no query image of the train split (class names: by the reader)."""
     spec = get_task(task)
-    path = require(queries_path(data_root, spec.dataset, task), f"A2_make_queries.py --task {task}")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ["query_id", "image", *spec.conditions, "tags"] if c not in df.columns]
-    if missing:
-        raise SuiteError(f"{path} lacks columns {missing}; re-run A2_make_queries.py --task {task}")
-    df["query_id"] = df["query_id"].astype(np.int64)
+    path = queries_path(data_root, spec.dataset, task)
+    hint = f"A2_make_queries.py --task {task}"
+    df = read_table(path, ["query_id", "image", *spec.conditions, "tags"], hint)
+    ids = pd.to_numeric(df["query_id"], errors="coerce")
+    if ids.isna().any() or (ids != ids.round()).any():
+        raise SuiteError(f"{path} has a query_id that is not an integer; re-run {hint}")
+    df["query_id"] = ids.astype(np.int64)
+    train = read_split(data_root, spec.dataset, "train")
+    test = read_split(data_root, spec.dataset, "test")
+    stray = df["image"].isin(train["image"]) & ~df["image"].isin(test["image"])
+    if stray.any():  # queries come from the test split (SPEC §3); A1 was re-run with another split
+        raise SuiteError(
+            f"{path} has {int(stray.sum())} query image(s) of the train split (e.g. "
+            f"{df.loc[stray, 'image'].iloc[0]}); re-run {hint}"
+        )
     return df
 
 

@@ -142,12 +142,15 @@ def test_image_i_does_not_depend_on_the_image_count(small, tmp_path):
 
 
 def test_bad_sizes_fail_cleanly(tmp_path, capsys):
-    assert run_a1(tmp_path, "--num-images", "5") == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "--num-images 5" in err
+    """Refused when the arguments are parsed (argparse's one line, exit 2), before any work."""
+    for flags, said in [
+        (("--num-images", "5"), "argument --num-images: 5 is too small"),
+        (("--image-size", "8", "--num-images", "20"), "argument --image-size: 8 is too small"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            run_a1(tmp_path, *flags)
+        assert e.value.code == 2 and said in capsys.readouterr().err
     assert not (tmp_path / "synthart").exists()
-    assert run_a1(tmp_path, "--image-size", "8", "--num-images", "20") == 2
-    assert "--image-size 8" in capsys.readouterr().err
 
 
 def test_tags_cells_round_trip(small):

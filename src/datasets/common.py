@@ -23,8 +23,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from src.artifacts import dataset_dir, read_json, require, write_csv, write_json
+from src.artifacts import dataset_dir, read_json, read_table, write_csv, write_json
 from src.errors import SuiteError
+from src.tasks import get_dataset
 
 log = logging.getLogger("backward_search")
 
@@ -115,14 +116,52 @@ def write_processed(out_dir: Path, data: Processed) -> None:
 
 
 def read_labels(data_root: str | Path, dataset: str) -> dict[str, list[str]]:
-    return read_json(dataset_dir(data_root, dataset) / "labels.json", a1_hint(dataset))
+    """labels.json of a processed dataset: {attribute: [class names]} for every label attribute."""
+    path = dataset_dir(data_root, dataset) / "labels.json"
+    labels = read_json(path, a1_hint(dataset))
+    attrs = get_dataset(dataset).attributes
+    if not isinstance(labels, dict) or not all(
+        isinstance(labels.get(a), list) and labels[a] for a in attrs
+    ):
+        raise SuiteError(
+            f"{path} does not list the classes of {', '.join(attrs)}; re-run {a1_hint(dataset)}"
+        )
+    return labels
+
+
+def split_columns(dataset: str) -> list[str]:
+    """The columns of train.csv / test.csv: image, one per label attribute, tags."""
+    return ["image", *get_dataset(dataset).attributes, "tags"]
 
 
 def read_split(data_root: str | Path, dataset: str, split: str) -> pd.DataFrame:
     """One split of a processed dataset; class names and tags as strings (empty tags → '')."""
-    path = require(dataset_dir(data_root, dataset) / f"{split}.csv", a1_hint(dataset))
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return df
+    path = dataset_dir(data_root, dataset) / f"{split}.csv"
+    return read_table(path, split_columns(dataset), a1_hint(dataset))
+
+
+QUERY_FILES = ("queries_*.csv", "queries_*.json")
+
+
+def carry_queries(old_dir: Path, new_dir: Path) -> list[Path]:
+    """Keep A2's query files across a re-run of A1 when the split is unchanged; return the removed.
+
+    Queries name test images and class names, so they stay valid exactly when labels.json,
+    train.csv and test.csv are byte-identical (same membership, labels and tags); otherwise they
+    are dropped, and the caller says so loudly.
+    """
+    found = sorted(p for pattern in QUERY_FILES for p in old_dir.glob(pattern))
+    if not found:
+        return []
+    same = all(
+        (old_dir / n).is_file() and (old_dir / n).read_bytes() == (new_dir / n).read_bytes()
+        for n in ("labels.json", "train.csv", "test.csv")
+    )
+    if not same:
+        return found
+    for p in found:
+        shutil.copy2(p, new_dir / p.name)
+    return []
 
 
 class ImageWriter:

@@ -1,0 +1,634 @@
+"""What the suite promises about bad input and failing machines (issue 9), as a list of probes.
+
+Every probe is something a careless or hostile user did; each failed on the code before issue 9.
+The promises: a bad flag is refused when parsed (argparse's one line, exit 2); a run name cannot
+leave its root; a stage's outputs are replaced whole or not at all, by one writer at a time; a
+killed run's temporaries are cleaned by the next run; a corrupt input is one line naming the file
+and the stage to re-run; a full or read-only disk is one line, the old artifacts intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import A1_preprocess
+import A2_make_queries
+import C1_extract_embeddings
+import D1_train_distill
+import E1_evaluate
+from src.artifacts import (
+    atomic_dir,
+    atomic_files,
+    atomic_path,
+    clean_stale_temps,
+    load_npz,
+    load_torch,
+    lock_path,
+    read_json,
+    read_table,
+    results_dir,
+    run_dir,
+    save_npz,
+    save_torch,
+    stage_lock,
+    write_json,
+)
+from src.cli import run_stage
+from src.errors import SuiteError
+from src.queries import read_queries
+from src.student import student_path
+from tests._pipeline import Pipeline, build_pipeline
+
+STAGES = {
+    "A1": A1_preprocess,
+    "A2": A2_make_queries,
+    "C1": C1_extract_embeddings,
+    "D1": D1_train_distill,
+    "E1": E1_evaluate,
+}
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return int(proc.stdout)
+
+
+def temp_name(target: str, pid: int, host: str | None = None) -> str:
+    """The name our atomic helpers give a temporary of `target` written by `pid`."""
+    from src.artifacts import _HOST
+
+    return f".{target}.~{host or _HOST}-{pid}-0badc0de.tmp"
+
+
+def one_error_line(err: str) -> str:
+    """stderr holds exactly one line, `error: …`; return it."""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A tiny pipeline (A1 → C1 artifacts), built once; tests work on copies."""
+    return build_pipeline(tmp_path_factory.mktemp("template"), "synthart").root
+
+
+@pytest.fixture
+def pipe(template, tmp_path):
+    root = tmp_path / "p"
+    shutil.copytree(template, root)
+    return Pipeline(root, root / "data", root / "weights", root / "results", "synthart", "tiny_e18")
+
+
+def roots(p) -> list[str]:
+    return ["--data-root", str(p.data_root), "--weights-root", str(p.weights_root),
+            "--results-root", str(p.results_root)]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Numeric flags are validated when parsed: argparse's one line, exit 2, nothing written
+
+PARSE_PROBES = [
+    ("A1", ["--dataset", "synthart", "--image-size", "0"], "--image-size: 0 is too small"),
+    ("A1", ["--dataset", "synthart", "--num-images", "-5"], "--num-images: -5 is too small"),
+    ("A1", ["--dataset", "wikiart", "--shorter-side", "-1"], "--shorter-side: -1 is too small"),
+    ("A1", ["--dataset", "synthart", "--seed", "-1"], "--seed: -1 is too small"),
+    ("A2", ["--task", "synthart-style", "--num-queries", "0"], "--num-queries: 0 is too small"),
+    ("C1", ["--dataset", "synthart", "--batch-size", "0"], "--batch-size: 0 is too small"),
+    ("D1", ["--task", "synthart-style", "--epochs", "0"], "--epochs: 0 is too small"),
+    ("D1", ["--task", "synthart-style", "--batch-size", "1"], "--batch-size: 1 is too small"),
+    ("D1", ["--task", "synthart-style", "--lambda", "nan"], "'nan' is not a finite number"),
+    ("D1", ["--task", "synthart-style", "--lambda", "-1"], "--lambda: -1 must be ≥ 0"),
+    ("D1", ["--task", "synthart-style", "--student-reg", "x"], "'x' is not a number"),
+    ("E1", ["--task", "synthart-style", "--lambda", "inf"], "'inf' is not a finite number"),
+    ("E1", ["--task", "synthart-style", "--target-mts", "1.5"], "between 0 and 1"),
+    ("E1", ["--task", "synthart-style", "--target-mts", "0"], "between 0 and 1"),
+]
+
+
+@pytest.mark.parametrize(("stage", "argv", "said"), PARSE_PROBES, ids=lambda v: str(v))
+def test_numeric_flags_are_refused_when_parsed(stage, argv, said, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        STAGES[stage].main([*argv, "--data-root", str(tmp_path / "d"),
+                            "--weights-root", str(tmp_path / "w")])  # fmt: skip
+    assert e.value.code == 2
+    assert said in capsys.readouterr().err.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []  # no student_*_lamnan.log, no folder
+
+
+def test_a_root_that_is_a_file_is_refused_when_parsed(tmp_path, capsys):
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(SystemExit):
+        A1_preprocess.main(["--dataset", "synthart", "--data-root", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert "argument --data-root: " in err and "is a file, not a folder" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. A run name is one safe folder name: nothing escapes --weights-root / --results-root
+
+BAD_RUNS = ["../../x", "/abs/path", "..", ".", ".hidden", "-rf", "a/b", "a\\b", "", "x" * 101,
+            "cub run", "ünï"]  # fmt: skip
+
+
+@pytest.mark.parametrize("run", BAD_RUNS)
+def test_run_names_cannot_leave_their_root(run, tmp_path):
+    with pytest.raises(SuiteError, match="is not a run name"):
+        run_dir(tmp_path, run)
+    with pytest.raises(SuiteError, match="is not a run name"):
+        results_dir(tmp_path, run, "synthart-style")
+    with pytest.raises(SuiteError, match="is not a run name"):
+        results_dir(tmp_path, "ok", run or "..")  # the task component too
+
+
+@pytest.mark.parametrize("stage", ["C1", "D1", "E1"])
+def test_run_flag_is_refused_when_parsed(stage, tmp_path, capsys):
+    first = {"C1": ["--dataset", "synthart"], "D1": ["--task", "synthart-style"],
+             "E1": ["--task", "synthart-style"]}[stage]  # fmt: skip
+    with pytest.raises(SystemExit):
+        STAGES[stage].main([*first, "--run", "../../escape", "--weights-root", str(tmp_path)])
+    assert "argument --run: run name '../../escape' is not a run name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_run_names_are_kept(tmp_path):
+    for run in ["cub_convnext_base_e256_ft", "tiny_e18", "a.b-c", "_x"]:
+        assert run_dir(tmp_path, run) == tmp_path / run
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Whole outputs, one writer: atomic swap of folders and file sets, lock files
+
+
+def test_atomic_dir_swaps_a_finished_folder_whole(tmp_path):
+    out = tmp_path / "ds"
+    with atomic_dir(out) as tmp:
+        (tmp / "old.txt").write_text("1")
+        (tmp / "figures").mkdir()
+        (tmp / "figures" / "f.png").write_text("fig")
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "new.txt").write_text("2")
+        assert (out / "old.txt").read_text() == "1"  # old one intact while the new is built
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "old.txt"]
+    with atomic_dir(out, keep=("figures",)) as tmp:
+        (tmp / "new.txt").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "new.txt"]  # old.txt: not stale
+    assert (out / "figures" / "f.png").read_text() == "fig"  # another stage's files carried
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no lock, no temp, no .old
+
+
+def test_atomic_dir_repairs_a_swap_killed_half_way(tmp_path):
+    out, old = tmp_path / "ds", tmp_path / ".ds.old"
+    old.mkdir()
+    (old / "x.txt").write_text("the last whole one")  # renamed aside, new one never renamed in
+    with pytest.raises(RuntimeError), atomic_dir(out):
+        raise RuntimeError("fails again")
+    assert (out / "x.txt").read_text() == "the last whole one"
+
+
+def test_atomic_files_moves_a_set_in_together(tmp_path):
+    (tmp_path / "a.pt").write_text("old a")
+    (tmp_path / "a.log").write_text("old log")
+    (tmp_path / "other.npz").write_text("another stage's")
+    with pytest.raises(ValueError), atomic_files(tmp_path, ["a.pt", "a.log"]) as tmp:
+        (tmp / "a.log").write_text("half")
+        raise ValueError("training failed")
+    assert (tmp_path / "a.pt").read_text() == "old a" and (
+        tmp_path / "a.log"
+    ).read_text() == "old log"
+    with atomic_files(tmp_path, ["a.pt", "a.log"]) as tmp:
+        (tmp / "a.pt").write_text("new a")
+    assert (tmp_path / "a.pt").read_text() == "new a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "other.npz"]  # stale log gone
+
+
+def write_lock(path: Path, pid: int, host: str | None = None) -> Path:
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                "command": "E1_evaluate.py --task x", "started": "then"}))  # fmt: skip
+    return lock
+
+
+def test_a_second_writer_is_refused_naming_the_lock(tmp_path):
+    lock = write_lock(tmp_path / "ds", os.getppid())  # a live process on this host
+    with pytest.raises(SuiteError) as e, atomic_dir(tmp_path / "ds"):
+        pass
+    msg = str(e.value)
+    assert f"pid {os.getppid()}" in msg and str(lock) in msg and "delete" in msg and "\n" not in msg
+    assert lock.exists()  # not ours to remove
+    write_lock(tmp_path / "remote", 1, host="another-host")  # cannot tell: refuse
+    with pytest.raises(SuiteError, match="another-host"), stage_lock(tmp_path / "remote"):
+        pass
+
+
+def test_a_real_concurrent_writer_is_refused(tmp_path):
+    """Another process holds the lock (really): the second writer is refused, then may go."""
+    code = (
+        "import sys, time; from src.artifacts import stage_lock\n"
+        "with stage_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.readline()"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ds")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SuiteError, match=f"pid {holder.pid} "), atomic_dir(tmp_path / "ds"):
+            pass
+    finally:
+        holder.communicate("\n", timeout=60)
+    with atomic_dir(tmp_path / "ds") as tmp:
+        (tmp / "x").write_text("mine")
+    assert (tmp_path / "ds" / "x").read_text() == "mine"
+
+
+def test_an_empty_lock_is_stale_after_a_minute(tmp_path):
+    lock = lock_path(tmp_path / "ds")
+    lock.write_text("")  # killed between creating the lock and writing who holds it
+    with pytest.raises(SuiteError, match="another process"), stage_lock(tmp_path / "ds"):
+        pass
+    os.utime(lock, (1, 1))
+    with stage_lock(tmp_path / "ds"):
+        pass
+    assert not lock.exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    lock = write_lock(tmp_path / "ds", dead_pid())
+    with atomic_dir(tmp_path / "ds") as tmp:
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        (tmp / "x").write_text("ok")
+    assert not lock.exists() and (tmp_path / "ds" / "x").exists()
+
+
+def test_a1_refuses_while_another_writer_holds_the_dataset(tmp_path, capsys):
+    write_lock(tmp_path / "synthart", os.getppid())
+    rc = run_stage(A1_preprocess.main, ["--dataset", "synthart", "--data-root", str(tmp_path)])
+    assert rc == 2 and ".synthart.lock" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "synthart").exists()
+
+
+def test_c1_refuses_while_another_writer_holds_its_embeddings(pipe, capsys):
+    npz = pipe.weights_root / pipe.run / "embeddings.npz"
+    before = npz.read_bytes()
+    write_lock(npz, os.getppid())
+    rc = run_stage(C1_extract_embeddings.main, [*roots(pipe), "--run", pipe.run])
+    assert rc == 2 and ".embeddings.npz.lock" in one_error_line(capsys.readouterr().err)
+    assert npz.read_bytes() == before
+
+
+def d1_argv(p, *extra: str) -> list[str]:
+    return [*roots(p), "--run", p.run, "--task", "synthart-style", "--epochs", "1",
+            "--batch-size", "64", "--device", "cpu", *extra]  # fmt: skip
+
+
+def test_a_failed_d1_leaves_the_good_student_untouched(pipe, capsys, monkeypatch):
+    assert run_stage(D1_train_distill.main, d1_argv(pipe)) == 0
+    rdir = pipe.weights_root / pipe.run
+    files = {p.name: p.read_bytes() for p in rdir.glob("student_*")}
+    assert len(files) == 4  # .pt, .json, _log.csv, .log
+
+    def fails(*a, **k):
+        import logging
+
+        logging.getLogger("backward_search").info("D1 epoch 1/1: half-way")
+        raise SuiteError("distill: training embeddings hold NaN or inf; re-run C1")
+
+    monkeypatch.setattr(D1_train_distill, "distill", fails)
+    assert run_stage(D1_train_distill.main, d1_argv(pipe)) == 2
+    assert {p.name: p.read_bytes() for p in rdir.glob("student_*")} == files  # log not appended
+    assert not [p for p in rdir.iterdir() if p.name.startswith(".")]  # no temp, no lock
+
+
+def test_e1_replaces_its_folder_whole(pipe):
+    base = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu",
+            "--methods", "random,knn"]  # fmt: skip
+    out = results_dir(pipe.results_root, pipe.run, "synthart-style")
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "results_q0.png").write_text("E2's")
+    (out / "sweep.csv").write_text("lambda\n1\n")  # a stale sweep of an earlier --sweep run
+    assert run_stage(E1_evaluate.main, base) == 0
+    names = {p.name for p in out.iterdir()}
+    assert "sweep.csv" not in names and "retrievals_knn.csv" in names and "figures" in names
+    assert (out / "figures" / "results_q0.png").read_text() == "E2's"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["synthart-style"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The temporaries of a killed run are removed by the next run (never a live writer's)
+
+
+def test_killed_runs_temporaries_are_cleaned_but_live_ones_kept(tmp_path):
+    dead, live = dead_pid(), os.getppid()
+    (tmp_path / temp_name("checkpoint.pt", dead)).write_bytes(b"half a checkpoint")
+    (tmp_path / temp_name("synthart", dead)).mkdir()
+    (tmp_path / temp_name("synthart", dead) / "00001.png").write_bytes(b"png")
+    (tmp_path / temp_name("encoder.pt", live)).write_bytes(b"being written")
+    (tmp_path / temp_name("encoder.pt", dead, host="abcdef")).write_bytes(b"another host's")
+    write_json(tmp_path / "metrics.json", {"v": 1})  # any atomic write cleans its folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["metrics.json", temp_name("encoder.pt", live), temp_name("encoder.pt", dead, "abcdef")]
+    )
+
+
+def test_under_its_lock_an_outputs_older_temporaries_are_stale(tmp_path):
+    old = tmp_path / ".synthart.x7k2p9.tmp"  # mkdtemp's name (no pid) from before issue 9
+    old.mkdir()
+    os.utime(old, (1, 1))
+    other = tmp_path / ".cub.x7k2p9.tmp"  # another output's: not ours to judge
+    other.mkdir()
+    os.utime(other, (1, 1))
+    with stage_lock(tmp_path / "synthart"):
+        assert not old.exists() and other.exists()
+    assert clean_stale_temps(tmp_path) == []
+
+
+def test_a1_run_cleans_what_a_killed_a1_left(tmp_path):
+    killed = tmp_path / temp_name("synthart", dead_pid())
+    killed.mkdir()
+    (killed / "images").mkdir()
+    a1 = ["--dataset", "synthart", "--data-root", str(tmp_path), "--num-images", "20",
+          "--image-size", "16"]  # fmt: skip
+    assert run_stage(A1_preprocess.main, a1) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthart"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. A1 keeps A2's queries when the split is unchanged, and says so loudly when it drops them
+
+
+def test_a1_rerun_keeps_queries_of_the_same_split_and_warns_otherwise(tmp_path, capsys):
+    a1 = ["--dataset", "synthart", "--data-root", str(tmp_path), "--num-images", "40",
+          "--image-size", "16"]  # fmt: skip
+    assert run_stage(A1_preprocess.main, a1) == 0
+    q = tmp_path / "synthart" / "queries_synthart-style.csv"
+    q.write_text("query_id,image,style,tags\n0,images/test/00001.png,flat,a\n")
+    q.with_suffix(".json").write_text("{}")
+    assert run_stage(A1_preprocess.main, a1) == 0  # same seed: the same split
+    assert q.exists() and q.with_suffix(".json").exists()
+    assert "WARNING" not in capsys.readouterr().out
+    assert run_stage(A1_preprocess.main, [*a1, "--seed", "1"]) == 0  # another split
+    assert not q.exists()
+    warned = [m for m in capsys.readouterr().out.splitlines() if m.startswith("WARNING")]
+    assert any("queries_synthart-style.csv" in m and "A2_make_queries.py" in m for m in warned)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Corrupt inputs: one line naming the file and the stage to re-run
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _empty(p: Path) -> None:
+    p.write_bytes(b"")
+
+
+def _flip(p: Path) -> None:
+    b = bytearray(p.read_bytes())
+    for i in range(len(b) // 3, len(b) // 3 + 16):
+        b[i] ^= 0xFF
+    p.write_bytes(bytes(b))
+
+
+DAMAGE = {"truncated": _truncate, "empty": _empty, "bit-flipped": _flip}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_npz_is_one_line(damage, tmp_path):
+    p = tmp_path / "embeddings.npz"
+    save_npz(p, z=np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32),
+             image=np.array([f"{i}.png" for i in range(200)]))  # fmt: skip
+    DAMAGE[damage](p)
+    with pytest.raises(SuiteError) as e:
+        load_npz(p, "C1_extract_embeddings.py")
+    assert str(p) in str(e.value) and "re-run C1" in str(e.value) and "\n" not in str(e.value)
+
+
+class _Payload:
+    pass
+
+
+@pytest.mark.parametrize("damage", [*DAMAGE, "pickled object"])
+def test_a_damaged_or_unsafe_torch_file_is_one_line(damage, tmp_path):
+    p = tmp_path / "encoder.pt"
+    save_torch(p, {"model": {"w": torch.arange(4000.0)}, "config": {"e": 3}})
+    if damage == "pickled object":
+        torch.save(_Payload(), p)  # loading it would run pickle code
+    else:
+        DAMAGE[damage](p)
+    with pytest.raises(SuiteError) as e:
+        load_torch(p, "B1_train_encoder.py")
+    assert str(p) in str(e.value) and "re-run B1" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b'{"style": [', b"", b"\xff\xfe\x00{", b"\x00" * 64])
+def test_a_damaged_json_is_one_line(content, tmp_path):
+    p = tmp_path / "labels.json"
+    p.write_bytes(content)
+    with pytest.raises(SuiteError, match=r"labels.json is not readable JSON .*; re-run A1"):
+        read_json(p, "A1_preprocess.py")
+
+
+TABLE_PROBES = [
+    ("train.csv without tags", "train.csv", "image,style,genre\na.png,flat,portrait\n",
+     "lacks column(s) tags"),
+    ("test.csv without image", "test.csv", "style,genre,tags\nflat,portrait,a\n",
+     "lacks column(s) image"),
+    ("test.csv without genre", "test.csv", "image,style,tags\na.png,flat,a\n",
+     "lacks column(s) genre"),
+    ("0-byte queries", "queries_synthart-style.csv", "", "is empty"),
+    ("header-only queries", "queries_synthart-style.csv", "query_id,image,style,tags\n",
+     "has a header but no rows"),
+    ("queries without style", "queries_synthart-style.csv", "query_id,image,tags\n0,a.png,t\n",
+     "lacks column(s) style"),
+    ("queries with a bad id", "queries_synthart-style.csv",
+     "query_id,image,style,tags\nx,a.png,flat,t\n", "query_id that is not an integer"),
+    ("binary queries", "queries_synthart-style.csv", "\x00\xff\xfe garbage", "re-run A2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("probe", "name", "text", "said"), TABLE_PROBES, ids=lambda v: str(v))
+def test_a_bad_table_names_the_file_and_column(probe, name, text, said, pipe):
+    from src.datasets.common import read_split
+
+    path = pipe.data_root / "synthart" / name
+    path.write_text(text, encoding="latin-1")
+    with pytest.raises(SuiteError) as e:
+        if name.startswith("queries"):
+            read_queries(pipe.data_root, "synthart-style")
+        else:
+            read_split(pipe.data_root, "synthart", name.removesuffix(".csv"))
+    msg = str(e.value)
+    assert str(path) in msg and said in msg and "re-run" in msg and "\n" not in msg
+
+
+def test_read_table_is_the_one_schema_check(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("a,b\n1,2\n")
+    assert list(read_table(p, ["a"], "X").columns) == ["a", "b"]
+    with pytest.raises(SuiteError, match=r"t.csv lacks column\(s\) c; re-run X"):
+        read_table(p, ["a", "c"], "X")
+
+
+@pytest.mark.parametrize(("stage", "damage"), [("D1", "truncated"), ("E1", "bit-flipped"),
+                                               ("E1", "header-only queries")])  # fmt: skip
+def test_stages_report_a_damaged_input_in_one_line(stage, damage, pipe, capsys):
+    if damage == "header-only queries":
+        (pipe.data_root / "synthart" / "queries_synthart-style.csv").write_text(
+            "query_id,image,style,tags\n"
+        )
+    else:
+        DAMAGE[damage](pipe.weights_root / pipe.run / "embeddings.npz")
+    argv = d1_argv(pipe) if stage == "D1" else [*roots(pipe), "--run", pipe.run, "--task",
+                                                 "synthart-style", "--device", "cpu"]  # fmt: skip
+    assert run_stage(STAGES[stage].main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "re-run" in err
+    assert not (pipe.results_root / pipe.run).exists()
+    assert not student_path(pipe.weights_root / pipe.run, "synthart-style", 1.0).exists()
+
+
+@pytest.mark.parametrize("stage", ["D1", "E1"])
+def test_nan_embeddings_are_refused_before_anything_is_written(stage, pipe, capsys):
+    from src.embeddings import load_embeddings
+
+    path = pipe.weights_root / pipe.run / "embeddings.npz"
+    arrays = load_embeddings(path.parent)
+    arrays["z"][3, 1] = np.nan
+    save_npz(path, **arrays)
+    argv = d1_argv(pipe) if stage == "D1" else [*roots(pipe), "--run", pipe.run, "--task",
+                                                 "synthart-style", "--device", "cpu"]  # fmt: skip
+    assert run_stage(STAGES[stage].main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "NaN" in err and str(arrays["image"][3]) in err
+    assert not (pipe.results_root / pipe.run).exists()
+
+
+def test_a_query_from_the_train_split_is_refused(pipe, capsys):
+    qfile = pipe.data_root / "synthart" / "queries_synthart-style.csv"
+    q = pd.read_csv(qfile, dtype=str)
+    q.loc[2, "image"] = pd.read_csv(pipe.data_root / "synthart" / "train.csv")["image"][0]
+    q.to_csv(qfile, index=False)
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "query image(s) of the train split" in err and "re-run A2_make_queries.py" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Folders get the umask's normal mode (not mkdtemp's 0700)
+
+
+def test_new_folders_and_files_have_the_umasks_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "ds") as tmp:
+            (tmp / "x").write_text("x")
+        write_json(tmp_path / "m.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ds").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. A full or read-only disk: one line, exit 2, the old artifacts intact; bugs keep a traceback
+
+
+@pytest.mark.parametrize(("code", "said"), [(errno.ENOSPC, "the disk is full"),
+                                            (errno.EROFS, "read-only"),
+                                            (errno.EACCES, "permission denied"),
+                                            (errno.ENOTDIR, "is a file, not a folder")])  # fmt: skip
+def test_machine_errors_are_one_line(code, said, capsys):
+    def main(argv):
+        raise OSError(code, os.strerror(code), "weights/run/encoder.pt")
+
+    assert run_stage(main, []) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "weights/run/encoder.pt" in err and said in err
+
+
+@pytest.mark.parametrize("bug", [KeyError("tags"), OSError(errno.EBADF, "Bad file descriptor")])
+def test_programming_errors_keep_their_traceback(bug):
+    def main(argv):
+        raise bug
+
+    with pytest.raises(type(bug)):
+        run_stage(main, [])
+
+
+def test_a_full_disk_during_torch_save_is_enospc_and_keeps_the_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "encoder.pt"
+    save_torch(p, {"w": torch.ones(3)})
+
+    def full(obj, f):
+        Path(f).write_bytes(b"PK half")
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError) as e:
+        save_torch(p, {"w": torch.zeros(3)})
+    assert e.value.errno == errno.ENOSPC
+    assert torch.equal(load_torch(p, "B1")["w"], torch.ones(3))
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["encoder.pt"]
+
+
+def test_a1_on_a_full_disk_is_one_line_and_keeps_the_old_dataset(tmp_path, capsys, monkeypatch):
+    a1 = ["--dataset", "synthart", "--data-root", str(tmp_path), "--num-images", "20",
+          "--image-size", "16"]  # fmt: skip
+    assert run_stage(A1_preprocess.main, a1) == 0
+    before = (tmp_path / "synthart" / "train.csv").read_bytes()
+    import src.datasets.common as common
+
+    def full(path, df):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(common, "write_csv", full)
+    capsys.readouterr()
+    assert run_stage(A1_preprocess.main, [*a1, "--seed", "3"]) == 2
+    assert "the disk is full" in one_error_line(capsys.readouterr().err)
+    assert (tmp_path / "synthart" / "train.csv").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthart"]
+
+
+def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
+    with pytest.raises(OSError), atomic_path(tmp_path / "x.csv") as tmp:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Task and dataset names come from the registry (argparse choices), so they cannot escape either
+
+
+@pytest.mark.parametrize(("stage", "flag"), [("A1", "--dataset"), ("A2", "--task"),
+                                             ("D1", "--task"), ("E1", "--task")])  # fmt: skip
+def test_task_and_dataset_names_are_registry_choices(stage, flag, capsys):
+    with pytest.raises(SystemExit):
+        STAGES[stage].main([flag, "../../x"])
+    assert "invalid choice: '../../x'" in capsys.readouterr().err
+
+
+def test_read_table_keeps_cells_as_strings(tmp_path):
+    """read_table returns strings: ids and tags are never reinterpreted."""
+    p = tmp_path / "t.csv"
+    pd.DataFrame({"image": ["007.png"], "tags": ["NA"]}).to_csv(p, index=False)
+    df = read_table(p, ["image", "tags"], "A1")
+    assert df.loc[0, "image"] == "007.png" and df.loc[0, "tags"] == "NA"
