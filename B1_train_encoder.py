@@ -28,9 +28,10 @@ from src.cli import (
 )
 from src.datasets.common import read_labels
 from src.encoder import BACKBONES, encoder_config
+from src.engine import make_runtime
 from src.errors import SuiteError
 from src.tasks import AUTHORS_TRAINING, DATASETS, PAPER_TEXT_TRAINING, get_dataset
-from src.training import make_runtime, train_encoder
+from src.training import train_encoder
 
 log = logging.getLogger("backward_search")
 

@@ -17,9 +17,9 @@ from src.artifacts import run_dir, stage_config, write_json
 from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
 from src.embeddings import extract_embeddings, save_embeddings
 from src.encoder import load_encoder
+from src.engine import default_workers
 from src.errors import SuiteError
 from src.tasks import DATASETS, default_run
-from src.training import default_workers
 
 log = logging.getLogger("backward_search")
 

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from src.artifacts import load_npz, save_npz
+from src.data import load_split
 from src.datasets.common import read_labels
 from src.encoder import Encoder
 from src.errors import SuiteError
-from src.training import load_split
 
 C1_HINT = "C1_extract_embeddings.py"
 SPLITS = ("train", "test")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from src.artifacts import dataset_dir, read_json, require, write_csv, write_json
 from src.errors import SuiteError
+from src.hints import a1_hint
 
 log = logging.getLogger("backward_search")
 
@@ -38,10 +39,6 @@ class Processed:
     train: pd.DataFrame
     test: pd.DataFrame
     notes: dict = field(default_factory=dict)  # counts, skipped files, warnings → config.json
-
-
-def a1_hint(dataset: str) -> str:
-    return f"A1_preprocess.py --dataset {dataset}"
 
 
 def join_tags(tags) -> str:
