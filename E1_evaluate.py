@@ -16,7 +16,7 @@ import sys
 import time
 
 from src import evaluation as ev
-from src import paper
+from src import paper, tables
 from src.artifacts import results_dir, run_dir, stage_config, write_json
 from src.cli import (
     add_device_arg,
@@ -27,6 +27,7 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
+from src.eval_data import load_eval_data
 from src.student import load_student, student_path
 from src.tasks import TASKS, default_run, get_task
 
@@ -88,9 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = chosen_methods(args, student_file)
     t0 = time.time()
 
-    data = ev.load_eval_data(
-        args.data_root, args.weights_root, task, run, device, args.exclude_query
-    )
+    data = load_eval_data(args.data_root, args.weights_root, task, run, device, args.exclude_query)
     setup_logging(out / "E1.log")  # only now: a run with missing inputs leaves no file behind
     n_q, n_db = data.z0.shape[0], data.db_z.shape[0]
     log.info("E1 %s, run %s: %d queries, database %d (%s)", task.name, run, n_q, n_db, device)
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
         target_mts=args.target_mts,
     )
-    ev.write_results(out, results)
+    tables.write_results(out, results)
     write_json(out / "config.json", stage_config(args, run=run, device=str(device)))
     for line in ev.summary_lines(results):
         log.info(line)

@@ -34,7 +34,7 @@ from src.drawing import (
 from src.embeddings import load_embeddings
 from src.encoder import image_transform, load_encoder
 from src.errors import SuiteError
-from src.evaluation import database_rows
+from src.eval_data import database_rows
 from src.hints import C1_HINT, hint
 from src.labels import class_ids
 from src.report import read_json_or_none
