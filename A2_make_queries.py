@@ -14,11 +14,11 @@ import sys
 import time
 
 from src.artifacts import queries_path, stage_config, write_csv, write_json
-from src.cli import run_stage, setup_logging, stage_parser
+from src.cli import LOGGER, run_stage, setup_logging, stage_parser
 from src.queries import DEFAULT_SEED, load_test_split, make_queries
 from src.tasks import TASKS, get_task
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from src.artifacts import run_dir, run_name, stage_config, write_json
 from src.cli import (
+    LOGGER,
     add_device_arg,
     resolve_device,
     run_stage,
@@ -30,10 +31,11 @@ from src.datasets.common import read_labels
 from src.encoder import BACKBONES, encoder_config
 from src.engine import make_runtime
 from src.errors import SuiteError
+from src.hints import a1_hint
 from src.tasks import AUTHORS_TRAINING, DATASETS, PAPER_TEXT_TRAINING, get_dataset
 from src.training import train_encoder
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 # Flags that override one value of the recipe (absent = keep the recipe's value).
 OVERRIDES = {
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = read_labels(args.data_root, spec.name)
     missing = [a for a in spec.attributes if a not in labels]
     if missing:
-        raise SuiteError(f"labels.json of {spec.name} lacks {missing}; re-run A1_preprocess.py")
+        raise SuiteError(f"labels.json of {spec.name} lacks {missing}; re-run {a1_hint(spec.name)}")
     config = encoder_config(
         spec.name,
         recipe["backbone"],

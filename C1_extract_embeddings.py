@@ -14,14 +14,15 @@ import sys
 import time
 
 from src.artifacts import run_dir, stage_config, write_json
-from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
+from src.cli import LOGGER, add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
 from src.embeddings import extract_embeddings, save_embeddings
 from src.encoder import load_encoder
 from src.engine import default_workers
 from src.errors import SuiteError
+from src.hints import hint
 from src.tasks import DATASETS, default_run
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (out / "encoder.pt").exists():
         dataset = args.dataset or "D"
         raise SuiteError(
-            f"{out / 'encoder.pt'} not found: run B1_train_encoder.py --dataset {dataset} first"
+            f"{out / 'encoder.pt'} not found: run {hint('B1', '--dataset', dataset)} first"
         )
     device = resolve_device(args.device)
     model, config = load_encoder(out, device)

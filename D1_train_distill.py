@@ -18,6 +18,7 @@ import torch
 
 from src.artifacts import run_dir, save_torch, stage_config, write_csv, write_json
 from src.cli import (
+    LOGGER,
     add_device_arg,
     resolve_device,
     run_stage,
@@ -29,7 +30,7 @@ from src.errors import SuiteError
 from src.student import HIDDEN, distill, student_path
 from src.tasks import TASKS, default_run, get_task
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):

@@ -19,6 +19,7 @@ from src import evaluation as ev
 from src import paper, tables
 from src.artifacts import results_dir, run_dir, stage_config, write_json
 from src.cli import (
+    LOGGER,
     add_device_arg,
     resolve_device,
     run_stage,
@@ -28,10 +29,11 @@ from src.cli import (
 )
 from src.errors import SuiteError
 from src.eval_data import load_eval_data
+from src.hints import hint
 from src.student import load_student, student_path
 from src.tasks import TASKS, default_run, get_task
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
@@ -68,7 +70,7 @@ def chosen_methods(args, student_file) -> list[str]:
         raise SuiteError(f"--methods {args.methods!r}: choose from {', '.join(ev.METHODS)}")
     if "student" in methods and not student_file.exists():
         raise SuiteError(
-            f"{student_file} not found: run D1_train_distill.py --task {args.task} "
+            f"{student_file} not found: run {hint('D1', '--task', args.task)} "
             f"--lambda {args.lam:g} first"
         )
     return methods

@@ -19,6 +19,7 @@ from pathlib import Path
 from src import figures
 from src.artifacts import results_dir, run_dir, stage_config, write_json
 from src.cli import (
+    LOGGER,
     add_device_arg,
     resolve_device,
     run_stage,
@@ -32,7 +33,7 @@ from src.report import read_json_or_none, write_report
 from src.student import student_path
 from src.tasks import TASKS, default_run, get_task, tasks_of
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
@@ -106,6 +107,7 @@ def visualize(args) -> None:
         args.data_root, args.weights_root, task, run, resolve_device(args.device)
     )
     results = results_dir(args.results_root, run, task.name)
+    setup_logging(results / "figures" / "E2.log")  # only now: missing inputs leave no file behind
     e1_lam = (read_json_or_none(results / "metrics.json") or {}).get("lambda")
     lam = next(v for v in (args.lam, e1_lam, task.default_lambda) if v is not None)
     if args.image is not None:
@@ -142,9 +144,8 @@ def visualize(args) -> None:
     write_json(figs / "config.json", stage_config(args, run=run, search_lambda=lam))
     for p in paths:
         log.info("E2: wrote %s", p)
-    print(
-        f"report: {write_report(args.results_root, args.weights_root, args.data_root, run, task.dataset)}"
-    )
+    report = write_report(args.results_root, args.weights_root, args.data_root, run, task.dataset)
+    log.info("report: %s", report)
 
 
 if __name__ == "__main__":

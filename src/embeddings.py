@@ -18,8 +18,8 @@ from src.data import load_split
 from src.datasets.common import read_labels
 from src.encoder import Encoder
 from src.errors import SuiteError
+from src.hints import C1_HINT, hint
 
-C1_HINT = "C1_extract_embeddings.py"
 SPLITS = ("train", "test")
 
 
@@ -31,7 +31,7 @@ def check_labels(config: Mapping[str, Any], labels: Mapping[str, list[str]], whe
         if have != want:
             raise SuiteError(
                 f"the encoder's {a} head has {want} classes but {where} lists {have}; "
-                f"re-run B1_train_encoder.py --dataset {config['dataset']} on this data"
+                f"re-run {hint('B1', '--dataset', config['dataset'])} on this data"
             )
 
 

@@ -19,13 +19,14 @@ from torchvision import models, transforms
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
 from src.artifacts import load_torch
+from src.cli import LOGGER
 from src.errors import SuiteError
+from src.hints import B1_HINT
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-B1_HINT = "B1_train_encoder.py"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ from scipy import sparse
 from src.artifacts import queries_path, require
 from src.datasets.common import read_labels, read_split, split_tags
 from src.errors import SuiteError
+from src.hints import hint
+from src.labels import class_ids
+from src.metrics import tag_matrices
 from src.tasks import get_task
 
 MIN_TARGETS = 10
@@ -63,7 +66,9 @@ def make_queries(
     n = len(test)
     if n == 0:
         raise SuiteError("the test split is empty; re-run A1 for this dataset")
-    ids = np.stack([_class_ids(test[a], labels[a], a) for a in conditions], axis=1)  # n × m
+    ids = np.stack(
+        [class_ids(test[a], a, labels[a], "the test split") for a in conditions], axis=1
+    )  # n × m
     sizes = [len(labels[a]) for a in conditions]
     key = np.ravel_multi_index(ids.T, sizes)  # one integer per class tuple
     # candidates: p ∝ 1 / frequency of the candidate's class tuple
@@ -112,7 +117,8 @@ class _Rules:
     """SPEC §3 rules 3 and 5 for one candidate row and one condition (a class-tuple key)."""
 
     def __init__(self, key: np.ndarray, n_keys: int, tag_cells: pd.Series):
-        self.tags, self.counts = _tag_matrix([split_tags(t) for t in tag_cells])
+        (self.tags,) = tag_matrices([split_tags(t) for t in tag_cells])
+        self.counts = self.tags.getnnz(1).astype(np.float64)
         self.tagged = self.counts > 0
         self.order = np.argsort(key, kind="stable")
         self.bounds = np.searchsorted(key[self.order], np.arange(n_keys + 1))
@@ -149,11 +155,11 @@ class _Rules:
 def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
     """The query file of `task` (query_id int, every other column str), checked against the task."""
     spec = get_task(task)
-    path = require(queries_path(data_root, spec.dataset, task), f"A2_make_queries.py --task {task}")
+    path = require(queries_path(data_root, spec.dataset, task), hint("A2", "--task", task))
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in ["query_id", "image", *spec.conditions, "tags"] if c not in df.columns]
     if missing:
-        raise SuiteError(f"{path} lacks columns {missing}; re-run A2_make_queries.py --task {task}")
+        raise SuiteError(f"{path} lacks columns {missing}; re-run {hint('A2', '--task', task)}")
     df["query_id"] = df["query_id"].astype(np.int64)
     return df
 
@@ -163,26 +169,3 @@ def load_test_split(data_root: str | Path, task: str) -> tuple[pd.DataFrame, dic
     spec = get_task(task)
     labels = read_labels(data_root, spec.dataset)
     return read_split(data_root, spec.dataset, "test"), labels
-
-
-def _class_ids(names: pd.Series, classes: list[str], attr: str) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    ids = names.map(index)
-    if ids.isna().any():
-        bad = names[ids.isna()].iloc[0]
-        raise SuiteError(
-            f"test split has {attr} {bad!r}, which labels.json does not list; re-run A1"
-        )
-    return ids.to_numpy(dtype=np.int64)
-
-
-def _tag_matrix(tag_sets: list[frozenset[str]]) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """A binary images × vocabulary CSR matrix and each image's tag count."""
-    vocab: dict[str, int] = {}
-    indptr, indices = [0], []
-    for s in tag_sets:
-        indices.extend(vocab.setdefault(t, len(vocab)) for t in sorted(s))
-        indptr.append(len(indices))
-    data = np.ones(len(indices), dtype=np.float32)
-    m = sparse.csr_matrix((data, indices, indptr), shape=(len(tag_sets), max(1, len(vocab))))
-    return m, np.diff(m.indptr).astype(np.float64)

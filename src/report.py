@@ -17,6 +17,7 @@ import pandas as pd
 
 from src.artifacts import dataset_dir, queries_path, results_dir, run_dir, write_text
 from src.evaluation import METHODS
+from src.hints import hint
 from src.paper import METHOD_NAMES, TABLE3_TARGET_MTS, TABLE5_DEVICE
 from src.tables import TITLES, fmt_cell, md_table
 from src.tasks import AUTHORS_TRAINING, Task, get_dataset, tasks_of
@@ -203,7 +204,7 @@ def task_section(base: Path, task: Task, data_cfg: Any, enc_cfg: Any) -> list[st
         if rs is not None:
             out += ["", f"Retrieved similarity, teacher vs student (Table 6): {rs:.3f}"]
     else:
-        out += ["", "No metrics.json: run `E1_evaluate.py --task " + task.name + "` first."]
+        out += ["", f"No metrics.json: run `{hint('E1', '--task', task.name)}` first."]
     out.append("")
     for stem, title in TITLES.items():
         md = tdir / f"{stem}.md"

@@ -21,11 +21,13 @@ from tqdm.auto import tqdm
 
 from src.artifacts import load_torch
 from src.backward_search import backward_search
+from src.cli import LOGGER
 from src.errors import SuiteError
+from src.hints import hint
 
 HIDDEN = 128
-logger = logging.getLogger("backward_search")
-D1 = "D1_train_distill.py"
+logger = logging.getLogger(LOGGER)
+D1 = hint("D1")
 
 
 def student_path(run_dir: str | Path, task: str, lam: float) -> Path:
