@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import asdict
 
 import pandas as pd
 import torch
@@ -27,7 +28,7 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
-from src.student import HIDDEN, distill, student_path
+from src.student import HIDDEN, DistillConfig, distill, student_path
 from src.tasks import TASKS, default_run, get_task
 
 log = logging.getLogger(LOGGER)
@@ -39,9 +40,12 @@ def parse_args(argv: list[str] | None):
     p.add_argument(
         "--lambda", dest="lam", type=float, help="λ of the teacher; None = the task's default λ"
     )
-    p.add_argument("--epochs", type=int, default=49, help="the authors evaluate epoch 49")
-    p.add_argument("--batch-size", type=int, default=512, help="teacher and student batch")
-    p.add_argument("--student-reg", type=float, default=0.0, help="weight of mean|s − z0|")
+    d = DistillConfig()
+    p.add_argument("--epochs", type=int, default=d.epochs, help="the authors evaluate epoch 49")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="teacher and student batch")
+    p.add_argument(
+        "--student-reg", type=float, default=d.student_reg, help="weight of mean|s − z0|"
+    )
     p.add_argument(
         "--run", help="encoder run under --weights-root; None = the dataset's default run"
     )
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs,
         device,
     )
+    settings = DistillConfig(
+        epochs=args.epochs, batch_size=args.batch_size, student_reg=args.student_reg
+    )
     t0 = time.time()
     student, epochs_log = distill(
         encoder.heads,
@@ -90,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         task.conditions,
         enc_cfg["num_classes"],
         lam,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        student_reg=args.student_reg,
+        **asdict(settings),
         seed=args.seed,
         device=device,
     )
@@ -105,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         "num_classes": {a: int(enc_cfg["num_classes"][a]) for a in task.conditions},
         "hidden": HIDDEN,
         "lambda": lam,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": 1e-3,
-        "student_reg": args.student_reg,
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "lr": settings.lr,
+        "student_reg": settings.student_reg,
         "seed": args.seed,
     }
     model = {k: v.cpu() for k, v in student.state_dict().items()}

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 model = build_encoder(config).to(rt.device)
                 if rt.device.type == "cuda":
                     model = model.to(memory_format=torch.channels_last)
-                recipe = dict(AUTHORS_TRAINING)
+                recipe = AUTHORS_TRAINING
                 syn = measure(model, synthetic(batch, size, config, rt), rt, recipe, steps, warmup)
                 ld = None
                 if table is not None:

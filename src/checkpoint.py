@@ -15,6 +15,7 @@ import torch
 from src.artifacts import load_torch, save_torch
 from src.errors import SuiteError
 from src.hints import B1_HINT
+from src.tasks import Recipe
 
 # Settings a checkpoint must share with the flags to be resumed.
 RESUME_KEYS = ("backbone", "embedding_size", "frozen", "attributes", "num_classes", "image_size")
@@ -66,7 +67,7 @@ def check_resumable(ckpt_config: Mapping[str, Any], config: Mapping[str, Any], p
 def save_checkpoint(
     path: Path,
     config: Mapping[str, Any],
-    recipe: Mapping[str, Any],
+    recipe: Recipe,
     epoch: int,
     model,
     optimizer,
@@ -80,7 +81,7 @@ def save_checkpoint(
         path,
         {
             "config": config,
-            "recipe": dict(recipe),
+            "recipe": recipe.as_dict(),
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -11,7 +11,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from src.data import ImageTable
 from src.encoder import Encoder
 from src.errors import SuiteError
+from src.tasks import Recipe
 
 # ---------------------------------------------------------------------------------------------
 # Devices, DDP, precision
@@ -181,27 +181,27 @@ def evaluate(model: Encoder, batches, rt: Runtime, attrs: Sequence[str]) -> dict
     return {a: c / n for a, c in zip(attrs, total[1:], strict=True)}
 
 
-def lr_factor(recipe: Mapping[str, Any], steps_per_epoch: int):
+def lr_factor(recipe: Recipe, steps_per_epoch: int):
     """Learning-rate factor per optimisation step: optional linear warm-up, then StepLR (the
     authors': ×lr_gamma every lr_step epochs) or, with schedule='cosine', a cosine decay to 0."""
-    warm = int(recipe.get("warmup_epochs", 0) * steps_per_epoch)
-    total = max(1, int(recipe["epochs"]) * steps_per_epoch - warm)
-    cosine = recipe.get("schedule", "step") == "cosine"
+    warm = int(recipe.warmup_epochs * steps_per_epoch)
+    total = max(1, recipe.epochs * steps_per_epoch - warm)
+    cosine = recipe.schedule == "cosine"
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         if cosine:
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / total)))
-        return recipe["lr_gamma"] ** (step // steps_per_epoch // recipe["lr_step"])
+        return recipe.lr_gamma ** (step // steps_per_epoch // recipe.lr_step)
 
     return factor
 
 
-def make_optimizer(model: nn.Module, recipe: Mapping[str, Any], rt: Runtime, steps_per_epoch=1):
+def make_optimizer(model: nn.Module, recipe: Recipe, rt: Runtime, steps_per_epoch: int = 1):
     """Adam on the trainable parameters, the per-step schedule, a grad scaler for fp16 (SPEC §4)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    optimizer = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe, steps_per_epoch))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
     return optimizer, scheduler, scaler

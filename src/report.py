@@ -131,7 +131,8 @@ def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> lis
     recipe = training_settings(enc_cfg)
     if task.paper_column is not None and recipe:
         paper = {
-            k: AUTHORS_TRAINING[k] for k in ("backbone", "embedding_size", "epochs", "pretrained")
+            k: getattr(AUTHORS_TRAINING, k)
+            for k in ("backbone", "embedding_size", "epochs", "pretrained")
         }
         diff = [
             f"{k} {recipe[k]} (paper: {v})"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,14 @@ from src.data import load_split, maybe_cache
 from src.drawing import draw_training_curves
 from src.encoder import build_encoder
 from src.engine import Runtime, evaluate, loader, make_optimizer, train_one_epoch
+from src.tasks import Recipe
 
 log = logging.getLogger(LOGGER)
 
 
 def train_encoder(
     config: dict[str, Any],
-    recipe: Mapping[str, Any],
+    recipe: Recipe,
     data_root: Path,
     out_dir: Path,
     rt: Runtime,
@@ -51,7 +51,7 @@ def train_encoder(
     maybe_cache(train_set, rt.workers, "train")
     maybe_cache(test_set, rt.workers, "test")
 
-    model = build_encoder(config, recipe["pretrained"]).to(rt.device)
+    model = build_encoder(config, recipe.pretrained).to(rt.device)
     if rt.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     torch.manual_seed(seed + rt.rank)  # same init on all ranks (DDP syncs it), own augmentation
@@ -63,7 +63,7 @@ def train_encoder(
         else model
     )
 
-    batch = int(recipe["batch_size"])
+    batch = recipe.batch_size
     sampler = DistributedSampler(train_set, rt.world, rt.rank, shuffle=True, seed=seed)
     per_rank = math.ceil(len(train_set) / rt.world)
     train_batches = loader(train_set, rt, batch, sampler, drop_last=per_rank % batch == 1)
@@ -79,8 +79,8 @@ def train_encoder(
             torch.manual_seed(seed + rt.rank + 7919 * start)
         log.info("resumed from %s at epoch %d", ckpt_path, start)
 
-    epochs = int(recipe["epochs"])
-    every = max(1, int(recipe["checkpoint_every"]))
+    epochs = recipe.epochs
+    every = max(1, recipe.checkpoint_every)
     t_start = time.time()
     for epoch in range(start + 1, epochs + 1):
         t0 = time.time()

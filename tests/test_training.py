@@ -19,6 +19,7 @@ import src.engine as engine
 import src.training as training
 from src.artifacts import load_torch
 from src.errors import SuiteError
+from src.tasks import Recipe
 from tests._encoder import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,12 +177,12 @@ def test_ddp_on_cpu_with_two_processes(data_root, tmp_path):
 
 
 def test_lr_schedules():
-    authors = {"epochs": 30, "lr_step": 10, "lr_gamma": 0.1}
+    authors = Recipe(epochs=30, lr_step=10, lr_gamma=0.1)
     f = engine.lr_factor(authors, steps_per_epoch=5)  # StepLR(10, 0.1) per epoch, per step
     assert [f(e * 5 + 4) for e in (0, 9, 10, 19, 20, 29)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01]
     )
-    demo = {"epochs": 4, "lr_step": 1, "lr_gamma": 0.1, "schedule": "cosine", "warmup_epochs": 1}
+    demo = Recipe(epochs=4, lr_step=1, lr_gamma=0.1, schedule="cosine", warmup_epochs=1)
     g = engine.lr_factor(demo, steps_per_epoch=10)
     assert g(0) == pytest.approx(0.1) and g(9) == pytest.approx(1.0)  # linear warm-up
     assert g(10) == pytest.approx(1.0) and g(25) == pytest.approx(0.5)
@@ -202,7 +203,7 @@ def test_a_non_finite_loss_stops_b1_naming_epoch_and_step():
 
     model = Diverging()
     rt = engine.Runtime(torch.device("cpu"))
-    recipe = {"epochs": 1, "lr": 0.5, "weight_decay": 0.0, "lr_step": 1, "lr_gamma": 1.0}
+    recipe = Recipe(epochs=1, lr=0.5, weight_decay=0.0, lr_step=1, lr_gamma=1.0)
     optimizer, scheduler, scaler = engine.make_optimizer(model, recipe, rt, 3)
     y = torch.zeros(4, 1, dtype=torch.int64)
     batches = [(torch.ones(4, 2), y), (torch.full((4, 2), float("inf")), y), (torch.ones(4, 2), y)]
