@@ -42,8 +42,3 @@ def class_ids(
             raise SuiteError(f"{where}: {attr} class {name!r} is not in labels.json; {fix}")
         out[j] = i
     return out
-
-
-def class_id(vocab: Sequence[str], attr: str, name: str, where: str, fix: str, loose=False) -> int:
-    """One class name → its id (see class_ids)."""
-    return int(class_ids([name], attr, vocab, where, fix, loose)[0])

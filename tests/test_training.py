@@ -19,7 +19,7 @@ import src.engine as engine
 import src.training as training
 from src.artifacts import load_torch
 from src.errors import SuiteError
-from src.tasks import Recipe
+from src.tasks import AUTHORS_TRAINING, PAPER_TEXT_TRAINING, SYNTHART_TRAINING, Recipe
 from tests._encoder import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,3 +214,22 @@ def test_a_non_finite_loss_stops_b1_naming_epoch_and_step():
     optimizer, scheduler, scaler = engine.make_optimizer(model, recipe, rt, 1)
     loss, acc = engine.train_one_epoch(model, good, optimizer, scheduler, scaler, rt, ["a"])
     assert math.isfinite(loss) and set(acc) == {"a"}
+
+
+def test_recipes_are_typed_and_store_the_same_keys():
+    """config.json's "recipe": the authors' keys only for real datasets, plus the demo's own three."""
+    authors = AUTHORS_TRAINING.as_dict()
+    assert list(authors) == [
+        "backbone", "pretrained", "embedding_size", "epochs", "batch_size", "lr", "weight_decay",
+        "lr_step", "lr_gamma", "image_size", "random_resized_crop", "checkpoint_every",
+    ]  # fmt: skip
+    assert list(SYNTHART_TRAINING.as_dict()) == [
+        *authors,
+        "schedule",
+        "warmup_epochs",
+        "vertical_flip",
+    ]
+    assert PAPER_TEXT_TRAINING.epochs == 100 and PAPER_TEXT_TRAINING.random_resized_crop
+    flags = b1.override_flags()
+    assert "random_resized_crop" not in flags and flags["lr"][0] is float
+    assert "authors 0.01" in flags["lr"][1] and "synthart demo 0.002" in flags["lr"][1]
