@@ -22,11 +22,11 @@ from src.artifacts import (
     write_csv,
     write_json,
 )
-from src.cli import int_at_least, run_stage, setup_logging, stage_parser
+from src.cli import LOGGER, int_at_least, run_stage, setup_logging, stage_parser
 from src.queries import DEFAULT_SEED, load_test_split, make_queries
 from src.tasks import TASKS, get_task
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):

@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import sys
 from argparse import SUPPRESS
+from dataclasses import fields, replace
 from pathlib import Path
 
 from src.artifacts import run_dir, run_name, stage_config, write_json
 from src.cli import (
+    LOGGER,
     add_device_arg,
     resolve_device,
     run_stage,
@@ -28,26 +30,45 @@ from src.cli import (
 )
 from src.datasets.common import read_labels
 from src.encoder import BACKBONES, encoder_config
+from src.engine import make_runtime
 from src.errors import SuiteError
-from src.tasks import AUTHORS_TRAINING, DATASETS, PAPER_TEXT_TRAINING, get_dataset
-from src.training import make_runtime, train_encoder
+from src.hints import a1_hint
+from src.tasks import (
+    AUTHORS_TRAINING,
+    DATASETS,
+    PAPER_TEXT_TRAINING,
+    SYNTHART_TRAINING,
+    Recipe,
+    get_dataset,
+)
+from src.training import train_encoder
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
-# Flags that override one value of the recipe (absent = keep the recipe's value).
-OVERRIDES = {
-    "backbone": (str, "backbone: " + ", ".join(BACKBONES)),
-    "pretrained": (str, "backbone weights: imagenet, none, or PATH to a torchvision state dict"),
-    "embedding_size": (int, "embedding size E (paper: 64, 128, 256)"),
-    "epochs": (int, "training epochs"),
-    "batch_size": (int, "batch size (per process under torchrun)"),
-    "lr": (float, "Adam learning rate"),
-    "weight_decay": (float, "Adam weight decay"),
-    "lr_step": (int, "StepLR: epochs between learning-rate drops"),
-    "lr_gamma": (float, "StepLR: factor of each drop"),
-    "image_size": (int, "input size in px (crop side)"),
-    "checkpoint_every": (int, "write checkpoint.pt every N epochs (and at the end)"),
+
+def override_flags() -> dict[str, tuple[type, str]]:
+    """Recipe field → (type, help) for every field that has a flag; the help shows the presets."""
+    out = {}
+    for f in fields(Recipe):
+        if "help" not in f.metadata:
+            continue
+        text = f.metadata["help"] + (": " + ", ".join(BACKBONES) if f.name == "backbone" else "")
+        presets = {n: getattr(r, f.name) for n, r in RECIPES.items()}
+        if len(set(map(str, presets.values()))) == 1:
+            text += f" (preset: {presets['authors']})"
+        else:
+            text += " (presets: " + ", ".join(f"{n} {v}" for n, v in presets.items()) + ")"
+        out[f.name] = (type(getattr(AUTHORS_TRAINING, f.name)), text)
+    return out
+
+
+# The named recipes --recipe picks from (default: the dataset's preset).
+RECIPES = {
+    "authors": AUTHORS_TRAINING,
+    "paper": PAPER_TEXT_TRAINING,
+    "synthart demo": SYNTHART_TRAINING,
 }
+OVERRIDES = override_flags()
 
 
 def parse_args(argv: list[str] | None):
@@ -78,29 +99,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     spec = get_dataset(args.dataset)
     base = {"default": spec.training, "authors": AUTHORS_TRAINING, "paper": PAPER_TEXT_TRAINING}
-    recipe = dict(base[args.recipe])
-    recipe |= {k: v for k, v in vars(args).items() if k in OVERRIDES}
-    if recipe["backbone"] not in BACKBONES:
+    recipe = replace(base[args.recipe], **{k: v for k, v in vars(args).items() if k in OVERRIDES})
+    if recipe.backbone not in BACKBONES:
         raise SuiteError(
-            f"unknown backbone {recipe['backbone']!r}; choose one of: {', '.join(BACKBONES)}"
+            f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
         )
     labels = read_labels(args.data_root, spec.name)
     missing = [a for a in spec.attributes if a not in labels]
     if missing:
-        raise SuiteError(f"labels.json of {spec.name} lacks {missing}; re-run A1_preprocess.py")
+        raise SuiteError(f"labels.json of {spec.name} lacks {missing}; re-run {a1_hint(spec.name)}")
     config = encoder_config(
         spec.name,
-        recipe["backbone"],
-        recipe["embedding_size"],
+        recipe.backbone,
+        recipe.embedding_size,
         args.freeze_backbone,
         {a: labels[a] for a in spec.attributes},
-        recipe["image_size"],
+        recipe.image_size,
         spec.square_resize,
-        pretrained=str(recipe["pretrained"]),
-        random_resized_crop=bool(recipe["random_resized_crop"]),
-        vertical_flip=bool(recipe.get("vertical_flip", True)),
+        pretrained=str(recipe.pretrained),
+        random_resized_crop=recipe.random_resized_crop,
+        vertical_flip=recipe.vertical_flip,
     )
-    run = run_name(spec.name, recipe["backbone"], recipe["embedding_size"], args.freeze_backbone)
+    run = run_name(spec.name, recipe.backbone, recipe.embedding_size, args.freeze_backbone)
     out = run_dir(args.weights_root, run)
 
     rt = make_runtime(resolve_device(args.device), args.workers)
@@ -116,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         rt.world,
         "es" if rt.world > 1 else "",
         rt.amp_dtype or "fp32",
-        ", ".join(f"{k}={v}" for k, v in recipe.items()),
+        ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items()),
     )
     result = train_encoder(config, recipe, Path(args.data_root), out, rt, args.seed, args.resume)
     if rt.main:
@@ -125,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             stage_config(
                 args,
                 run=run,
-                recipe=recipe,
+                recipe=recipe.as_dict(),
                 encoder=config,
                 device=str(rt.device),
                 processes=rt.world,

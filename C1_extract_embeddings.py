@@ -21,6 +21,7 @@ from pathlib import Path
 
 from src.artifacts import atomic_files, run_dir, stage_config, stage_lock, write_json
 from src.cli import (
+    LOGGER,
     add_device_arg,
     int_at_least,
     resolve_device,
@@ -31,11 +32,12 @@ from src.cli import (
 )
 from src.embeddings import TRAIN_TRANSFORMS, extract_embeddings, save_embeddings
 from src.encoder import load_encoder
+from src.engine import default_workers
 from src.errors import SuiteError
+from src.hints import hint
 from src.tasks import DATASETS, default_run, get_dataset
-from src.training import default_workers
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (out / "encoder.pt").exists():
         dataset = args.dataset or "D"
         raise SuiteError(
-            f"{out / 'encoder.pt'} not found: run B1_train_encoder.py --dataset {dataset} first"
+            f"{out / 'encoder.pt'} not found: run {hint('B1', '--dataset', dataset)} first"
         )
     with stage_lock(out / "embeddings.npz"):
         extract(args, run, out)

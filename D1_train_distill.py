@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import asdict
 
 import pandas as pd
 import torch
@@ -27,6 +28,7 @@ from src.artifacts import (
     write_json,
 )
 from src.cli import (
+    LOGGER,
     add_device_arg,
     int_at_least,
     nonnegative_float,
@@ -38,10 +40,10 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
-from src.student import HIDDEN, distill, student_path
+from src.student import HIDDEN, DistillConfig, distill, student_path
 from src.tasks import TASKS, default_run, get_task
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
@@ -53,17 +55,21 @@ def parse_args(argv: list[str] | None):
         type=nonnegative_float,
         help="λ of the teacher; None = the task's default λ",
     )
+    d = DistillConfig()
     p.add_argument(
-        "--epochs", type=int_at_least(1), default=49, help="the authors evaluate epoch 49"
+        "--epochs", type=int_at_least(1), default=d.epochs, help="the authors evaluate epoch 49"
     )
     p.add_argument(
         "--batch-size",
         type=int_at_least(2),
-        default=512,
+        default=d.batch_size,
         help="teacher and student batch (BatchNorm needs ≥ 2)",
     )
     p.add_argument(
-        "--student-reg", type=nonnegative_float, default=0.0, help="weight of mean|s − z0|"
+        "--student-reg",
+        type=nonnegative_float,
+        default=d.student_reg,
+        help="weight of mean|s − z0|",
     )
     p.add_argument(
         "--run",
@@ -118,6 +124,9 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         args.epochs,
         device,
     )
+    settings = DistillConfig(
+        epochs=args.epochs, batch_size=args.batch_size, student_reg=args.student_reg
+    )
     t0 = time.time()
     student, epochs_log = distill(
         encoder.heads,
@@ -125,9 +134,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         task.conditions,
         enc_cfg["num_classes"],
         lam,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        student_reg=args.student_reg,
+        **asdict(settings),
         seed=args.seed,
         device=device,
     )
@@ -140,10 +147,10 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         "num_classes": {a: int(enc_cfg["num_classes"][a]) for a in task.conditions},
         "hidden": HIDDEN,
         "lambda": lam,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": 1e-3,
-        "student_reg": args.student_reg,
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "lr": settings.lr,
+        "student_reg": settings.student_reg,
         "seed": args.seed,
     }
     model = {k: v.cpu() for k, v in student.state_dict().items()}

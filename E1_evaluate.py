@@ -16,9 +16,10 @@ import sys
 import time
 
 from src import evaluation as ev
-from src import paper
+from src import paper, tables
 from src.artifacts import atomic_dir, results_dir, run_dir, stage_config, write_json
 from src.cli import (
+    LOGGER,
     add_device_arg,
     nonnegative_float,
     open_fraction,
@@ -30,10 +31,12 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
+from src.eval_data import load_eval_data
+from src.hints import hint
 from src.student import load_student, student_path
 from src.tasks import TASKS, default_run, get_task
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
@@ -72,7 +75,7 @@ def chosen_methods(args, student_file) -> list[str]:
         raise SuiteError(f"--methods {args.methods!r}: choose from {', '.join(ev.METHODS)}")
     if "student" in methods and not student_file.exists():
         raise SuiteError(
-            f"{student_file} not found: run D1_train_distill.py --task {args.task} "
+            f"{student_file} not found: run {hint('D1', '--task', args.task)} "
             f"--lambda {args.lam:g} first"
         )
     return methods
@@ -91,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = chosen_methods(args, student_file)
     t0 = time.time()
 
-    data = ev.load_eval_data(
-        args.data_root, args.weights_root, task, run, device, args.exclude_query
-    )
+    data = load_eval_data(args.data_root, args.weights_root, task, run, device, args.exclude_query)
     # the task's folder is built aside and swapped in whole (E2's figures/ carried over): no
     # file of an earlier run (a stale sweep.csv, retrievals_student.csv) survives beside new ones
     with atomic_dir(out, keep=("figures",)) as tmp:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                 sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
                 target_mts=args.target_mts,
             )
-            ev.write_results(tmp, results)
+            tables.write_results(tmp, results)
             write_json(tmp / "config.json", stage_config(args, run=run, device=str(device)))
             for line in ev.summary_lines(results):
                 log.info(line)

@@ -16,9 +16,10 @@ import re
 import sys
 from pathlib import Path
 
-from src import figures as F
+from src import figures
 from src.artifacts import results_dir, run_dir, stage_config, write_json
 from src.cli import (
+    LOGGER,
     add_device_arg,
     resolve_device,
     run_stage,
@@ -32,7 +33,7 @@ from src.report import read_json_or_none, write_report
 from src.student import student_path
 from src.tasks import TASKS, default_run, get_task, tasks_of
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
@@ -70,19 +71,19 @@ def fig5_rows(text: str) -> list[float | None]:
     return out
 
 
-def search_picture(args, space: F.SearchSpace, lam: float, figs: Path) -> None:
+def search_picture(args, space: figures.SearchSpace, lam: float, figs: Path) -> None:
     """--image: print the ranked results of Backward Search for the picture and save the grid."""
-    conditions = F.parse_conditions(args.condition, space.labels)
+    conditions = figures.parse_conditions(args.condition, space.labels)
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", args.image.stem)[:60] or "image"
     path = figs / f"search_{stem}.png"
-    found = F.search_picture(space, args.image, conditions, lam, path)
+    found = figures.search_picture(space, args.image, conditions, lam, path)
     named = {a: space.labels[a][c] for a, c in conditions.items()}
     log.info(
         "%s → %s (λ = %g); the encoder sees it as %s",
         args.image,
-        F.condition_text(named),
+        figures.condition_text(named),
         lam,
-        F.condition_text(found.seen_as),
+        figures.condition_text(found.seen_as),
     )
     log.info(found.results.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     log.info("E2: wrote %s", path)
@@ -102,8 +103,11 @@ def visualize(args) -> None:
     if args.condition and args.image is None:
         raise SuiteError("--condition goes with --image; a query's condition is in its query file")
     run = args.run or default_run(task.dataset)
-    space = F.load_space(args.data_root, args.weights_root, task, run, resolve_device(args.device))
+    space = figures.load_space(
+        args.data_root, args.weights_root, task, run, resolve_device(args.device)
+    )
     results = results_dir(args.results_root, run, task.name)
+    setup_logging(results / "figures" / "E2.log")  # only now: missing inputs leave no file behind
     e1_lam = (read_json_or_none(results / "metrics.json") or {}).get("lambda")
     lam = next(v for v in (args.lam, e1_lam, task.default_lambda) if v is not None)
     if args.image is not None:
@@ -117,7 +121,7 @@ def visualize(args) -> None:
         raise SuiteError(f"--query-id {unknown} not in the query file (ids 0..{len(queries) - 1})")
     chosen = queries.loc[ids].reset_index(drop=True)
     figs = results / "figures"
-    paths = F.result_grids(
+    paths = figures.result_grids(
         space,
         chosen,
         lam,
@@ -127,9 +131,11 @@ def visualize(args) -> None:
     )
     query = chosen.iloc[0]
     paths.append(
-        F.lambda_figure(space, query, lams, figs / f"fig5_q{query['query_id']}.png", seed=args.seed)
+        figures.lambda_figure(
+            space, query, lams, figs / f"fig5_q{query['query_id']}.png", seed=args.seed
+        )
     )
-    paths += F.run_figures(
+    paths += figures.run_figures(
         results.parent,
         run_dir(args.weights_root, run),
         [t.name for t in tasks_of(task.dataset)],
@@ -138,9 +144,8 @@ def visualize(args) -> None:
     write_json(figs / "config.json", stage_config(args, run=run, search_lambda=lam))
     for p in paths:
         log.info("E2: wrote %s", p)
-    print(
-        f"report: {write_report(args.results_root, args.weights_root, args.data_root, run, task.dataset)}"
-    )
+    report = write_report(args.results_root, args.weights_root, args.data_root, run, task.dataset)
+    log.info("report: %s", report)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from src import metrics  # noqa: E402
 from src.backward_search import StopRule, backward_search, backward_search_reference  # noqa: E402
 from src.cli import resolve_device  # noqa: E402
 from src.retrieval import cosine_topk  # noqa: E402
-from tests._search import accuracy, toy_space, train_heads  # noqa: E402
+from src.toy import accuracy, toy_space, train_heads  # noqa: E402
 
 CLASSES = {"style": 27, "genre": 11}
 SETTINGS = [(("style",), 1.1), (("style", "genre"), 3.2)]  # WikiArt tasks' default λ

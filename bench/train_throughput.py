@@ -21,17 +21,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.data import load_split, maybe_cache  # noqa: E402
 from src.encoder import build_encoder, encoder_config  # noqa: E402
-from src.tasks import AUTHORS_TRAINING  # noqa: E402
-from src.training import (  # noqa: E402
+from src.engine import (  # noqa: E402
     Runtime,
-    load_split,
     loader,
     make_optimizer,
     make_runtime,
-    maybe_cache,
     train_step,
 )
+from src.tasks import AUTHORS_TRAINING  # noqa: E402
 
 # backbone → (image size, batch) per device type; CPU runs stay short.
 PLAN = {
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 model = build_encoder(config).to(rt.device)
                 if rt.device.type == "cuda":
                     model = model.to(memory_format=torch.channels_last)
-                recipe = dict(AUTHORS_TRAINING)
+                recipe = AUTHORS_TRAINING
                 syn = measure(model, synthetic(batch, size, config, rt), rt, recipe, steps, warmup)
                 ld = None
                 if table is not None:

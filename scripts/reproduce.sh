@@ -7,12 +7,20 @@
 set -euo pipefail
 PY=${1:?usage: reproduce.sh PYTHON DATASET}
 DATASET=${2:?set DATASET=cub|apy|wikiart}
-case "$DATASET" in
-  cub) TASKS="cub-bird" ;;
-  apy) TASKS="apy-category" ;;
-  wikiart) TASKS="wikiart-style wikiart-multi" ;;
-  *) echo "error: DATASET must be cub, apy or wikiart (got '$DATASET')" >&2; exit 2 ;;
-esac
+# The dataset's paper tasks and its default run, from the registry (src/tasks.py), as demo.sh does.
+TASKS=$("$PY" - "$DATASET" <<'PYEOF'
+import sys
+from src.tasks import TASKS
+paper = [t for t in TASKS.values() if t.paper_column]
+names = [t.name for t in paper if t.dataset == sys.argv[1]]
+if not names:
+    datasets = ", ".join(dict.fromkeys(t.dataset for t in paper))
+    print(f"error: DATASET must be one of {datasets} (got {sys.argv[1]!r})", file=sys.stderr)
+    sys.exit(2)
+print(" ".join(names))
+PYEOF
+) || exit 2
+RUN=$("$PY" -c 'import sys; from src.tasks import default_run; print(default_run(sys.argv[1]))' "$DATASET")
 
 a1=(--dataset "$DATASET")
 [ -n "${SOURCE:-}" ] && a1+=(--source "$SOURCE")
@@ -23,7 +31,7 @@ if [ -n "${SOURCE:-}" ] || [ ! -f "data/$DATASET/labels.json" ]; then
 fi
 for t in $TASKS; do "$PY" A2_make_queries.py --task "$t"; done
 resume=()
-[ -f "weights/${DATASET}_convnext_base_e256_ft/checkpoint.pt" ] && resume=(--resume)
+[ -f "weights/$RUN/checkpoint.pt" ] && resume=(--resume)
 "$PY" B1_train_encoder.py --dataset "$DATASET" "${resume[@]}"
 "$PY" C1_extract_embeddings.py --dataset "$DATASET"
 for t in $TASKS; do

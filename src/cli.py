@@ -15,7 +15,8 @@ import numpy as np
 
 from src.errors import SuiteError
 
-log = logging.getLogger("backward_search")
+LOGGER = "backward_search"  # the one logger every stage and module writes to
+log = logging.getLogger(LOGGER)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

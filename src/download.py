@@ -23,9 +23,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from src.cli import LOGGER
 from src.errors import SuiteError
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 CHUNK = 1 << 20
 

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from src.artifacts import load_npz, save_npz
+from src.data import load_split
 from src.datasets.common import read_labels
 from src.encoder import Encoder
 from src.errors import SuiteError
-from src.training import load_split
+from src.hints import C1_HINT, hint
 
-C1_HINT = "C1_extract_embeddings.py"
 SPLITS = ("train", "test")
 TRAIN_TRANSFORMS = ("train", "test")  # which transform C1 gives the train split
 
@@ -59,7 +59,7 @@ def check_labels(config: Mapping[str, Any], labels: Mapping[str, list[str]], whe
         if have != want:
             raise SuiteError(
                 f"the encoder's {a} head has {want} classes but {where} lists {have}; "
-                f"re-run B1_train_encoder.py --dataset {config['dataset']} on this data"
+                f"re-run {hint('B1', '--dataset', config['dataset'])} on this data"
             )
 
 

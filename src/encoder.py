@@ -19,13 +19,14 @@ from torchvision import models, transforms
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
 from src.artifacts import load_torch
+from src.cli import LOGGER
 from src.errors import SuiteError
+from src.hints import B1_HINT
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-B1_HINT = "B1_train_encoder.py"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,8 +77,9 @@ BACKBONES: dict[str, Backbone] = {
         768,
         "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
     ),
+    # The authors' resnet50(pretrained=True) is torchvision's legacy alias for IMAGENET1K_V1.
     "resnet50": Backbone(
-        _tv(models.resnet50), _strip("fc", nn.Identity), 2048, "ResNet50_Weights.IMAGENET1K_V2"
+        _tv(models.resnet50), _strip("fc", nn.Identity), 2048, "ResNet50_Weights.IMAGENET1K_V1"
     ),
     # VGG's adaptive 7×7 pool flattened: 512·7·7 = 25,088 features.
     "vgg16_bn": Backbone(
@@ -86,12 +88,14 @@ BACKBONES: dict[str, Backbone] = {
         25088,
         "VGG16_BN_Weights.IMAGENET1K_V1",
     ),
-    # SWAG-linear weights are for 224 px; without weights the position table fits image_size.
+    # The authors wrote ViT_B_16_Weights.IMAGENET1K_SWAG_LINEAR_V1.DEFAULT: `.DEFAULT` on a member
+    # is the enum's DEFAULT, IMAGENET1K_V1 (224 px, ImageNet-1k). Without weights the position
+    # table fits image_size.
     "vit_b_16": Backbone(
         lambda image_size=224, **_: models.vit_b_16(weights=None, image_size=image_size),
         _strip("heads", nn.Identity),
         768,
-        "ViT_B_16_Weights.IMAGENET1K_SWAG_LINEAR_V1",
+        "ViT_B_16_Weights.IMAGENET1K_V1",
     ),
     # Small ConvNeXt configurations (ConvNeXt-V2 naming), trained from scratch in the demo.
     "convnext_atto": Backbone(
@@ -332,6 +336,8 @@ def transform_parts(config: Mapping[str, Any], train: bool) -> tuple[list, list]
         return [resize, transforms.CenterCrop(s)], norm
     if config.get("random_resized_crop", False):  # the paper text's recipe
         return [], [transforms.RandomResizedCrop((s, s), antialias=True), *flips, *norm]
+    if square:  # the authors' train_square (aPY): the whole crop, no random crop, no flips
+        return [resize], norm
     return [resize], [transforms.RandomCrop(s), *flips, *norm]
 
 

@@ -20,6 +20,9 @@ from scipy import sparse
 from src.artifacts import queries_path, read_table
 from src.datasets.common import read_labels, read_split, split_tags
 from src.errors import SuiteError
+from src.hints import hint
+from src.labels import class_ids
+from src.metrics import tag_matrices
 from src.tasks import get_task
 
 MIN_TARGETS = 10
@@ -63,7 +66,9 @@ def make_queries(
     n = len(test)
     if n == 0:
         raise SuiteError("the test split is empty; re-run A1 for this dataset")
-    ids = np.stack([_class_ids(test[a], labels[a], a) for a in conditions], axis=1)  # n × m
+    ids = np.stack(
+        [class_ids(test[a], a, labels[a], "the test split") for a in conditions], axis=1
+    )  # n × m
     sizes = [len(labels[a]) for a in conditions]
     key = np.ravel_multi_index(ids.T, sizes)  # one integer per class tuple
     # candidates: p ∝ 1 / frequency of the candidate's class tuple
@@ -112,7 +117,8 @@ class _Rules:
     """SPEC §3 rules 3 and 5 for one candidate row and one condition (a class-tuple key)."""
 
     def __init__(self, key: np.ndarray, n_keys: int, tag_cells: pd.Series):
-        self.tags, self.counts = _tag_matrix([split_tags(t) for t in tag_cells])
+        (self.tags,) = tag_matrices([split_tags(t) for t in tag_cells])
+        self.counts = self.tags.getnnz(1).astype(np.float64)
         self.tagged = self.counts > 0
         self.order = np.argsort(key, kind="stable")
         self.bounds = np.searchsorted(key[self.order], np.arange(n_keys + 1))
@@ -151,11 +157,11 @@ def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
     its columns, integer ids, and no query image of the train split (class names: by the reader)."""
     spec = get_task(task)
     path = queries_path(data_root, spec.dataset, task)
-    hint = f"A2_make_queries.py --task {task}"
-    df = read_table(path, ["query_id", "image", *spec.conditions, "tags"], hint)
+    a2 = hint("A2", "--task", task)
+    df = read_table(path, ["query_id", "image", *spec.conditions, "tags"], a2)
     ids = pd.to_numeric(df["query_id"], errors="coerce")
     if ids.isna().any() or (ids != ids.round()).any():
-        raise SuiteError(f"{path} has a query_id that is not an integer; re-run {hint}")
+        raise SuiteError(f"{path} has a query_id that is not an integer; re-run {a2}")
     df["query_id"] = ids.astype(np.int64)
     train = read_split(data_root, spec.dataset, "train")
     test = read_split(data_root, spec.dataset, "test")
@@ -163,7 +169,7 @@ def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
     if stray.any():  # queries come from the test split (SPEC §3); A1 was re-run with another split
         raise SuiteError(
             f"{path} has {int(stray.sum())} query image(s) of the train split (e.g. "
-            f"{df.loc[stray, 'image'].iloc[0]}); re-run {hint}"
+            f"{df.loc[stray, 'image'].iloc[0]}); re-run {a2}"
         )
     return df
 
@@ -173,26 +179,3 @@ def load_test_split(data_root: str | Path, task: str) -> tuple[pd.DataFrame, dic
     spec = get_task(task)
     labels = read_labels(data_root, spec.dataset)
     return read_split(data_root, spec.dataset, "test"), labels
-
-
-def _class_ids(names: pd.Series, classes: list[str], attr: str) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    ids = names.map(index)
-    if ids.isna().any():
-        bad = names[ids.isna()].iloc[0]
-        raise SuiteError(
-            f"test split has {attr} {bad!r}, which labels.json does not list; re-run A1"
-        )
-    return ids.to_numpy(dtype=np.int64)
-
-
-def _tag_matrix(tag_sets: list[frozenset[str]]) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """A binary images × vocabulary CSR matrix and each image's tag count."""
-    vocab: dict[str, int] = {}
-    indptr, indices = [0], []
-    for s in tag_sets:
-        indices.extend(vocab.setdefault(t, len(vocab)) for t in sorted(s))
-        indptr.append(len(indices))
-    data = np.ones(len(indices), dtype=np.float32)
-    m = sparse.csr_matrix((data, indices, indptr), shape=(len(tag_sets), max(1, len(vocab))))
-    return m, np.diff(m.indptr).astype(np.float64)

@@ -16,17 +16,12 @@ from typing import Any
 import pandas as pd
 
 from src.artifacts import dataset_dir, queries_path, results_dir, run_dir, write_text
-from src.paper import METHOD_NAMES, TABLE5_DEVICE
+from src.evaluation import METHODS
+from src.hints import hint
+from src.paper import METHOD_NAMES, TABLE3_TARGET_MTS, TABLE5_DEVICE
+from src.tables import TITLES, fmt_cell, md_table
 from src.tasks import AUTHORS_TRAINING, Task, get_dataset, tasks_of
 
-METHOD_ORDER = ("random", "knn", "backward_search", "student")
-TABLE_TITLES = {
-    "table2": "Table 2 — mAP@10 (precision@10) of random, k-nearest and Backward Search",
-    "table3": "Table 3 — mAP@10 at mTS@10 ≈ 0.15",
-    "table4": "Table 4 — mAP@10 / mTS@10 against the paper's methods",
-    "table5": "Table 5 — Backward Search iterations and time per query",
-    "table6": "Table 6 — teacher (Backward Search) against the student",
-}
 FIGURE_CAPTIONS = (  # file-name prefix → caption (in this order in the report)
     (
         "results_",
@@ -63,41 +58,14 @@ def read_json_or_none(path: Path) -> Any:
         return None
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
 def _lam(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) else "—"
-
-
-def md_table(df: pd.DataFrame, digits: int = 3) -> str:
-    """A DataFrame as a GitHub markdown table (floats rounded; λ columns as written, e.g. 0.0625)."""
-    head = "| " + " | ".join(str(c) for c in df.columns) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    exact = [c in ("lambda", "λ") for c in df.columns]
-    body = [
-        "| "
-        + " | ".join(
-            f"{v:g}" if ex and isinstance(v, float) else _fmt(v, digits)
-            for v, ex in zip(row, exact, strict=True)
-        )
-        + " |"
-        for row in df.itertuples(False)
-    ]
-    return "\n".join([head, rule, *body])
 
 
 def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """One row per method of metrics.json: the paper's mAP@10, true mAP@10, mTS@10, context, cost."""
     methods = metrics.get("methods", {})
-    order = [m for m in METHOD_ORDER if m in methods] + [
-        m for m in methods if m not in METHOD_ORDER
-    ]
+    order = [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
     context_attrs = sorted(
         {a for m in methods.values() for a in (m.get("context_preservation") or {})}
     )
@@ -163,7 +131,8 @@ def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> lis
     recipe = training_settings(enc_cfg)
     if task.paper_column is not None and recipe:
         paper = {
-            k: AUTHORS_TRAINING[k] for k in ("backbone", "embedding_size", "epochs", "pretrained")
+            k: getattr(AUTHORS_TRAINING, k)
+            for k in ("backbone", "embedding_size", "epochs", "pretrained")
         }
         diff = [
             f"{k} {recipe[k]} (paper: {v})"
@@ -236,13 +205,14 @@ def task_section(base: Path, task: Task, data_cfg: Any, enc_cfg: Any) -> list[st
         if rs is not None:
             out += ["", f"Retrieved similarity, teacher vs student (Table 6): {rs:.3f}"]
     else:
-        out += ["", "No metrics.json: run `E1_evaluate.py --task " + task.name + "` first."]
+        out += ["", f"No metrics.json: run `{hint('E1', '--task', task.name)}` first."]
     out.append("")
-    for stem, title in TABLE_TITLES.items():
+    for stem, title in TITLES.items():
         md = tdir / f"{stem}.md"
         if md.exists():
             body = md.read_text(encoding="utf-8").strip()
-            out += [body, ""] if body.startswith("#") else [f"### {title}", "", body, ""]
+            heading = title.format(target=TABLE3_TARGET_MTS)
+            out += [body, ""] if body.startswith("#") else [f"### {heading}", "", body, ""]
     sweep = tdir / "sweep.csv"
     if sweep.exists():
         out += ["### λ sweep (sweep.csv; plotted in Fig 6)", "", md_table(pd.read_csv(sweep)), ""]
@@ -251,8 +221,8 @@ def task_section(base: Path, task: Task, data_cfg: Any, enc_cfg: Any) -> list[st
         out += [
             "### λ calibration (Table 3 protocol)",
             "",
-            f"Target mTS@10 {_fmt(cal.get('target_mts'))}: λ = {_lam(cal.get('lambda'))} gives "
-            f"mTS@10 {_fmt(cal.get('mts@10'))} and paper mAP@10 {_fmt(cal.get('paper_map@10'))} "
+            f"Target mTS@10 {fmt_cell(cal.get('target_mts'))}: λ = {_lam(cal.get('lambda'))} gives "
+            f"mTS@10 {fmt_cell(cal.get('mts@10'))} and paper mAP@10 {fmt_cell(cal.get('paper_map@10'))} "
             f"({len(cal.get('steps', []))} bisection steps).",
             "",
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,23 @@ from tqdm.auto import tqdm
 
 from src.artifacts import load_torch
 from src.backward_search import backward_search
+from src.cli import LOGGER
 from src.errors import SuiteError
+from src.hints import hint
 
 HIDDEN = 128
-logger = logging.getLogger("backward_search")
-D1 = "D1_train_distill.py"
+logger = logging.getLogger(LOGGER)
+D1 = hint("D1")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """D1's distillation settings (the authors' code); `distill(..., **asdict(config))` takes them."""
+
+    epochs: int = 49  # the authors evaluate epoch 49
+    batch_size: int = 512  # teacher and student batch
+    lr: float = 1e-3  # Adam on the student
+    student_reg: float = 0.0  # weight of mean|s − z0|
 
 
 def student_path(run_dir: str | Path, task: str, lam: float) -> Path:

@@ -6,35 +6,65 @@ training defaults, condition attributes, default λ), never by `if dataset == ..
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from src.errors import SuiteError
 
+
+@dataclass(frozen=True)
+class Recipe:
+    """How B1 trains an encoder; the defaults are the authors' code (SPEC §4).
+
+    Fields with a `help` become B1's override flags (`--lr` …). The demo's own fields go into
+    config.json only when set, so an authors' run records exactly the authors' settings.
+    """
+
+    backbone: str = field(default="convnext_base", metadata={"help": "backbone"})
+    pretrained: str = field(
+        default="imagenet",
+        metadata={"help": "backbone weights: imagenet, none, or PATH to a torchvision state dict"},
+    )
+    embedding_size: int = field(
+        default=256, metadata={"help": "embedding size E (paper: 64, 128, 256)"}
+    )
+    epochs: int = field(default=30, metadata={"help": "training epochs"})
+    batch_size: int = field(
+        default=64, metadata={"help": "batch size (per process under torchrun)"}
+    )
+    lr: float = field(default=0.01, metadata={"help": "Adam learning rate"})
+    weight_decay: float = field(default=1e-6, metadata={"help": "Adam weight decay"})
+    lr_step: int = field(
+        default=10, metadata={"help": "StepLR: epochs between learning-rate drops"}
+    )
+    lr_gamma: float = field(default=0.1, metadata={"help": "StepLR: factor of each drop"})
+    image_size: int = field(default=224, metadata={"help": "input size in px (crop side)"})
+    random_resized_crop: bool = False  # the paper text's augmentation (--recipe paper)
+    checkpoint_every: int = field(
+        default=10, metadata={"help": "write checkpoint.pt every N epochs (and at the end)"}
+    )
+    # "step": StepLR(lr_step, lr_gamma); "cosine": cosine decay to 0 (the demo's)
+    schedule: str = field(default="step", metadata={"demo": True})
+    warmup_epochs: float = field(default=0.0, metadata={"demo": True})  # linear warm-up first
+    # the authors' train transform flips vertically too; the demo's upright scenes do not
+    vertical_flip: bool = field(default=True, metadata={"demo": True})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recipe as config.json and checkpoint.pt store it (demo-only fields when set)."""
+        out = asdict(self)
+        for f in fields(self):
+            if f.metadata.get("demo") and out[f.name] == f.default:
+                del out[f.name]
+        return out
+
+
 # The authors' B1 defaults (SPEC §4): used for every real dataset.
-AUTHORS_TRAINING: dict[str, Any] = {
-    "backbone": "convnext_base",
-    "pretrained": "imagenet",
-    "embedding_size": 256,
-    "epochs": 30,
-    "batch_size": 64,
-    "lr": 0.01,
-    "weight_decay": 1e-6,
-    "lr_step": 10,
-    "lr_gamma": 0.1,
-    "image_size": 224,
-    "random_resized_crop": False,
-    "checkpoint_every": 10,
-}
+AUTHORS_TRAINING = Recipe()
 
 # The paper text's recipe (SPEC §4), reachable with `B1_train_encoder.py --recipe paper`.
-PAPER_TEXT_TRAINING: dict[str, Any] = {
-    **AUTHORS_TRAINING,
-    "epochs": 100,
-    "weight_decay": 1e-4,
-    "lr_step": 30,
-    "random_resized_crop": True,
-}
+PAPER_TEXT_TRAINING = replace(
+    AUTHORS_TRAINING, epochs=100, weight_decay=1e-4, lr_step=30, random_resized_crop=True
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +78,7 @@ class Dataset:
     # C1 embeds the train split with the encoder's "train" transform (the authors' C1; D1 distils
     # on these) or its "test" transform; `C1_extract_embeddings.py --train-transform` overrides.
     c1_train_transform: str = "train"
-    training: dict[str, Any] = field(default_factory=lambda: dict(AUTHORS_TRAINING))
+    training: Recipe = AUTHORS_TRAINING
 
 
 @dataclass(frozen=True)
@@ -66,21 +96,21 @@ class Task:
 # SynthArt: 48 px (textures survive, epochs cost half of 64 px), Adam with a cosine schedule after a
 # half-epoch warm-up, and no vertical flip (upright scene layout is what tells genres apart; with the
 # authors' vertical flip genre reached 0.85 in 12 epochs, without it 0.92).
-SYNTHART_TRAINING: dict[str, Any] = {
-    **AUTHORS_TRAINING,
-    "backbone": "convnext_atto",
-    "pretrained": "none",
-    "embedding_size": 64,
-    "epochs": 12,
-    "batch_size": 32,
-    "lr": 2e-3,
-    "weight_decay": 1e-6,
-    "schedule": "cosine",  # instead of StepLR(lr_step, lr_gamma)
-    "warmup_epochs": 0.5,
-    "vertical_flip": False,
-    "image_size": 48,
-    "checkpoint_every": 4,
-}
+SYNTHART_TRAINING = replace(
+    AUTHORS_TRAINING,
+    backbone="convnext_atto",
+    pretrained="none",
+    embedding_size=64,
+    epochs=12,
+    batch_size=32,
+    lr=2e-3,
+    weight_decay=1e-6,
+    schedule="cosine",  # instead of StepLR(lr_step, lr_gamma)
+    warmup_epochs=0.5,
+    vertical_flip=False,
+    image_size=48,
+    checkpoint_every=4,
+)
 
 DATASETS: dict[str, Dataset] = {
     d.name: d
@@ -97,7 +127,7 @@ DATASETS: dict[str, Dataset] = {
             "synthart",
             ("style", "genre"),
             "SynthArt: the embedded procedural dataset (no download)",
-            training=dict(SYNTHART_TRAINING),
+            training=SYNTHART_TRAINING,
             c1_train_transform="test",  # no authors' protocol; keeps `make demo` as it was
         ),
     ]
@@ -140,4 +170,4 @@ def default_run(dataset: str) -> str:
     from src.artifacts import run_name
 
     t = get_dataset(dataset).training
-    return run_name(dataset, t["backbone"], t["embedding_size"], frozen=False)
+    return run_name(dataset, t.backbone, t.embedding_size, frozen=False)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from torchvision import transforms
 
 from src.artifacts import save_torch
 from src.encoder import (
@@ -21,8 +22,10 @@ from src.encoder import (
     image_transform,
     load_encoder,
     reduction,
+    transform_parts,
 )
 from src.errors import SuiteError
+from src.tasks import get_dataset
 
 LABELS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
 
@@ -97,7 +100,6 @@ def test_paper_backbone_sizes():
         n: BACKBONES[n].feature_size for n in ["convnext_base", "resnet50", "vgg16_bn", "vit_b_16"]
     }
     assert sizes == {"convnext_base": 1024, "resnet50": 2048, "vgg16_bn": 25088, "vit_b_16": 768}
-    assert BACKBONES["vit_b_16"].weights.endswith("IMAGENET1K_SWAG_LINEAR_V1")
     atto = build_backbone("convnext_atto")
     assert 3.0e6 < sum(p.numel() for p in atto.parameters()) < 4.0e6
 
@@ -194,8 +196,39 @@ def test_square_resize_keeps_whole_image():
     x = image_transform(cfg, train=False)(stripes_image(96, 48))
     assert x.shape == (3, 32, 32)
     assert x[0, :, 0].min() > 2  # red band still there: resized to a square, not cropped
-    x = image_transform(cfg, train=True)(stripes_image(96, 48))
-    assert x.shape == (3, 32, 32) and (x[0, :, 0].min() > 2 or x[0, :, -1].min() > 2)
+    train = image_transform(cfg, train=True)
+    x = train(stripes_image(96, 48))
+    assert x.shape == (3, 32, 32) and x[0, :, 0].min() > 2
+
+
+def test_apy_trains_on_the_authors_train_square():
+    """aPY (square_resize): Resize((S, S)) and normalisation only, train = test, no crop or flip."""
+    assert get_dataset("apy").square_resize
+    cfg = tiny_config(square_resize=True)
+    pre, post = transform_parts(cfg, train=True)
+    assert [type(t) for t in pre] == [transforms.Resize] and tuple(pre[0].size) == (32, 32)
+    assert [type(t).__name__ for t in post] == ["ToFloat", "Normalize"]
+    a = np.zeros((40, 96, 3), np.uint8)
+    a[:5, :8] = 255  # a white corner: any flip or crop would move or drop it
+    img = Image.fromarray(a)
+    train, test = image_transform(cfg, train=True), image_transform(cfg, train=False)
+    torch.manual_seed(0)
+    for _ in range(10):
+        assert torch.equal(train(img), test(img))
+    assert test(img)[0, 0, 0] > 2 and test(img)[0, -1, -1] < 0
+
+
+def test_backbone_weights_are_the_authors():
+    """resnet50(pretrained=True) = IMAGENET1K_V1; the authors' ViT enum expression = IMAGENET1K_V1."""
+    from torchvision.models import ResNet50_Weights, ViT_B_16_Weights, get_weight
+
+    authors_vit = ViT_B_16_Weights.IMAGENET1K_SWAG_LINEAR_V1.DEFAULT  # as their code writes it
+    assert authors_vit is ViT_B_16_Weights.IMAGENET1K_V1  # checked with the installed torchvision
+    assert get_weight(BACKBONES["vit_b_16"].weights) is authors_vit
+    assert authors_vit.transforms().crop_size == [224]  # 224 px weights, not SWAG's 384
+    assert get_weight(BACKBONES["resnet50"].weights) is ResNet50_Weights.IMAGENET1K_V1
+    for name in ("convnext_base", "vgg16_bn"):
+        assert BACKBONES[name].weights.endswith(".IMAGENET1K_V1")
 
 
 def test_load_encoder_roundtrip(tmp_path):

@@ -21,9 +21,10 @@ import torch
 import D1_train_distill
 import E1_evaluate
 from src import evaluation as ev
-from src import paper
+from src import paper, tables
 from src.cli import run_stage
 from src.datasets.common import split_tags
+from src.eval_data import load_eval_data
 from src.tasks import get_task
 from tests._pipeline import build_pipeline
 
@@ -205,7 +206,7 @@ def test_two_conditions(wiki):
 
 
 def test_random_is_seeded(synth):
-    data = ev.load_eval_data(
+    data = load_eval_data(
         synth.data_root,
         synth.weights_root,
         get_task("synthart-style"),
@@ -223,7 +224,7 @@ def test_random_is_seeded(synth):
 
 
 def test_calibration_reaches_a_reachable_target(synth):
-    data = ev.load_eval_data(
+    data = load_eval_data(
         synth.data_root,
         synth.weights_root,
         get_task("synthart-style"),
@@ -263,7 +264,7 @@ def test_target_mts_writes_calibration_json(synth, tmp_path):
     assert t4["method"].str.contains("calibrated").any()
     t3 = pd.read_csv(out / "table3.csv")
     assert t3.loc[0, "mAP@10"] == pytest.approx(cal["paper_map@10"])
-    assert ev.NOT_PAPER in (out / "table3.md").read_text()
+    assert tables.NOT_PAPER in (out / "table3.md").read_text()
     assert set(read_metrics(out)["methods"]) == {"backward_search"}
 
 
@@ -298,19 +299,19 @@ def test_paper_task_tables_hold_the_papers_values(wiki_style):
 def test_table3_compares_with_the_papers_row_for_the_same_encoder():
     cal = {"lambda": 1.5, "paper_map@10": 0.5, "mts@10": 0.151}
     cfg = {"backbone": "convnext_base", "frozen": False, "embedding_size": 256}
-    t3 = ev.table3(get_task("wikiart-style"), cfg, cal).set_index("source")
+    t3 = tables.table3(get_task("wikiart-style"), cfg, cal).set_index("source")
     assert t3.loc["paper", "mAP@10"] == paper.TABLE3[("convnext_base", False, 256)]["WikiArt-style"]
     assert t3.loc["Δ (ours − paper)", "mAP@10"] == pytest.approx(0.5 - 0.595)
-    frozen = ev.table3(get_task("cub-bird"), {**cfg, "frozen": True, "embedding_size": 64}, cal)
+    frozen = tables.table3(get_task("cub-bird"), {**cfg, "frozen": True, "embedding_size": 64}, cal)
     assert frozen.set_index("source").loc["paper", "mAP@10"] == 0.129
-    other = ev.table3(get_task("cub-bird"), {**cfg, "backbone": "convnext_atto"}, cal)
+    other = tables.table3(get_task("cub-bird"), {**cfg, "backbone": "convnext_atto"}, cal)
     assert "no row" in other["source"].iloc[1]
 
 
 def test_synthart_tables_mark_the_paper_columns_na(synth_style):
     for name in ("table2", "table4", "table5", "table6"):
         md = (synth_style / f"{name}.md").read_text()
-        assert ev.NOT_PAPER in md, name
+        assert tables.NOT_PAPER in md, name
         df = pd.read_csv(synth_style / f"{name}.csv")
         paper_cols = [c for c in df.columns if "(paper)" in c]
         assert all(df[c].isna().all() for c in paper_cols), name

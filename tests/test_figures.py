@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import E2_visualize
-from src import figures as F
+from src import drawing, figures
 from src.errors import SuiteError
 from src.tasks import get_task
 from tests._pipeline import build_pipeline
@@ -53,10 +53,14 @@ def solid(colour, size=(40, 30)) -> np.ndarray:
 def test_green_frame_only_around_results_that_satisfy(tmp_path):
     framed = [True, False, False, True, False]
     rows = [
-        F.ResultRow("kNN", [F.Tile(solid(GREY), ["#1", "x"], f) for f in framed]),
-        F.ResultRow("Backward Search", [F.Tile(solid(RED), ["#1"], not f) for f in framed]),
+        drawing.ResultRow("kNN", [drawing.Tile(solid(GREY), ["#1", "x"], f) for f in framed]),
+        drawing.ResultRow(
+            "Backward Search", [drawing.Tile(solid(RED), ["#1"], not f) for f in framed]
+        ),
     ]
-    layout = F.draw_grid(F.Tile(solid(GREY), ["query"]), rows, tmp_path / "g.png", title="t")
+    layout = drawing.draw_grid(
+        drawing.Tile(solid(GREY), ["query"]), rows, tmp_path / "g.png", title="t"
+    )
     img = png(tmp_path / "g.png")
     assert img.shape[:2] == (layout.height, layout.width)
     for i, row in enumerate(rows):
@@ -73,7 +77,7 @@ def test_green_frame_only_around_results_that_satisfy(tmp_path):
 
 def test_tiles_keep_whole_picture_padded_square():
     wide = solid(RED, size=(60, 20))
-    tile = F.load_tile_image(wide, 30)
+    tile = drawing.load_tile_image(wide, 30)
     assert tile.shape == (30, 30, 3)
     assert (tile[0, 15] == 255).all() and (tile[15, 15] == RED).all()  # padded, not cropped
 
@@ -82,13 +86,13 @@ def test_unreadable_tile_names_the_file(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(SuiteError, match="broken.jpg"):
-        F.load_tile_image(bad, 10)
+        drawing.load_tile_image(bad, 10)
 
 
 def test_long_captions_wrap_and_are_bounded():
-    lines = F.wrap_caption(["Abstract_Expressionism_and_more_words", "x" * 200])
-    assert all(len(line) <= F.CAPTION_CHARS for line in lines)
-    assert len(lines) <= F.MAX_CAPTION_LINES
+    lines = drawing.wrap_caption(["Abstract_Expressionism_and_more_words", "x" * 200])
+    assert all(len(line) <= drawing.CAPTION_CHARS for line in lines)
+    assert len(lines) <= drawing.MAX_CAPTION_LINES
 
 
 def sweep_df(rising: bool = True) -> pd.DataFrame:
@@ -101,13 +105,13 @@ def sweep_df(rising: bool = True) -> pd.DataFrame:
 def test_fig6_has_one_panel_per_task_with_a_sweep(tmp_path, n_tasks):
     sweeps = {f"task{i}": sweep_df() for i in range(n_tasks)}
     sweeps["empty"] = sweep_df().iloc[:0]  # a task without sweep rows gets no panel
-    assert F.draw_sweep(sweeps, tmp_path / "f6.png") == n_tasks
+    assert drawing.draw_sweep(sweeps, tmp_path / "f6.png") == n_tasks
     assert count_panels(tmp_path / "f6.png") == n_tasks
 
 
 def test_fig6_without_any_sweep_says_which_stage(tmp_path):
     with pytest.raises(SuiteError, match="--sweep"):
-        F.draw_sweep({}, tmp_path / "f6.png")
+        drawing.draw_sweep({}, tmp_path / "f6.png")
 
 
 def test_training_curves_two_panels(tmp_path):
@@ -119,25 +123,25 @@ def test_training_curves_two_panels(tmp_path):
             "test_acc_style": [0.4, 0.7, 0.9],
         }
     )
-    F.draw_training_curves(log, tmp_path / "c.png")
+    drawing.draw_training_curves(log, tmp_path / "c.png")
     assert count_panels(tmp_path / "c.png") == 2
 
 
 def test_conditions_are_checked_against_labels():
     labels = {"style": ["Baroque", "Early_Renaissance"], "genre": ["portrait"]}
-    assert F.parse_conditions(["style=Baroque", "genre=portrait"], labels) == {
+    assert figures.parse_conditions(["style=Baroque", "genre=portrait"], labels) == {
         "style": 0,
         "genre": 0,
     }
-    assert F.parse_conditions(["style=early renaissance"], labels) == {"style": 1}
+    assert figures.parse_conditions(["style=early renaissance"], labels) == {"style": 1}
     with pytest.raises(SuiteError, match="valid names: Baroque, Early_Renaissance"):
-        F.parse_conditions(["style=Rococo"], labels)
+        figures.parse_conditions(["style=Rococo"], labels)
     with pytest.raises(SuiteError, match="heads for: style, genre"):
-        F.parse_conditions(["medium=oil"], labels)
+        figures.parse_conditions(["medium=oil"], labels)
     with pytest.raises(SuiteError, match="ATTR=CLASS"):
-        F.parse_conditions(["Baroque"], labels)
+        figures.parse_conditions(["Baroque"], labels)
     with pytest.raises(SuiteError, match="at least one"):
-        F.parse_conditions([], labels)
+        figures.parse_conditions([], labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,14 +156,14 @@ def pipe(tmp_path_factory):
 
 def test_result_grid_frames_match_labels_and_keep_the_query(pipe, monkeypatch, capsys):
     drawn = []
-    real = F.draw_grid
+    real = drawing.draw_grid
 
     def spy(query, rows, path, **kw):
         layout = real(query, rows, path, **kw)
         drawn.append((query, rows, path, layout))
         return layout
 
-    monkeypatch.setattr(F, "draw_grid", spy)
+    monkeypatch.setattr(figures, "draw_grid", spy)
     argv = pipe.argv("--task", "synthart-multi", "--query-id", "4", "--device", "cpu")
     assert E2_visualize.run_stage(E2_visualize.main, argv) == 0
     grid = [d for d in drawn if d[2].name == "results_q4.png"]
@@ -195,9 +199,11 @@ def test_student_row_appears_once_d1_trained_it(pipe, monkeypatch):
     d1 = pipe.argv("--task", "synthart-style", "--epochs", "1", "--lambda", "3", "--device", "cpu")
     assert D1_train_distill.run_stage(D1_train_distill.main, d1) == 0
     drawn = []
-    real = F.draw_grid
+    real = drawing.draw_grid
     monkeypatch.setattr(
-        F, "draw_grid", lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw)
+        figures,
+        "draw_grid",
+        lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw),
     )
     argv = pipe.argv("--task", "synthart-style", "--query-id", "2", "--lambdas", "knn")
     assert (
@@ -220,9 +226,11 @@ def test_rankings_come_from_e1_when_it_ran_at_that_lambda(pipe, tmp_path, monkey
     row.update({f"rank_{r + 1}": k for r, k in enumerate(e1_keys)})
     pd.DataFrame([row]).to_csv(tdir / "retrievals_knn.csv", index=False)
     drawn = []
-    real = F.draw_grid
+    real = drawing.draw_grid
     monkeypatch.setattr(
-        F, "draw_grid", lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw)
+        figures,
+        "draw_grid",
+        lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw),
     )
     argv = [*pipe.argv("--task", "synthart-style", "--query-id", "0", "--lambdas", "knn")]
     argv += ["--results-root", str(results), "--device", "cpu"]
@@ -240,8 +248,10 @@ def test_rankings_come_from_e1_when_it_ran_at_that_lambda(pipe, tmp_path, monkey
 
 def test_fig5_marks_query_and_each_rows_top3_mean(pipe, monkeypatch):
     panels = []
-    real = F.tsne_panel
-    monkeypatch.setattr(F, "tsne_panel", lambda *a, **k: panels.append(real(*a, **k)) or panels[-1])
+    real = figures.tsne_panel
+    monkeypatch.setattr(
+        figures, "tsne_panel", lambda *a, **k: panels.append(real(*a, **k)) or panels[-1]
+    )
     argv = pipe.argv("--task", "synthart-style", "--query-id", "1", "--lambdas", "knn,8,0")
     assert E2_visualize.run_stage(E2_visualize.main, [*argv, "--device", "cpu"]) == 0
     (panel,) = panels
@@ -269,11 +279,11 @@ def test_search_a_picture_from_outside_the_dataset(pipe, tmp_path, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(outside)
     # condition on a style the encoder does NOT see in the picture, so kNN alone would not do
-    space = F.load_space(
+    space = figures.load_space(
         pipe.data_root, pipe.weights_root, get_task("synthart-style"), pipe.run, "cpu"
     )
     with torch.no_grad():
-        seen = int(space.encoder.heads["style"](F.embed_image(space, outside)).argmax())
+        seen = int(space.encoder.heads["style"](figures.embed_image(space, outside)).argmax())
     styles = space.labels["style"]
     target = styles[(seen + 1) % len(styles)]
     argv = pipe.argv("--task", "synthart-style", "--image", str(outside))

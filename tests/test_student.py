@@ -15,7 +15,7 @@ from src.artifacts import save_torch
 from src.backward_search import backward_search
 from src.errors import SuiteError
 from src.student import Student, distill, load_student, student_input, student_path
-from tests._search import toy_space, train_heads
+from src.toy import toy_space, train_heads
 
 CLASSES = {"style": 5, "genre": 3}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,9 +14,12 @@ import pytest
 import torch
 
 import B1_train_encoder as b1
+import src.data as data
+import src.engine as engine
 import src.training as training
 from src.artifacts import load_torch
 from src.errors import SuiteError
+from src.tasks import AUTHORS_TRAINING, PAPER_TEXT_TRAINING, SYNTHART_TRAINING, Recipe
 from tests._encoder import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,8 +151,8 @@ def test_unknown_class_in_split(tmp_path):
 
 def test_cached_and_streamed_items_are_equal(data_root):
     cfg = {"dataset": "synthart", "attributes": ["style", "genre"], "image_size": 32}
-    streamed = training.load_split(data_root, "synthart", "test", cfg, train=False)
-    cached = training.load_split(data_root, "synthart", "test", cfg, train=False)
+    streamed = data.load_split(data_root, "synthart", "test", cfg, train=False)
+    cached = data.load_split(data_root, "synthart", "test", cfg, train=False)
     cached.fill_cache(workers=0)
     assert cached.cache is not None and len(cached.cache) == len(streamed)
     for i in range(len(streamed)):
@@ -173,13 +177,59 @@ def test_ddp_on_cpu_with_two_processes(data_root, tmp_path):
 
 
 def test_lr_schedules():
-    authors = {"epochs": 30, "lr_step": 10, "lr_gamma": 0.1}
-    f = training.lr_factor(authors, steps_per_epoch=5)  # StepLR(10, 0.1) per epoch, per step
+    authors = Recipe(epochs=30, lr_step=10, lr_gamma=0.1)
+    f = engine.lr_factor(authors, steps_per_epoch=5)  # StepLR(10, 0.1) per epoch, per step
     assert [f(e * 5 + 4) for e in (0, 9, 10, 19, 20, 29)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01]
     )
-    demo = {"epochs": 4, "lr_step": 1, "lr_gamma": 0.1, "schedule": "cosine", "warmup_epochs": 1}
-    g = training.lr_factor(demo, steps_per_epoch=10)
+    demo = Recipe(epochs=4, lr_step=1, lr_gamma=0.1, schedule="cosine", warmup_epochs=1)
+    g = engine.lr_factor(demo, steps_per_epoch=10)
     assert g(0) == pytest.approx(0.1) and g(9) == pytest.approx(1.0)  # linear warm-up
     assert g(10) == pytest.approx(1.0) and g(25) == pytest.approx(0.5)
     assert g(39) < 0.01 and all(g(i) >= g(i + 1) for i in range(9, 39))
+
+
+def test_a_non_finite_loss_stops_b1_naming_epoch_and_step():
+    """A diverged run fails in one line (epoch, step, a lower --lr) instead of surfacing in E1."""
+
+    class Diverging(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            logits = self.w * x[:, :2]  # finite until the batch whose input holds inf
+            return logits, {"a": logits}
+
+    model = Diverging()
+    rt = engine.Runtime(torch.device("cpu"))
+    recipe = Recipe(epochs=1, lr=0.5, weight_decay=0.0, lr_step=1, lr_gamma=1.0)
+    optimizer, scheduler, scaler = engine.make_optimizer(model, recipe, rt, 3)
+    y = torch.zeros(4, 1, dtype=torch.int64)
+    batches = [(torch.ones(4, 2), y), (torch.full((4, 2), float("inf")), y), (torch.ones(4, 2), y)]
+    with pytest.raises(SuiteError, match=r"not finite at epoch 7, step 2 \(lr 0\.5\).*--lr 0\.05"):
+        engine.train_one_epoch(model, batches, optimizer, scheduler, scaler, rt, ["a"], epoch=7)
+    good = [(torch.ones(4, 2), y)]
+    model = Diverging()
+    optimizer, scheduler, scaler = engine.make_optimizer(model, recipe, rt, 1)
+    loss, acc = engine.train_one_epoch(model, good, optimizer, scheduler, scaler, rt, ["a"])
+    assert math.isfinite(loss) and set(acc) == {"a"}
+
+
+def test_recipes_are_typed_and_store_the_same_keys():
+    """config.json's "recipe": the authors' keys only for real datasets, plus the demo's own three."""
+    authors = AUTHORS_TRAINING.as_dict()
+    assert list(authors) == [
+        "backbone", "pretrained", "embedding_size", "epochs", "batch_size", "lr", "weight_decay",
+        "lr_step", "lr_gamma", "image_size", "random_resized_crop", "checkpoint_every",
+    ]  # fmt: skip
+    assert list(SYNTHART_TRAINING.as_dict()) == [
+        *authors,
+        "schedule",
+        "warmup_epochs",
+        "vertical_flip",
+    ]
+    assert PAPER_TEXT_TRAINING.epochs == 100 and PAPER_TEXT_TRAINING.random_resized_crop
+    flags = b1.override_flags()
+    assert "random_resized_crop" not in flags and flags["lr"][0] is float
+    assert "authors 0.01" in flags["lr"][1] and "synthart demo 0.002" in flags["lr"][1]

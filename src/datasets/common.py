@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from src.artifacts import dataset_dir, read_json, read_table, write_csv, write_json
 from src.errors import SuiteError
+from src.hints import a1_hint
 from src.tasks import get_dataset
 
 log = logging.getLogger("backward_search")
@@ -60,10 +61,6 @@ class Processed:
     train: pd.DataFrame
     test: pd.DataFrame
     notes: dict = field(default_factory=dict)  # counts, skipped files, warnings → config.json
-
-
-def a1_hint(dataset: str) -> str:
-    return f"A1_preprocess.py --dataset {dataset}"
 
 
 def join_tags(tags, keep_empty: bool = False) -> str:

@@ -1,0 +1,108 @@
+"""B1 checkpoints: RNG states (so `--resume` reproduces an uninterrupted run on CPU), the
+settings a checkpoint must share with the flags, and checkpoint.pt's contents.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from src.artifacts import load_torch, save_torch
+from src.errors import SuiteError
+from src.hints import B1_HINT
+from src.tasks import Recipe
+
+# Settings a checkpoint must share with the flags to be resumed.
+RESUME_KEYS = ("backbone", "embedding_size", "frozen", "attributes", "num_classes", "image_size")
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as plain containers and tensors (weights_only-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    v, internal, gauss_next = state["python"]
+    random.setstate((v, tuple(internal), gauss_next))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_resumable(ckpt_config: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:
+    """A checkpoint must come from the same configuration as the flags; else say what differs."""
+    diff = [k for k in RESUME_KEYS if ckpt_config.get(k) != config.get(k)]
+    if diff:
+        both = "; ".join(
+            f"{k}: checkpoint {ckpt_config.get(k)!r} vs flags {config.get(k)!r}" for k in diff
+        )
+        raise SuiteError(
+            f"{path} was trained with other settings ({both}); drop --resume to start over"
+        )
+
+
+def save_checkpoint(
+    path: Path,
+    config: Mapping[str, Any],
+    recipe: Recipe,
+    epoch: int,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    seed: int,
+    rows: list,
+) -> None:
+    """checkpoint.pt: everything `--resume` needs to continue after `epoch` as if never stopped."""
+    save_torch(
+        path,
+        {
+            "config": config,
+            "recipe": recipe.as_dict(),
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng_state(),
+            "sampler": {"seed": seed, "epoch": epoch},
+            "log": rows,
+        },
+    )
+
+
+def resume_checkpoint(
+    path: Path, config: Mapping[str, Any], model, optimizer, scheduler, scaler
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load checkpoint.pt into the model and optimiser state; returns (last epoch, log rows)."""
+    ck = load_torch(path, f"{B1_HINT} (without --resume)", map_location="cpu")
+    check_resumable(ck["config"], config, path)
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    scaler.load_state_dict(ck["scaler"])
+    set_rng_state(ck["rng"])
+    return int(ck["epoch"]), list(ck["log"])

@@ -1,0 +1,207 @@
+"""The B1 engine: one training step, one epoch, the per-epoch evaluation and the LR schedule.
+
+Kept apart from the data (src/data.py), the checkpoints (src/checkpoint.py) and the loop that ties
+them together (src/training.py), as in ConvNeXt's and MAE's engine.py. One code path for CPU, one
+GPU and `torchrun` (DDP): bf16/fp16 autocast and channels_last on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from src.data import ImageTable
+from src.encoder import Encoder
+from src.errors import SuiteError
+from src.tasks import Recipe
+
+# ---------------------------------------------------------------------------------------------
+# Devices, DDP, precision
+
+
+@dataclass
+class Runtime:
+    """Where this process trains: device, DDP rank/world, autocast dtype, loader workers."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    amp_dtype: torch.dtype | None = None
+    workers: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def make_runtime(device: torch.device, workers: int | None = None) -> Runtime:
+    """Join the torchrun process group if there is one (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    amp = None
+    if device.type == "cuda":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    workers = default_workers(device, world) if workers is None else workers
+    return Runtime(device, rank, world, amp, workers)
+
+
+def default_workers(device: torch.device, processes: int = 1) -> int:
+    """CPU: 0 (keep it simple); GPU: enough decoding processes to keep it busy."""
+    if device.type == "cpu":
+        return 0
+    return max(2, min(12, (os.cpu_count() or 2) // processes - 1))
+
+
+def all_sum(rt: Runtime, t: torch.Tensor) -> torch.Tensor:
+    if rt.distributed:
+        tdist.all_reduce(t)
+    return t
+
+
+def all_min(rt: Runtime, t: torch.Tensor) -> torch.Tensor:
+    if rt.distributed:
+        tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+    return t
+
+
+def loader(table: ImageTable, rt: Runtime, batch_size: int, sampler, drop_last: bool = False):
+    cuda = rt.device.type == "cuda"
+    return DataLoader(
+        table,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=rt.workers,
+        pin_memory=cuda,
+        drop_last=drop_last,
+        persistent_workers=rt.workers > 0,
+        prefetch_factor=4 if rt.workers > 0 else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch
+
+
+def mean_ce(logits: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """The B1 loss: mean over attributes of the cross-entropy (SPEC §4)."""
+    losses = [F.cross_entropy(lg.float(), y[:, i]) for i, lg in enumerate(logits.values())]
+    return torch.stack(losses).mean()
+
+
+def to_device(x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.to(rt.device, non_blocking=True)
+    if rt.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(rt.device, non_blocking=True)
+
+
+def train_step(model, x, y, optimizer, scheduler, scaler, rt: Runtime):
+    """One optimisation step on a batch (autocast on CUDA); returns (loss, logits), not synced."""
+    x, y = to_device(x, y, rt)
+    with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
+        _, logits = model(x)
+        loss = mean_ce(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss.detach(), logits
+
+
+def train_one_epoch(
+    model, batches, optimizer, scheduler, scaler, rt: Runtime, attrs: Sequence[str], epoch: int = 0
+):
+    """One pass over the train loader; returns (mean loss, {attr: train accuracy}).
+
+    Stops with a SuiteError when a step's loss was not finite (a diverged run, SPEC §4's loss).
+    """
+    model.train()
+    total = torch.zeros(2 + len(attrs), dtype=torch.float64, device=rt.device)  # loss, n, correct…
+    # first step whose loss was not finite; kept on the device so no step waits for a sync
+    first_bad = torch.full((), math.inf, dtype=torch.float64, device=rt.device)
+    for step, (x, y) in enumerate(tqdm(batches, desc="train", leave=False, disable=None), 1):
+        loss, logits = train_step(model, x, y, optimizer, scheduler, scaler, rt)
+        with torch.no_grad():
+            y = y.to(rt.device, non_blocking=True)
+            n = torch.tensor(y.shape[0], device=rt.device)
+            correct = [(lg.argmax(1) == y[:, i]).sum() for i, lg in enumerate(logits.values())]
+            total += torch.stack([loss * n, n, *correct])
+            first_bad = torch.where(torch.isfinite(loss), first_bad, first_bad.clamp(max=step))
+    check_finite(all_min(rt, first_bad).item(), epoch, optimizer)
+    total = all_sum(rt, total).tolist()
+    n = max(total[1], 1)
+    return total[0] / n, {a: c / n for a, c in zip(attrs, total[2:], strict=True)}
+
+
+def check_finite(first_bad_step: float, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+    """Fail in one line when the loss diverged (else a broken encoder surfaces only in E1)."""
+    if math.isfinite(first_bad_step):
+        lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+        raise SuiteError(
+            f"B1 diverged: the loss is not finite at epoch {epoch}, step {int(first_bad_step)} "
+            f"(lr {lr:.3g}); re-run with a lower --lr, e.g. --lr {lr / 10:.3g}"
+        )
+
+
+@torch.no_grad()
+def evaluate(model: Encoder, batches, rt: Runtime, attrs: Sequence[str]) -> dict[str, float]:
+    """Per-attribute accuracy of the heads on a loader (eval mode; summed over DDP ranks)."""
+    model.eval()
+    total = torch.zeros(1 + len(attrs), dtype=torch.float64, device=rt.device)
+    for x, y in batches:
+        x, y = to_device(x, y, rt)
+        with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
+            _, logits = model(x)
+        correct = [(lg.argmax(1) == y[:, i]).sum() for i, lg in enumerate(logits.values())]
+        total += torch.stack([torch.tensor(y.shape[0], device=rt.device), *correct])
+    total = all_sum(rt, total).tolist()
+    n = max(total[0], 1)
+    return {a: c / n for a, c in zip(attrs, total[1:], strict=True)}
+
+
+def lr_factor(recipe: Recipe, steps_per_epoch: int):
+    """Learning-rate factor per optimisation step: optional linear warm-up, then StepLR (the
+    authors': ×lr_gamma every lr_step epochs) or, with schedule='cosine', a cosine decay to 0."""
+    warm = int(recipe.warmup_epochs * steps_per_epoch)
+    total = max(1, recipe.epochs * steps_per_epoch - warm)
+    cosine = recipe.schedule == "cosine"
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cosine:
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / total)))
+        return recipe.lr_gamma ** (step // steps_per_epoch // recipe.lr_step)
+
+    return factor
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe, rt: Runtime, steps_per_epoch: int = 1):
+    """Adam on the trainable parameters, the per-step schedule, a grad scaler for fp16 (SPEC §4)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe, steps_per_epoch))
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    return optimizer, scheduler, scaler
