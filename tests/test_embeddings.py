@@ -14,11 +14,11 @@ from PIL import Image
 
 import C1_extract_embeddings as c1
 from src.artifacts import save_torch
+from src.data import load_split
 from src.embeddings import SeededItems, extract_embeddings, load_embeddings
 from src.encoder import build_encoder, encoder_config, image_transform
 from src.errors import SuiteError
 from src.tasks import DATASETS, default_run
-from src.data import load_split
 from tests._encoder import GENRES, STYLES, make_tiny_dataset
 
 RUN = default_run("synthart")
