@@ -270,6 +270,17 @@ def protocol_block(
     return [*out, ""]
 
 
+def _student_line(data_cfg: Any, run_metrics: Any) -> str:
+    """What the student of Table 6 learnt from: C1's train-split embeddings, or the authors' own."""
+    if _is_release(data_cfg):
+        return "The student is the authors' own (their released student, converted)."
+    return (
+        "The student (D1) was distilled on C1's train-split embeddings made with the "
+        f"{_get(run_metrics, 'train_transform')} transform (augmentation seed "
+        f"{_get(run_metrics, 'augmentation_seed')})."
+    )
+
+
 def _source_line(base: Path, path: Path, e1_cfg: Any) -> str:
     """Which artifact a table comes from and the E1 command that wrote it."""
     cmd = e1_cfg.get("command") if isinstance(e1_cfg, dict) else None
@@ -337,6 +348,8 @@ def task_section(
             body = md.read_text(encoding="utf-8").strip()
             heading = title.format(target=TABLE3_TARGET_MTS)
             out += [body, ""] if body.startswith("#") else [f"### {heading}", "", body, ""]
+            if stem == "table6":
+                out += [_student_line(data_cfg, run_metrics), ""]
             out += [_source_line(base, md, e1_cfg), ""]
     sweep = tdir / "sweep.csv"
     if sweep.exists():

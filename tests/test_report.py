@@ -86,7 +86,8 @@ def make_tree(root: Path, tag_fallback: bool) -> dict[str, Path]:
     write(roots["data"] / "wikiart" / "queries_wikiart-style.json", a2)
     d1 = config("D1_train_distill.py --task wikiart-style", 49)
     write(roots["weights"] / RUN / "student_wikiart-style_lam1.1.json", d1)
-    write(roots["weights"] / RUN / "metrics.json", {"test_accuracy": {"style": 0.61, "genre": 0.7}})
+    c1 = {"test_accuracy": {"style": 0.61, "genre": 0.7}, "train_transform": "train"}
+    write(roots["weights"] / RUN / "metrics.json", c1 | {"augmentation_seed": 3})
     base = roots["results"] / RUN
     t = base / "wikiart-style"
     write(t / "metrics.json", metrics("wikiart-style"))
@@ -95,6 +96,7 @@ def make_tree(root: Path, tag_fallback: bool) -> dict[str, Path]:
         t / "table2.md",
         "| method | ours | paper | diff |\n|---|---|---|---|\n| BS | 0.812 | 0.837 | -0.025 |",
     )
+    write(t / "table6.md", "| source | teacher mAP@10 |\n|---|---|\n| ours | 0.812 |")
     write(
         t / "table5.md",
         "### E1's own title\n\n| task | iterations |\n|---|---|\n| WikiArt-style | 21.50 |",
@@ -160,6 +162,15 @@ def test_report_holds_tables_links_settings_and_caveats(tmp_path):
     assert "epochs 30 (paper" not in text  # same as the paper's: not listed as a difference
     assert "backbone = resnet50" in text and "B1 took 1234 s on cuda (bf16" in text
     assert "RTX 3090" in text
+    # the protocol behind the numbers, and where each table comes from
+    assert "- B1 encoder: precision: bf16; quirks: not recorded" in text
+    assert "- C1 embeddings: train split with the train transform; augmentation seed: 3" in text
+    assert "- A1 data: quirks: not recorded" in text and "--exclude-query: no" in text
+    assert "distilled on C1's train-split embeddings made with the train transform" in text
+    cmd = "written by `E1_evaluate.py --task wikiart-style`"
+    assert f"Source: `{RUN}/wikiart-style/table2.md`, {cmd}" in text
+    assert f"Source: `{RUN}/wikiart-style/sweep.csv`, {cmd}" in text
+    assert "these are the authors' own" not in text and "not the authors' random" in text
     assert "SynthArt" not in text.split("## Settings")[0].split("What cannot be compared")[1]
 
 
@@ -215,6 +226,7 @@ def test_report_from_the_authors_release_names_its_protocol_and_sets_the_paper_b
     assert "the cub-tag-shift quirk is in their files" in protocol
     assert "the authors' trained heads" in protocol and "precision: not recorded" in protocol
     assert "- E1: mTS@10 authors' quirks: empty-tag-token; --exclude-query: no" in protocol
+    assert "The student is the authors' own" in section.split("### Table 6")[1]
     assert "λ = 0.51" in protocol and "`student_cub-bird_lam0.51.pt`" in protocol
     # the paper's values beside ours, with Δ
     table2 = section.split("### Table 2")[1].split("###")[0]
