@@ -94,7 +94,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
         }
         for a in context_attrs:
             row[f"keeps query's {a}"] = (m.get("context_preservation") or {}).get(a)
-        row["iterations (mean ± sd)"] = _mean_sd(m, "")
+        row["iterations, batched rule (mean ± sd)"] = _mean_sd(m, "")
         if any(x.get("single_iterations_mean") is not None for x in methods.values()):
             row["iterations, single-query rule (mean ± sd)"] = _mean_sd(m, "single_")
         ms = m.get("ms_per_query")
@@ -174,7 +174,9 @@ def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> lis
     if diff and _is_release(enc_cfg):
         notes.append(
             "This is the authors' own trained encoder, but not the configuration of the paper's "
-            "main tables (2, 4–6): " + "; ".join(diff) + ". Table 3 has the paper's row for it."
+            "main tables (2, 4–6): "
+            + "; ".join(diff)
+            + "; compare with Table 3 where the paper has a row for it."
         )
     elif diff:
         notes.append("The encoder differs from the paper's main setting: " + "; ".join(diff) + ".")

@@ -318,7 +318,7 @@ def write_results(out: Path, res: TaskResults) -> None:
     if data.source == RELEASE:
         notes.append(
             "From the authors' released artifacts: their encoder heads, embeddings and queries "
-            "(imported by A1 --source-type authors-release)."
+            "(converted by the release importer, src/release)."
         )
     if data.quirks:
         notes.append(f"mTS@10 protocol: {protocol_label(data.quirks)} (E1 --authors-quirks).")

@@ -197,7 +197,7 @@ def test_metrics_table_orders_methods_and_lists_context():
     df = metrics_table(metrics("x"))
     assert list(df["method"]) == ["random search", "k-nearest search", "Backward Search"]
     assert "keeps query's genre" in df.columns
-    assert df.loc[2, "iterations (mean ± sd)"] == "21.50 ± 4.25"
+    assert df.loc[2, "iterations, batched rule (mean ± sd)"] == "21.50 ± 4.25"
 
 
 def test_report_from_the_authors_release_names_its_protocol_and_sets_the_paper_beside(tmp_path):
