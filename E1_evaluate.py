@@ -1,12 +1,15 @@
 """E1 — evaluate random search, kNN, Backward Search and the student on a task's queries.
 
     python E1_evaluate.py --task synthart-style [--lambda 1.0] [--sweep] [--target-mts 0.15]
+        [--authors-quirks empty-tag-token|all|none] [--exclude-query]
 
 Reads the queries (A2), the embeddings (C1), the encoder's heads (B1) and the student (D1, when
 trained); writes results/<run>/<task>/: metrics.json, retrievals_<method>.csv, table2/3/4/5/6 (.md
 and .csv, ours beside the paper's values; table3 with --target-mts), sweep.csv (--sweep),
 calibration.json (--target-mts), config.json, E1.log. The folder is built aside and swapped in
-whole once everything has been computed (E2's figures/ carried over), under a lock.
+whole once everything has been computed (E2's figures/ carried over), under a lock. On a run
+imported from the authors' release, λ defaults to the one in its student file's name (their
+student's λ); --authors-quirks empty-tag-token computes mTS@10 as their code does (CUB, aPY).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 from src import evaluation as ev
 from src import paper, tables
-from src.artifacts import atomic_dir, results_dir, run_dir, stage_config, write_json
+from src.artifacts import atomic_dir, read_json, results_dir, run_dir, stage_config, write_json
 from src.cli import (
     LOGGER,
     add_device_arg,
@@ -33,7 +37,9 @@ from src.cli import (
 from src.errors import SuiteError
 from src.eval_data import load_eval_data
 from src.hints import hint
+from src.quirks import parse_quirks, protocol_label
 from src.student import load_student, student_path
+from src.tables import RELEASE
 from src.tasks import TASKS, default_run, get_task
 
 log = logging.getLogger(LOGGER)
@@ -61,8 +67,49 @@ def parse_args(argv: list[str] | None):
         metavar="MTS",
         help="Table 3 protocol: find λ with mTS@10 ≈ MTS (e.g. 0.15) → calibration.json",
     )
+    p.add_argument(
+        "--authors-quirks",
+        default="none",
+        help="reproduce the authors' E1 bug: empty-tag-token (CUB, aPY: an empty tag in a query "
+        "without attributes lowers mTS@10), all or none (README: Deviations)",
+    )
     add_device_arg(p)
     return p.parse_args(argv)
+
+
+def student_lambdas(rdir: Path, task: str) -> dict[float, Path]:
+    """The students of `task` in a run folder, by the λ in their file names (sorted)."""
+    prefix = f"student_{task}_lam"
+    found = {}
+    for f in rdir.glob(f"{prefix}*.pt"):
+        try:
+            found[float(f.stem.removeprefix(prefix))] = f
+        except ValueError:
+            continue  # not a name D1 or the importer writes
+    return dict(sorted(found.items()))
+
+
+def resolve_lambda(args, task, rdir: Path, imported: bool) -> tuple[float, str]:
+    """λ and where it came from: --lambda, the imported student's file name, or the task's default."""
+    if args.lam is not None:
+        return args.lam, "--lambda"
+    found = student_lambdas(rdir, task.name)
+    if not imported or not found or task.default_lambda in found:
+        return task.default_lambda, "the task's default"
+    if len(found) > 1:
+        raise SuiteError(
+            f"{rdir} holds students of {task.name} at λ = {', '.join(f'{x:g}' for x in found)}: "
+            "choose one with --lambda"
+        )
+    lam, path = next(iter(found.items()))
+    return lam, f"the imported student's file name ({path.name})"
+
+
+def run_source(rdir: Path) -> str | None:
+    """weights/<run>/config.json "source" ("authors-release" for an imported run), if any."""
+    path = rdir / "config.json"
+    cfg = read_json(path, hint("B1", "--run", rdir.name)) if path.is_file() else {}
+    return cfg.get("source") if isinstance(cfg, dict) else None
 
 
 def chosen_methods(args, student_file) -> list[str]:
@@ -84,17 +131,24 @@ def chosen_methods(args, student_file) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     task = get_task(args.task)
-    args.lam = task.default_lambda if args.lam is None else args.lam
+    quirks = parse_quirks(args.authors_quirks, "E1")
     run = args.run or default_run(task.dataset)
+    rdir = run_dir(args.weights_root, run)
+    imported = run_source(rdir) == RELEASE
+    args.lam, lam_source = resolve_lambda(args, task, rdir, imported)
     out = results_dir(args.results_root, run, task.name)
     setup_logging()
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    student_file = student_path(run_dir(args.weights_root, run), task.name, args.lam)
+    student_file = student_path(rdir, task.name, args.lam)
     methods = chosen_methods(args, student_file)
     t0 = time.time()
 
-    data = load_eval_data(args.data_root, args.weights_root, task, run, device, args.exclude_query)
+    data = load_eval_data(
+        args.data_root, args.weights_root, task, run, device, args.exclude_query, quirks
+    )
+    for q in sorted(set(quirks) - set(data.quirks)):
+        log.info("--authors-quirks %s changes nothing on %s: not applied", q, task.dataset)
     # the task's folder is built aside and swapped in whole (E2's figures/ carried over): no
     # file of an earlier run (a stale sweep.csv, retrievals_student.csv) survives beside new ones
     with atomic_dir(out, keep=("figures",)) as tmp:
@@ -104,6 +158,23 @@ def main(argv: list[str] | None = None) -> None:
             log.info(
                 "E1 %s, run %s: %d queries, database %d (%s)", task.name, run, n_q, n_db, device
             )
+            log.info(
+                "λ = %g (%s); mTS@10 protocol: %s",
+                args.lam,
+                lam_source,
+                protocol_label(data.quirks),
+            )
+            if "student" in methods:
+                log.info("student: %s (λ = %g)", student_file.name, args.lam)
+            else:
+                whose = "the release has" if imported else "D1 trained"
+                log.info(
+                    "no student: %s none for %s at λ = %g (%s)",
+                    whose,
+                    task.name,
+                    args.lam,
+                    student_file.name,
+                )
             results = ev.evaluate(
                 data,
                 methods,
@@ -113,8 +184,18 @@ def main(argv: list[str] | None = None) -> None:
                 sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
                 target_mts=args.target_mts,
             )
+            if "student" in methods:
+                results.student_file = student_file.name
             tables.write_results(tmp, results)
-            write_json(tmp / "config.json", stage_config(args, run=run, device=str(device)))
+            config = stage_config(
+                args,
+                run=run,
+                device=str(device),
+                quirks=list(data.quirks),
+                lambda_source=lam_source,
+                student_file=results.student_file,
+            )
+            write_json(tmp / "config.json", config)
             for line in ev.summary_lines(results):
                 log.info(line)
         finally:

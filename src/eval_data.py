@@ -16,13 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from src import metrics
-from src.artifacts import require, run_dir
+from src.artifacts import dataset_dir, read_json, require, run_dir
 from src.datasets.common import read_labels, read_split
 from src.embeddings import load_embeddings
 from src.errors import SuiteError
 from src.hints import hint
 from src.labels import class_ids
 from src.queries import read_queries
+from src.quirks import QUIRKS
 from src.tasks import Task, default_run
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class EvalData:
     query_tags: Any  # csr Q×T
     db_tags: Any  # csr N×T
     exclude: Tensor | None  # (Q,) database row of each query (-1 none), under --exclude-query
+    quirks: tuple[str, ...] = ()  # the authors' E1 quirks applied (src/quirks.py)
+    source: str | None = None  # data/<ds>/config.json "source" ("authors-release": imported)
     n_relevant: Tensor = field(init=False)  # (Q,) database rows carrying every condition label
     cache: dict[float, Ranking] = field(default_factory=dict)  # Backward Search per λ
 
@@ -107,6 +110,11 @@ def database_rows(emb: Mapping[str, np.ndarray], test: pd.DataFrame, c1: str) ->
     return np.asarray([r for r in test_rows if tags_of[images[r]]], dtype=np.int64)
 
 
+def effective_quirks(quirks: Iterable[str], dataset: str) -> tuple[str, ...]:
+    """The E1 quirks that change anything on `dataset` (empty-tag-token: CUB and aPY only)."""
+    return tuple(q for q in quirks if dataset in QUIRKS[q].datasets)
+
+
 def load_eval_data(
     data_root: Path,
     weights_root: Path,
@@ -114,10 +122,15 @@ def load_eval_data(
     run: str,
     device: torch.device,
     exclude_query: bool = False,
+    quirks: Iterable[str] = (),
 ) -> EvalData:
-    """Read queries, labels, embeddings and the encoder's heads; check they fit together."""
+    """Read queries, labels, embeddings and the encoder's heads; check they fit together.
+
+    quirks: the authors' E1 quirks to apply (those that do nothing on the dataset are dropped).
+    """
     from src.encoder import load_encoder
 
+    quirks = effective_quirks(quirks, task.dataset)
     queries = read_queries(data_root, task.name)
     labels = read_labels(data_root, task.dataset)
     rdir = run_dir(weights_root, run)
@@ -158,9 +171,14 @@ def load_eval_data(
         )
         for a in task.conditions
     }
-    q_tags, db_tags = metrics.tag_matrices(
-        queries["tags"].fillna("").astype(str).tolist(),
-        [tags_of[k] for k in images[db_rows]],
+    q_list: list[Any] = queries["tags"].fillna("").astype(str).tolist()
+    if "empty-tag-token" in quirks:  # their E1: a query without attributes gets an empty tag
+        own = [[labels[a][int(emb[f"label_{a}"][r])] for a in label_attrs] for r in q_rows]
+        q_list = metrics.authors_query_tags(q_list, own)
+    q_tags, db_tags = metrics.tag_matrices(q_list, [tags_of[k] for k in images[db_rows]])
+    cfg_path = dataset_dir(data_root, task.dataset) / "config.json"
+    data_cfg = (
+        read_json(cfg_path, hint("A1", "--dataset", task.dataset)) if cfg_path.is_file() else {}
     )
     exclude = None
     if exclude_query:
@@ -186,4 +204,6 @@ def load_eval_data(
         query_tags=q_tags,
         db_tags=db_tags,
         exclude=None if exclude is None else dev(exclude),
+        quirks=quirks,
+        source=data_cfg.get("source") if isinstance(data_cfg, dict) else None,
     )

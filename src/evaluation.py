@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from src import metrics
-from src.backward_search import SearchResult, backward_search
+from src.backward_search import SearchResult, StopRule, backward_search
 from src.cli import LOGGER
 from src.eval_data import EvalData, K
 from src.retrieval import cosine_topk
@@ -43,6 +43,7 @@ class Ranking:
     seconds: float | None = None
     search: SearchResult | None = None
     lam: float | None = None
+    single: SearchResult | None = None  # the same queries under StopRule.SINGLE (Table 5 only)
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
@@ -86,8 +87,12 @@ def _warm_up(fn: Callable[[Tensor, dict[str, Tensor]], Any], data: EvalData) -> 
         fn(data.z0[:n], {a: y[:n] for a, y in data.conditions.items()})
 
 
-def rank_backward_search(data: EvalData, lam: float) -> Ranking:
-    """Backward Search at λ for every query in one call (cached per λ)."""
+def rank_backward_search(data: EvalData, lam: float, single: bool = False) -> Ranking:
+    """Backward Search at λ for every query in one call (cached per λ).
+
+    single: also count the iterations of the authors' single-query rule (StopRule.SINGLE) on the
+    same queries, for Table 5; its z is not used (every retrieval number is the batched rule's).
+    """
     lam = float(lam)
     if lam not in data.cache:
 
@@ -98,7 +103,13 @@ def rank_backward_search(data: EvalData, lam: float) -> Ranking:
         with torch.no_grad():
             result, seconds = _timed(lambda: search(data.z0, data.conditions), data.device)
         data.cache[lam] = Ranking("backward_search", rank(data, result.z), seconds, result, lam)
-    return data.cache[lam]
+    ranking = data.cache[lam]
+    if single and ranking.single is None:
+        with torch.no_grad():
+            ranking.single = backward_search(
+                data.heads, data.z0, data.conditions, lam, rule=StopRule.SINGLE
+            )
+    return ranking
 
 
 def rank_student(data: EvalData, student: Student, lam: float) -> Ranking:
@@ -149,6 +160,8 @@ def score(data: EvalData, ranking: Ranking) -> Scores:
         "context_preservation": context,
         "iterations_mean": None,
         "iterations_sd": None,
+        "single_iterations_mean": None,
+        "single_iterations_sd": None,
         "satisfied_at_mean": None,
         "satisfied_fraction": None,
         "ms_per_query": None,
@@ -164,6 +177,12 @@ def score(data: EvalData, ranking: Ranking) -> Scores:
             iterations_sd=_finite(float(it.std())) if n_q > 1 else 0.0,
             satisfied_at_mean=float(sat[ok].double().mean()) if bool(ok.any()) else None,
             satisfied_fraction=float(ok.double().mean()),
+        )
+    if ranking.single is not None:
+        it = ranking.single.iterations.double()
+        summary.update(
+            single_iterations_mean=float(it.mean()),
+            single_iterations_sd=_finite(float(it.std())) if n_q > 1 else 0.0,
         )
     if ranking.seconds is not None and n_q:
         summary["ms_per_query"] = 1000 * ranking.seconds / n_q
@@ -279,6 +298,7 @@ class TaskResults:
     similarity: float | None = None  # teacher vs student (Table 6)
     sweep: pd.DataFrame | None = None
     calibration: dict[str, Any] | None = None
+    student_file: str | None = None  # the student's file name (its λ is in it), when evaluated
 
     @property
     def summary(self) -> dict[str, dict[str, Any]]:
@@ -299,7 +319,7 @@ def evaluate(
     rankers: dict[str, Callable[[], Ranking]] = {
         "random": lambda: rank_random(data, seed),
         "knn": lambda: rank_knn(data),
-        "backward_search": lambda: rank_backward_search(data, lam),
+        "backward_search": lambda: rank_backward_search(data, lam, single=True),
         "student": lambda: rank_student(data, student, lam),
     }
     rankings = {m: rankers[m]() for m in methods}

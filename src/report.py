@@ -19,8 +19,11 @@ from src.artifacts import dataset_dir, queries_path, results_dir, run_dir, write
 from src.evaluation import METHODS
 from src.hints import hint
 from src.paper import METHOD_NAMES, TABLE3_TARGET_MTS, TABLE5_DEVICE
-from src.tables import TITLES, fmt_cell, md_table
+from src.quirks import protocol_label
+from src.tables import RANDOM_BY_NATURE, RELEASE, TITLES, fmt_cell, md_table
 from src.tasks import AUTHORS_TRAINING, Task, get_dataset, tasks_of
+
+NOT_RECORDED = "not recorded"
 
 FIGURE_CAPTIONS = (  # file-name prefix → caption (in this order in the report)
     (
@@ -62,9 +65,18 @@ def _lam(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) else "—"
 
 
+def _mean_sd(m: Mapping[str, Any], prefix: str) -> str:
+    it, sd = m.get(f"{prefix}iterations_mean"), m.get(f"{prefix}iterations_sd")
+    return f"{it:.2f} ± {sd or 0.0:.2f}" if it is not None else "—"
+
+
 def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per method of metrics.json: the paper's mAP@10, true mAP@10, mTS@10, context, cost."""
+    """One row per method of metrics.json: the paper's mAP@10, true mAP@10, mTS@10, context, cost.
+
+    On imported data the random row says it cannot match (the authors' random search is unseeded).
+    """
     methods = metrics.get("methods", {})
+    release = metrics.get("source") == RELEASE
     order = [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
     context_attrs = sorted(
         {a for m in methods.values() for a in (m.get("context_preservation") or {})}
@@ -72,9 +84,9 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for name in order:
         m = methods[name]
-        it, sd = m.get("iterations_mean"), m.get("iterations_sd")
+        shown = METHOD_NAMES.get(name, name)
         row = {
-            "method": METHOD_NAMES.get(name, name),
+            "method": f"{shown} ({RANDOM_BY_NATURE})" if release and name == "random" else shown,
             "λ": _lam(m.get("lambda")),
             "paper mAP@10 (precision@10)": m.get("paper_map@10"),
             "mAP@10 (true AP)": m.get("map@10"),
@@ -82,7 +94,9 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
         }
         for a in context_attrs:
             row[f"keeps query's {a}"] = (m.get("context_preservation") or {}).get(a)
-        row["iterations (mean ± sd)"] = f"{it:.2f} ± {sd:.2f}" if it is not None else "—"
+        row["iterations, batched rule (mean ± sd)"] = _mean_sd(m, "")
+        if any(x.get("single_iterations_mean") is not None for x in methods.values()):
+            row["iterations, single-query rule (mean ± sd)"] = _mean_sd(m, "single_")
         ms = m.get("ms_per_query")
         row["ms / query"] = f"{ms:.3g}" if ms is not None else "—"
         rows.append(row)
@@ -92,6 +106,8 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 def _config_line(name: str, cfg: Any) -> str:
     if not isinstance(cfg, dict):
         return f"- {name}: no config.json found"
+    if cfg.get("source") == RELEASE and "command" not in cfg:
+        return f"- {name}: imported from the authors' release `{cfg.get('release', '?')}` ({cfg.get('created', '?')})"
     args = cfg.get("args", {})
     seed = args.get("seed", "—")
     device = f", device {cfg['device']}" if cfg.get("device") else ""
@@ -110,9 +126,35 @@ def training_settings(enc_cfg: Any) -> dict[str, Any]:
     return out
 
 
+def _is_release(cfg: Any) -> bool:
+    return isinstance(cfg, dict) and cfg.get("source") == RELEASE
+
+
+def _encoder_differences(task: Task, enc_cfg: Any) -> list[str]:
+    """The encoder settings of this run that differ from the paper's main setting."""
+    recipe = training_settings(enc_cfg)
+    if task.paper_column is None or not recipe:
+        return []
+    # an imported encoder IS the authors' trained one: only its configuration can differ
+    keys = (
+        ("backbone", "embedding_size")
+        if _is_release(enc_cfg)
+        else ("backbone", "embedding_size", "epochs", "pretrained")
+    )
+    diff = [
+        f"{k} {recipe[k]} (paper: {getattr(AUTHORS_TRAINING, k)})"
+        for k in keys
+        if k in recipe and recipe[k] != getattr(AUTHORS_TRAINING, k)
+    ]
+    if recipe.get("frozen"):
+        diff.append("backbone frozen (paper's main setting: fine-tuned)")
+    return diff
+
+
 def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> list[str]:
     """Plain statements of what in this task's numbers cannot be set beside the paper's."""
     notes = []
+    release = _is_release(data_cfg)
     if task.paper_column is None:
         notes.append(
             f"{task.name} runs on SynthArt, the suite's embedded procedural dataset. Its numbers show "
@@ -128,41 +170,124 @@ def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> lis
         )
     if data_cfg.get("warning"):
         notes.append(f"A1 warned: {data_cfg['warning']}.")
-    recipe = training_settings(enc_cfg)
-    if task.paper_column is not None and recipe:
-        paper = {
-            k: getattr(AUTHORS_TRAINING, k)
-            for k in ("backbone", "embedding_size", "epochs", "pretrained")
-        }
-        diff = [
-            f"{k} {recipe[k]} (paper: {v})"
-            for k, v in paper.items()
-            if k in recipe and recipe[k] != v
-        ]
-        if recipe.get("frozen"):
-            diff.append("backbone frozen (paper's main setting: fine-tuned)")
-        if diff:
-            notes.append(
-                "The encoder differs from the paper's main setting: " + "; ".join(diff) + "."
-            )
-    if isinstance(metrics, dict):
-        if metrics.get("exclude_query"):
-            notes.append(
-                "The query image was left out of the database (--exclude-query); the authors kept it, "
-                "so it could retrieve itself."
-            )
-        bs = metrics.get("methods", {}).get("backward_search", {})
-        if bs.get("ms_per_query") is not None:
-            notes.append(
-                f"Times per query are this machine's (batched search), not the paper's {TABLE5_DEVICE} "
-                "one query at a time: compare orders of magnitude only."
-            )
-    if task.paper_column is not None:
+    diff = _encoder_differences(task, enc_cfg)
+    if diff and _is_release(enc_cfg):
+        notes.append(
+            "This is the authors' own trained encoder, but not the configuration of the paper's "
+            "main tables (2, 4–6): "
+            + "; ".join(diff)
+            + "; compare with Table 3 where the paper has a row for it."
+        )
+    elif diff:
+        notes.append("The encoder differs from the paper's main setting: " + "; ".join(diff) + ".")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    if metrics.get("exclude_query"):
+        notes.append(
+            "The query image was left out of the database (--exclude-query); the authors kept it, "
+            "so it could retrieve itself."
+        )
+    methods = metrics.get("methods", {})
+    if methods.get("backward_search", {}).get("ms_per_query") is not None:
+        notes.append(
+            f"Times per query are this machine's (batched search), not the paper's {TABLE5_DEVICE} "
+            "one query at a time: compare orders of magnitude only."
+        )
+    if release and "random" in methods:
+        notes.append(
+            f'Random search rows are marked "{RANDOM_BY_NATURE}": no run can match its numbers.'
+        )
+    if release and metrics and "student" not in methods:
+        notes.append(
+            "The release has no student for this task at this λ: Table 6's student columns are "
+            "empty."
+        )
+    if release:
+        n = metrics.get("n_queries")
+        n_text = f"{n:,} " if isinstance(n, int) else ""
+        notes.append(
+            f"The queries are not a source of difference: these are the authors' own {n_text}"
+            "queries (their query pickle, imported as they are)."
+        )
+    elif task.paper_column is not None:
         notes.append(
             "The 1,000 queries follow the paper's protocol (SPEC §3) but not the authors' random "
             "streams, so they are not the same query pairs."
         )
     return notes
+
+
+def _quirks(cfg: Any) -> str:
+    """A stage's recorded quirks as a protocol label, or 'not recorded'."""
+    if isinstance(cfg, dict) and isinstance(cfg.get("quirks"), list):
+        return protocol_label(cfg["quirks"])
+    return NOT_RECORDED
+
+
+def _get(cfg: Any, key: str) -> Any:
+    v = cfg.get(key) if isinstance(cfg, dict) else None
+    return NOT_RECORDED if v is None else v
+
+
+def protocol_block(
+    data_cfg: Any, enc_cfg: Any, run_metrics: Any, e1_cfg: Any, metrics: Any
+) -> list[str]:
+    """Which protocol produced this task's numbers, stage by stage, from the artifacts' records."""
+    out = ["### Protocol", ""]
+    if _is_release(data_cfg):
+        kept = "; ".join(data_cfg.get("notes") or [])
+        out.append(
+            f"- A1 data: imported from the authors' release `{data_cfg.get('release', '?')}`: "
+            f"their split files, tags rebuilt as their code builds them; quirks added on import: "
+            f"{_quirks(data_cfg)}" + (f" ({kept})" if kept else "")
+        )
+    else:
+        out.append(f"- A1 data: quirks: {_quirks(data_cfg)}; split: {_get(data_cfg, 'split')}")
+    if _is_release(enc_cfg):
+        out.append(
+            f"- B1 encoder: the authors' trained heads (release run "
+            f"`{enc_cfg.get('release_run', '?')}`, backbone absent); precision: "
+            f"{_get(enc_cfg, 'precision')}; quirks: {_quirks(enc_cfg)}"
+        )
+        out.append("- C1 embeddings: the authors' own (their inference_*_embedding_epoch*.npy)")
+    else:
+        out.append(
+            f"- B1 encoder: precision: {_get(enc_cfg, 'precision')}; quirks: {_quirks(enc_cfg)}"
+        )
+        out.append(
+            f"- C1 embeddings: train split with the {_get(run_metrics, 'train_transform')} "
+            f"transform; augmentation seed: {_get(run_metrics, 'augmentation_seed')}"
+        )
+    e1 = e1_cfg if isinstance(e1_cfg, dict) else {}
+    exclude = (e1.get("args") or {}).get("exclude_query")
+    if exclude is None and isinstance(metrics, dict):
+        exclude = metrics.get("exclude_query")
+    lam = metrics.get("lambda") if isinstance(metrics, dict) else None
+    lam_text = f"λ = {_lam(lam)} ({e1.get('lambda_source', NOT_RECORDED)})"
+    student = metrics.get("student_file") if isinstance(metrics, dict) else None
+    out.append(
+        f"- E1: mTS@10 {_quirks(e1 if 'quirks' in e1 else metrics)}; --exclude-query: "
+        f"{NOT_RECORDED if exclude is None else ('yes' if exclude else 'no')}; {lam_text}; "
+        f"student: {f'`{student}`' if student else 'none'}"
+    )
+    return [*out, ""]
+
+
+def _student_line(data_cfg: Any, run_metrics: Any) -> str:
+    """What the student of Table 6 learnt from: C1's train-split embeddings, or the authors' own."""
+    if _is_release(data_cfg):
+        return "The student is the authors' own (their released student, converted)."
+    return (
+        "The student (D1) was distilled on C1's train-split embeddings made with the "
+        f"{_get(run_metrics, 'train_transform')} transform (augmentation seed "
+        f"{_get(run_metrics, 'augmentation_seed')})."
+    )
+
+
+def _source_line(base: Path, path: Path, e1_cfg: Any) -> str:
+    """Which artifact a table comes from and the E1 command that wrote it."""
+    cmd = e1_cfg.get("command") if isinstance(e1_cfg, dict) else None
+    by = f", written by `{cmd}`" if cmd else ""
+    return f"Source: `{path.relative_to(base.parent).as_posix()}`{by}."
 
 
 def _figures(base: Path, folder: Path) -> list[str]:
@@ -186,11 +311,21 @@ def _figures(base: Path, folder: Path) -> list[str]:
     return out
 
 
-def task_section(base: Path, task: Task, data_cfg: Any, enc_cfg: Any) -> list[str]:
-    """The markdown of one task: summary, E1's tables, sweep, calibration, figures, caveats."""
+def task_section(
+    base: Path, task: Task, data_cfg: Any, enc_cfg: Any, run_metrics: Any = None
+) -> list[str]:
+    """The markdown of one task: protocol, summary, E1's tables, sweep, calibration, figures, caveats."""
     tdir = base / task.name
     metrics = read_json_or_none(tdir / "metrics.json")
+    e1_cfg = read_json_or_none(tdir / "config.json")
     out = [f"## Task `{task.name}`", ""]
+    if _is_release(data_cfg):
+        out += [
+            "**Computed by our E1 from the authors' released artifacts**: their encoder heads, "
+            "embeddings, queries and students, imported without images or retraining; the "
+            "paper's values sit beside ours with Δ.",
+            "",
+        ]
     out.append(
         f"Conditions: {', '.join(task.conditions)} · paper column: {task.paper_column or 'none (SynthArt)'}"
     )
@@ -200,7 +335,9 @@ def task_section(base: Path, task: Task, data_cfg: Any, enc_cfg: Any) -> list[st
             f"database {metrics.get('database_size', '?')} images · query image "
             f"{'excluded from' if metrics.get('exclude_query') else 'kept in'} the database"
         )
-        out += ["", "### Our numbers (metrics.json)", "", md_table(metrics_table(metrics))]
+        out += ["", *protocol_block(data_cfg, enc_cfg, run_metrics, e1_cfg, metrics)]
+        out += ["### Our numbers (metrics.json)", "", md_table(metrics_table(metrics)), ""]
+        out.append(_source_line(base, tdir / "metrics.json", e1_cfg))
         rs = metrics.get("retrieved_similarity")
         if rs is not None:
             out += ["", f"Retrieved similarity, teacher vs student (Table 6): {rs:.3f}"]
@@ -213,9 +350,13 @@ def task_section(base: Path, task: Task, data_cfg: Any, enc_cfg: Any) -> list[st
             body = md.read_text(encoding="utf-8").strip()
             heading = title.format(target=TABLE3_TARGET_MTS)
             out += [body, ""] if body.startswith("#") else [f"### {heading}", "", body, ""]
+            if stem == "table6":
+                out += [_student_line(data_cfg, run_metrics), ""]
+            out += [_source_line(base, md, e1_cfg), ""]
     sweep = tdir / "sweep.csv"
     if sweep.exists():
         out += ["### λ sweep (sweep.csv; plotted in Fig 6)", "", md_table(pd.read_csv(sweep)), ""]
+        out += [_source_line(base, sweep, e1_cfg), ""]
     cal = read_json_or_none(tdir / "calibration.json")
     if isinstance(cal, dict):
         out += [
@@ -224,6 +365,8 @@ def task_section(base: Path, task: Task, data_cfg: Any, enc_cfg: Any) -> list[st
             f"Target mTS@10 {fmt_cell(cal.get('target_mts'))}: λ = {_lam(cal.get('lambda'))} gives "
             f"mTS@10 {fmt_cell(cal.get('mts@10'))} and paper mAP@10 {fmt_cell(cal.get('paper_map@10'))} "
             f"({len(cal.get('steps', []))} bisection steps).",
+            "",
+            _source_line(base, tdir / "calibration.json", e1_cfg),
             "",
         ]
     figs = _figures(base, tdir / "figures")
@@ -276,7 +419,7 @@ def build_report(
         acc = ", ".join(f"{a} {v:.3f}" for a, v in heads["test_accuracy"].items())
         out += [f"Encoder heads' test accuracy (C1): {acc}.", ""]
     for task in tasks:
-        out += task_section(base, task, data_cfg, enc_cfg)
+        out += task_section(base, task, data_cfg, enc_cfg, heads)
     run_figs = [(n, c) for n, c in RUN_FIGURES if (base / "figures" / n).exists()]
     if run_figs:
         out += ["## Run figures", ""]

@@ -287,7 +287,9 @@ def test_paper_task_tables_hold_the_papers_values(wiki_style):
     t5 = pd.read_csv(wiki_style / "table5.csv").set_index("source")
     for e in (128, 256):
         row = t5.loc[f"paper (E{e})"]
-        assert tuple(row[["iterations mean", "iterations sd", "ms/query"]]) == paper.TABLE5[col][e]
+        cols = [tables.SINGLE_MEAN, tables.SINGLE_SD, "ms/query"]
+        assert tuple(row[cols]) == paper.TABLE5[col][e]
+        assert np.isnan(row[tables.BATCH_MEAN])  # the paper's counts are the single-query rule's
     t6 = pd.read_csv(wiki_style / "table6.csv").set_index("source")
     p6 = t6.loc["paper (E256)"]
     assert p6["teacher mAP@10"] == paper.TABLE6[col]["backward_search"][0]
@@ -321,12 +323,46 @@ def test_synthart_tables_mark_the_paper_columns_na(synth_style):
             assert all(r[j].strip() == "n/a" for r in body), (name, header[j])
 
 
-def test_table5_reports_our_iterations(synth_style):
+def test_table5_reports_our_iterations_under_both_rules(synth_style):
     t5 = pd.read_csv(synth_style / "table5.csv")
     bs = read_metrics(synth_style)["methods"]["backward_search"]
     ours = t5.iloc[0]
-    assert ours["iterations mean"] == pytest.approx(bs["iterations_mean"])
+    assert ours[tables.BATCH_MEAN] == pytest.approx(bs["iterations_mean"])
+    assert ours[tables.SINGLE_MEAN] == pytest.approx(bs["single_iterations_mean"])
+    assert ours[tables.SINGLE_SD] == pytest.approx(bs["single_iterations_sd"])
     assert ours["embedding size"] == 18 and ours["device"] == "cpu"
+    md = (synth_style / "table5.md").read_text()
+    assert "Iterations are comparable" not in md and "single-query `compute()` rule" in md
+
+
+def test_table5_single_rule_counts_come_from_stop_rule_single(wiki):
+    """The single-query column is StopRule.SINGLE on the same queries, not the batched count."""
+    from src.backward_search import StopRule, backward_search
+
+    data = load_eval_data(
+        wiki.data_root, wiki.weights_root, get_task("wikiart-style"), wiki.run, torch.device("cpu")
+    )
+    lam = 1.0
+    res = ev.evaluate(data, ["backward_search"], lam)
+    bs = res.summary["backward_search"]
+    single = backward_search(data.heads, data.z0, data.conditions, lam, rule=StopRule.SINGLE)
+    batch = backward_search(data.heads, data.z0, data.conditions, lam)
+    assert bs["single_iterations_mean"] == pytest.approx(float(single.iterations.double().mean()))
+    assert bs["iterations_mean"] == pytest.approx(float(batch.iterations.double().mean()))
+    assert bs["single_iterations_mean"] != pytest.approx(bs["iterations_mean"])
+    t5 = tables.build_tables(res)["table5"]
+    assert list(t5.columns[3:7]) == [
+        tables.SINGLE_MEAN,
+        tables.SINGLE_SD,
+        tables.BATCH_MEAN,
+        tables.BATCH_SD,
+    ]
+    assert t5.loc[0, tables.SINGLE_MEAN] == pytest.approx(bs["single_iterations_mean"])
+    paper_rows = t5[t5["source"].str.startswith("paper")]
+    assert len(paper_rows) == 2 and paper_rows[tables.BATCH_MEAN].isna().all()
+    assert paper_rows[tables.SINGLE_MEAN].tolist() == [
+        m for m, _, _ in paper.TABLE5["WikiArt-style"].values()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,3 +517,102 @@ def test_cuda_gives_the_cpu_numbers(synth, synth_style, tmp_path):
             assert gpu["methods"][method][key] == pytest.approx(
                 cpu["methods"][method][key], abs=0.02
             ), (method, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' E1 protocol on imported runs (tests/_fixtures_release.py)
+
+
+def imported_cub(tmp_path: Path, student_lambda: str | None = "0.51"):
+    """A CUB-like release imported into tmp_path; its student renamed (λ) or removed (None)."""
+    from src.release.convert import import_release
+    from tests._fixtures_release import write_cub_like
+
+    fx = write_cub_like(tmp_path / "release")
+    sdir = fx["folder"] / "knowledge_distill_model_lambda0.51_reg0.0"
+    if student_lambda is None:
+        shutil.rmtree(sdir)
+    elif student_lambda != "0.51":
+        sdir.rename(sdir.with_name(f"knowledge_distill_model_lambda{student_lambda}_reg0.0"))
+    (run,) = import_release(tmp_path / "release", "cub", tmp_path / "data", tmp_path / "weights")
+    roots = [(f"--{x}-root", str(tmp_path / x)) for x in ("data", "weights", "results")]
+    argv = ["--task", "cub-bird", "--run", run, "--device", "cpu", *sum(roots, ())]
+    return run, argv
+
+
+def without_attributes(tmp_path: Path, picks: list[int]) -> list[int]:
+    """Strip the attributes of some query images (test.csv and queries), leaving their species."""
+    data = tmp_path / "data" / "cub"
+    q = pd.read_csv(data / "queries_cub-bird.csv", dtype=str, keep_default_na=False)
+    test = pd.read_csv(data / "test.csv", dtype=str, keep_default_na=False)
+    species = dict(zip(test["image"], test["species"], strict=True))
+    for i in picks:
+        img = q.loc[i, "image"]
+        q.loc[i, "tags"] = species[img]
+        test.loc[test["image"] == img, "tags"] = species[img]
+    q.to_csv(data / "queries_cub-bird.csv", index=False)
+    test.to_csv(data / "test.csv", index=False)
+    bare = [i for i, t in enumerate(q["tags"]) if "|" not in t]
+    assert set(picks) <= set(bare)
+    return bare
+
+
+def test_empty_tag_token_lowers_mts_only_for_queries_without_attributes(tmp_path):
+    run, argv = imported_cub(tmp_path)
+    bare = without_attributes(tmp_path, [0, 1, 4])
+    out = tmp_path / "results" / run / "cub-bird"
+    assert run_stage(E1_evaluate.main, argv) == 0
+    fixed = {m: pd.read_csv(out / f"retrievals_{m}.csv") for m in ev.METHODS}
+    m_fixed = read_metrics(out)
+    assert m_fixed["quirks"] == [] and m_fixed["source"] == "authors-release"
+    assert run_stage(E1_evaluate.main, [*argv, "--authors-quirks", "empty-tag-token"]) == 0
+    m_quirk = read_metrics(out)
+    assert m_quirk["quirks"] == ["empty-tag-token"]
+    assert json.loads((out / "config.json").read_text())["quirks"] == ["empty-tag-token"]
+    lowered = 0
+    for m in ev.METHODS:
+        quirk = pd.read_csv(out / f"retrievals_{m}.csv")
+        same = [c for c in quirk.columns if c != "tag_similarity"]
+        pd.testing.assert_frame_equal(quirk[same], fixed[m][same])  # ranks, precision unchanged
+        others = ~quirk.index.isin(bare)
+        np.testing.assert_array_equal(
+            quirk.loc[others, "tag_similarity"], fixed[m].loc[others, "tag_similarity"]
+        )
+        before, after = fixed[m].loc[bare, "tag_similarity"], quirk.loc[bare, "tag_similarity"]
+        assert (after <= before + 1e-12).all()
+        lowered += int((after < before - 1e-12).sum())
+        for key in ("paper_map@10", "map@10", "context_preservation", "iterations_mean"):
+            assert m_quirk["methods"][m][key] == m_fixed["methods"][m][key], (m, key)
+        assert m_quirk["methods"][m]["mts@10"] <= m_fixed["methods"][m]["mts@10"]
+    assert lowered > 0  # kNN retrieves the query's own species: the empty token shows
+    assert m_quirk["methods"]["knn"]["mts@10"] < m_fixed["methods"]["knn"]["mts@10"]
+
+
+def test_empty_tag_token_changes_nothing_on_wikiart_and_unknown_quirks_fail(wiki, capsys):
+    out = e1(wiki, "--task", "wikiart-style", "--device", "cpu", "--authors-quirks", "all")
+    assert read_metrics(out)["quirks"] == []
+    err = e1_error(wiki, capsys, "--task", "wikiart-style", "--authors-quirks", "cub-tag-shift")
+    assert "not a quirk of E1" in err
+
+
+def test_imported_run_uses_its_students_lambda(tmp_path):
+    run, argv = imported_cub(tmp_path, student_lambda="0.75")
+    assert run_stage(E1_evaluate.main, argv) == 0
+    out = tmp_path / "results" / run / "cub-bird"
+    m = read_metrics(out)
+    assert m["lambda"] == 0.75 and m["methods"]["student"]["lambda"] == 0.75
+    assert m["student_file"] == "student_cub-bird_lam0.75.pt"
+    cfg = json.loads((out / "config.json").read_text())
+    assert "student_cub-bird_lam0.75.pt" in cfg["lambda_source"]
+    assert "student_cub-bird_lam0.75.pt (λ = 0.75)" in (out / "E1.log").read_text()
+
+
+def test_imported_run_without_a_student_says_so(tmp_path):
+    run, argv = imported_cub(tmp_path, student_lambda=None)
+    assert run_stage(E1_evaluate.main, argv) == 0
+    out = tmp_path / "results" / run / "cub-bird"
+    m = read_metrics(out)
+    assert "student" not in m["methods"] and m["student_file"] is None and m["lambda"] == 0.51
+    assert "no student: the release has none for cub-bird" in (out / "E1.log").read_text()
+    t6 = pd.read_csv(out / "table6.csv")
+    assert np.isnan(t6.loc[0, "student mAP@10"])

@@ -86,7 +86,8 @@ def make_tree(root: Path, tag_fallback: bool) -> dict[str, Path]:
     write(roots["data"] / "wikiart" / "queries_wikiart-style.json", a2)
     d1 = config("D1_train_distill.py --task wikiart-style", 49)
     write(roots["weights"] / RUN / "student_wikiart-style_lam1.1.json", d1)
-    write(roots["weights"] / RUN / "metrics.json", {"test_accuracy": {"style": 0.61, "genre": 0.7}})
+    c1 = {"test_accuracy": {"style": 0.61, "genre": 0.7}, "train_transform": "train"}
+    write(roots["weights"] / RUN / "metrics.json", c1 | {"augmentation_seed": 3})
     base = roots["results"] / RUN
     t = base / "wikiart-style"
     write(t / "metrics.json", metrics("wikiart-style"))
@@ -95,6 +96,7 @@ def make_tree(root: Path, tag_fallback: bool) -> dict[str, Path]:
         t / "table2.md",
         "| method | ours | paper | diff |\n|---|---|---|---|\n| BS | 0.812 | 0.837 | -0.025 |",
     )
+    write(t / "table6.md", "| source | teacher mAP@10 |\n|---|---|\n| ours | 0.812 |")
     write(
         t / "table5.md",
         "### E1's own title\n\n| task | iterations |\n|---|---|\n| WikiArt-style | 21.50 |",
@@ -160,6 +162,15 @@ def test_report_holds_tables_links_settings_and_caveats(tmp_path):
     assert "epochs 30 (paper" not in text  # same as the paper's: not listed as a difference
     assert "backbone = resnet50" in text and "B1 took 1234 s on cuda (bf16" in text
     assert "RTX 3090" in text
+    # the protocol behind the numbers, and where each table comes from
+    assert "- B1 encoder: precision: bf16; quirks: not recorded" in text
+    assert "- C1 embeddings: train split with the train transform; augmentation seed: 3" in text
+    assert "- A1 data: quirks: not recorded" in text and "--exclude-query: no" in text
+    assert "distilled on C1's train-split embeddings made with the train transform" in text
+    cmd = "written by `E1_evaluate.py --task wikiart-style`"
+    assert f"Source: `{RUN}/wikiart-style/table2.md`, {cmd}" in text
+    assert f"Source: `{RUN}/wikiart-style/sweep.csv`, {cmd}" in text
+    assert "these are the authors' own" not in text and "not the authors' random" in text
     assert "SynthArt" not in text.split("## Settings")[0].split("What cannot be compared")[1]
 
 
@@ -186,4 +197,93 @@ def test_metrics_table_orders_methods_and_lists_context():
     df = metrics_table(metrics("x"))
     assert list(df["method"]) == ["random search", "k-nearest search", "Backward Search"]
     assert "keeps query's genre" in df.columns
-    assert df.loc[2, "iterations (mean ± sd)"] == "21.50 ± 4.25"
+    assert df.loc[2, "iterations, batched rule (mean ± sd)"] == "21.50 ± 4.25"
+
+
+def test_report_from_the_authors_release_names_its_protocol_and_sets_the_paper_beside(tmp_path):
+    """Fixture release → import → E1 (empty-tag-token) → REPORT.md (issue 15's report)."""
+    import E1_evaluate
+    from src.cli import run_stage
+    from src.paper import TABLE2, TABLE4
+    from src.release.convert import import_release
+    from tests._fixtures_release import write_cub_like
+
+    write_cub_like(tmp_path / "release")
+    roots = {k: tmp_path / k for k in ("data", "weights", "results")}
+    (run,) = import_release(tmp_path / "release", "cub", roots["data"], roots["weights"])
+    argv = ["--task", "cub-bird", "--run", run, "--device", "cpu"]
+    argv += ["--authors-quirks", "empty-tag-token"]
+    argv += [a for k, p in roots.items() for a in (f"--{k}-root", str(p))]
+    assert run_stage(E1_evaluate.main, argv) == 0
+    text = write_report(roots["results"], roots["weights"], roots["data"], run, "cub").read_text()
+    section = text.split("## Task `cub-bird`")[1].split("## Settings")[0]
+    assert section.lstrip().startswith(
+        "**Computed by our E1 from the authors' released artifacts**"
+    )
+    protocol = section.split("### Protocol")[1].split("###")[0]
+    assert "- A1 data: imported from the authors' release" in protocol
+    assert "quirks added on import: suite (authors' bugs fixed)" in protocol
+    assert "the cub-tag-shift quirk is in their files" in protocol
+    assert "the authors' trained heads" in protocol and "precision: not recorded" in protocol
+    assert "- E1: mTS@10 authors' quirks: empty-tag-token; --exclude-query: no" in protocol
+    assert "The student is the authors' own" in section.split("### Table 6")[1]
+    assert "λ = 0.51" in protocol and "`student_cub-bird_lam0.51.pt`" in protocol
+    # the paper's values beside ours, with Δ
+    table2 = section.split("### Table 2")[1].split("###")[0]
+    t2 = [line for line in table2.splitlines() if line.startswith("| Backward Search |")][0]
+    assert f"| {TABLE2['backward_search']['CUB']:.3f} |" in t2
+    assert t2.rstrip(" |").split("| ")[-2].strip()[0] in "+-"  # Δ beside it
+    assert "Δ mAP@10" in section and "Δ mTS@10" in section
+    paper_map, paper_mts = TABLE4["searle"]["CUB"]
+    assert f"{paper_map:.3f}" in section and f"{paper_mts:.3f}" in section
+    # random search is marked; the queries are theirs; no claim about encoder training
+    assert section.count("random: unseeded in the authors' code, differs by nature") >= 3
+    assert "these are the authors' own 8 queries" in section
+    assert "not the authors' random streams" not in section
+    assert "The encoder differs" not in section
+    assert "the authors' own trained encoder, but not the configuration" in section
+    assert "embedding_size 16 (paper: 256)" in section
+    assert "has no student" not in section
+    # every table names its artifact and the E1 command
+    assert f"Source: `{run}/cub-bird/table2.md`, written by `" in section
+    assert section.count("Source: `") >= 5
+    assert "B1 encoder: `import_release(" in text.split("## Settings")[1]
+
+
+def test_report_on_an_imported_run_without_a_student_says_so(tmp_path):
+    import shutil
+
+    import E1_evaluate
+    from src.cli import run_stage
+    from src.release.convert import import_release
+    from tests._fixtures_release import write_cub_like
+
+    fx = write_cub_like(tmp_path / "release")
+    shutil.rmtree(fx["folder"] / "knowledge_distill_model_lambda0.51_reg0.0")
+    roots = {k: tmp_path / k for k in ("data", "weights", "results")}
+    (run,) = import_release(tmp_path / "release", "cub", roots["data"], roots["weights"])
+    argv = ["--task", "cub-bird", "--run", run, "--device", "cpu"]
+    argv += [a for k, p in roots.items() for a in (f"--{k}-root", str(p))]
+    assert run_stage(E1_evaluate.main, argv) == 0
+    text = build_report(roots["results"], roots["weights"], roots["data"], run, "cub")
+    assert "The release has no student for this task" in text and "student: none" in text
+
+
+def test_protocol_block_reads_each_stage_and_says_what_is_not_recorded():
+    from src.report import protocol_block
+
+    data = {"quirks": ["cub-tag-shift"], "split": "StratifiedShuffleSplit by species"}
+    enc = {"precision": "fp32", "quirks": []}
+    c1 = {"train_transform": "train", "augmentation_seed": 0}
+    e1 = {
+        "quirks": ["empty-tag-token"],
+        "args": {"exclude_query": True},
+        "lambda_source": "--lambda",
+    }
+    lines = "\n".join(protocol_block(data, enc, c1, e1, {"lambda": 0.51}))
+    assert "quirks: authors' quirks: cub-tag-shift; split: StratifiedShuffleSplit" in lines
+    assert "precision: fp32; quirks: suite (authors' bugs fixed)" in lines
+    assert "train split with the train transform; augmentation seed: 0" in lines
+    assert "authors' quirks: empty-tag-token; --exclude-query: yes; λ = 0.51 (--lambda)" in lines
+    old = "\n".join(protocol_block({}, {}, {}, {}, {}))
+    assert old.count("not recorded") == 9
