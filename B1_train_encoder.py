@@ -4,24 +4,31 @@
     python B1_train_encoder.py --dataset cub                          # the authors' recipe (GPU)
     python B1_train_encoder.py --dataset cub --recipe paper           # the paper text's recipe
     python B1_train_encoder.py --dataset cub --backbone resnet50 --embedding-size 128 [--freeze-backbone]
+    python B1_train_encoder.py --dataset cub --precision bf16         # mixed precision (authors: fp32)
     torchrun --nproc_per_node=4 B1_train_encoder.py --dataset wikiart # DDP, one process per GPU
 
 Writes weights/<run>/ (run = <dataset>_<backbone>_e<E>_<ft|frozen>): encoder.pt, checkpoint.pt,
-config.json, train_log.csv, curves.png, train.log. `--resume` continues from checkpoint.pt.
+config.json, train_log.csv, curves.png, train.log, built aside and moved in together (a failed
+run leaves the previous ones as they were); checkpoint.pt stays in place, `--resume` continues
+from it.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from argparse import SUPPRESS
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
-from src.artifacts import run_dir, run_name, stage_config, write_json
+from src.artifacts import atomic_files, run_dir, run_name, stage_config, stage_lock, write_json
 from src.cli import (
     LOGGER,
     add_device_arg,
+    int_at_least,
     resolve_device,
     run_stage,
     seed_everything,
@@ -33,6 +40,7 @@ from src.encoder import BACKBONES, encoder_config
 from src.engine import make_runtime
 from src.errors import SuiteError
 from src.hints import a1_hint
+from src.quirks import parse_quirks
 from src.tasks import (
     AUTHORS_TRAINING,
     DATASETS,
@@ -46,8 +54,9 @@ from src.training import train_encoder
 log = logging.getLogger(LOGGER)
 
 
-def override_flags() -> dict[str, tuple[type, str]]:
-    """Recipe field → (type, help) for every field that has a flag; the help shows the presets."""
+def override_flags() -> dict[str, tuple[Callable[[str], Any], str, tuple | None]]:
+    """Recipe field → (argparse type, help, choices) for every field that has a flag; the type
+    validates the value when parsed (Recipe metadata "type"); the help shows the presets."""
     out = {}
     for f in fields(Recipe):
         if "help" not in f.metadata:
@@ -58,7 +67,8 @@ def override_flags() -> dict[str, tuple[type, str]]:
             text += f" (preset: {presets['authors']})"
         else:
             text += " (presets: " + ", ".join(f"{n} {v}" for n, v in presets.items()) + ")"
-        out[f.name] = (type(getattr(AUTHORS_TRAINING, f.name)), text)
+        typ = f.metadata.get("type", type(getattr(AUTHORS_TRAINING, f.name)))
+        out[f.name] = (typ, text, f.metadata.get("choices"))
     return out
 
 
@@ -69,6 +79,7 @@ RECIPES = {
     "synthart demo": SYNTHART_TRAINING,
 }
 OVERRIDES = override_flags()
+OUTPUTS = ["encoder.pt", "config.json", "train_log.csv", "curves.png", "train.log"]
 
 
 def parse_args(argv: list[str] | None):
@@ -82,15 +93,24 @@ def parse_args(argv: list[str] | None):
         "authors: the authors' code; paper: the paper text (100 epochs, wd 1e-4, StepLR 30, "
         "RandomResizedCrop)",
     )
-    for key, (typ, text) in OVERRIDES.items():
-        p.add_argument("--" + key.replace("_", "-"), type=typ, default=SUPPRESS, help=text)
+    for key, (typ, text, choices) in OVERRIDES.items():
+        flag = "--" + key.replace("_", "-")
+        p.add_argument(flag, type=typ, choices=choices, default=SUPPRESS, help=text)
     p.add_argument(
         "--freeze-backbone", action="store_true", help="train only reduction and heads (Table 3)"
     )
     p.add_argument(
+        "--authors-quirks",
+        default="none",
+        help="reproduce the authors' B1 setting frozen-train-mode (a frozen backbone left in "
+        "train mode; needs --freeze-backbone), all or none (README: Deviations)",
+    )
+    p.add_argument(
         "--resume", action="store_true", help="continue from weights/<run>/checkpoint.pt"
     )
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: auto)")
+    p.add_argument(
+        "--workers", type=int_at_least(0), default=None, help="DataLoader workers (default: auto)"
+    )
     add_device_arg(p)
     return p.parse_args(argv)
 
@@ -108,6 +128,15 @@ def main(argv: list[str] | None = None) -> None:
     missing = [a for a in spec.attributes if a not in labels]
     if missing:
         raise SuiteError(f"labels.json of {spec.name} lacks {missing}; re-run {a1_hint(spec.name)}")
+    quirks = parse_quirks(args.authors_quirks, "B1")
+    if "frozen-train-mode" in quirks and not args.freeze_backbone:
+        if args.authors_quirks.strip() != "all":
+            raise SuiteError(
+                "--authors-quirks frozen-train-mode applies to a frozen backbone: add "
+                "--freeze-backbone or drop the quirk"
+            )
+        quirks = ()  # 'all' means those that apply to this run
+    extra = {"frozen_train_mode": True} if quirks else {}  # encoder.pt records it when applied
     config = encoder_config(
         spec.name,
         recipe.backbone,
@@ -119,29 +148,32 @@ def main(argv: list[str] | None = None) -> None:
         pretrained=str(recipe.pretrained),
         random_resized_crop=recipe.random_resized_crop,
         vertical_flip=recipe.vertical_flip,
+        **extra,
     )
     run = run_name(spec.name, recipe.backbone, recipe.embedding_size, args.freeze_backbone)
     out = run_dir(args.weights_root, run)
+    rt = make_runtime(resolve_device(args.device), args.workers, recipe.precision)
 
-    rt = make_runtime(resolve_device(args.device), args.workers)
-    if rt.main:
-        setup_logging(out / "train.log")
-    else:
-        logging.basicConfig(level=logging.WARNING, force=True)
-    seed_everything(args.seed)
-    log.info(
-        "B1 %s on %s (%d process%s, %s): %s",
-        run,
-        rt.device,
-        rt.world,
-        "es" if rt.world > 1 else "",
-        rt.amp_dtype or "fp32",
-        ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items()),
-    )
-    result = train_encoder(config, recipe, Path(args.data_root), out, rt, args.seed, args.resume)
-    if rt.main:
+    def train(stage: Path) -> None:
+        """Train into `stage` (checkpoint.pt into `out`); the main process writes config.json."""
+        seed_everything(args.seed)
+        log.info(
+            "B1 %s on %s (%d process%s, %s): %s",
+            run,
+            rt.device,
+            rt.world,
+            "es" if rt.world > 1 else "",
+            rt.precision,
+            ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items()),
+        )
+        data_root = Path(args.data_root)
+        result = train_encoder(
+            config, recipe, data_root, stage, rt, args.seed, args.resume, checkpoint_dir=out
+        )
+        if not rt.main:
+            return
         write_json(
-            out / "config.json",
+            stage / "config.json",
             stage_config(
                 args,
                 run=run,
@@ -149,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
                 encoder=config,
                 device=str(rt.device),
                 processes=rt.world,
-                precision=str(rt.amp_dtype or "fp32"),
+                precision=rt.precision,
+                quirks=list(quirks),
                 result=result,
             ),
         )
@@ -160,6 +193,20 @@ def main(argv: list[str] | None = None) -> None:
             result["seconds"],
             out / "encoder.pt",
         )
+
+    if not rt.main:  # other DDP ranks train alongside and write nothing
+        logging.basicConfig(level=logging.WARNING, force=True)
+        train(out)
+        return
+    # The run folder's files are built aside and moved in together; checkpoint.pt stays in `out`.
+    with stage_lock(out), atomic_files(out, OUTPUTS) as stage:
+        if args.resume and (out / "train.log").exists():
+            shutil.copy2(out / "train.log", stage / "train.log")  # the log goes on where it was
+        setup_logging(stage / "train.log")
+        try:
+            train(stage)
+        finally:
+            setup_logging()  # release the staged log file before the folder is moved
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,27 @@ from src.errors import SuiteError
 from src.hints import B1_HINT
 from src.tasks import Recipe
 
-# Settings a checkpoint must share with the flags to be resumed.
-RESUME_KEYS = ("backbone", "embedding_size", "frozen", "attributes", "num_classes", "image_size")
+# Settings a checkpoint must share with the flags to be resumed: the encoder's configuration…
+RESUME_KEYS = (
+    "backbone",
+    "embedding_size",
+    "frozen",
+    "frozen_train_mode",
+    "attributes",
+    "num_classes",
+    "image_size",
+)
+# … and the recipe's optimisation settings (a changed one would splice two runs into one).
+RESUME_RECIPE_KEYS = (
+    "lr",
+    "batch_size",
+    "weight_decay",
+    "lr_step",
+    "lr_gamma",
+    "schedule",
+    "warmup_epochs",
+    "precision",
+)
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,15 +72,43 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_resumable(ckpt_config: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:
-    """A checkpoint must come from the same configuration as the flags; else say what differs."""
-    diff = [k for k in RESUME_KEYS if ckpt_config.get(k) != config.get(k)]
+def full_recipe(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's recipe with the fields as_dict() left out (demo fields at their default)."""
+    return {f.name: f.default for f in fields(Recipe)} | dict(stored)
+
+
+def flag_name(key: str) -> str:
+    """The flag that sets a recipe field (schedule and warm-up come with --recipe/--dataset)."""
+    return (
+        "--" + key.replace("_", "-") if "help" in Recipe.__dataclass_fields__[key].metadata else key
+    )
+
+
+def check_resumable(
+    ck: Mapping[str, Any], config: Mapping[str, Any], recipe: Recipe, path: Path
+) -> None:
+    """A checkpoint must come from the same configuration and optimisation settings as the flags,
+    and hold no more epochs than asked for; else say in one line what differs."""
+    diff = [
+        f"{k}: checkpoint {ck['config'].get(k)!r} vs flags {config.get(k)!r}"
+        for k in RESUME_KEYS
+        if ck["config"].get(k) != config.get(k)
+    ]
+    stored, given = full_recipe(ck.get("recipe", {})), full_recipe(recipe.as_dict())
+    diff += [
+        f"{flag_name(k)}: checkpoint {stored[k]!r} vs flags {given[k]!r}"
+        for k in RESUME_RECIPE_KEYS
+        if stored[k] != given[k]
+    ]
     if diff:
-        both = "; ".join(
-            f"{k}: checkpoint {ckpt_config.get(k)!r} vs flags {config.get(k)!r}" for k in diff
-        )
         raise SuiteError(
-            f"{path} was trained with other settings ({both}); drop --resume to start over"
+            f"{path} was trained with other settings ({'; '.join(diff)}); use the checkpoint's "
+            "values or drop --resume to start over"
+        )
+    if recipe.epochs < int(ck["epoch"]):
+        raise SuiteError(
+            f"--epochs {recipe.epochs} is fewer than the {ck['epoch']} epochs {path} has done; "
+            f"pass --epochs {ck['epoch']} or more, or drop --resume to start over"
         )
 
 
@@ -95,11 +143,11 @@ def save_checkpoint(
 
 
 def resume_checkpoint(
-    path: Path, config: Mapping[str, Any], model, optimizer, scheduler, scaler
+    path: Path, config: Mapping[str, Any], recipe: Recipe, model, optimizer, scheduler, scaler
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load checkpoint.pt into the model and optimiser state; returns (last epoch, log rows)."""
     ck = load_torch(path, f"{B1_HINT} (without --resume)", map_location="cpu")
-    check_resumable(ck["config"], config, path)
+    check_resumable(ck, config, recipe, path)
     model.load_state_dict(ck["model"])
     optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])

@@ -200,7 +200,11 @@ def head(embedding_size: int, num_classes: int) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """Images → (z, {attr: logits}); a frozen backbone stays in eval mode without gradients."""
+    """Images → (z, {attr: logits}); a frozen backbone stays in eval mode without gradients.
+
+    frozen_train_mode (the authors' quirk `frozen-train-mode`): a frozen backbone follows the
+    model into train mode, so stochastic depth drops blocks and BN statistics keep moving.
+    """
 
     def __init__(
         self,
@@ -209,19 +213,21 @@ class Encoder(nn.Module):
         embedding_size: int,
         num_classes: Mapping[str, int],
         frozen: bool = False,
+        frozen_train_mode: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
         self.reduction = reduction(feature_size, embedding_size)
         self.heads = nn.ModuleDict({a: head(embedding_size, c) for a, c in num_classes.items()})
         self.frozen = frozen
+        self.frozen_train_mode = frozen_train_mode
         if frozen:
             self.backbone.requires_grad_(False)
-            self.backbone.eval()
+            self.train(self.training)
 
     def train(self, mode: bool = True) -> Encoder:
         super().train(mode)
-        if self.frozen:
+        if self.frozen and not self.frozen_train_mode:
             self.backbone.eval()  # frozen rows of Table 3: BN statistics and dropout fixed too
         return self
 
@@ -288,7 +294,12 @@ def build_encoder(config: Mapping[str, Any], pretrained: str = "none") -> Encode
     spec = get_backbone(config["backbone"])
     bb = build_backbone(config["backbone"], pretrained, config["image_size"])
     return Encoder(
-        bb, spec.feature_size, config["embedding_size"], config["num_classes"], config["frozen"]
+        bb,
+        spec.feature_size,
+        config["embedding_size"],
+        config["num_classes"],
+        config["frozen"],
+        frozen_train_mode=bool(config.get("frozen_train_mode", False)),
     )
 
 

@@ -2,7 +2,8 @@
 
 Kept apart from the data (src/data.py), the checkpoints (src/checkpoint.py) and the loop that ties
 them together (src/training.py), as in ConvNeXt's and MAE's engine.py. One code path for CPU, one
-GPU and `torchrun` (DDP): bf16/fp16 autocast and channels_last on CUDA.
+GPU and `torchrun` (DDP): bf16/fp16 autocast (the Recipe's precision, on any device) and
+channels_last (on CUDA by default).
 """
 
 from __future__ import annotations
@@ -30,13 +31,22 @@ from src.tasks import Recipe
 
 @dataclass
 class Runtime:
-    """Where this process trains: device, DDP rank/world, autocast dtype, loader workers."""
+    """Where this process trains: device, DDP rank/world, autocast dtype, memory layout, workers.
+
+    channels_last (default: on CUDA) and pinned memory (on CUDA) are fields and properties, not
+    device checks spread over the code, so the tests can take every CUDA branch on the CPU.
+    """
 
     device: torch.device
     rank: int = 0
     world: int = 1
     amp_dtype: torch.dtype | None = None
     workers: int = 0
+    channels_last: bool | None = None  # None: on CUDA (faster convolutions with tensor cores)
+
+    def __post_init__(self) -> None:
+        if self.channels_last is None:
+            self.channels_last = self.device.type == "cuda"
 
     @property
     def main(self) -> bool:
@@ -46,8 +56,34 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world > 1
 
+    @property
+    def pin_memory(self) -> bool:
+        """Page-locked loader batches, so host→GPU copies can run asynchronously (non_blocking)."""
+        return self.device.type == "cuda"
 
-def make_runtime(device: torch.device, workers: int | None = None) -> Runtime:
+    @property
+    def precision(self) -> str:
+        """The precision's name as config.json records it: fp32, bf16 or fp16."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """A Recipe's precision → the autocast dtype on `device` (None: fp32, no autocast)."""
+    if precision == "auto":  # the accelerator's mixed precision, fp32 on the CPU
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise SuiteError(f"--precision {precision!r}: choose one of fp32, bf16, fp16, auto")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SuiteError(f"--precision bf16: {device} does not support bfloat16; use fp16 or fp32")
+    return dtypes[precision]
+
+
+def make_runtime(
+    device: torch.device, workers: int | None = None, precision: str = "auto"
+) -> Runtime:
     """Join the torchrun process group if there is one (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -56,12 +92,12 @@ def make_runtime(device: torch.device, workers: int | None = None) -> Runtime:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    amp = None
+    amp = amp_dtype(precision, device)
     if device.type == "cuda":
-        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        if amp is not None:  # fp32 keeps torch's defaults (the authors' fp32 matmuls)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
     workers = default_workers(device, world) if workers is None else workers
     return Runtime(device, rank, world, amp, workers)
 
@@ -86,13 +122,13 @@ def all_min(rt: Runtime, t: torch.Tensor) -> torch.Tensor:
 
 
 def loader(table: ImageTable, rt: Runtime, batch_size: int, sampler, drop_last: bool = False):
-    cuda = rt.device.type == "cuda"
+    """The DataLoader of a split for this runtime (pinned memory on CUDA, persistent workers)."""
     return DataLoader(
         table,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=rt.workers,
-        pin_memory=cuda,
+        pin_memory=rt.pin_memory,
         drop_last=drop_last,
         persistent_workers=rt.workers > 0,
         prefetch_factor=4 if rt.workers > 0 else None,
@@ -110,14 +146,14 @@ def mean_ce(logits: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
-    x = x.to(rt.device, non_blocking=True)
-    if rt.device.type == "cuda":
+    x = x.to(rt.device, non_blocking=True)  # asynchronous from pinned memory on CUDA
+    if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(rt.device, non_blocking=True)
 
 
 def train_step(model, x, y, optimizer, scheduler, scaler, rt: Runtime):
-    """One optimisation step on a batch (autocast on CUDA); returns (loss, logits), not synced."""
+    """One optimisation step on a batch (autocast per rt.amp_dtype); returns (loss, logits), unsynced."""
     x, y = to_device(x, y, rt)
     with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
         _, logits = model(x)

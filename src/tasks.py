@@ -9,14 +9,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from src.cli import image_size, int_at_least, nonnegative_float, positive_float
 from src.errors import SuiteError
+
+# B1's training precision: the authors trained in fp32; bf16 autocast, or fp16 autocast with a
+# GradScaler, on any device (CPU autocast too); "auto" = the accelerator's mixed precision on CUDA
+# (bf16, fp16 where bf16 is unsupported) and fp32 on the CPU (the SynthArt demo's).
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How B1 trains an encoder; the defaults are the authors' code (SPEC §4).
 
-    Fields with a `help` become B1's override flags (`--lr` …). The demo's own fields go into
+    Fields with a `help` become B1's override flags (`--lr` …), parsed by their `type` (validated
+    when parsed) or limited to their `choices`. The demo's own fields go into
     config.json only when set, so an authors' run records exactly the authors' settings.
     """
 
@@ -26,22 +33,43 @@ class Recipe:
         metadata={"help": "backbone weights: imagenet, none, or PATH to a torchvision state dict"},
     )
     embedding_size: int = field(
-        default=256, metadata={"help": "embedding size E (paper: 64, 128, 256)"}
+        default=256,
+        metadata={"help": "embedding size E (paper: 64, 128, 256)", "type": int_at_least(1)},
     )
-    epochs: int = field(default=30, metadata={"help": "training epochs"})
-    batch_size: int = field(
-        default=64, metadata={"help": "batch size (per process under torchrun)"}
+    epochs: int = field(default=30, metadata={"help": "training epochs", "type": int_at_least(1)})
+    batch_size: int = field(  # ≥ 2: BatchNorm needs two samples per batch
+        default=64,
+        metadata={"help": "batch size (per process under torchrun)", "type": int_at_least(2)},
     )
-    lr: float = field(default=0.01, metadata={"help": "Adam learning rate"})
-    weight_decay: float = field(default=1e-6, metadata={"help": "Adam weight decay"})
+    lr: float = field(default=0.01, metadata={"help": "Adam learning rate", "type": positive_float})
+    weight_decay: float = field(
+        default=1e-6, metadata={"help": "Adam weight decay", "type": nonnegative_float}
+    )
     lr_step: int = field(
-        default=10, metadata={"help": "StepLR: epochs between learning-rate drops"}
+        default=10,
+        metadata={"help": "StepLR: epochs between learning-rate drops", "type": int_at_least(1)},
     )
-    lr_gamma: float = field(default=0.1, metadata={"help": "StepLR: factor of each drop"})
-    image_size: int = field(default=224, metadata={"help": "input size in px (crop side)"})
+    lr_gamma: float = field(
+        default=0.1, metadata={"help": "StepLR: factor of each drop", "type": positive_float}
+    )
+    image_size: int = field(
+        default=224, metadata={"help": "input size in px (crop side)", "type": image_size}
+    )
     random_resized_crop: bool = False  # the paper text's augmentation (--recipe paper)
     checkpoint_every: int = field(
-        default=10, metadata={"help": "write checkpoint.pt every N epochs (and at the end)"}
+        default=10,
+        metadata={
+            "help": "write checkpoint.pt every N epochs (and at the end)",
+            "type": int_at_least(1),
+        },
+    )
+    precision: str = field(
+        default="fp32",  # the authors' (SPEC §4)
+        metadata={
+            "help": "fp32; bf16 autocast; fp16 autocast with a GradScaler; auto: bf16/fp16 on "
+            "CUDA, fp32 on the CPU",
+            "choices": PRECISIONS,
+        },
     )
     # "step": StepLR(lr_step, lr_gamma); "cosine": cosine decay to 0 (the demo's)
     schedule: str = field(default="step", metadata={"demo": True})
@@ -110,6 +138,7 @@ SYNTHART_TRAINING = replace(
     vertical_flip=False,
     image_size=48,
     checkpoint_every=4,
+    precision="auto",  # what the demo always did: mixed precision on CUDA, fp32 on the CPU
 )
 
 DATASETS: dict[str, Dataset] = {

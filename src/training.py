@@ -39,8 +39,11 @@ def train_encoder(
     rt: Runtime,
     seed: int,
     resume: bool = False,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train per `recipe` and write checkpoint.pt, encoder.pt, train_log.csv, curves.png to out_dir.
+    """Train per `recipe` and write encoder.pt, train_log.csv, curves.png to out_dir (B1 passes a
+    staging folder) and checkpoint.pt to checkpoint_dir (default out_dir: the run folder itself,
+    so `--resume` finds it after a failure). Only the main process writes.
 
     Returns {"epochs", "test_accuracy", "seconds"}.
     """
@@ -52,7 +55,7 @@ def train_encoder(
     maybe_cache(test_set, rt.workers, "test")
 
     model = build_encoder(config, recipe.pretrained).to(rt.device)
-    if rt.device.type == "cuda":
+    if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     torch.manual_seed(seed + rt.rank)  # same init on all ranks (DDP syncs it), own augmentation
     ddp = (
@@ -71,10 +74,12 @@ def train_encoder(
     test_batches = loader(test_part, rt, max(batch, 256), None)
 
     optimizer, scheduler, scaler = make_optimizer(model, recipe, rt, len(train_batches))
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = (checkpoint_dir or out_dir) / "checkpoint.pt"
     start, rows = 0, []
     if resume:
-        start, rows = resume_checkpoint(ckpt_path, config, model, optimizer, scheduler, scaler)
+        start, rows = resume_checkpoint(
+            ckpt_path, config, recipe, model, optimizer, scheduler, scaler
+        )
         if rt.rank:
             torch.manual_seed(seed + rt.rank + 7919 * start)
         log.info("resumed from %s at epoch %d", ckpt_path, start)

@@ -25,6 +25,7 @@ import torch
 
 import A1_preprocess
 import A2_make_queries
+import B1_train_encoder
 import C1_extract_embeddings
 import D1_train_distill
 import E1_evaluate
@@ -632,3 +633,109 @@ def test_read_table_keeps_cells_as_strings(tmp_path):
     pd.DataFrame({"image": ["007.png"], "tags": ["NA"]}).to_csv(p, index=False)
     df = read_table(p, ["image", "tags"], "A1")
     assert df.loc[0, "image"] == "007.png" and df.loc[0, "tags"] == "NA"
+
+
+# ---------------------------------------------------------------------------------------------
+# B1 (encoder training): validated flags, a whole run folder, --resume only of the same run
+
+
+B1_PARSE_PROBES = [
+    (["--epochs", "0"], "--epochs: 0 is too small"),
+    (["--lr", "-1"], "--lr: -1 must be > 0"),
+    (["--lr", "nan"], "'nan' is not a finite number"),
+    (["--batch-size", "0"], "--batch-size: 0 is too small"),
+    (["--batch-size", "1"], "--batch-size: 1 is too small"),  # BatchNorm needs two samples
+    (["--embedding-size", "0"], "--embedding-size: 0 is too small"),
+    (["--image-size", "0"], "--image-size: 0 is too small"),
+    (["--weight-decay=-1e-4"], "--weight-decay: -0.0001 must be ≥ 0"),
+    (["--lr-step", "0"], "--lr-step: 0 is too small"),
+    (["--lr-gamma", "0"], "--lr-gamma: 0 must be > 0"),
+    (["--checkpoint-every", "0"], "--checkpoint-every: 0 is too small"),
+    (["--workers", "-1"], "--workers: -1 is too small"),
+    (["--precision", "fp8"], "--precision: invalid choice: 'fp8'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "said"), B1_PARSE_PROBES, ids=lambda v: str(v))
+def test_b1_numeric_flags_are_refused_when_parsed(argv, said, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        B1_train_encoder.main(["--dataset", "synthart", *argv, "--data-root",
+                               str(tmp_path / "d"), "--weights-root", str(tmp_path / "w")])  # fmt: skip
+    assert e.value.code == 2
+    assert said in capsys.readouterr().err.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+B1_OUTPUTS = ["encoder.pt", "config.json", "train_log.csv", "curves.png", "train.log"]
+
+
+def b1_argv(p, *extra: str) -> list[str]:
+    return [*roots(p), "--dataset", "synthart", "--image-size", "32", "--embedding-size", "16",
+            "--batch-size", "8", "--device", "cpu", *extra]  # fmt: skip
+
+
+def b1_files(p) -> dict[str, bytes]:
+    out = p.weights_root / "synthart_convnext_atto_e16_ft"
+    return {n: (out / n).read_bytes() for n in B1_OUTPUTS}
+
+
+@pytest.fixture
+def b1_pipe(pipe, capsys):
+    """The pipeline with one finished B1 run (1 epoch, checkpoint every epoch)."""
+    assert run_stage(B1_train_encoder.main, b1_argv(pipe, "--epochs", "1",
+                                                    "--checkpoint-every", "1")) == 0  # fmt: skip
+    capsys.readouterr()
+    return pipe
+
+
+@pytest.mark.parametrize("failure", ["diverged", "crashed"])
+def test_a_failed_b1_leaves_the_finished_run_untouched(failure, b1_pipe, capsys, monkeypatch):
+    import src.training as training
+
+    before = b1_files(b1_pipe)
+    out = b1_pipe.weights_root / "synthart_convnext_atto_e16_ft"
+    real, calls = training.train_one_epoch, []
+
+    def fails_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # after epoch 1 wrote its log row (and checkpoint) into the run
+            if failure == "diverged":
+                raise SuiteError("B1 diverged: the loss is not finite at epoch 2, step 1")
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "train_one_epoch", fails_in_epoch_2)
+    argv = b1_argv(b1_pipe, "--epochs", "3", "--checkpoint-every", "1", "--seed", "5")
+    if failure == "diverged":
+        assert run_stage(B1_train_encoder.main, argv) == 2
+        assert "diverged" in one_error_line(capsys.readouterr().err)
+    else:
+        with pytest.raises(RuntimeError):
+            run_stage(B1_train_encoder.main, argv)
+    assert b1_files(b1_pipe) == before  # encoder.pt, config.json, train_log.csv, … byte-identical
+    assert load_torch(out / "checkpoint.pt", "B1")["epoch"] == 1  # the new run's, for --resume
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp left
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no lock left
+
+
+def test_b1_resume_with_a_changed_lr_is_refused(b1_pipe, capsys):
+    before = b1_files(b1_pipe)
+    argv = b1_argv(b1_pipe, "--epochs", "2", "--resume", "--lr", "0.1")
+    assert run_stage(B1_train_encoder.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert (
+        "checkpoint.pt was trained with other settings (--lr: checkpoint 0.002 vs flags 0.1)" in err
+    )
+    assert b1_files(b1_pipe) == before
+    argv = b1_argv(b1_pipe, "--epochs", "2", "--resume")  # the same settings: it continues
+    assert run_stage(B1_train_encoder.main, argv) == 0
+    log = (b1_pipe.weights_root / "synthart_convnext_atto_e16_ft" / "train.log").read_text()
+    assert "epoch 1/1" in log and "epoch 2/2" in log  # the resumed run's log goes on
+
+
+def test_b1_refuses_while_another_writer_holds_the_run(b1_pipe, capsys):
+    before = b1_files(b1_pipe)
+    write_lock(b1_pipe.weights_root / "synthart_convnext_atto_e16_ft", os.getppid())
+    assert run_stage(B1_train_encoder.main, b1_argv(b1_pipe, "--epochs", "1")) == 2
+    assert ".synthart_convnext_atto_e16_ft.lock" in one_error_line(capsys.readouterr().err)
+    assert b1_files(b1_pipe) == before

@@ -258,3 +258,39 @@ def test_vertical_flip_is_a_recipe_switch():
     assert all(no_vflip(img)[0, 0].min() > 2 for _ in range(20))
     authors = image_transform(tiny_config(), train=True)  # RandomVerticalFlip on by default
     assert any(authors(img)[0, 0].max() < 0 for _ in range(20))
+
+
+def stochastic_backbone() -> nn.Module:
+    """A tiny ConvNeXt with stochastic depth 0.5 (convnext_base's) behind a BatchNorm2d."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    cfg = [CNBlockConfig(8, 16, 2), CNBlockConfig(16, None, 2)]
+    convnext = ConvNeXt(cfg, stochastic_depth_prob=0.5)
+    convnext.classifier = nn.Flatten()
+    return nn.Sequential(nn.BatchNorm2d(3), convnext)  # → 16 features
+
+
+@pytest.mark.parametrize("quirk", [False, True], ids=["eval-mode (ours)", "frozen-train-mode"])
+def test_frozen_backbone_mode(quirk):
+    """Ours: a frozen backbone is deterministic and its BN statistics stay; the authors' possible
+    setting (quirk): it stays in train mode, stochastic depth drops blocks, BN statistics move."""
+    torch.manual_seed(0)
+    model = Encoder(stochastic_backbone(), 16, 8, {"a": 3}, frozen=True, frozen_train_mode=quirk)
+    model.train()
+    assert model.reduction.training and model.backbone.training == quirk
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    bn = model.backbone[0]
+    mean_before = bn.running_mean.clone()
+    x = torch.randn(4, 3, 32, 32) * 3 + 1
+    f1, f2 = model.backbone(x), model.backbone(x)
+    assert torch.equal(f1, f2) != quirk  # stochastic depth: two passes differ only in train mode
+    assert torch.equal(bn.running_mean, mean_before) != quirk  # BN statistics move only then
+    model.eval()  # C1 and E1 see a deterministic backbone either way
+    assert not model.backbone.training
+    assert torch.equal(model.backbone(x), model.backbone(x))
+
+
+def test_frozen_train_mode_is_read_from_the_config():
+    assert build_encoder(tiny_config(frozen=True)).train().backbone.training is False
+    quirk = build_encoder(tiny_config(frozen=True, frozen_train_mode=True)).train()
+    assert quirk.backbone.training is True

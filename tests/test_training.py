@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -222,6 +223,7 @@ def test_recipes_are_typed_and_store_the_same_keys():
     assert list(authors) == [
         "backbone", "pretrained", "embedding_size", "epochs", "batch_size", "lr", "weight_decay",
         "lr_step", "lr_gamma", "image_size", "random_resized_crop", "checkpoint_every",
+        "precision",
     ]  # fmt: skip
     assert list(SYNTHART_TRAINING.as_dict()) == [
         *authors,
@@ -230,6 +232,203 @@ def test_recipes_are_typed_and_store_the_same_keys():
         "vertical_flip",
     ]
     assert PAPER_TEXT_TRAINING.epochs == 100 and PAPER_TEXT_TRAINING.random_resized_crop
+    # the authors trained in fp32 (issue 8); the demo keeps mixed precision on CUDA only
+    assert AUTHORS_TRAINING.precision == PAPER_TEXT_TRAINING.precision == "fp32"
+    assert SYNTHART_TRAINING.precision == "auto"
     flags = b1.override_flags()
-    assert "random_resized_crop" not in flags and flags["lr"][0] is float
+    assert "random_resized_crop" not in flags and flags["lr"][0]("0.5") == 0.5
+    assert flags["precision"][2] == ("fp32", "bf16", "fp16", "auto")
     assert "authors 0.01" in flags["lr"][1] and "synthart demo 0.002" in flags["lr"][1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision (issue 8) and the CUDA branches' CPU twins (issue 11)
+
+
+def spy_logits(monkeypatch) -> list[torch.dtype]:
+    """Record the dtype of the heads' logits at every training step (the autocast dtype)."""
+    seen = []
+    real = engine.mean_ce
+
+    def spy(logits, y):
+        seen.append(next(iter(logits.values())).dtype)
+        return real(logits, y)
+
+    monkeypatch.setattr(engine, "mean_ce", spy)
+    return seen
+
+
+def test_the_demo_recipe_trains_in_fp32_on_the_cpu(data_root, tmp_path, monkeypatch):
+    """`auto` (SynthArt's preset) autocasts nothing on the CPU: `make demo` is unchanged."""
+    seen = spy_logits(monkeypatch)
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "1"))
+    conf = json.loads((tmp_path / RUN / "config.json").read_text())
+    assert conf["precision"] == "fp32" and conf["recipe"]["precision"] == "auto"
+    assert seen and set(seen) == {torch.float32}
+
+
+def test_precision_fp32_for_the_authors_recipe(data_root, tmp_path, monkeypatch):
+    seen = spy_logits(monkeypatch)
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "1", "--recipe", "authors", "--pretrained",
+                    "none", "--backbone", "convnext_atto", "--lr", "0.002"))  # fmt: skip
+    conf = json.loads((tmp_path / RUN / "config.json").read_text())
+    assert conf["precision"] == "fp32" == conf["recipe"]["precision"]
+    assert set(seen) == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
+def test_b1_with_autocast_on_the_cpu(precision, dtype, data_root, tmp_path, monkeypatch):
+    """The CUDA branch's code path on the CPU: autocast in every step, fp16 through the GradScaler."""
+    seen = spy_logits(monkeypatch)
+    scalers = []
+    real_make = engine.make_optimizer
+
+    def keep_scaler(*a, **k):
+        made = real_make(*a, **k)
+        scalers.append(made[2])
+        return made
+
+    monkeypatch.setattr(training, "make_optimizer", keep_scaler)
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "2", "--precision", precision))
+    assert seen and set(seen) == {dtype}
+    assert scalers[0].is_enabled() == (precision == "fp16")  # bf16 needs no loss scaling
+    conf = json.loads((tmp_path / RUN / "config.json").read_text())
+    assert conf["precision"] == precision == conf["recipe"]["precision"]
+    log = pd.read_csv(tmp_path / RUN / "train_log.csv")
+    assert log["train_loss"].map(math.isfinite).all()
+    ck = load_torch(tmp_path / RUN / "checkpoint.pt", "B1")
+    if precision == "fp16":  # the scaler's state goes into the checkpoint, for --resume
+        assert ck["scaler"]["scale"] > 0 and ck["scaler"]["scale"] == scalers[0].get_scale()
+    weights = load_torch(tmp_path / RUN / "encoder.pt", "B1")["model"]
+    assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())  # fp32 masters
+
+
+def test_channels_last_forced_on_the_cpu(data_root, tmp_path, monkeypatch):
+    """Runtime.channels_last (CUDA's default) on the CPU: model and batches in channels_last."""
+    cfg = load_torch(_trained_run(data_root, tmp_path / "ref") / "encoder.pt", "B1")["config"]
+    layouts = []
+    real_build = training.build_encoder
+
+    def build(*a, **k):
+        model = real_build(*a, **k)
+
+        def hook(module, inputs):
+            layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+
+        model.backbone.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(training, "build_encoder", build)
+    conv = []
+    real_epoch = training.train_one_epoch
+
+    def epoch(model, *a, **k):
+        stem = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.append(stem.weight.is_contiguous(memory_format=torch.channels_last))
+        return real_epoch(model, *a, **k)
+
+    monkeypatch.setattr(training, "train_one_epoch", epoch)
+    recipe = replace(SYNTHART_TRAINING, epochs=1, batch_size=8, image_size=32, embedding_size=16)
+    rt = engine.Runtime(torch.device("cpu"), channels_last=True)
+    result = training.train_encoder(cfg, recipe, data_root, tmp_path / "cl", rt, seed=0)
+    assert conv == [True] and layouts and all(layouts)
+    assert set(result["test_accuracy"]) == {"style", "genre"}
+    assert engine.Runtime(torch.device("cpu")).channels_last is False
+    assert engine.Runtime(torch.device("cuda")).channels_last is True
+
+
+def _trained_run(data_root: Path, weights: Path) -> Path:
+    b1.main(b1_args(data_root, weights, "--epochs", "1"))
+    return weights / RUN
+
+
+def test_cuda_runtimes_pin_memory_without_a_gpu(data_root):
+    """The loader built for a CUDA runtime pins its batches (never iterated here)."""
+    cfg = {"dataset": "synthart", "attributes": ["style", "genre"], "image_size": 32}
+    table = data.load_split(data_root, "synthart", "test", cfg, train=False)
+    cuda = engine.loader(table, engine.Runtime(torch.device("cuda")), 4, None)
+    cpu = engine.loader(table, engine.Runtime(torch.device("cpu")), 4, None)
+    assert cuda.pin_memory is True and cpu.pin_memory is False
+
+
+def test_make_runtime_picks_nccl_for_cuda(monkeypatch):
+    """Under torchrun with a CUDA device: the local rank's GPU and NCCL (stand-ins, not run)."""
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda b: calls.append(b))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(d))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+    rt = engine.make_runtime(torch.device("cuda"), workers=0, precision="fp32")
+    assert calls == [torch.device("cuda", 1), "nccl"]
+    assert rt.device == torch.device("cuda", 1) and rt.rank == 1 and rt.world == 2
+    assert rt.amp_dtype is None and rt.channels_last and rt.pin_memory
+    calls.clear()
+    rt = engine.make_runtime(torch.device("cpu"), workers=0, precision="fp32")
+    assert calls == ["gloo"] and not rt.channels_last and not rt.pin_memory
+
+
+def test_precision_names_resolve_per_device(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert engine.amp_dtype("auto", cpu) is None and engine.amp_dtype("fp32", cuda) is None
+    assert engine.amp_dtype("bf16", cpu) is torch.bfloat16
+    assert engine.amp_dtype("fp16", cpu) is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100
+    assert engine.amp_dtype("auto", cuda) is torch.float16
+    with pytest.raises(SuiteError, match="does not support bfloat16; use fp16 or fp32"):
+        engine.amp_dtype("bf16", cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert engine.amp_dtype("auto", cuda) is torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen backbone: eval mode by default, the authors' possible train mode as a quirk (issue 8)
+
+
+def test_frozen_train_mode_quirk_is_recorded(data_root, tmp_path):
+    argv = b1_args(data_root, tmp_path, "--epochs", "1", "--freeze-backbone")
+    b1.main([*argv, "--authors-quirks", "frozen-train-mode"])
+    out = tmp_path / "synthart_convnext_atto_e16_frozen"
+    assert json.loads((out / "config.json").read_text())["quirks"] == ["frozen-train-mode"]
+    assert load_torch(out / "encoder.pt", "B1")["config"]["frozen_train_mode"] is True
+    with pytest.raises(SuiteError, match="frozen_train_mode: checkpoint True vs flags None"):
+        b1.main([*argv, "--resume"])  # the default (eval mode) cannot continue a quirk run
+    b1.main(argv)
+    assert json.loads((out / "config.json").read_text())["quirks"] == []
+    assert "frozen_train_mode" not in load_torch(out / "encoder.pt", "B1")["config"]
+
+
+def test_frozen_train_mode_needs_a_frozen_backbone(data_root, tmp_path):
+    with pytest.raises(SuiteError, match="add --freeze-backbone"):
+        b1.main(b1_args(data_root, tmp_path, "--authors-quirks", "frozen-train-mode"))
+    with pytest.raises(SuiteError, match="not a quirk of B1"):
+        b1.main(b1_args(data_root, tmp_path, "--authors-quirks", "cub-tag-shift"))
+    assert not (tmp_path / RUN).exists()
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "1", "--authors-quirks", "all"))
+    assert json.loads((tmp_path / RUN / "config.json").read_text())["quirks"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume refuses changed optimisation settings (issue 9)
+
+
+def test_resume_refuses_changed_optimisation_settings(data_root, tmp_path):
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "2"))
+    for flag, value, said in [
+        ("--lr", "0.1", "--lr: checkpoint 0.002 vs flags 0.1"),
+        ("--batch-size", "4", "--batch-size: checkpoint 8 vs flags 4"),
+        ("--weight-decay", "0", "--weight-decay: checkpoint 1e-06 vs flags 0.0"),
+        ("--lr-step", "3", "--lr-step: checkpoint 10 vs flags 3"),
+        ("--lr-gamma", "0.5", "--lr-gamma: checkpoint 0.1 vs flags 0.5"),
+        ("--precision", "bf16", "--precision: checkpoint 'auto' vs flags 'bf16'"),
+    ]:
+        with pytest.raises(SuiteError, match=said):
+            b1.main(b1_args(data_root, tmp_path, "--epochs", "3", "--resume", flag, value))
+    with pytest.raises(SuiteError, match=r"schedule: checkpoint 'cosine' vs flags 'step'"):
+        b1.main(b1_args(data_root, tmp_path, "--epochs", "3", "--resume", "--recipe", "authors",
+                        "--pretrained", "none", "--backbone", "convnext_atto"))  # fmt: skip
+    with pytest.raises(SuiteError, match=r"--epochs 1 is fewer than the 2 epochs .* --epochs 2"):
+        b1.main(b1_args(data_root, tmp_path, "--epochs", "1", "--resume"))
