@@ -182,6 +182,7 @@ def test_channels_last_gives_the_same_outputs(device, fp32_maths):
         cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
         z_cl, logits_cl = cl(x.contiguous(memory_format=torch.channels_last))
     assert z_cl.device.type == device
-    torch.testing.assert_close(z_cl, z, rtol=1e-4, atol=1e-5)
+    # the same maths in another memory order: float32 rounding apart (a layout bug is O(1) off)
+    torch.testing.assert_close(z_cl, z, rtol=1e-3, atol=1e-4)
     for a in logits:
-        torch.testing.assert_close(logits_cl[a], logits[a], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(logits_cl[a], logits[a], rtol=1e-3, atol=1e-4)
