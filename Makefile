@@ -1,13 +1,14 @@
 # make demo — the whole pipeline on the embedded SynthArt dataset (CPU, minutes)
 # make test — lint and the test suite
 # make reproduce DATASET=cub|apy|wikiart — the paper's settings on a real dataset (GPU; see README)
+# make gpu-check — every CUDA path, benchmarks against their targets → bench/RESULTS-<gpu>.md (≤ 10 min)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format reproduce bench clean-demo
+.PHONY: demo test lint format reproduce bench clean-demo gpu-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +37,6 @@ reproduce: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/backward_search.py
 	$(PY) bench/train_throughput.py
+
+gpu-check: $(VENV)/.installed
+	$(PY) scripts/gpu_check.py

@@ -1,10 +1,12 @@
 """Benchmark: batched Backward Search against the one-query-at-a-time reference, and E1's retrieval.
 
-    python bench/backward_search.py [--device auto] [--sizes 1,100,1000,10000] [--ref-queries 100]
+    python bench/backward_search.py [--device auto] [--sizes 1,100,1000,10000] [--emb 128,256]
+                                    [--ref-queries 100] [--out rows.json]
+    python bench/backward_search.py --device cuda --sizes 10000 --emb 256   # make gpu-check's
 
 Heads (SPEC shape) are trained to high accuracy on a clustered toy embedding space with 27 styles
 and 11 genres (WikiArt's class counts); queries get random target classes. For each embedding
-size E ∈ {128, 256}, one condition (style, λ 1.1) and two (style + genre, λ 3.2), and each N, it
+size E (--emb; default 128 and 256), one condition (style, λ 1.1) and two (style + genre, λ 3.2), and each N, it
 prints ms/query and queries/s of `backward_search` and of `backward_search_reference` (timed on at
 most --ref-queries queries, per-query cost extrapolated), the speed-up, mean ± sd iterations and
 whether the two agree, and the same for the single-query rule (`rule=StopRule.SINGLE`, the
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src import metrics  # noqa: E402
 from src.backward_search import StopRule, backward_search, backward_search_reference  # noqa: E402
-from src.cli import resolve_device  # noqa: E402
+from src.cli import resolve_device, run_stage  # noqa: E402
 from src.retrieval import cosine_topk  # noqa: E402
 from src.toy import accuracy, toy_space, train_heads  # noqa: E402
 
@@ -76,11 +78,11 @@ def machine(device: torch.device) -> str:
 def bench_search(args, device: torch.device) -> list[dict]:
     rows = []
     n_max = max(args.sizes)
-    for emb in (128, 256):
+    for emb in args.emb:
         t0 = time.perf_counter()
         z, labels = toy_space(n_max + 3000, emb, CLASSES, seed=emb, spread=3.0, noise=0.5)
         train = {a: y[:3000] for a, y in labels.items()}
-        heads = train_heads(z[:3000], train, steps=200)
+        heads = train_heads(z[:3000], train, steps=args.head_steps)
         acc = accuracy(heads, z[3000:4000], {a: y[3000:4000] for a, y in labels.items()})
         print(f"E={emb}: heads trained in {time.perf_counter() - t0:.1f} s, accuracy {acc}")
         queries = z[3000:]
@@ -211,19 +213,28 @@ def markdown(rows: list[dict], retrieval: dict, desc: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--sizes", default="1,100,1000,10000", help="numbers of queries N")
+    p.add_argument("--emb", default="128,256", help="embedding sizes E")
+    p.add_argument("--head-steps", type=int, default=200, help="training steps of the toy heads")
     p.add_argument("--ref-queries", type=int, default=100, help="reference timed on ≤ this many")
+    p.add_argument(
+        "--retrieval-size",
+        default="1000,16289",
+        help="queries,database rows of the retrieval timing (default: WikiArt's test split)",
+    )
     p.add_argument("--out", type=Path, help="also write the rows as JSON here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    n_q, n_db = (int(s) for s in args.retrieval_size.split(","))
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.emb = [int(e) for e in args.emb.split(",")]
     device = resolve_device(args.device)
     desc = machine(device)
     print(desc)
     rows = bench_search(args, device)
-    retrieval = bench_retrieval(device)
+    retrieval = bench_retrieval(device, n_q, n_db)
     text = markdown(rows, retrieval, desc)
     print("\n" + text)
     if args.out:
@@ -234,4 +245,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_stage(main))  # a bad --device is one line, exit 2

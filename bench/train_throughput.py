@@ -3,6 +3,8 @@
     python bench/train_throughput.py                       # CPU (and CUDA when present), SynthArt loader
     python bench/train_throughput.py --device cuda --backbones convnext_base,resnet50 --steps 50
     python bench/train_throughput.py --dataset cub --data-root data --out bench/train_cuda.md
+    python bench/train_throughput.py --device cuda --backbones convnext_base --precision bf16 \
+        --workers-sweep 0,2,4,8,12                      # make gpu-check's: workers B1 needs
 
 "synthetic": random input tensors already on the device (the model's ceiling); "loader": the
 DataLoader B1 builds (decode/cache, augmentation, pinned copies) feeding the same step, so a
@@ -12,6 +14,7 @@ starving input pipeline shows as a ratio below 1. Prints a markdown table (and w
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -87,6 +90,34 @@ def real(table, batch: int, rt: Runtime):
         yield from dl
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+LOADER_TARGET = 0.9  # the loader keeps up when it reaches this share of synthetic-input speed
+
+
+def precisions_for(dev: torch.device, wanted: str | None) -> list[torch.dtype | None]:
+    """--precision's list, or every precision the device runs (CPU: fp32 only)."""
+    if wanted:
+        return [PRECISIONS[w] for w in wanted.split(",")]
+    if dev.type != "cuda":
+        return [None]
+    return [None] + ([torch.bfloat16] if torch.cuda.is_bf16_supported() else []) + [torch.float16]
+
+
+def worker_sweep(model, table, batch: int, rt: Runtime, counts: list[int], syn: float, steps: int,
+                 warmup: int) -> list[dict]:  # fmt: skip
+    """Loader img/s for each worker count in turn, stopping at the first that keeps up (≥ 90 % of
+    synthetic input), so the sweep costs at most one measurement past the answer."""
+    out = []
+    for w in counts:
+        rt.workers = w
+        ld = measure(model, real(table, batch, rt), rt, AUTHORS_TRAINING, steps, warmup)
+        out.append({"workers": w, "loader img/s": ld, "loader/synthetic": ld / syn})
+        print(f"  {w} loader workers: {ld:.1f} img/s = {ld / syn:.2f} × synthetic", flush=True)
+        if ld >= LOADER_TARGET * syn:
+            break
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="all", help="cpu, cuda, or all (CPU, and CUDA when present)")
@@ -95,26 +126,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-root", type=Path, default=Path("data"))
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 CPU, 30 CUDA)")
     p.add_argument("--workers", type=int, default=None, help="loader workers (default: as B1)")
+    p.add_argument(
+        "--workers-sweep",
+        default=None,
+        metavar="N,N,…",
+        help="time the loader with each worker count in turn until it reaches 90 %% of the "
+        "synthetic-input speed (e.g. 0,2,4,8,12); reports how many workers B1 needs",
+    )
+    p.add_argument(
+        "--precision", default=None, help="fp32,bf16,fp16 (default: all the device runs)"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="px (default: the plan's)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's)")
     p.add_argument("--no-loader", action="store_true", help="synthetic input only")
     p.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
 
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
+    sweep = [int(w) for w in args.workers_sweep.split(",")] if args.workers_sweep else None
     labels = None
-    rows = []
+    rows, records = [], []
     for dname in devices:
         rt = make_runtime(torch.device(dname), args.workers)
-        precisions = [None]
-        if rt.device.type == "cuda":
-            precisions += [torch.bfloat16] if torch.cuda.is_bf16_supported() else []
-            precisions += [torch.float16]
+        workers = rt.workers
         plan = PLAN[rt.device.type]
         names = args.backbones.split(",") if args.backbones else list(plan)
         steps = args.steps or (3 if rt.device.type == "cpu" else 30)
         warmup = 1 if rt.device.type == "cpu" else 5
         for name in names:
             size, batch = plan.get(name, (224, 64 if rt.device.type == "cuda" else 8))
+            size, batch = args.image_size or size, args.batch or batch
             if labels is None and not args.no_loader:
                 from src.datasets.common import read_labels
 
@@ -127,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
             table = None
             if not args.no_loader:
                 table = load_split(args.data_root, args.dataset, "train", config, train=True)
-                maybe_cache(table, rt.workers, "train")
-            for amp in precisions:
+                maybe_cache(table, max([workers, *(sweep or [])]), "train")
+            for amp in precisions_for(rt.device, args.precision):
                 rt.amp_dtype = amp
                 torch.manual_seed(0)
                 model = build_encoder(config).to(rt.device)
@@ -136,9 +179,14 @@ def main(argv: list[str] | None = None) -> None:
                     model = model.to(memory_format=torch.channels_last)
                 recipe = AUTHORS_TRAINING
                 syn = measure(model, synthetic(batch, size, config, rt), rt, recipe, steps, warmup)
-                ld = None
-                if table is not None:
+                ld, swept = None, []
+                if table is not None and sweep:
+                    swept = worker_sweep(model, table, batch, rt, sweep, syn, steps, warmup)
+                    ld = swept[-1]["loader img/s"]
+                    rt.workers = workers
+                elif table is not None:
                     ld = measure(model, real(table, batch, rt), rt, recipe, steps, warmup)
+                used = swept[-1]["workers"] if swept else rt.workers
                 row = {
                     "device": device_name(rt.device),
                     "backbone": name,
@@ -148,18 +196,33 @@ def main(argv: list[str] | None = None) -> None:
                     "synthetic img/s": f"{syn:.1f}",
                     "loader img/s": f"{ld:.1f}" if ld else "–",
                     "loader/synthetic": f"{ld / syn:.2f}" if ld else "–",
+                    "loader workers": used if ld else "–",
                 }
                 print(" | ".join(f"{k}={v}" for k, v in row.items()), flush=True)
                 rows.append(row)
+                records.append(
+                    {
+                        **row,
+                        "synthetic img/s": syn,
+                        "loader img/s": ld,
+                        "loader/synthetic": ld / syn if ld else None,
+                        "loader workers": used if ld else None,
+                        "sweep": swept,
+                    }
+                )
                 del model
                 if rt.device.type == "cuda":
                     torch.cuda.empty_cache()
+    if not rows:
+        raise SystemExit("error: nothing measured (--device cuda without a CUDA device?)")
     table_md = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
     table_md += "".join("| " + " | ".join(map(str, r.values())) + " |\n" for r in rows)
     print()
     print(table_md)
     if args.out:
         args.out.write_text(table_md)
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=2))
 
 
 if __name__ == "__main__":

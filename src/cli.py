@@ -7,6 +7,7 @@ import errno
 import logging
 import math
 import random
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,7 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """The --device flag of every stage that computes on a device (checked by resolve_device)."""
     p.add_argument(
         "--device",
         default="auto",
@@ -143,22 +145,30 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # what --device accepts
+
+
 def resolve_device(name: str):  # -> torch.device
-    """'auto' → CUDA when available, else CPU; otherwise the named device, checked."""
+    """'auto' → CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N', checked against the
+    devices torch sees, so a wrong name fails here in one line rather than deep in a stage."""
     import torch
 
+    if not DEVICE_NAME.fullmatch(name):
+        raise SuiteError(f"--device {name!r} is not a device name; use auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise SuiteError(
-            f"--device {name!r} is not a device name; use auto, cpu or cuda[:N]"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SuiteError(
-            f"--device {name} asked for CUDA but torch sees no CUDA device; use --device cpu"
-        )
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SuiteError(
+                f"--device {name} asked for CUDA but torch sees no CUDA device; use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise SuiteError(
+                f"--device {name}: torch sees {count} CUDA device(s), "
+                f"cuda:0 … cuda:{count - 1}; pick one of them"
+            )
     return dev
 
 

@@ -137,6 +137,34 @@ def test_batched_equals_reference_with_per_query_lambda(world, attrs):
     torch.testing.assert_close(r.loss, ref.loss, rtol=1e-10, atol=1e-12)
 
 
+def test_cuda_looks_every_few_steps_and_the_cpu_every_step():
+    # torch.device("cuda") is only a name: no GPU needed to ask which interval CUDA gets.
+    assert bs._check_interval(torch.device("cpu")) == 1
+    assert bs._check_interval(torch.device("cuda")) == bs.CHECK_EVERY_ACCELERATOR > 1
+    assert bs._check_interval(torch.device("cuda:1")) == bs.CHECK_EVERY_ACCELERATOR
+
+
+@pytest.mark.parametrize("rule", list(StopRule))
+def test_the_cuda_interval_on_the_cpu_gives_the_every_step_answer(world, monkeypatch, rule):
+    # The accelerator branch (finished queries dropped every CHECK_EVERY_ACCELERATOR steps, frozen
+    # in between) run on the CPU with exactly the interval CUDA gets.
+    z, _, heads = world
+    n = 48
+    cond = _conditions(n, ["style", "genre"])
+    lam = torch.linspace(0.0, 4.0 if rule is StopRule.BATCH else 0.3, n, dtype=torch.float64)
+    every_step = backward_search(heads, z[:n], cond, lam, rule=rule)
+    cuda_interval = bs._check_interval(torch.device("cuda"))
+    monkeypatch.setattr(bs, "_check_interval", lambda device: cuda_interval)
+    late = backward_search(heads, z[:n], cond, lam, rule=rule)
+    # the case is one that tests the branch: queries finish between two looks, and early
+    assert (every_step.iterations % cuda_interval != 0).any()
+    assert (every_step.iterations < 100 - cuda_interval).any()
+    assert torch.equal(late.iterations, every_step.iterations)
+    assert torch.equal(late.satisfied_at, every_step.satisfied_at)
+    torch.testing.assert_close(late.z, every_step.z, rtol=0, atol=1e-12)
+    torch.testing.assert_close(late.loss, every_step.loss, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("interval", [3, 1000])
 def test_late_compaction_gives_the_same_answer(world, monkeypatch, interval):
     # On CUDA finished queries are dropped only every few steps; meanwhile they must stay frozen.
