@@ -74,12 +74,14 @@ def extract_embeddings(
     *,
     train_transform: str = "test",
     seed: int = 0,
+    pin_memory: bool | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """(arrays of embeddings.npz, {attr: test accuracy of the heads}).
 
     train_transform: "train" embeds the train split with the encoder's training transform,
     seeded per image by `seed`; "test" with the test transform. The test split always gets the
-    test transform.
+    test transform. pin_memory (default: on CUDA) stages batches in page-locked memory so the
+    non-blocking copies overlap the forward pass.
     """
     if train_transform not in TRAIN_TRANSFORMS:
         raise SuiteError(
@@ -89,6 +91,7 @@ def extract_embeddings(
     check_labels(config, read_labels(data_root, ds), f"{Path(data_root) / ds / 'labels.json'}")
     attrs = config["attributes"]
     model = model.to(device).eval()
+    pin = device.type == "cuda" if pin_memory is None else pin_memory
     parts: dict[str, list[np.ndarray]] = {"image": [], "split": [], "z": []}
     parts |= {f"label_{a}": [] for a in attrs}
     accuracy: dict[str, float] = {}
@@ -97,7 +100,7 @@ def extract_embeddings(
         table = load_split(Path(data_root), ds, split, config, train=augment)
         items = SeededItems(table, seed) if augment else table
         batches = torch.utils.data.DataLoader(
-            items, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+            items, batch_size=batch_size, num_workers=workers, pin_memory=pin
         )
         zs, correct = [], torch.zeros(len(attrs), dtype=torch.long, device=device)
         for x, y in batches:

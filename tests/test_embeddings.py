@@ -192,3 +192,22 @@ def test_unknown_train_transform(setup):
     data, _, model, cfg = setup
     with pytest.raises(SuiteError, match="'flip' is not one of train, test"):
         extract_embeddings(model, cfg, data, torch.device("cpu"), train_transform="flip")
+
+
+def test_the_cuda_loader_path_on_the_cpu(setup, monkeypatch):
+    """C1's CUDA branch (pinned batches, non-blocking copies) gives the same arrays on the CPU."""
+    data, _, model, cfg = setup
+    seen = []
+    real = torch.utils.data.DataLoader
+
+    def spy(*a, **k):
+        seen.append(k["pin_memory"])
+        return real(*a, **{**k, "pin_memory": False})  # no accelerator here to pin for
+
+    plain, _ = extract_embeddings(model, cfg, data, torch.device("cpu"), 4)
+    monkeypatch.setattr(torch.utils.data, "DataLoader", spy)
+    pinned, _ = extract_embeddings(model, cfg, data, torch.device("cpu"), 4, pin_memory=True)
+    assert seen == [True, True]  # both splits took the CUDA loader branch
+    assert set(pinned) == set(plain)
+    for k in plain:
+        np.testing.assert_array_equal(pinned[k], plain[k])
