@@ -1,13 +1,14 @@
 # make demo — the whole pipeline on the embedded SynthArt dataset (CPU, minutes)
 # make test — lint and the test suite
 # make reproduce DATASET=cub|apy|wikiart — the paper's settings on a real dataset (GPU; see README)
+# make reproduce-release DATASET=cub|apy|wikiart RELEASE=DIR — the tables from the authors' release (CPU)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format reproduce bench clean-demo
+.PHONY: demo test lint format reproduce reproduce-release bench clean-demo
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ format: $(VENV)/.installed
 
 reproduce: $(VENV)/.installed
 	bash scripts/reproduce.sh $(PY) $(DATASET)
+
+# DATASET and RELEASE reach the script through the environment, never through a shell string
+reproduce-release: $(VENV)/.installed
+	bash scripts/reproduce_release.sh $(PY)
 
 bench: $(VENV)/.installed
 	$(PY) bench/backward_search.py
