@@ -169,9 +169,7 @@ def embed_image(space: SearchSpace, path: Path) -> torch.Tensor:
             # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as f:
-                f.draft(
-                    "RGB", (4 * MAX_SIDE, 4 * MAX_SIDE)
-                )  # a huge JPEG: decode at a reduced scale
+                f.draft("RGB", (4 * MAX_SIDE,) * 2)  # a huge JPEG: decode at a reduced scale
                 im = f.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise SuiteError(
