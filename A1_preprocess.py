@@ -6,10 +6,13 @@
     python A1_preprocess.py --dataset wikiart --source DIR [--attributions wikiart_attributions.csv]
         [--split-from preprocessed_wikiart_train.csv [preprocessed_wikiart_test.csv]]
     any of them: [--authors-quirks cub-tag-shift|wikiart-tag-cleaning|all|none]
+    python A1_preprocess.py --dataset cub|apy|wikiart --source-type authors-release --source DIR
 
 Writes data/<dataset>/ (images/, labels.json, train.csv, test.csv, config.json) atomically:
 a failed run leaves any earlier data/<dataset> untouched. A2's queries_*.csv/.json are kept when
-the new split is identical to the old one, and removed with a warning otherwise.
+the new split is identical to the old one, and removed with a warning otherwise. With
+--source-type authors-release it imports the authors' released artifacts instead (src/release):
+data/<dataset>/ with their split, tags and queries, and weights/<run>/ for every run found.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from src.datasets.common import (
 )
 from src.errors import SuiteError
 from src.quirks import QUIRKS, parse_quirks
+from src.release.convert import SOURCE as RELEASE
+from src.release.convert import import_release
 from src.tasks import DATASETS, get_dataset
 
 log = logging.getLogger("backward_search")
@@ -47,6 +52,14 @@ def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     p.add_argument(
         "--dataset", required=True, choices=list(DATASETS), help="which dataset to prepare"
+    )
+    p.add_argument(
+        "--source-type",
+        choices=["raw", RELEASE],
+        default="raw",
+        help=f"raw: the dataset's own files; {RELEASE}: the authors' released weights, "
+        "embeddings and queries (unpacked into --source; README: Reproducing from the authors' "
+        "release)",
     )
     p.add_argument(
         "--source",
@@ -138,10 +151,60 @@ def source_options(args, dataset: str) -> SourceOptions:
     )
 
 
+# Flags of the raw readers, meaningless for a release (it carries its own split, tags and queries).
+RAW_ONLY = ("images", "attributions", "download", "download_url", "strict", "shorter_side")
+
+
+def release_quirks(args, dataset: str) -> tuple[str, ...]:
+    """--authors-quirks for an import: the importer applies wikiart-tag-cleaning; CUB's tag shift
+    is already in their files ('all' means what applies to the release of `dataset`)."""
+    quirks = parse_quirks(args.authors_quirks, "A1")
+    if args.authors_quirks.strip() == "all":
+        return tuple(q for q in quirks if q == "wikiart-tag-cleaning" and dataset == "wikiart")
+    for q in quirks:
+        if q == "cub-tag-shift":
+            raise SuiteError(
+                "--authors-quirks cub-tag-shift: the authors' release already carries their "
+                "shifted CUB tags and split; drop the quirk"
+            )
+        if dataset not in QUIRKS[q].datasets:
+            raise SuiteError(
+                f"--authors-quirks {q} applies to {', '.join(QUIRKS[q].datasets)}, not {dataset}"
+            )
+    return quirks
+
+
+def import_authors_release(args) -> None:
+    """--source-type authors-release: convert their release into data/ and weights/ folders."""
+    given = [f"--{k.replace('_', '-')}" for k in RAW_ONLY if getattr(args, k) not in (None, False)]
+    if args.split_from:
+        given.append("--split-from")
+    if given:
+        raise SuiteError(
+            f"{', '.join(given)} cannot go with --source-type {RELEASE} (the release carries its "
+            "own split, tags and queries); drop it"
+        )
+    if args.source is None:
+        raise SuiteError(f"--source-type {RELEASE} needs --source DIR (the unpacked release)")
+    quirks = release_quirks(args, args.dataset)
+    t0 = time.time()
+    runs = import_release(args.source, args.dataset, args.data_root, args.weights_root, quirks)
+    log.info(
+        "A1 %s: imported the authors' release %s → %s and runs %s (%.1f s)",
+        args.dataset,
+        args.source,
+        dataset_dir(args.data_root, args.dataset),
+        ", ".join(runs),
+        time.time() - t0,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
     seed_everything(args.seed)
+    if args.source_type == RELEASE:
+        return import_authors_release(args)
     spec = get_dataset(args.dataset)
     opts = source_options(args, spec.name)
     reader = importlib.import_module(f"src.datasets.{spec.name}")

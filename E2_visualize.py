@@ -2,26 +2,32 @@
 
     python E2_visualize.py --task synthart-style [--query-id 3 --query-id 7] [--lambda 1]
     python E2_visualize.py --task wikiart-style --image my.jpg --condition style=Baroque
+    python E2_visualize.py --task cub-bird --run cub_convnext_base_e256_ft --images DIR
 
 Writes results/<run>/<task>/figures/ (result grids, Fig 5), results/<run>/figures/ (Fig 6 from
 every task's sweep.csv, B1's training curves) and results/<run>/REPORT.md. With --image it embeds
 the picture with the trained encoder, runs Backward Search, prints the ranked results and saves
-results/<run>/<task>/figures/search_<name>.png.
+results/<run>/<task>/figures/search_<name>.png. Without the dataset's images (a run imported from
+the authors' release) it draws Fig 6 and says that the result grids need --images DIR.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 from pathlib import Path
 
 from src import figures
-from src.artifacts import results_dir, run_dir, stage_config, write_json
+from src.artifacts import results_dir, run_dir, stage_config, stage_lock, write_json
 from src.cli import (
     LOGGER,
     add_device_arg,
+    int_at_least,
+    nonnegative_float,
     resolve_device,
+    run_name_arg,
     run_stage,
     seed_everything,
     setup_logging,
@@ -40,9 +46,14 @@ def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     add_device_arg(p)
     p.add_argument("--task", required=True, choices=list(TASKS))
-    p.add_argument("--run", help="encoder run (default: the dataset's default run)")
     p.add_argument(
-        "--query-id", type=int, action="append", help="query to draw (repeatable; default 0 1 2)"
+        "--run", type=run_name_arg, help="encoder run (default: the dataset's default run)"
+    )
+    p.add_argument(
+        "--query-id",
+        type=int_at_least(0),
+        action="append",
+        help="query to draw (repeatable; default the first three)",
     )
     p.add_argument("--image", type=Path, help="search with this picture instead of a query")
     p.add_argument(
@@ -53,9 +64,19 @@ def parse_args(argv: list[str] | None):
         help="with --image; repeatable",
     )
     p.add_argument(
-        "--lambda", dest="lam", type=float, help="λ (default: the one E1 used, else the task's)"
+        "--lambda",
+        dest="lam",
+        type=nonnegative_float,
+        help="λ (default: the one E1 used, else the task's)",
     )
     p.add_argument("--lambdas", default="knn,16,4,0", help="rows of Fig 5: 'knn' and λ values")
+    p.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="the dataset's images, when they are not under --data-root (a run imported from "
+        "the authors' release): test.csv's image images/<class>/<file> is read as DIR/<class>/<file>",
+    )
     return p.parse_args(argv)
 
 
@@ -65,18 +86,23 @@ def fig5_rows(text: str) -> list[float | None]:
     for item in text.split(","):
         item = item.strip().lower()
         try:
-            out.append(None if item == "knn" else float(item))
+            lam = None if item == "knn" else float(item)
         except ValueError:
             raise SuiteError(f"--lambdas item {item!r} is neither 'knn' nor a number") from None
+        if lam is not None and not (math.isfinite(lam) and lam >= 0):
+            raise SuiteError(f"--lambdas item {item!r}: λ must be a finite number ≥ 0")
+        out.append(lam)
     return out
 
 
-def search_picture(args, space: figures.SearchSpace, lam: float, figs: Path) -> None:
-    """--image: print the ranked results of Backward Search for the picture and save the grid."""
-    conditions = figures.parse_conditions(args.condition, space.labels)
+def search_picture(
+    args, space: figures.SearchSpace, conditions: dict[str, int], z0, lam: float, figs: Path
+) -> None:
+    """--image: print the ranked results of Backward Search for the picture (embedded as z0)
+    and save the grid."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", args.image.stem)[:60] or "image"
     path = figs / f"search_{stem}.png"
-    found = figures.search_picture(space, args.image, conditions, lam, path)
+    found = figures.search_picture(space, args.image, z0, conditions, lam, path)
     named = {a: space.labels[a][c] for a, c in conditions.items()}
     log.info(
         "%s → %s (λ = %g); the encoder sees it as %s",
@@ -102,46 +128,100 @@ def visualize(args) -> None:
     lams = fig5_rows(args.lambdas)
     if args.condition and args.image is None:
         raise SuiteError("--condition goes with --image; a query's condition is in its query file")
+    if args.images is not None and not args.images.is_dir():
+        raise SuiteError(f"--images {args.images} is not a folder: give the dataset's image folder")
     run = args.run or default_run(task.dataset)
     space = figures.load_space(
-        args.data_root, args.weights_root, task, run, resolve_device(args.device)
+        args.data_root,
+        args.weights_root,
+        task,
+        run,
+        resolve_device(args.device),
+        images=args.images,
     )
+    if args.image is not None:  # checked and embedded before anything is written
+        if space.config.get("backbone_absent"):
+            raise SuiteError(
+                f"--image: run {run} was imported from the authors' release without its "
+                "backbone, so it cannot embed a new picture; use a run trained by B1_train_encoder.py"
+            )
+        conditions = figures.parse_conditions(args.condition, space.labels, task.conditions)
+        z0 = figures.embed_image(space, args.image)
     results = results_dir(args.results_root, run, task.name)
-    setup_logging(results / "figures" / "E2.log")  # only now: missing inputs leave no file behind
     e1_lam = (read_json_or_none(results / "metrics.json") or {}).get("lambda")
     lam = next(v for v in (args.lam, e1_lam, task.default_lambda) if v is not None)
-    if args.image is not None:
-        return search_picture(args, space, lam, results / "figures")
+    chosen = None if args.image is not None else chosen_queries(args, task.name)
+    with stage_lock(results):  # E1's lock: no E1 swaps the task's folder while E2 writes into it
+        setup_logging(results / "figures" / "E2.log")  # only now: bad inputs leave no file behind
+        try:
+            if args.image is not None:
+                return search_picture(args, space, conditions, z0, lam, results / "figures")
+            draw(args, space, chosen, lam, lams, e1_lam, results)
+        finally:
+            setup_logging()  # close E2.log
 
-    queries = read_queries(args.data_root, task.name)
+
+def chosen_queries(args, task_name: str):
+    """The --query-id rows of the task's query file (default: its first three)."""
+    queries = read_queries(args.data_root, task_name)
     queries.index = queries["query_id"].astype(int)
     ids = args.query_id or queries.index[:3].tolist()
     unknown = sorted(set(ids) - set(queries.index))
     if unknown:
         raise SuiteError(f"--query-id {unknown} not in the query file (ids 0..{len(queries) - 1})")
-    chosen = queries.loc[ids].reset_index(drop=True)
+    return queries.loc[ids].reset_index(drop=True)
+
+
+def draw(args, space: figures.SearchSpace, chosen, lam, lams, e1_lam, results: Path) -> None:
+    """Result grids and Fig 5 (when the images are at hand), Fig 6, config.json, REPORT.md."""
+    run, task = space.run, space.task
     figs = results / "figures"
-    paths = figures.result_grids(
-        space,
-        chosen,
-        lam,
-        figs,
-        e1_results=results if lam == e1_lam else None,
-        student_file=student_path(run_dir(args.weights_root, run), task.name, lam),
-    )
-    query = chosen.iloc[0]
-    paths.append(
-        figures.lambda_figure(
-            space, query, lams, figs / f"fig5_q{query['query_id']}.png", seed=args.seed
+    paths, not_drawn = [], []
+    missing = space.missing_images(chosen["image"])
+    if missing and args.images is not None:
+        raise SuiteError(
+            f"--images {args.images}: no picture {missing[0]} for query image "
+            f"{chosen['image'].iloc[0]}; DIR must hold the dataset's images as <class>/<file>"
         )
-    )
+    if missing:  # e.g. a run imported from the authors' release: embeddings, no pictures
+        not_drawn.append(
+            f"result grids (results_q<K>.png, fig5_q<K>.png) need the dataset's images: re-run "
+            f"E2_visualize.py --task {task.name} --run {run} --images DIR (DIR holding "
+            f"<class>/<file> as test.csv names them after images/; README: Reproducing from the "
+            f"authors' release)"
+        )
+        log.warning("E2: %s is not there; %s", missing[0], not_drawn[-1])
+    else:
+        paths += figures.result_grids(
+            space,
+            chosen,
+            lam,
+            figs,
+            e1_results=results if lam == e1_lam else None,
+            student_file=student_path(run_dir(args.weights_root, run), task.name, lam),
+        )
+        query = chosen.iloc[0]
+        paths.append(
+            figures.lambda_figure(
+                space, query, lams, figs / f"fig5_q{query['query_id']}.png", seed=args.seed
+            )
+        )
     paths += figures.run_figures(
         results.parent,
         run_dir(args.weights_root, run),
         [t.name for t in tasks_of(task.dataset)],
         run,
     )
-    write_json(figs / "config.json", stage_config(args, run=run, search_lambda=lam))
+    write_json(
+        figs / "config.json",
+        stage_config(
+            args,
+            run=run,
+            search_lambda=lam,
+            images=None if args.images is None else str(args.images),
+            not_drawn=not_drawn,  # REPORT.md's figure list can say why a figure is missing
+        ),
+    )
     for p in paths:
         log.info("E2: wrote %s", p)
     report = write_report(args.results_root, args.weights_root, args.data_root, run, task.dataset)

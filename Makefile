@@ -2,13 +2,14 @@
 # make test — lint and the test suite
 # make reproduce DATASET=cub|apy|wikiart — the paper's settings on a real dataset (GPU; see README)
 # make gpu-check — every CUDA path, benchmarks against their targets → bench/RESULTS-<gpu>.md (≤ 10 min)
+# make reproduce-release DATASET=cub|apy|wikiart RELEASE=DIR — the tables from the authors' release (CPU)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format reproduce bench clean-demo gpu-check
+.PHONY: demo test lint format reproduce reproduce-release bench clean-demo gpu-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,10 @@ format: $(VENV)/.installed
 
 reproduce: $(VENV)/.installed
 	bash scripts/reproduce.sh $(PY) $(DATASET)
+
+# DATASET and RELEASE reach the script through the environment, never through a shell string
+reproduce-release: $(VENV)/.installed
+	bash scripts/reproduce_release.sh $(PY)
 
 bench: $(VENV)/.installed
 	$(PY) bench/backward_search.py

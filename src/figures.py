@@ -6,6 +6,7 @@ and the figures of a run (src/drawing.py draws them).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,6 +44,7 @@ from src.student import load_student
 from src.tasks import Task
 
 log = logging.getLogger(LOGGER)
+MAX_SIDE = 512  # JPEGs are decoded at no less than 4× this side (the transforms resize to ~224)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,15 +65,32 @@ class SearchSpace:
     z: torch.Tensor  # database embeddings N×E on the device
     z_all: dict[str, np.ndarray]  # image key → embedding of every train/test image
     device: torch.device
+    images: Path | None = None  # E2 --images: the dataset's images outside data/<dataset>
 
     @cached_property
     def image_row(self) -> dict[str, int]:
         """Image key → database row."""
         return {img: i for i, img in enumerate(self.table["image"])}
 
+    def image_path(self, key: str) -> Path:
+        """Where the picture of image key `key` (`images/<class>/<file>`, as in test.csv) lies:
+        under data/<dataset>, or under --images DIR without the leading `images/`."""
+        if self.images is None:
+            return self.data_root / self.task.dataset / key
+        return self.images / key.removeprefix("images/")
+
+    def missing_images(self, keys: Sequence[str]) -> list[Path]:
+        """The pictures of `keys` that are not on disk (an imported release carries none)."""
+        return [p for p in map(self.image_path, keys) if not p.is_file()]
+
 
 def load_space(
-    data_root: Path, weights_root: Path, task: Task, run: str, device: torch.device
+    data_root: Path,
+    weights_root: Path,
+    task: Task,
+    run: str,
+    device: torch.device,
+    images: Path | None = None,
 ) -> SearchSpace:
     """Encoder, labels, embeddings and the database (test images with tags, as E1 uses: SPEC §7)."""
     wdir = run_dir(weights_root, run)
@@ -93,6 +112,7 @@ def load_space(
         z=z,
         z_all=dict(zip(emb["image"].tolist(), emb["z"], strict=True)),
         device=device,
+        images=None if images is None else Path(images),
     )
 
 
@@ -118,14 +138,22 @@ def class_id(labels: Mapping[str, list[str]], attr: str, name: str) -> int:
     return class_ids([name], attr, labels[attr], "--condition", fix, loose=True)[0].item()
 
 
-def parse_conditions(items: Sequence[str], labels: Mapping[str, list[str]]) -> dict[str, int]:
-    """`["style=Baroque", "genre=portrait"]` → {attr: class id}, checked against labels.json."""
+def parse_conditions(
+    items: Sequence[str], labels: Mapping[str, list[str]], allowed: Sequence[str]
+) -> dict[str, int]:
+    """`["style=Baroque", "genre=portrait"]` → {attr: class id}, checked against labels.json and
+    the attributes the task conditions on (`allowed`)."""
     out: dict[str, int] = {}
     for item in items:
         attr, sep, name = item.partition("=")
         if not sep or not attr.strip() or not name.strip():
             raise SuiteError(f"--condition {item!r} is not ATTR=CLASS (e.g. style=Baroque)")
         attr = attr.strip()
+        if attr in labels and attr not in allowed:  # an unknown attribute: class_id lists heads
+            raise SuiteError(
+                f"--condition {item!r}: the task conditions on {', '.join(allowed)} only; use a "
+                f"task that conditions on {attr} (e.g. synthart-multi, wikiart-multi)"
+            )
         if attr in out:
             raise SuiteError(f"--condition gives {attr!r} twice")
         out[attr] = class_id(labels, attr, name.strip())
@@ -137,8 +165,16 @@ def parse_conditions(items: Sequence[str], labels: Mapping[str, list[str]]) -> d
 def embed_image(space: SearchSpace, path: Path) -> torch.Tensor:
     """Embed a picture file with the trained encoder and the test transform (1×E)."""
     try:
-        with Image.open(path) as f:
-            im = f.convert("RGB")
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as f:
+                f.draft("RGB", (4 * MAX_SIDE,) * 2)  # a huge JPEG: decode at a reduced scale
+                im = f.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SuiteError(
+            f"{path} is too large to decode (> {Image.MAX_IMAGE_PIXELS} pixels): resize it"
+        ) from None
     except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
         raise SuiteError(f"cannot read image {path}: {e}") from None
     x = image_transform(space.config, train=False)(im).unsqueeze(0).to(space.device)
@@ -198,7 +234,7 @@ def result_tiles(
         if query_image is not None and item["image"] == query_image:
             caption.append("(the query itself)")
         ok = all(item[a] == name for a, name in conditions.items())
-        tiles.append(Tile(space.data_root / space.task.dataset / item["image"], caption, ok))
+        tiles.append(Tile(space.image_path(item["image"]), caption, ok))
     return tiles
 
 
@@ -212,7 +248,7 @@ def query_tile(space: SearchSpace, query: pd.Series) -> Tile:
     own = [f"{a}: {labels[a]}" for a in space.labels if isinstance(labels[a], str)]
     cond = {a: query[a] for a in space.task.conditions}
     return Tile(
-        space.data_root / space.task.dataset / query["image"],
+        space.image_path(query["image"]),
         [f"query {query['query_id']}", *own, f"condition: {condition_text(cond)}"],
     )
 
@@ -415,16 +451,16 @@ class PictureSearch:
 def search_picture(
     space: SearchSpace,
     image: Path,
+    z0: torch.Tensor,
     conditions: Mapping[str, int],
     lam: float,
     path: Path,
     *,
     top_k: int = 10,
 ) -> PictureSearch:
-    """Embed a picture (test transform), run Backward Search towards `conditions`, rank the
-    database and draw kNN and Backward Search rows into `path`."""
+    """Run Backward Search from the picture's embedding z0 (`embed_image`) towards `conditions`,
+    rank the database and draw kNN and Backward Search rows into `path`."""
     names = {a: space.labels[a][c] for a, c in conditions.items()}
-    z0 = embed_image(space, image)
     z = search(space, z0, conditions, lam)
     with torch.no_grad():
         seen = {a: space.labels[a][int(h(z0).argmax(1))] for a, h in space.encoder.heads.items()}

@@ -739,3 +739,81 @@ def test_b1_refuses_while_another_writer_holds_the_run(b1_pipe, capsys):
     assert run_stage(B1_train_encoder.main, b1_argv(b1_pipe, "--epochs", "1")) == 2
     assert ".synthart_convnext_atto_e16_ft.lock" in one_error_line(capsys.readouterr().err)
     assert b1_files(b1_pipe) == before
+
+
+# E2: validated flags, conditions the task has, pictures too large to decode, E1's lock
+
+E2_PARSE_PROBES = [
+    (["--query-id", "-1"], "--query-id: -1 is too small"),
+    (["--lambda", "-1"], "--lambda: -1 must be ≥ 0"),
+    (["--lambda", "nan"], "'nan' is not a finite number"),
+    (["--run", "../../x"], "is not a run name"),
+]
+
+
+@pytest.mark.parametrize(("argv", "said"), E2_PARSE_PROBES, ids=lambda v: str(v))
+def test_e2_flags_are_refused_when_parsed(argv, said, tmp_path, capsys):
+    import E2_visualize
+
+    with pytest.raises(SystemExit) as e:
+        E2_visualize.main(["--task", "synthart-style", *argv, "--results-root", str(tmp_path)])
+    assert e.value.code == 2 and said in capsys.readouterr().err.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rows", ["knn,inf", "knn,-2", "nan"])
+def test_e2_fig5_rows_must_be_finite_lambdas(rows, pipe, capsys):
+    import E2_visualize
+
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--lambdas", rows]
+    assert run_stage(E2_visualize.main, argv) == 2
+    assert "λ must be a finite number ≥ 0" in one_error_line(capsys.readouterr().err)
+    assert not pipe.results_root.exists()
+
+
+def test_e2_refuses_a_condition_the_task_does_not_condition_on(pipe, capsys):
+    from PIL import Image
+
+    import E2_visualize
+
+    pic = pipe.root / "photo.png"
+    Image.new("RGB", (32, 32), (120, 60, 30)).save(pic)
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--image", str(pic),
+            "--condition", "genre=portrait", "--device", "cpu"]  # fmt: skip
+    assert run_stage(E2_visualize.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "conditions on style only" in err and "synthart-multi" in err
+    assert not pipe.results_root.exists()
+
+
+@pytest.mark.parametrize("side", [40, 100])  # PIL warns between 1× and 2× the limit, errs above
+def test_e2_a_decompression_bomb_is_one_line(side, pipe, capsys, monkeypatch):
+    from PIL import Image
+
+    import E2_visualize
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    pic = pipe.root / "bomb.png"
+    Image.new("RGB", (side, side), (0, 0, 0)).save(pic)
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--image", str(pic),
+            "--condition", "style=dots", "--device", "cpu"]  # fmt: skip
+    assert run_stage(E2_visualize.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "bomb.png is too large to decode (> 1000 pixels): resize it" in err
+    figs = results_dir(pipe.results_root, pipe.run, "synthart-style") / "figures"
+    assert not list(figs.glob("search_*"))
+
+
+def test_e2_waits_for_no_one_while_e1_writes_the_task(pipe, capsys):
+    """E2 takes E1's lock on results/<run>/<task>: a live E1 there makes E2 refuse, writing nothing."""
+    import E2_visualize
+
+    out = results_dir(pipe.results_root, pipe.run, "synthart-style")
+    lock = write_lock(out, os.getppid())
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E2_visualize.main, argv) == 2
+    assert ".synthart-style.lock" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in out.parent.iterdir()) == [lock.name]
+    lock.unlink()
+    assert run_stage(E2_visualize.main, [*argv, "--lambdas", "knn"]) == 0
+    assert (out / "figures" / "results_q0.png").exists() and not lock.exists()

@@ -129,19 +129,22 @@ def test_training_curves_two_panels(tmp_path):
 
 def test_conditions_are_checked_against_labels():
     labels = {"style": ["Baroque", "Early_Renaissance"], "genre": ["portrait"]}
-    assert figures.parse_conditions(["style=Baroque", "genre=portrait"], labels) == {
+    both = ("style", "genre")
+    assert figures.parse_conditions(["style=Baroque", "genre=portrait"], labels, both) == {
         "style": 0,
         "genre": 0,
     }
-    assert figures.parse_conditions(["style=early renaissance"], labels) == {"style": 1}
+    assert figures.parse_conditions(["style=early renaissance"], labels, both) == {"style": 1}
     with pytest.raises(SuiteError, match="valid names: Baroque, Early_Renaissance"):
-        figures.parse_conditions(["style=Rococo"], labels)
+        figures.parse_conditions(["style=Rococo"], labels, both)
     with pytest.raises(SuiteError, match="heads for: style, genre"):
-        figures.parse_conditions(["medium=oil"], labels)
+        figures.parse_conditions(["medium=oil"], labels, both)
     with pytest.raises(SuiteError, match="ATTR=CLASS"):
-        figures.parse_conditions(["Baroque"], labels)
+        figures.parse_conditions(["Baroque"], labels, both)
     with pytest.raises(SuiteError, match="at least one"):
-        figures.parse_conditions([], labels)
+        figures.parse_conditions([], labels, both)
+    with pytest.raises(SuiteError, match="conditions on style only"):
+        figures.parse_conditions(["genre=portrait"], labels, ("style",))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,8 +17,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+import A1_preprocess
 import E1_evaluate
+import E2_visualize
+from src import drawing, figures
+from src.cli import run_stage
 from src.encoder import load_encoder
 from src.errors import SuiteError
 from src.release.convert import import_release, tag_cell
@@ -364,3 +371,175 @@ def test_one_folder_with_every_dataset_keeps_them_apart(tmp_path):
         import_release(
             tmp_path / "release", "cub", tmp_path / "d", tmp_path / "w", ["empty-tag-token"]
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry points: A1 --source-type authors-release → E1 → E2, and make reproduce-release
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _roots(tmp_path: Path) -> list[str]:
+    return ["--data-root", str(tmp_path / "data"), "--weights-root", str(tmp_path / "weights"),
+            "--results-root", str(tmp_path / "results")]  # fmt: skip
+
+
+def _a1_import(tmp_path: Path, dataset: str, *extra: str) -> list[str]:
+    """A1 --source-type authors-release; returns the runs it recorded in data/<ds>/config.json."""
+    A1_preprocess.main(["--dataset", dataset, "--source-type", "authors-release",
+                        "--source", str(tmp_path / "release"), *extra, *_roots(tmp_path)])  # fmt: skip
+    return json.loads((tmp_path / "data" / dataset / "config.json").read_text())["runs"]
+
+
+def _e1(tmp_path: Path, task: str, run: str, *extra: str) -> None:
+    quirks = ["--authors-quirks", "empty-tag-token"]
+    E1_evaluate.main(["--task", task, "--run", run, "--device", "cpu", "--sweep", *quirks,
+                      *extra, *_roots(tmp_path)])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> tuple[Path, str]:
+    """The CUB-like fixture release through A1 (import) and E1 (with the sweep), once."""
+    root = tmp_path_factory.mktemp("a1_release")
+    write_cub_like(root / "release")
+    (run,) = _a1_import(root, "cub")
+    _e1(root, "cub-bird", run, "--lambda", "0.51")
+    return root, run
+
+
+def test_a1_imports_the_release_and_e1_e2_run_on_it(imported, capsys):
+    root, run = imported
+    assert run == "cub_convnext_base_e16_ft"
+    cfg = json.loads((root / "data" / "cub" / "config.json").read_text())
+    assert cfg["source"] == "authors-release" and cfg["runs"] == [run]
+    metrics = json.loads((root / "results" / run / "cub-bird" / "metrics.json").read_text())
+    assert "student" in metrics["methods"] and metrics["lambda"] == 0.51
+    capsys.readouterr()
+    E2_visualize.main(["--task", "cub-bird", "--run", run, "--device", "cpu", *_roots(root)])
+    out = capsys.readouterr().out
+    figs = root / "results" / run / "cub-bird" / "figures"
+    assert (root / "results" / run / "figures" / "fig6_lambda.png").is_file()  # needs no images
+    assert not list(figs.glob("results_q*.png")) and not list(figs.glob("fig5_q*.png"))
+    assert out.count("need the dataset's images") == 1 and "--images DIR" in out
+    assert "need the dataset's images" in (figs / "E2.log").read_text()
+    notes = json.loads((figs / "config.json").read_text())["not_drawn"]
+    assert len(notes) == 1 and "--images DIR" in notes[0]
+    assert f"report: {root / 'results' / run / 'REPORT.md'}" in out
+    assert (root / "results" / run / "REPORT.md").is_file()
+
+
+def test_e2_images_dir_draws_the_grids_from_test_csv_paths(imported, tmp_path, monkeypatch):
+    root, run = imported
+    pictures = tmp_path / "their_images"  # the authors' data/CUB/images: <class>/<file>
+    test = pd.read_csv(root / "data" / "cub" / "test.csv", dtype=str)
+    for i, key in enumerate(test["image"]):
+        path = pictures / key.removeprefix("images/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (24, 20), (i * 15 % 256, 80, 160)).save(path)
+    drawn = []
+    real = drawing.draw_grid
+    monkeypatch.setattr(
+        figures,
+        "draw_grid",
+        lambda q, rows, p, **kw: drawn.append((q, rows)) or real(q, rows, p, **kw),
+    )
+    results = tmp_path / "results"
+    shutil.copytree(root / "results", results)
+    argv = ["--task", "cub-bird", "--run", run, "--device", "cpu", "--query-id", "3",
+            "--images", str(pictures), "--data-root", str(root / "data"),
+            "--weights-root", str(root / "weights"), "--results-root", str(results)]  # fmt: skip
+    E2_visualize.main(argv)
+    figs = results / run / "cub-bird" / "figures"
+    assert (figs / "results_q3.png").is_file() and (figs / "fig5_q3.png").is_file()
+    query, rows = drawn[0]
+    q = pd.read_csv(root / "data" / "cub" / "queries_cub-bird.csv", dtype=str)
+    q = q.set_index("query_id").loc["3"]
+    assert query.image == pictures / q["image"].removeprefix("images/")
+    assert [r.title.split()[0] for r in rows] == ["k-nearest", "Backward", "student"]
+    assert all(Path(t.image).is_relative_to(pictures) for r in rows for t in r.tiles)
+    assert json.loads((figs / "config.json").read_text())["not_drawn"] == []
+
+
+def test_e2_images_dir_without_the_pictures_is_one_line(imported, tmp_path, capsys):
+    root, run = imported
+    argv = ["--task", "cub-bird", "--run", run, "--device", "cpu", "--images", str(tmp_path),
+            *_roots(root)[:4], "--results-root", str(tmp_path / "r")]  # fmt: skip
+    assert run_stage(E2_visualize.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--images {tmp_path}: no picture" in err
+
+
+def test_e2_cannot_search_a_new_picture_on_an_imported_run(imported, tmp_path, capsys):
+    root, run = imported
+    pic = tmp_path / "bird.jpg"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(pic)
+    argv = ["--task", "cub-bird", "--run", run, "--image", str(pic), "--condition",
+            "species=001.Black_footed_Albatross", "--device", "cpu",
+            *_roots(root)[:4], "--results-root", str(tmp_path / "r")]  # fmt: skip
+    assert run_stage(E2_visualize.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "without its backbone" in err and "B1_train_encoder" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--images", "x"], "--images cannot go with --source-type authors-release"),
+        (["--split-from", "a.csv"], "--split-from cannot go with"),
+        (["--strict", "--attributions", "t.csv"], "--attributions, --strict cannot go with"),
+        (["--authors-quirks", "cub-tag-shift"], "already carries their shifted CUB tags"),
+        (["--authors-quirks", "wikiart-tag-cleaning"], "applies to wikiart, not cub"),
+    ],
+)
+def test_a1_refuses_raw_source_flags_with_a_release(extra, said, tmp_path, capsys):
+    write_cub_like(tmp_path / "release")
+    argv = ["--dataset", "cub", "--source-type", "authors-release", "--source",
+            str(tmp_path / "release"), *extra, *_roots(tmp_path)]  # fmt: skip
+    assert run_stage(A1_preprocess.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "weights").exists()
+
+
+def test_a1_release_needs_source(tmp_path, capsys):
+    argv = ["--dataset", "apy", "--source-type", "authors-release", *_roots(tmp_path)]
+    assert run_stage(A1_preprocess.main, argv) == 2
+    assert "needs --source DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quirks", ["wikiart-tag-cleaning", "all"])
+def test_a1_passes_wikiart_tag_cleaning_to_the_importer(quirks, tmp_path):
+    write_wikiart_like(tmp_path / "release")
+    runs = _a1_import(tmp_path, "wikiart", "--authors-quirks", quirks)
+    assert sorted(runs) == ["wikiart_resnet50_e16_ft", "wikiart_vit_b_16_e8_frozen"]
+    cfg = json.loads((tmp_path / "data" / "wikiart" / "config.json").read_text())
+    assert cfg["quirks"] == ["wikiart-tag-cleaning"]
+    train = pd.read_csv(tmp_path / "data" / "wikiart" / "train.csv", dtype=str)
+    assert train["tags"].str.contains("baa").any()  # their cleaning: "banana" lost its "nan"s
+
+
+def test_make_reproduce_release_runs_every_stage(tmp_path):
+    write_cub_like(tmp_path / "release")
+    script = REPO / "scripts" / "reproduce_release.sh"
+    env = {**os.environ, "DATASET": "cub", "RELEASE": str(tmp_path / "release"),
+           "DATA_ROOT": str(tmp_path / "data"), "WEIGHTS_ROOT": str(tmp_path / "weights"),
+           "RESULTS_ROOT": str(tmp_path / "results")}  # fmt: skip
+    proc = subprocess.run(["bash", str(script), sys.executable], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = "cub_convnext_base_e16_ft"
+    assert proc.stdout.strip().splitlines()[-1] == f"report: {tmp_path}/results/{run}/REPORT.md"
+    e1 = json.loads((tmp_path / "results" / run / "cub-bird" / "config.json").read_text())
+    assert e1["args"]["lam"] == 0.51  # their student's λ, from student_cub-bird_lam0.51.pt
+    assert e1["args"]["sweep"] and e1["args"]["target_mts"] == 0.15
+    assert e1["args"]["authors_quirks"] == "empty-tag-token"
+    assert (tmp_path / "results" / run / "figures" / "fig6_lambda.png").is_file()
+    assert (tmp_path / "results" / run / "REPORT.md").is_file()
+
+
+def test_reproduce_release_refuses_a_dataset_without_a_release(tmp_path):
+    env = {**os.environ, "DATASET": "synthart", "RELEASE": str(tmp_path)}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "reproduce_release.sh"), sys.executable],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "DATASET must be one of cub, apy, wikiart" in proc.stderr

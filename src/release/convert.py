@@ -436,6 +436,7 @@ def import_release(
             "files"
         )
 
+    names = [run_name(dataset, r.backbone, r.embedding_size, r.frozen) for r in release.runs]
     written: list[str] = []
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(atomic_dir(dataset_dir(data_root, dataset)))
@@ -460,10 +461,10 @@ def import_release(
                 quirks=list(quirks),
                 tag_source="authors' filename.tag.pkl",
                 notes=data_notes,
+                runs=names,  # the weights/<run> folders of this import (make reproduce-release)
             ),
         )
-        for run in release.runs:
-            name = run_name(dataset, run.backbone, run.embedding_size, run.frozen)
+        for run, name in zip(release.runs, names, strict=True):
             _write_run(
                 stack.enter_context(atomic_dir(run_dir(weights_root, name))),
                 name,
