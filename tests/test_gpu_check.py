@@ -77,7 +77,7 @@ def test_dry_run_runs_every_step_on_the_cpu(tmp_path):
     assert any(k.startswith("retrieval + metrics") for k in rows)
     loader = next(v for k, v in rows.items() if k.startswith("B1 loader, convnext_atto at 32 px"))
     assert "workers" in loader[0] and loader[1] == "≥ 0.9"
-    for stage in ("B1 (1 epoch, fp32)", "C1", "E1"):
+    for stage in ("B1 (1 epoch, bf16)", "C1", "E1"):
         figure, target, status = rows[f"SynthArt 32 px, convnext_atto: {stage}"]
         assert figure.startswith("exit 0 in") and status == "PASS |"
     assert _user_folders() == before  # everything went to a temporary folder
