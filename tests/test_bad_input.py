@@ -70,7 +70,7 @@ def dead_pid() -> int:
 
 def temp_name(target: str, pid: int, host: str | None = None) -> str:
     """The name our atomic helpers give a temporary of `target` written by `pid`."""
-    from src.artifacts import _HOST
+    from src.atomic import _HOST
 
     return f".{target}.~{host or _HOST}-{pid}-0badc0de.tmp"
 

@@ -26,8 +26,9 @@ from src import drawing, figures
 from src.cli import run_stage
 from src.encoder import load_encoder
 from src.errors import SuiteError
-from src.release.convert import import_release, tag_cell
+from src.release.convert import import_release
 from src.release.reader import find_release
+from src.release.tables import tag_cell
 from src.release.unpickle import load_npy, load_pickle, load_pth
 from src.student import load_student, student_input
 from tests._fixtures_release import write_cub_like, write_wikiart_like

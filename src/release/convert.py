@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,12 +32,12 @@ from src.artifacts import (
     write_csv,
     write_json,
 )
-from src.datasets.common import Processed, join_tags, write_processed
-from src.datasets.wikiart import tag_items
+from src.datasets.common import Processed, write_processed
 from src.encoder import build_encoder, encoder_config
 from src.errors import SuiteError
 from src.quirks import parse_quirks
-from src.release.reader import ATTRIBUTE, AUTHORS_DATASET, Release, ReleaseRun, find_release
+from src.release.reader import ATTRIBUTE, AUTHORS_DATASET, THEIRS, Release, ReleaseRun, find_release
+from src.release.tables import as_int, image_key, read_labels, read_queries, read_split
 from src.release.unpickle import load_npy, load_pickle, load_pth
 from src.student import HIDDEN, Student
 from src.tasks import get_dataset, get_task
@@ -46,7 +45,6 @@ from src.tasks import get_dataset, get_task
 log = logging.getLogger("backward_search")
 
 SOURCE = "authors-release"
-THEIRS = {v: k for k, v in ATTRIBUTE.items()}  # our attribute name → theirs
 
 # Their module names → ours (SPEC §10 keys → Sequential indices of src/encoder.py, src/student.py).
 REDUCTION_KEYS = {
@@ -63,138 +61,6 @@ HEAD_KEYS = {
     "linear_3": "8",
 }
 STUDENT_KEYS = {"fc1": "0", "bn1": "2", "fc2": "3", "bn2": "5", "fc3": "6"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: labels, splits, tags, queries
-
-
-def image_key(path: str) -> str:
-    """`<class dir>/<file>`: how their tags, queries and E1 name an image (last two components)."""
-    return "/".join(str(path).replace("\\", "/").split("/")[-2:])
-
-
-def _as_int(v: Any, where: str) -> int:
-    """A class id stored as int, numpy integer/array, 0-d tensor or digit string."""
-    try:
-        if isinstance(v, torch.Tensor | np.ndarray):
-            v = v.reshape(-1)[0].item() if v.size else None
-        return int(v)
-    except (TypeError, ValueError, IndexError):
-        raise SuiteError(f"{where}: class id {v!r} is not an integer") from None
-
-
-def read_labels(path: Path, dataset: str) -> dict[str, list[str]]:
-    """Their label map → {our attribute: class names in id order} for the dataset's attributes."""
-    raw = load_pickle(path)
-    out: dict[str, list[str]] = {}
-    for attr in get_dataset(dataset).attributes:
-        theirs = THEIRS[attr]
-        try:
-            num2label = {_as_int(k, str(path)): str(v) for k, v in raw[theirs]["num2label"].items()}
-            label2num = {str(k): _as_int(v, str(path)) for k, v in raw[theirs]["label2num"].items()}
-        except (KeyError, TypeError, AttributeError):
-            raise SuiteError(
-                f"{path} has no {theirs!r} entry with 'num2label' and 'label2num' dicts"
-            ) from None
-        if sorted(num2label) != list(range(len(num2label))) or not num2label:
-            raise SuiteError(f"{path}: {theirs} class ids are not 0..{len(num2label) - 1}")
-        names = [num2label[i] for i in range(len(num2label))]
-        if label2num != {n: i for i, n in enumerate(names)}:
-            raise SuiteError(f"{path}: {theirs} num2label and label2num disagree")
-        out[attr] = names
-    return out
-
-
-def tag_cell(key: str, value: Any, dataset: str, quirks: Sequence[str], where: Path) -> str:
-    """One image's tags as their code builds them (SPEC §2), '|'-joined.
-
-    CUB/aPY: the comma-split attributes + the class (their E1: the class directory for CUB, the
-    category in the file name for aPY). WikiArt [genre, style, media, tag]: items lower-cased
-    without spaces, empty items dropped; with the `wikiart-tag-cleaning` quirk their exact string
-    cleaning (substring "nan" deleted, single-pass ',,' → ','); the format drops empty items.
-    """
-    n = 4 if dataset == "wikiart" else 2
-    if not isinstance(value, list | tuple) or len(value) != n:
-        raise SuiteError(f"{where}: tags of {key!r} are not a list of {n} fields")
-    if dataset == "wikiart":
-        genre, style, media, tag = ("" if _missing(v) else str(v) for v in value)
-        if "wikiart-tag-cleaning" in quirks:  # their E1's compute_topk_tag_sim, verbatim
-            text = ",".join(str(v).replace("nan", "") for v in value if str(v) != "nan")
-            text = text.replace("nan", "").replace(" ", "").replace(",,", ",").lower()
-            return join_tags(text.strip(",").split(","))
-        return join_tags(tag_items(tag, media, genre, style))
-    attrs = "" if _missing(value[1]) else str(value[1])
-    cls = key.split("/")[0] if dataset == "cub" else key.split("_")[-2]
-    return join_tags([*attrs.split(","), cls])
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def read_split(
-    path: Path, dataset: str, labels: Mapping[str, list[str]], tags: Mapping, quirks, tags_path
-) -> pd.DataFrame:
-    """Their preprocessed_<DS>_<split>.csv (path, class ids) → image, class names, tags."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    needed = ["path", *(THEIRS[a] for a in labels)]
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise SuiteError(f"{path} lacks columns {missing} (expected {', '.join(needed)})")
-    keys = [image_key(p) for p in df["path"]]
-    out = pd.DataFrame({"image": [f"images/{k}" for k in keys]})
-    for attr, names in labels.items():
-        ids = [_as_int(v, str(path)) for v in df[THEIRS[attr]]]
-        bad = [i for i in ids if not 0 <= i < len(names)]
-        if bad:
-            raise SuiteError(f"{path}: {THEIRS[attr]} id {bad[0]} outside 0..{len(names) - 1}")
-        out[attr] = [names[i] for i in ids]
-    absent = [k for k in keys if k not in tags]
-    if absent:
-        raise SuiteError(
-            f"{tags_path} has no tags for {len(absent)} images of {path} (e.g. {absent[0]})"
-        )
-    out["tags"] = [tag_cell(k, tags[k], dataset, quirks, tags_path) for k in keys]
-    if out["image"].duplicated().any():
-        raise SuiteError(f"{path} lists {out['image'][out['image'].duplicated()].iloc[0]} twice")
-    return out
-
-
-def read_queries(path: Path, task_name: str, labels, test: pd.DataFrame) -> pd.DataFrame:
-    """Their query pickle → our queries CSV rows (query_id = their key, in key order)."""
-    task = get_task(task_name)
-    raw = load_pickle(path)
-    if not isinstance(raw, dict) or not raw:
-        raise SuiteError(f"{path} is not a non-empty dict of queries")
-    tags_of = dict(zip(test["image"], test["tags"], strict=True))
-    rows = []
-    for k in sorted(raw, key=lambda x: _as_int(x, str(path))):
-        q = raw[k]
-        try:
-            key, cond, their_tags = q["candidate"], q["condition"], q.get("candidate_tags", "")
-        except (KeyError, TypeError):
-            raise SuiteError(f"{path}: query {k!r} lacks 'candidate' or 'condition'") from None
-        image = f"images/{image_key(key)}"
-        if image not in tags_of:
-            raise SuiteError(f"{path}: query {k!r} image {key!r} is not in the test split")
-        row = {"query_id": _as_int(k, str(path)), "image": image}
-        if sorted(ATTRIBUTE.get(a, a) for a in cond) != sorted(task.conditions):
-            raise SuiteError(f"{path}: query {k!r} conditions on {list(cond)}, not {task.name}'s")
-        for a in task.conditions:
-            name = str(cond[THEIRS[a]])
-            if name not in labels[a]:
-                raise SuiteError(f"{path}: query {k!r} condition {name!r} is no {a} class")
-            row[a] = name
-        row["tags"] = tags_of[image]  # the query image's tags, as their E1 computes mTS with
-        row["authors_tags"] = str(their_tags)  # their candidate_tags string, verbatim
-        rows.append(row)
-    ids = [r["query_id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        raise SuiteError(f"{path}: query ids repeat")
-    return pd.DataFrame(
-        rows, columns=["query_id", "image", *task.conditions, "tags", "authors_tags"]
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +194,7 @@ def _feature(entries: Mapping[str, dict], row: Mapping, ids, e: int, path: Path)
         theirs = THEIRS[a]
         if theirs in entry and str(entry[theirs]) != row[a]:
             raise SuiteError(f"{path}: {image} is {entry[theirs]!r} there, {row[a]!r} in the split")
-        if f"{theirs}_id" in entry and _as_int(entry[f"{theirs}_id"], str(path)) != index[row[a]]:
+        if f"{theirs}_id" in entry and as_int(entry[f"{theirs}_id"], str(path)) != index[row[a]]:
             raise SuiteError(f"{path}: {image} has a {theirs}_id other than the label map's")
     f = np.asarray(entry["feature"], dtype=np.float32).reshape(-1)
     if f.shape != (e,):

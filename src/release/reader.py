@@ -21,6 +21,7 @@ from src.tasks import TASKS, Task, get_dataset, tasks_of
 # The authors' dataset names and label attribute names → the suite's (registry names).
 AUTHORS_DATASET = {"cub": "CUB", "apy": "APY", "wikiart": "wikiart"}
 ATTRIBUTE = {"birds": "species", "category": "category", "style": "style", "genre": "genre"}
+THEIRS = {v: k for k, v in ATTRIBUTE.items()}  # our attribute name → theirs
 # The authors' backbone names → the suite's (their `vit_b` is torchvision's vit_b_16).
 BACKBONE = {"convnext_base": "convnext_base", "resnet50": "resnet50", "vgg16_bn": "vgg16_bn"}
 BACKBONE["vit_b"] = "vit_b_16"
