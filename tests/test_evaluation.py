@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import pytest
+import scipy.sparse as sp
 import torch
 
 import D1_train_distill
