@@ -10,6 +10,7 @@ has the higher precision at equal context.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ POINT_METHODS = {  # metrics.json method → its name on the plane (methods with
     "student": "student",
 }
 TOLERANCE = 0.01  # "equal x" when comparing the curves
+FIGURES = ((MTS, "plane_mts.png"), (CONTEXT, "plane_context.png"))  # in <task>/figures/
 
 
 @dataclass
@@ -216,3 +218,30 @@ def dominance_sentence(p: Plane, tolerance: float = TOLERANCE) -> str:
         )
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
+
+
+def _csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def task_planes(task_dir: str | Path) -> dict[str, Plane]:
+    """The planes of one E1 results folder (sweep.csv, sweep_alpha.csv, metrics.json), by the file
+    name each is drawn to (FIGURES); empty when E1 ran without --sweep."""
+    task_dir = Path(task_dir)
+    sweep, alpha = _csv(task_dir / "sweep.csv"), _csv(task_dir / "sweep_alpha.csv")
+    metrics_path = task_dir / "metrics.json"
+    if (sweep is None and alpha is None) or not metrics_path.is_file():
+        return {}
+    methods = json.loads(metrics_path.read_text(encoding="utf-8")).get("methods") or {}
+    planes = {name: plane(sweep, alpha, methods, x) for x, name in FIGURES}
+    return {name: p for name, p in planes.items() if p is not None}
+
+
+def draw_task_planes(task_dir: str | Path, title: str = "") -> list[Path]:
+    """E2: draw <task_dir>/figures/plane_mts.png (and plane_context.png where a label attribute
+    is not conditioned) from E1's files; returns the paths written."""
+    task_dir = Path(task_dir)
+    return [
+        draw_plane(p, task_dir / "figures" / name, title)
+        for name, p in task_planes(task_dir).items()
+    ]

@@ -60,10 +60,7 @@ TRAINING_KEYS = (
     "image_size",
     "random_resized_crop",
 )
-PLANE_FIGURES = (  # what E2 draws with src/plane.py, per task, in results/<run>/<task>/figures/
-    (plane.MTS, "plane_mts.png"),
-    (plane.CONTEXT, "plane_context.png"),
-)
+PLANE_FIGURES = plane.FIGURES  # what E2 draws per task in results/<run>/<task>/figures/
 PAIRED_NAMES = {"paper_map@10": "precision@10", "mts@10": "mTS@10"}
 SEED_RUN = re.compile(r"-seed(\d+)$")  # results/<run>-seed<N>: the same configuration, B1 seed N
 RUN_FIGURES = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from src import plane as pl
@@ -102,3 +104,18 @@ def test_matching_needs_a_lambda_point_within_the_tolerance():
     assert "No α point" in pl.dominance_sentence(pl.plane(BS, shifted, {}))
     text = pl.dominance_sentence(pl.plane(BS, shifted, {}), tolerance=0.02)
     assert "at 3 of 3 matched points" in text
+
+
+def test_task_planes_are_drawn_from_e1s_files(tmp_path):
+    BS.to_csv(tmp_path / "sweep.csv", index=False)
+    CS.to_csv(tmp_path / "sweep_alpha.csv", index=False)
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": METHODS}))
+    planes = pl.task_planes(tmp_path)
+    assert list(planes) == ["plane_mts.png", "plane_context.png"]
+    assert list(planes["plane_context.png"].curve(pl.CS).x) == [0.9, 0.6, 0.4]
+    paths = pl.draw_task_planes(tmp_path, "synthart-style")
+    assert [p.name for p in paths] == ["plane_mts.png", "plane_context.png"]
+    assert all(p.parent == tmp_path / "figures" and p.stat().st_size > 0 for p in paths)
+    (tmp_path / "sweep.csv").unlink()
+    (tmp_path / "sweep_alpha.csv").unlink()
+    assert pl.draw_task_planes(tmp_path) == []  # E1 without --sweep: no plane
