@@ -108,15 +108,12 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for name in order:
         m = methods[name]
-        shown = method_name(name)
+        shown = method_name(name, m)
         ci = m.get("ci") or {}
         row = {
             "method": f"{shown} ({RANDOM_BY_NATURE})" if release and name == "random" else shown,
             "λ": _lam(m.get("lambda")),
         }
-        if m.get("alpha") is not None:  # the centroid shift's step, before the marker
-            mark = " (not in the paper)"
-            row["method"] = row["method"].removesuffix(mark) + f", α = {m['alpha']:g}" + mark
         _with_ci(row, "paper mAP@10 (precision@10)", m.get("paper_map@10"), ci.get("paper_map@10"))
         _with_ci(row, "mAP@10 (true AP)", m.get("map@10"), ci.get("map@10"))
         _with_ci(row, "mTS@10", m.get("mts@10"), ci.get("mts@10"))

@@ -48,10 +48,13 @@ TABLE_NOTES: dict[str, tuple[str, ...]] = {
 }
 
 
-def method_name(method: str) -> str:
-    """A method's name in tables; the baselines the paper does not have say so."""
+def method_name(method: str, summary: Mapping[str, Any] | None = None) -> str:
+    """A method's name in tables; the baselines the paper does not have say so (and the centroid
+    shift its α, from its metrics.json summary)."""
     if method in NOT_IN_PAPER:
-        return f"{NOT_IN_PAPER[method]} (not in the paper)"
+        alpha = (summary or {}).get("alpha")
+        step = f", α = {alpha:g}" if alpha is not None else ""
+        return f"{NOT_IN_PAPER[method]}{step} (not in the paper)"
     return paper.METHOD_NAMES.get(method, method)
 
 
@@ -83,7 +86,7 @@ def table2(task: Task, ours: Mapping[str, dict], bs0: dict) -> pd.DataFrame:
     for method, s in [*runs, ("backward_search", bs0), *extra]:
         theirs = paper.TABLE2[method][col] if col and method in paper.TABLE2 else None
         row: dict[str, Any] = {
-            "method": method_name(method),
+            "method": method_name(method, s),
             "λ": 0.0 if method == "backward_search" else None,
         }
         _with_ci(row, "mAP@10 (ours)", s["paper_map@10"], _ci(s, "paper_map@10"))
@@ -123,7 +126,7 @@ def table4(task: Task, ours: Mapping[str, dict], calibrated: dict | None = None)
         theirs = paper.TABLE4.get(paper_row or method, {}).get(col) if col else None
         m, t = (s["paper_map@10"], s["mts@10"]) if s else (None, None)
         pm, pt = theirs if theirs else (None, None)
-        row: dict[str, Any] = {"method": name or method_name(method)}
+        row: dict[str, Any] = {"method": name or method_name(method, s)}
         row["λ"] = s.get("lambda") if s else None
         _with_ci(row, "mAP@10 (ours)", m, _ci(s, "paper_map@10"))
         _with_ci(row, "mTS@10 (ours)", t, _ci(s, "mts@10"))
