@@ -71,6 +71,11 @@ class Paired:
         return asdict(self)
 
 
+def p_text(p: float) -> str:
+    """A p-value as shown: 3 significant digits, '< 0.001' at the resolution of the resamples."""
+    return "< 0.001" if p < 1e-3 else f"{p:.3g}"
+
+
 def paired(a: np.ndarray, b: np.ndarray, seed: int = SEED) -> Paired:
     """Paired bootstrap of the per-query differences a − b (same queries, same order).
 

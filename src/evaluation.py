@@ -471,8 +471,8 @@ def summary_lines(res: TaskResults) -> list[str]:
     for m, d in res.paired.items():
         p, t = d["paper_map@10"], d["mts@10"]
         lines.append(
-            f"  Backward Search − {m:<15} Δ mAP@10 {p['mean']:+.3f} (p {p['p']:.3g})  "
-            f"Δ mTS@10 {t['mean']:+.3f} (p {t['p']:.3g})"
+            f"  Backward Search − {m:<15} Δ mAP@10 {p['mean']:+.3f} (p {bootstrap.p_text(p['p'])})  "
+            f"Δ mTS@10 {t['mean']:+.3f} (p {bootstrap.p_text(t['p'])})"
         )
     if res.similarity is not None:
         lines.append(f"  retrieved similarity (teacher vs student): {res.similarity:.3f}")

@@ -199,7 +199,7 @@ def dominance_sentence(p: Plane, tolerance: float = TOLERANCE) -> str:
                 f"no α point of the {CS} lies within ±{tolerance:g} {x_name} of a λ point of {BS}"
             )
         else:
-            lead = BS if better > worse else CS if worse > better else "neither method"
+            lead = BS if better > worse else f"the {CS}" if worse > better else "neither method"
             parts.append(
                 f"at equal {x_name} (±{tolerance:g}), {BS} has the higher precision@10 at "
                 f"{better} of {matched} matched points and the {CS} at {worse}"

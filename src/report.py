@@ -19,6 +19,7 @@ import pandas as pd
 
 from src import plane
 from src.artifacts import dataset_dir, queries_path, results_dir, run_dir, write_text
+from src.bootstrap import p_text
 from src.evaluation import METHODS
 from src.hints import hint
 from src.paper import TABLE3_TARGET_MTS, TABLE5_DEVICE
@@ -435,14 +436,15 @@ def paired_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
         return None
     rows = []
     for name, d in paired.items():
-        row: dict[str, Any] = {"Backward Search −": method_name(name)}
+        summary = (metrics.get("methods") or {}).get(name)
+        row: dict[str, Any] = {"Backward Search −": method_name(name, summary)}
         zero = []
         for key, shown in PAIRED_NAMES.items():
             t = d.get(key) or {}
             if "mean" not in t:
                 continue
             row[f"Δ {shown}"] = with_interval(f"{t['mean']:+.3f}", t.get("low"), t.get("high"))
-            row[f"p ({shown})"] = f"{t['p']:.3g}"
+            row[f"p ({shown})"] = p_text(t["p"])
             if t["low"] <= 0.0 <= t["high"]:
                 zero.append(shown)
         row["interval contains 0 (no difference shown)"] = ", ".join(zero) or "—"

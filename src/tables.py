@@ -366,7 +366,6 @@ def write_results(out: Path, res: TaskResults) -> None:
     kept = "excluded from" if data.exclude is not None else "kept in"
     notes = [
         "mAP@10 is the paper's metric (precision@10); true mAP@10 is AP@10 / min(10, #relevant).",
-        f"[low, high]: 95 % bootstrap interval over the queries ({bootstrap.RESAMPLES} resamples).",
         f"Queries: {n_q}; database: {n_db} tagged test images; query image {kept} the database; "
         f"device {data.device}.",
     ]
@@ -380,12 +379,19 @@ def write_results(out: Path, res: TaskResults) -> None:
     frames = build_tables(res)
     for m, r in res.rankings.items():
         write_csv(out / f"retrievals_{m}.csv", retrievals_frame(data, r, res.scores[m]))
+    intervals = (
+        f"[low, high]: 95 % bootstrap interval over the queries ({bootstrap.RESAMPLES} resamples)."
+    )
     for name, df in frames.items():
+        if any(str(c).endswith(LOW) for c in df.columns):
+            notes_here = [*notes, intervals]
+        else:
+            notes_here = notes
         write_csv(out / f"{name}.csv", df)
         target = res.calibration["target_mts"] if res.calibration else None
         title = f"{TITLES[name].format(target=target)} — {task.name}, run {data.run}"
         write_text(
-            out / f"{name}.md", markdown(df, title, task, [*notes, *TABLE_NOTES.get(name, ())])
+            out / f"{name}.md", markdown(df, title, task, [*notes_here, *TABLE_NOTES.get(name, ())])
         )
     if res.sweep is not None:
         write_csv(out / "sweep.csv", res.sweep)

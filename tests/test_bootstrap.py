@@ -59,3 +59,8 @@ def test_paired_test_finds_a_real_difference():
 def test_paired_needs_the_same_queries():
     with pytest.raises(ValueError, match="one shape"):
         bootstrap.paired(np.zeros(10), np.zeros(9))
+
+
+def test_p_values_below_the_resamples_resolution_are_shown_as_such():
+    assert bootstrap.p_text(1 / (1 + bootstrap.RESAMPLES)) == "< 0.001"
+    assert bootstrap.p_text(0.01234) == "0.0123" and bootstrap.p_text(1.0) == "1"

@@ -89,7 +89,7 @@ def test_dominance_sentence_centroid_shift_ahead():
     better_cs = CS.assign(**{"paper_map@10": [0.6, 0.75, 0.85]})  # now above BS at every match
     text = pl.dominance_sentence(pl.plane(BS, better_cs, METHODS))
     assert "Backward Search has the higher precision@10 at 0 of 3 matched points" in text
-    assert "the class-centroid shift at 3, so class-centroid shift leads there" in text
+    assert "the class-centroid shift at 3, so the class-centroid shift leads there" in text
 
 
 def test_dominance_sentence_without_matches_or_sweep():
