@@ -102,7 +102,8 @@ def table3(task: Task, config: Mapping[str, Any], calibration: dict) -> pd.DataF
     backbone, frozen, e = config["backbone"], bool(config["frozen"]), int(config["embedding_size"])
     setting = {"backbone": backbone, "fine-tuned": "no" if frozen else "yes", "embedding size": e}
     ours = {"source": "ours", **setting, "λ": calibration["lambda"]}
-    ours |= {"mAP@10": calibration["paper_map@10"], "mTS@10": calibration["mts@10"]}
+    _with_ci(ours, "mAP@10", calibration["paper_map@10"], calibration.get("paper_map@10_ci"))
+    _with_ci(ours, "mTS@10", calibration["mts@10"], calibration.get("mts@10_ci"))
     ours["target reached"] = "yes" if calibration.get("reached", True) else "no"
     rows = [ours]
     theirs = paper.TABLE3.get((backbone, frozen, e), {}).get(col) if col else None

@@ -313,6 +313,11 @@ def test_target_mts_writes_calibration_json(synth, tmp_path):
     t3 = pd.read_csv(out / "table3.csv")
     assert t3.loc[0, "mAP@10"] == pytest.approx(cal["paper_map@10"])
     assert tables.NOT_PAPER in (out / "table3.md").read_text()
+    # the calibrated mTS@10 with its interval, in calibration.json and Table 3
+    lo, hi = cal["mts@10_ci"]
+    assert lo <= cal["mts@10"] <= hi
+    assert (t3.loc[0, "mTS@10 95% low"], t3.loc[0, "mTS@10 95% high"]) == (lo, hi)
+    assert f"{cal['mts@10']:.3f} [{lo:.3f}, {hi:.3f}]" in (out / "table3.md").read_text()
     assert set(read_metrics(out)["methods"]) == {"backward_search"}
 
 
