@@ -1,15 +1,18 @@
-"""E1 — evaluate random search, kNN, Backward Search and the student on a task's queries.
+"""E1 — evaluate random search, kNN, Backward Search, the student and two baselines on a task.
 
-    python E1_evaluate.py --task synthart-style [--lambda 1.0] [--sweep] [--target-mts 0.15]
-        [--authors-quirks empty-tag-token|all|none] [--exclude-query]
+    python E1_evaluate.py --task synthart-style [--lambda 1.0] [--alpha 1.0] [--sweep]
+        [--target-mts 0.15] [--authors-quirks empty-tag-token|all|none] [--exclude-query]
 
 Reads the queries (A2), the embeddings (C1), the encoder's heads (B1) and the student (D1, when
 trained); writes results/<run>/<task>/: metrics.json, retrievals_<method>.csv, table2/3/4/5/6 (.md
-and .csv, ours beside the paper's values; table3 with --target-mts), sweep.csv (--sweep),
-calibration.json (--target-mts), config.json, E1.log. The folder is built aside and swapped in
-whole once everything has been computed (E2's figures/ carried over), under a lock. On a run
-imported from the authors' release, λ defaults to the one in its student file's name (their
+and .csv, ours beside the paper's values; table3 with --target-mts), sweep.csv and sweep_alpha.csv
+(--sweep), calibration.json (--target-mts), config.json, E1.log. The folder is built aside and
+swapped in whole once everything has been computed (E2's figures/ carried over), under a lock. On a
+run imported from the authors' release, λ defaults to the one in its student file's name (their
 student's λ); --authors-quirks empty-tag-token computes mTS@10 as their code does (CUB, aPY).
+Not in the paper: the baselines head-filtered kNN and class-centroid shift (step --alpha), a 95 %
+bootstrap interval over queries for every metric, and a paired bootstrap test of Backward Search
+against each other method (metrics.json "paired").
 """
 
 from __future__ import annotations
@@ -60,7 +63,17 @@ def parse_args(argv: list[str] | None):
     p.add_argument(
         "--exclude-query", action="store_true", help="drop each query's own image from its results"
     )
-    p.add_argument("--sweep", action="store_true", help="Fig 6: λ = 0 and 1/16 … 64 → sweep.csv")
+    p.add_argument(
+        "--alpha",
+        type=nonnegative_float,
+        default=1.0,
+        help="step of the class-centroid shift baseline (default 1)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="Fig 6: λ = 0 and 1/16 … 64 → sweep.csv; centroid-shift α = 0 … 2 → sweep_alpha.csv",
+    )
     p.add_argument(
         "--target-mts",
         type=open_fraction,
@@ -183,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
                 student=load_student(student_file, device)[0] if "student" in methods else None,
                 sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
                 target_mts=args.target_mts,
+                alpha=args.alpha,
+                sweep_alphas=ev.ALPHAS if args.sweep else None,
             )
             if "student" in methods:
                 results.student_file = student_file.name

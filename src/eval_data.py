@@ -54,6 +54,7 @@ class EvalData:
     exclude: Tensor | None  # (Q,) database row of each query (-1 none), under --exclude-query
     quirks: tuple[str, ...] = ()  # the authors' E1 quirks applied (src/quirks.py)
     source: str | None = None  # data/<ds>/config.json "source" ("authors-release": imported)
+    centroids: dict[str, Tensor] = field(default_factory=dict)  # attr → C×E train-class means
     n_relevant: Tensor = field(init=False)  # (Q,) database rows carrying every condition label
     cache: dict[float, Ranking] = field(default_factory=dict)  # Backward Search per λ
 
@@ -108,6 +109,17 @@ def database_rows(emb: Mapping[str, np.ndarray], test: pd.DataFrame, c1: str) ->
             f"the data changed after C1: re-run {c1}"
         )
     return np.asarray([r for r in test_rows if tags_of[images[r]]], dtype=np.int64)
+
+
+def class_centroids(z: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """C×E mean embedding per class (the centroid shift's μ); a class without rows gets the mean
+    of all rows, so that shifting to or from it moves nothing class-specific."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sums = np.zeros((n_classes, z.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, z)
+    counts = np.bincount(labels, minlength=n_classes)[:, None]
+    overall = z.mean(0, keepdims=True) if len(z) else np.zeros((1, z.shape[1]))
+    return np.where(counts > 0, sums / np.maximum(counts, 1), overall).astype(np.float32)
 
 
 def effective_quirks(quirks: Iterable[str], dataset: str) -> tuple[str, ...]:
@@ -184,6 +196,12 @@ def load_eval_data(
     if exclude_query:
         exclude = np.asarray([db_pos.get(k, -1) for k in queries["image"]], dtype=np.int64)
 
+    train = emb["split"] == "train"
+    centroids = {
+        a: class_centroids(z[train], emb[f"label_{a}"][train], len(labels[a]))
+        for a in task.conditions
+    }
+
     def dev(x: np.ndarray) -> Tensor:
         return torch.tensor(np.asarray(x), device=device)  # a copy: pandas arrays are read-only
 
@@ -206,4 +224,5 @@ def load_eval_data(
         exclude=None if exclude is None else dev(exclude),
         quirks=quirks,
         source=data_cfg.get("source") if isinstance(data_cfg, dict) else None,
+        centroids={a: dev(c) for a, c in centroids.items()},
     )

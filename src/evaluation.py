@@ -1,5 +1,6 @@
-"""E1: run the methods of a task (random, kNN, Backward Search, student) and score them; the λ
-sweep and the mTS calibration. Inputs come from src/eval_data.py, tables and files from src/tables.py.
+"""E1: run the methods of a task (random, kNN, Backward Search, student, and two baselines that
+are not in the paper: head-filtered kNN and the class-centroid shift) and score them with bootstrap
+intervals and paired tests against Backward Search; the λ and α sweeps and the mTS calibration. Inputs come from src/eval_data.py, tables and files from src/tables.py.
 
 Everything is batched on one device: one `backward_search` call for all queries, one `cosine_topk`,
 vectorised metrics. The database is the test split without untagged images (SPEC §7); a query
@@ -12,24 +13,32 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from src import metrics
-from src.backward_search import SearchResult, StopRule, backward_search
+from src import bootstrap, metrics
+from src.backward_search import SearchResult, StopRule, _EvalMode, backward_search
 from src.cli import LOGGER
 from src.eval_data import EvalData, K
-from src.retrieval import cosine_topk
+from src.retrieval import SCORE_BUDGET, cosine_topk
 from src.student import Student
 
 log = logging.getLogger(LOGGER)
 
-METHODS = ("random", "knn", "backward_search", "student")
+METHODS = ("random", "knn", "filtered_knn", "centroid_shift", "backward_search", "student")
+# baselines a reviewer would ask for, using only what Backward Search uses (heads, embeddings)
+NOT_IN_PAPER = {
+    "filtered_knn": "head-filtered kNN",
+    "centroid_shift": "class-centroid shift",
+}
+ALPHAS = tuple(i / 4 for i in range(9))  # the α sweep of the centroid shift: 0, 0.25, …, 2
+PAIRED_METRICS = ("paper_map@10", "mts@10")  # Backward Search vs each method, per query
 # ---------------------------------------------------------------------------------------------
 # Methods: each gives a ranking (top-K database rows per query) and, where it searches, its time
 
@@ -44,6 +53,7 @@ class Ranking:
     search: SearchResult | None = None
     lam: float | None = None
     single: SearchResult | None = None  # the same queries under StopRule.SINGLE (Table 5 only)
+    alpha: float | None = None  # the centroid shift's step
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
@@ -78,6 +88,54 @@ def rank_random(data: EvalData, seed: int) -> Ranking:
 def rank_knn(data: EvalData) -> Ranking:
     """k-nearest search: the query's own embedding, unchanged."""
     return Ranking("knn", rank(data, data.z0))
+
+
+def head_predictions(data: EvalData, z: Tensor) -> dict[str, Tensor]:
+    """Per conditioned attribute, the frozen heads' predicted class of each row of z."""
+    heads = {a: data.heads[a] for a in data.task.conditions}
+    with torch.no_grad(), _EvalMode(heads):
+        return {a: h(z).argmax(1) for a, h in heads.items()}
+
+
+def rank_filtered_knn(data: EvalData) -> Ranking:
+    """kNN among the database images whose heads predict every condition class; the rest follow
+    in similarity order when fewer than K qualify. No optimisation at all."""
+    db_pred = head_predictions(data, data.db_z)
+    db = F.normalize(data.db_z, dim=1)
+    q = F.normalize(data.z0, dim=1)
+    n_q, n_db = q.shape[0], db.shape[0]
+    out = torch.empty(n_q, K, dtype=torch.long, device=q.device)
+    chunk = max(1, SCORE_BUDGET // max(n_db, 1))
+    for start in range(0, n_q, chunk):
+        stop = min(start + chunk, n_q)
+        sim = q[start:stop] @ db.T
+        keep = torch.ones_like(sim, dtype=torch.bool)
+        for a, pred in db_pred.items():
+            keep &= pred[None, :] == data.conditions[a][start:stop, None]
+        sim = sim + 3.0 * keep  # cosine lies in [-1, 1]: every kept row outranks every other
+        if data.exclude is not None:
+            ex = data.exclude[start:stop]
+            rows = (ex >= 0).nonzero().flatten()
+            sim[rows, ex[rows]] = float("-inf")
+        out[start:stop] = sim.topk(K, dim=1).indices
+    return Ranking("filtered_knn", out)
+
+
+def centroid_shift(data: EvalData, alpha: float) -> Tensor:
+    """z = z0 + α · Σ_attr (μ_attr[condition] − μ_attr[predicted class of z0]) for every query."""
+    pred = head_predictions(data, data.z0)
+    shift = torch.zeros_like(data.z0)
+    for a, cond in data.conditions.items():
+        mu = data.centroids[a]
+        shift += mu[cond] - mu[pred[a]]
+    return data.z0 + alpha * shift
+
+
+def rank_centroid_shift(data: EvalData, alpha: float) -> Ranking:
+    """The class-centroid shift at α, ranked by cosine: one vector addition per query."""
+    ranking = Ranking("centroid_shift", rank(data, centroid_shift(data, alpha)))
+    ranking.alpha = float(alpha)
+    return ranking
 
 
 def _warm_up(fn: Callable[[Tensor, dict[str, Tensor]], Any], data: EvalData) -> None:
@@ -131,11 +189,13 @@ def rank_student(data: EvalData, student: Student, lam: float) -> Ranking:
 
 @dataclass
 class Scores:
-    """A method's summary (one metrics.json entry) and its per-query precision and tag similarity."""
+    """A method's summary (one metrics.json entry, with 95 % bootstrap intervals under "ci") and
+    its per-query values: precision, tag similarity, and every metric the summary averages."""
 
     summary: dict[str, Any]
     precision: np.ndarray
     tag_similarity: np.ndarray
+    per_query: dict[str, np.ndarray]  # "paper_map@10", "map@10", "mts@10", "context_<attr>"
 
 
 def _finite(x: float | None) -> float | None:
@@ -149,15 +209,28 @@ def score(data: EvalData, ranking: Ranking) -> Scores:
     precision = metrics.precision_at_k(hits)
     ap = metrics.average_precision_at_k(hits, data.n_relevant)
     jac = metrics.tag_jaccard(data.query_tags, data.db_tags, idx)
-    context = metrics.context_preservation(
+    context = metrics.context_per_query(
         idx, data.db_labels, data.query_labels, data.task.conditions
     )
     n_q = idx.shape[0]
+    per_query = {
+        "paper_map@10": precision.double().cpu().numpy(),
+        "map@10": ap.double().cpu().numpy(),
+        "mts@10": jac.mean(1),
+        **{f"context_{a}": c.double().cpu().numpy() for a, c in context.items()},
+    }
+    ci = bootstrap.intervals(per_query)
     summary: dict[str, Any] = {
-        "paper_map@10": float(precision.double().mean()),
-        "map@10": float(ap.double().mean()),
-        "mts@10": float(jac.mean()),
-        "context_preservation": context,
+        "paper_map@10": float(per_query["paper_map@10"].mean()),
+        "map@10": float(per_query["map@10"].mean()),
+        "mts@10": float(per_query["mts@10"].mean()),
+        "context_preservation": {a: float(c.double().mean()) for a, c in context.items()},
+        "ci": {
+            "paper_map@10": ci["paper_map@10"],
+            "map@10": ci["map@10"],
+            "mts@10": ci["mts@10"],
+            "context_preservation": {a: ci[f"context_{a}"] for a in context},
+        },
         "iterations_mean": None,
         "iterations_sd": None,
         "single_iterations_mean": None,
@@ -167,6 +240,7 @@ def score(data: EvalData, ranking: Ranking) -> Scores:
         "ms_per_query": None,
         "queries_per_s": None,
         "lambda": ranking.lam,
+        "alpha": ranking.alpha,
     }
     if ranking.search is not None:
         it = ranking.search.iterations.double()
@@ -187,7 +261,7 @@ def score(data: EvalData, ranking: Ranking) -> Scores:
     if ranking.seconds is not None and n_q:
         summary["ms_per_query"] = 1000 * ranking.seconds / n_q
         summary["queries_per_s"] = n_q / ranking.seconds if ranking.seconds > 0 else None
-    return Scores(summary, precision.cpu().numpy(), jac.mean(1))
+    return Scores(summary, precision.cpu().numpy(), jac.mean(1), per_query)
 
 
 def evaluate_lambda(data: EvalData, lam: float) -> dict[str, Any]:
@@ -195,23 +269,47 @@ def evaluate_lambda(data: EvalData, lam: float) -> dict[str, Any]:
     return score(data, rank_backward_search(data, lam)).summary
 
 
+def _sweep_row(key: str, value: float, s: dict[str, Any]) -> dict[str, Any]:
+    """One sweep.csv / sweep_alpha.csv row: the step and the metrics at it."""
+    return {
+        key: value,
+        "paper_map@10": s["paper_map@10"],
+        "map@10": s["map@10"],
+        "mts@10": s["mts@10"],
+        **{f"context_{a}": v for a, v in s["context_preservation"].items()},
+    }
+
+
 def sweep(data: EvalData, lambdas: Iterable[float]) -> pd.DataFrame:
     """Fig 6: the metrics of Backward Search along a λ grid, one row per λ."""
     rows = []
     for lam in lambdas:
         s = evaluate_lambda(data, lam)
-        rows.append(
-            {
-                "lambda": lam,
-                "paper_map@10": s["paper_map@10"],
-                "map@10": s["map@10"],
-                "mts@10": s["mts@10"],
-                **{f"context_{a}": v for a, v in s["context_preservation"].items()},
-                "iterations_mean": s["iterations_mean"],
-            }
-        )
+        rows.append(_sweep_row("lambda", lam, s) | {"iterations_mean": s["iterations_mean"]})
         log.info("  λ=%-7g mAP@10 %.3f  mTS@10 %.3f", lam, s["paper_map@10"], s["mts@10"])
     return pd.DataFrame(rows)
+
+
+def sweep_alpha(data: EvalData, alphas: Iterable[float]) -> pd.DataFrame:
+    """The trade-off curve of the class-centroid shift: its metrics along an α grid."""
+    rows = []
+    for alpha in alphas:
+        s = score(data, rank_centroid_shift(data, alpha)).summary
+        rows.append(_sweep_row("alpha", alpha, s))
+        log.info("  α=%-7g mAP@10 %.3f  mTS@10 %.3f", alpha, s["paper_map@10"], s["mts@10"])
+    return pd.DataFrame(rows)
+
+
+def paired_tests(scores: dict[str, Scores]) -> dict[str, dict[str, dict[str, float]]]:
+    """Backward Search − each other method, per query: paired bootstrap of precision@10, mTS@10."""
+    if "backward_search" not in scores:
+        return {}
+    bs = scores["backward_search"].per_query
+    return {
+        m: {k: bootstrap.paired(bs[k], s.per_query[k]).as_dict() for k in PAIRED_METRICS}
+        for m, s in scores.items()
+        if m != "backward_search"
+    }
 
 
 def calibrate(
@@ -238,6 +336,8 @@ def calibrate(
                 "paper_map@10": s["paper_map@10"],
                 "map@10": s["map@10"],
                 "mts@10": s["mts@10"],
+                "mts@10_ci": s["ci"]["mts@10"],
+                "paper_map@10_ci": s["ci"]["paper_map@10"],
             }
         )
         return s["mts@10"] - target_mts
@@ -263,6 +363,8 @@ def calibrate(
         "paper_map@10": best["paper_map@10"],
         "map@10": best["map@10"],
         "mts@10": best["mts@10"],
+        "mts@10_ci": best["mts@10_ci"],
+        "paper_map@10_ci": best["paper_map@10_ci"],
         "reached": reached,
         "tolerance": tolerance,
         "steps": steps,
@@ -297,8 +399,11 @@ class TaskResults:
     scores: dict[str, Scores]
     similarity: float | None = None  # teacher vs student (Table 6)
     sweep: pd.DataFrame | None = None
+    sweep_alpha: pd.DataFrame | None = None
     calibration: dict[str, Any] | None = None
     student_file: str | None = None  # the student's file name (its λ is in it), when evaluated
+    alpha: float = 1.0  # the centroid shift's α
+    paired: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # vs BS
 
     @property
     def summary(self) -> dict[str, dict[str, Any]]:
@@ -314,16 +419,23 @@ def evaluate(
     student: Student | None = None,
     sweep_lambdas: Iterable[float] | None = None,
     target_mts: float | None = None,
+    alpha: float = 1.0,
+    sweep_alphas: Iterable[float] | None = None,
 ) -> TaskResults:
-    """Run and score the methods; optionally the λ sweep and the mTS calibration."""
+    """Run and score the methods, test Backward Search against each; optionally the λ and α
+    sweeps and the mTS calibration."""
     rankers: dict[str, Callable[[], Ranking]] = {
         "random": lambda: rank_random(data, seed),
         "knn": lambda: rank_knn(data),
+        "filtered_knn": lambda: rank_filtered_knn(data),
+        "centroid_shift": lambda: rank_centroid_shift(data, alpha),
         "backward_search": lambda: rank_backward_search(data, lam, single=True),
         "student": lambda: rank_student(data, student, lam),
     }
     rankings = {m: rankers[m]() for m in methods}
     res = TaskResults(data, lam, rankings, {m: score(data, r) for m, r in rankings.items()})
+    res.alpha = float(alpha)
+    res.paired = paired_tests(res.scores)
     if "student" in rankings:
         teacher = rank_backward_search(data, lam).indices
         sim = metrics.retrieved_similarity(teacher, rankings["student"].indices)
@@ -331,6 +443,9 @@ def evaluate(
     if sweep_lambdas is not None:
         log.info("λ sweep (Fig 6):")
         res.sweep = sweep(data, sweep_lambdas)
+    if sweep_alphas is not None:
+        log.info("α sweep (class-centroid shift):")
+        res.sweep_alpha = sweep_alpha(data, sweep_alphas)
     if target_mts is not None:
         res.calibration = cal = calibrate(data, target_mts)
         log.info(
@@ -352,6 +467,12 @@ def summary_lines(res: TaskResults) -> list[str]:
         lines.append(
             f"  {m:<16} mAP@10 {s['paper_map@10']:.3f}  true mAP@10 {s['map@10']:.3f}  "
             f"mTS@10 {s['mts@10']:.3f}" + (f"  {ms:.4g} ms/query" if ms is not None else "")
+        )
+    for m, d in res.paired.items():
+        p, t = d["paper_map@10"], d["mts@10"]
+        lines.append(
+            f"  Backward Search − {m:<15} Δ mAP@10 {p['mean']:+.3f} (p {bootstrap.p_text(p['p'])})  "
+            f"Δ mTS@10 {t['mean']:+.3f} (p {bootstrap.p_text(t['p'])})"
         )
     if res.similarity is not None:
         lines.append(f"  retrieved similarity (teacher vs student): {res.similarity:.3f}")

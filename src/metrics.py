@@ -114,6 +114,21 @@ def context_preservation(
     return out
 
 
+def context_per_query(
+    indices, db_labels: Labels, query_labels: Labels, conditioned: Iterable[str]
+) -> dict[str, Tensor]:
+    """Per attribute not conditioned, per query: the fraction of the top-k keeping the query's
+    class (the per-query values behind `context_preservation`, for bootstrap intervals)."""
+    idx = _t(indices).long()
+    cond = set(conditioned)
+    out: dict[str, Tensor] = {}
+    for attr, q in query_labels.items():
+        if attr not in cond:
+            labels = _t(db_labels[attr], idx.device).long()
+            out[attr] = (labels[idx] == _t(q, idx.device).long()[:, None]).float().mean(1)
+    return out
+
+
 def retrieved_similarity(indices_a, indices_b) -> Tensor:
     """Per query, Jaccard similarity of two top-k index sets (rows hold distinct indices)."""
     a, b = _t(indices_a).long(), _t(indices_b).long()

@@ -8,19 +8,33 @@ never claims more than the files hold.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from src import plane
 from src.artifacts import dataset_dir, queries_path, results_dir, run_dir, write_text
+from src.bootstrap import p_text
 from src.evaluation import METHODS
 from src.hints import hint
-from src.paper import METHOD_NAMES, TABLE3_TARGET_MTS, TABLE5_DEVICE
+from src.paper import TABLE3_TARGET_MTS, TABLE5_DEVICE
 from src.quirks import protocol_label
-from src.tables import RANDOM_BY_NATURE, RELEASE, TITLES, fmt_cell, md_table
+from src.tables import (
+    HIGH,
+    LOW,
+    RANDOM_BY_NATURE,
+    RELEASE,
+    TITLES,
+    fmt_cell,
+    md_table,
+    method_name,
+    with_interval,
+)
 from src.tasks import AUTHORS_TRAINING, Task, get_dataset, tasks_of
 
 NOT_RECORDED = "not recorded"
@@ -47,6 +61,9 @@ TRAINING_KEYS = (
     "image_size",
     "random_resized_crop",
 )
+PLANE_FIGURES = plane.FIGURES  # what E2 draws per task in results/<run>/<task>/figures/
+PAIRED_NAMES = {"paper_map@10": "precision@10", "mts@10": "mTS@10"}
+SEED_RUN = re.compile(r"-seed(\d+)$")  # results/<run>-seed<N>: the same configuration, B1 seed N
 RUN_FIGURES = (
     ("fig6_lambda.png", "mAP@10 and mTS@10 against λ (paper Fig 6)"),
     ("training_curves.png", "B1 training curves (weights/<run>/train_log.csv)"),
@@ -70,8 +87,16 @@ def _mean_sd(m: Mapping[str, Any], prefix: str) -> str:
     return f"{it:.2f} ± {sd or 0.0:.2f}" if it is not None else "—"
 
 
+def _with_ci(row: dict[str, Any], header: str, value: Any, ci: Any) -> None:
+    """row[header] and its interval's LOW / HIGH columns (md_table shows them in one cell)."""
+    row[header] = value
+    lo, hi = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    row[header + LOW], row[header + HIGH] = lo, hi
+
+
 def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per method of metrics.json: the paper's mAP@10, true mAP@10, mTS@10, context, cost.
+    """One row per method of metrics.json: the paper's mAP@10, true mAP@10, mTS@10, context, cost,
+    each metric with its 95 % bootstrap interval when E1 recorded one.
 
     On imported data the random row says it cannot match (the authors' random search is unseeded).
     """
@@ -84,16 +109,20 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for name in order:
         m = methods[name]
-        shown = METHOD_NAMES.get(name, name)
+        shown = method_name(name, m)
+        ci = m.get("ci") or {}
         row = {
             "method": f"{shown} ({RANDOM_BY_NATURE})" if release and name == "random" else shown,
             "λ": _lam(m.get("lambda")),
-            "paper mAP@10 (precision@10)": m.get("paper_map@10"),
-            "mAP@10 (true AP)": m.get("map@10"),
-            "mTS@10": m.get("mts@10"),
         }
+        _with_ci(row, "paper mAP@10 (precision@10)", m.get("paper_map@10"), ci.get("paper_map@10"))
+        _with_ci(row, "mAP@10 (true AP)", m.get("map@10"), ci.get("map@10"))
+        _with_ci(row, "mTS@10", m.get("mts@10"), ci.get("mts@10"))
         for a in context_attrs:
-            row[f"keeps query's {a}"] = (m.get("context_preservation") or {}).get(a)
+            value = (m.get("context_preservation") or {}).get(a)
+            _with_ci(
+                row, f"keeps query's {a}", value, (ci.get("context_preservation") or {}).get(a)
+            )
         row["iterations, batched rule (mean ± sd)"] = _mean_sd(m, "")
         if any(x.get("single_iterations_mean") is not None for x in methods.values()):
             row["iterations, single-query rule (mean ± sd)"] = _mean_sd(m, "single_")
@@ -294,7 +323,8 @@ def _figures(base: Path, folder: Path) -> list[str]:
     """Markdown image links (relative to `base`) for the PNGs in `folder`, in the report's order."""
     if not folder.is_dir():
         return []
-    pngs = sorted(p for p in folder.glob("*.png"))
+    planes = {name for _, name in PLANE_FIGURES}  # shown in the trade-off plane section
+    pngs = sorted(p for p in folder.glob("*.png") if p.name not in planes)
     out = []
     for prefix, caption in FIGURE_CAPTIONS:
         for p in pngs:
@@ -337,7 +367,26 @@ def task_section(
         )
         out += ["", *protocol_block(data_cfg, enc_cfg, run_metrics, e1_cfg, metrics)]
         out += ["### Our numbers (metrics.json)", "", md_table(metrics_table(metrics)), ""]
+        if metrics.get("bootstrap"):
+            b = metrics["bootstrap"]
+            out += [
+                f"[low, high]: 95 % bootstrap interval over the queries ({b.get('resamples')} "
+                f"resamples, seed {b.get('seed')}). Head-filtered kNN and the class-centroid shift "
+                "are baselines the paper does not have.",
+                "",
+            ]
         out.append(_source_line(base, tdir / "metrics.json", e1_cfg))
+        paired = paired_table(metrics)
+        if paired is not None:
+            out += [
+                "",
+                "### Backward Search against each method (paired bootstrap over the same queries)",
+                "",
+                md_table(paired),
+                "",
+                "Δ: Backward Search minus the method, mean over queries [95 % interval]; p: "
+                "two-sided. Where the interval contains 0 the queries do not show a difference.",
+            ]
         rs = metrics.get("retrieved_similarity")
         if rs is not None:
             out += ["", f"Retrieved similarity, teacher vs student (Table 6): {rs:.3f}"]
@@ -357,14 +406,15 @@ def task_section(
     if sweep.exists():
         out += ["### λ sweep (sweep.csv; plotted in Fig 6)", "", md_table(pd.read_csv(sweep)), ""]
         out += [_source_line(base, sweep, e1_cfg), ""]
+    if isinstance(metrics, dict):
+        out += plane_lines(base, tdir, metrics, e1_cfg)
+        out += seeds_lines(base.parent, base.name, task, metrics)
     cal = read_json_or_none(tdir / "calibration.json")
     if isinstance(cal, dict):
         out += [
             "### λ calibration (Table 3 protocol)",
             "",
-            f"Target mTS@10 {fmt_cell(cal.get('target_mts'))}: λ = {_lam(cal.get('lambda'))} gives "
-            f"mTS@10 {fmt_cell(cal.get('mts@10'))} and paper mAP@10 {fmt_cell(cal.get('paper_map@10'))} "
-            f"({len(cal.get('steps', []))} bisection steps).",
+            _calibration_line(cal),
             "",
             _source_line(base, tdir / "calibration.json", e1_cfg),
             "",
@@ -376,6 +426,165 @@ def task_section(
     if notes:
         out += ["### What cannot be compared", "", *[f"- {n}" for n in notes], ""]
     return out
+
+
+def paired_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Backward Search − each method on the same queries (metrics.json "paired"): mean difference
+    with its 95 % interval and p-value per metric, and which intervals contain 0."""
+    paired = ((metrics.get("paired") or {}).get("backward_search_minus")) or {}
+    if not paired:
+        return None
+    rows = []
+    for name, d in paired.items():
+        summary = (metrics.get("methods") or {}).get(name)
+        row: dict[str, Any] = {"Backward Search −": method_name(name, summary)}
+        zero = []
+        for key, shown in PAIRED_NAMES.items():
+            t = d.get(key) or {}
+            if "mean" not in t:
+                continue
+            row[f"Δ {shown}"] = with_interval(f"{t['mean']:+.3f}", t.get("low"), t.get("high"))
+            row[f"p ({shown})"] = p_text(t["p"])
+            if t["low"] <= 0.0 <= t["high"]:
+                zero.append(shown)
+        row["interval contains 0 (no difference shown)"] = ", ".join(zero) or "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _read_csv_or_none(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def plane_lines(base: Path, tdir: Path, metrics: Mapping[str, Any], e1_cfg: Any) -> list[str]:
+    """The trade-off plane: E2's figures (when drawn) and, per x axis, the sentence computed from
+    sweep.csv, sweep_alpha.csv and metrics.json (never written by hand)."""
+    sweep = _read_csv_or_none(tdir / "sweep.csv")
+    alpha = _read_csv_or_none(tdir / "sweep_alpha.csv")
+    if sweep is None and alpha is None:
+        return []
+    out = [
+        "### Trade-off plane (Backward Search's λ against the class-centroid shift's α)",
+        "",
+        "Not in the paper. y: paper mAP@10 (precision@10); the curves are Backward Search along "
+        "λ (sweep.csv) and the class-centroid shift along α (sweep_alpha.csv); single points: "
+        "the methods without a knob, the student at its λ.",
+        "",
+    ]
+    for x_metric, name in PLANE_FIGURES:
+        p = plane.plane(sweep, alpha, metrics.get("methods") or {}, x_metric)
+        if p is None:
+            continue
+        out += [f"**x = {p.x_label}.** {plane.dominance_sentence(p)}", ""]
+        fig = tdir / "figures" / name
+        if fig.is_file():
+            out += [f"![{fig.stem}]({fig.relative_to(base).as_posix()})", ""]
+    for f in ("sweep.csv", "sweep_alpha.csv"):
+        if (tdir / f).is_file():
+            out += [_source_line(base, tdir / f, e1_cfg), ""]
+    return out
+
+
+def _calibration_line(cal: Mapping[str, Any]) -> str:
+    ci = cal.get("mts@10_ci")
+    mts = fmt_cell(cal.get("mts@10"))
+    mts = with_interval(mts, *ci) if isinstance(ci, list) and len(ci) == 2 else mts
+    return (
+        f"Target mTS@10 {fmt_cell(cal.get('target_mts'))}: λ = {_lam(cal.get('lambda'))} gives "
+        f"mTS@10 {mts} and paper mAP@10 {fmt_cell(cal.get('paper_map@10'))} "
+        f"({len(cal.get('steps', []))} bisection steps)."
+    )
+
+
+def seed_runs(results_root: Path, run: str) -> dict[str, Path]:
+    """The replicate runs of `run` trained with other B1 seeds: results/<run>-seed<N>/ folders."""
+    pattern = re.compile(re.escape(run) + r"-seed\d+")  # run names hold no glob character
+    return {
+        d.name: d
+        for d in sorted(Path(results_root).glob(f"{run}-seed*"))
+        if d.is_dir() and pattern.fullmatch(d.name)
+    }
+
+
+def _value_and_ci(s: Mapping[str, Any], metric: str) -> tuple[Any, Any]:
+    """A method's value and interval of a metric: "paper_map@10", "mts@10" or "context_<attr>"."""
+    ci = s.get("ci") or {}
+    if metric.startswith("context_"):
+        a = metric.removeprefix("context_")
+        ctx_ci = ci.get("context_preservation") or {}
+        return (s.get("context_preservation") or {}).get(a), ctx_ci.get(a)
+    return s.get(metric), ci.get(metric)
+
+
+def seeds_table(runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame | None:
+    """Mean ± sd across B1 seeds per method (runs: name → metrics.json of one task), beside the
+    mean width of the bootstrap intervals over queries: seed-to-seed spread against query noise.
+
+    None with fewer than two runs. Runs must share the configuration (task, λ, queries, database,
+    --exclude-query): a mismatch raises ValueError naming the run.
+    """
+    if len(runs) < 2:
+        return None
+    keys = ("task", "lambda", "n_queries", "database_size", "exclude_query")
+    first_name, first = next(iter(runs.items()))
+    for name, m in runs.items():
+        diff = [k for k in keys if m.get(k) != first.get(k)]
+        if diff:
+            raise ValueError(f"run {name} differs from {first_name} in {', '.join(diff)}")
+    all_methods = [r.get("methods") or {} for r in runs.values()]
+    methods = [m for m in all_methods[0] if all(m in ms for ms in all_methods)]
+    attrs = sorted(
+        {
+            a
+            for ms in all_methods
+            for s in ms.values()
+            for a in (s.get("context_preservation") or {})
+        }
+    )
+    shown = {"paper_map@10": "precision@10", "mts@10": "mTS@10"}
+    shown |= {f"context_{a}": f"keeps query's {a}" for a in attrs}
+    rows = []
+    for method in methods:
+        per = [ms[method] for ms in all_methods]
+        row: dict[str, Any] = {"method": method_name(method), "seeds": len(per)}
+        for metric, name in shown.items():
+            pairs = [_value_and_ci(s, metric) for s in per]
+            v = np.asarray([np.nan if x is None else x for x, _ in pairs], dtype=float)
+            row[f"{name}: mean ± sd across seeds"] = f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+            widths = [c[1] - c[0] for _, c in pairs if isinstance(c, list) and len(c) == 2]
+            ok = len(widths) == len(per)
+            row[f"{name}: 95 % bootstrap width (mean)"] = f"{np.mean(widths):.3f}" if ok else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seeds_lines(results_root: Path, run: str, task: Task, metrics: Any) -> list[str]:
+    """The across-seeds table of one task, when replicate runs results/<run>-seed<N>/ exist."""
+    reps = {
+        name: read_json_or_none(d / task.name / "metrics.json")
+        for name, d in seed_runs(results_root, run).items()
+    }
+    reps = {n: m for n, m in reps.items() if isinstance(m, dict)}
+    if not reps or not isinstance(metrics, dict):
+        return []
+    try:
+        df = seeds_table({run: metrics, **reps})
+    except ValueError as e:
+        return ["### Across B1 seeds", "", f"Not shown: {e}.", ""]
+    if df is None:
+        return []
+    return [
+        "### Across B1 seeds (not in the paper)",
+        "",
+        f"Runs: {', '.join(f'`{n}`' for n in [run, *reps])}. Mean ± sd over the runs (sample sd); "
+        "beside it, the mean width of each run's 95 % bootstrap interval over queries.",
+        "",
+        md_table(df),
+        "",
+    ]
 
 
 def _versions(configs: Mapping[str, Any]) -> pd.DataFrame:

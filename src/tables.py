@@ -11,13 +11,15 @@ from typing import Any
 
 import pandas as pd
 
-from src import paper
+from src import bootstrap, paper
 from src.artifacts import write_csv, write_json, write_text
-from src.evaluation import TaskResults, evaluate_lambda, retrievals_frame
+from src.evaluation import NOT_IN_PAPER, TaskResults, evaluate_lambda, retrievals_frame
 from src.quirks import protocol_label
 from src.tasks import Task
 
 NOT_PAPER = "n/a (SynthArt is not a paper dataset)"
+LOW, HIGH = " 95% low", " 95% high"  # companion columns of a metric: its bootstrap interval
+BASELINES = tuple(NOT_IN_PAPER)
 RELEASE = "authors-release"  # data/<ds>/config.json "source" of an imported release (src/release)
 RANDOM_BY_NATURE = "random: unseeded in the authors' code, differs by nature"
 TABLE_NOTES: dict[str, tuple[str, ...]] = {
@@ -46,6 +48,27 @@ TABLE_NOTES: dict[str, tuple[str, ...]] = {
 }
 
 
+def method_name(method: str, summary: Mapping[str, Any] | None = None) -> str:
+    """A method's name in tables; the baselines the paper does not have say so (and the centroid
+    shift its α, from its metrics.json summary)."""
+    if method in NOT_IN_PAPER:
+        alpha = (summary or {}).get("alpha")
+        step = f", α = {alpha:g}" if alpha is not None else ""
+        return f"{NOT_IN_PAPER[method]}{step} (not in the paper)"
+    return paper.METHOD_NAMES.get(method, method)
+
+
+def _with_ci(row: dict[str, Any], header: str, value: Any, ci: Any) -> None:
+    """Set row[header] and, when the interval is known, its LOW / HIGH companion columns."""
+    row[header] = value
+    lo, hi = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    row[header + LOW], row[header + HIGH] = lo, hi
+
+
+def _ci(s: Mapping[str, Any] | None, metric: str) -> Any:
+    return ((s or {}).get("ci") or {}).get(metric)
+
+
 def _diff(ours: float | None, theirs: float | None) -> float | None:
     return None if ours is None or theirs is None else ours - theirs
 
@@ -59,18 +82,17 @@ def table2(task: Task, ours: Mapping[str, dict], bs0: dict) -> pd.DataFrame:
     col = _col(task)
     rows = []
     runs = [(m, ours[m]) for m in ("random", "knn") if m in ours]
-    for method, s in [*runs, ("backward_search", bs0)]:
-        theirs = paper.TABLE2[method][col] if col else None
-        rows.append(
-            {
-                "method": paper.METHOD_NAMES[method],
-                "λ": 0.0 if method == "backward_search" else None,
-                "mAP@10 (ours)": s["paper_map@10"],
-                "mAP@10 (paper)": theirs,
-                "Δ mAP@10": _diff(s["paper_map@10"], theirs),
-                "true mAP@10 (ours)": s["map@10"],
-            }
-        )
+    extra = [(m, ours[m]) for m in BASELINES if m in ours]
+    for method, s in [*runs, ("backward_search", bs0), *extra]:
+        theirs = paper.TABLE2[method][col] if col and method in paper.TABLE2 else None
+        row: dict[str, Any] = {
+            "method": method_name(method, s),
+            "λ": 0.0 if method == "backward_search" else None,
+        }
+        _with_ci(row, "mAP@10 (ours)", s["paper_map@10"], _ci(s, "paper_map@10"))
+        row |= {"mAP@10 (paper)": theirs, "Δ mAP@10": _diff(s["paper_map@10"], theirs)}
+        _with_ci(row, "true mAP@10 (ours)", s["map@10"], _ci(s, "map@10"))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -80,7 +102,8 @@ def table3(task: Task, config: Mapping[str, Any], calibration: dict) -> pd.DataF
     backbone, frozen, e = config["backbone"], bool(config["frozen"]), int(config["embedding_size"])
     setting = {"backbone": backbone, "fine-tuned": "no" if frozen else "yes", "embedding size": e}
     ours = {"source": "ours", **setting, "λ": calibration["lambda"]}
-    ours |= {"mAP@10": calibration["paper_map@10"], "mTS@10": calibration["mts@10"]}
+    _with_ci(ours, "mAP@10", calibration["paper_map@10"], calibration.get("paper_map@10_ci"))
+    _with_ci(ours, "mTS@10", calibration["mts@10"], calibration.get("mts@10_ci"))
     ours["target reached"] = "yes" if calibration.get("reached", True) else "no"
     rows = [ours]
     theirs = paper.TABLE3.get((backbone, frozen, e), {}).get(col) if col else None
@@ -104,25 +127,27 @@ def table4(task: Task, ours: Mapping[str, dict], calibrated: dict | None = None)
         theirs = paper.TABLE4.get(paper_row or method, {}).get(col) if col else None
         m, t = (s["paper_map@10"], s["mts@10"]) if s else (None, None)
         pm, pt = theirs if theirs else (None, None)
-        rows.append(
-            {
-                "method": name or paper.METHOD_NAMES[method],
-                "λ": s.get("lambda") if s else None,
-                "mAP@10 (ours)": m,
-                "mTS@10 (ours)": t,
-                "mAP@10 (paper)": pm,
-                "mTS@10 (paper)": pt,
-                "Δ mAP@10": _diff(m, pm),
-                "Δ mTS@10": _diff(t, pt),
-            }
-        )
+        row: dict[str, Any] = {"method": name or method_name(method, s)}
+        row["λ"] = s.get("lambda") if s else None
+        _with_ci(row, "mAP@10 (ours)", m, _ci(s, "paper_map@10"))
+        _with_ci(row, "mTS@10 (ours)", t, _ci(s, "mts@10"))
+        row |= {"mAP@10 (paper)": pm, "mTS@10 (paper)": pt}
+        row |= {"Δ mAP@10": _diff(m, pm), "Δ mTS@10": _diff(t, pt)}
+        rows.append(row)
 
     for method in order:
         add(method, ours.get(method))
     if calibrated is not None:
         missed = "" if calibrated.get("reached", True) else ", not reached"
         name = f"Backward Search (λ calibrated to mTS@10 ≈ {calibrated['target_mts']:g}{missed})"
-        add("backward_search", {**calibrated}, name, "backward_search")
+        ci = {
+            "paper_map@10": calibrated.get("paper_map@10_ci"),
+            "mts@10": calibrated.get("mts@10_ci"),
+        }
+        add("backward_search", {**calibrated, "ci": ci}, name, "backward_search")
+    for method in BASELINES:
+        if method in ours:
+            add(method, ours[method])
     if "student" in ours:
         add("student", ours["student"])
     return pd.DataFrame(rows)
@@ -216,15 +241,44 @@ def _fmt(v: Any, header: str, signed: bool) -> str:
     return f"{v:{sign}.3f}"
 
 
+def _number(v: Any) -> float | None:
+    return None if v is None or isinstance(v, str) or pd.isna(v) else float(v)
+
+
+def with_interval(text: str, low: Any, high: Any) -> str:
+    """A formatted value followed by its 95 % interval, `0.816 [0.800, 0.830]` (as is if unknown)."""
+    lo, hi = _number(low), _number(high)
+    if lo is None or hi is None or text == "—":
+        return text
+    return f"{text} [{lo:.3f}, {hi:.3f}]"
+
+
+def _shown(headers: Sequence[str]) -> list[str]:
+    """The headers a table shows: LOW / HIGH companions merge into their metric's cell."""
+    return [
+        h for h in headers if not (h.endswith((LOW, HIGH)) and h.rsplit(" 95% ", 1)[0] in headers)
+    ]
+
+
 def md_table(df: pd.DataFrame, cell: Any = None) -> str:
     """A DataFrame as a GitHub markdown table; `cell(value, header)` formats each cell.
 
-    The default writes floats to 3 decimals and λ columns as written (e.g. 0.0625).
+    The default writes floats to 3 decimals and λ columns as written (e.g. 0.0625); a column with
+    LOW / HIGH companions shows its interval in the same cell.
     """
     cell = cell or _plain
     headers = [str(c) for c in df.columns]
-    body = [[cell(v, h) for v, h in zip(row, headers, strict=True)] for row in df.itertuples(False)]
-    return "\n".join(_grid(headers, body))
+    shown = _shown(headers)
+    body = []
+    for row in df.itertuples(False):
+        values = dict(zip(headers, row, strict=True))
+        body.append(
+            [
+                with_interval(cell(values[h], h), values.get(h + LOW), values.get(h + HIGH))
+                for h in shown
+            ]
+        )
+    return "\n".join(_grid(shown, body))
 
 
 def fmt_cell(v: Any) -> str:
@@ -245,7 +299,7 @@ def _grid(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 
 def markdown(df: pd.DataFrame, title: str, task: Task, notes: Iterable[str] = ()) -> str:
     """A table as markdown with a title; paper columns say n/a for tasks without a paper column."""
-    headers = list(df.columns)
+    headers = _shown([str(c) for c in df.columns])
     body = []
     for _, row in df.iterrows():
         cells = []
@@ -257,7 +311,8 @@ def markdown(df: pd.DataFrame, title: str, task: Task, notes: Iterable[str] = ()
             elif isinstance(v, str):
                 cells.append(v)
             else:
-                cells.append(_fmt(None if pd.isna(v) else float(v), h, signed))
+                text = _fmt(None if pd.isna(v) else float(v), h, signed)
+                cells.append(with_interval(text, row.get(h + LOW), row.get(h + HIGH)))
         body.append(cells)
     lines = [f"### {title}", "", *_grid(headers, body), ""]
     if task.paper_column is None:
@@ -325,15 +380,24 @@ def write_results(out: Path, res: TaskResults) -> None:
     frames = build_tables(res)
     for m, r in res.rankings.items():
         write_csv(out / f"retrievals_{m}.csv", retrievals_frame(data, r, res.scores[m]))
+    intervals = (
+        f"[low, high]: 95 % bootstrap interval over the queries ({bootstrap.RESAMPLES} resamples)."
+    )
     for name, df in frames.items():
+        if any(str(c).endswith(LOW) for c in df.columns):
+            notes_here = [*notes, intervals]
+        else:
+            notes_here = notes
         write_csv(out / f"{name}.csv", df)
         target = res.calibration["target_mts"] if res.calibration else None
         title = f"{TITLES[name].format(target=target)} — {task.name}, run {data.run}"
         write_text(
-            out / f"{name}.md", markdown(df, title, task, [*notes, *TABLE_NOTES.get(name, ())])
+            out / f"{name}.md", markdown(df, title, task, [*notes_here, *TABLE_NOTES.get(name, ())])
         )
     if res.sweep is not None:
         write_csv(out / "sweep.csv", res.sweep)
+    if res.sweep_alpha is not None:
+        write_csv(out / "sweep_alpha.csv", res.sweep_alpha)
     if res.calibration is not None:
         write_json(out / "calibration.json", res.calibration)
     write_json(
@@ -342,6 +406,7 @@ def write_results(out: Path, res: TaskResults) -> None:
             "task": task.name,
             "run": data.run,
             "lambda": res.lam,
+            "alpha": res.alpha,
             "n_queries": n_q,
             "database_size": n_db,
             "exclude_query": data.exclude is not None,
@@ -351,5 +416,12 @@ def write_results(out: Path, res: TaskResults) -> None:
             "student_file": res.student_file,
             "methods": res.summary,
             "retrieved_similarity": res.similarity,
+            "bootstrap": {
+                "resamples": bootstrap.RESAMPLES,
+                "confidence": bootstrap.CONFIDENCE,
+                "seed": bootstrap.SEED,
+                "interval": "percentile, over queries",
+            },
+            "paired": {"backward_search_minus": res.paired},
         },
     )

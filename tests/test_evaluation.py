@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 import D1_train_distill
@@ -98,7 +99,8 @@ def test_metrics_json_fields_and_ranges(synth_style):
     assert m["task"] == task.name and m["run"] == "tiny_e18"
     assert m["lambda"] == task.default_lambda
     assert (m["n_queries"], m["database_size"], m["exclude_query"]) == (40, 96, False)
-    assert set(m["methods"]) == {"random", "knn", "backward_search"}  # no student trained
+    baselines = {"filtered_knn", "centroid_shift"}
+    assert set(m["methods"]) == {"random", "knn", "backward_search"} | baselines  # no student
     assert m["retrieved_similarity"] is None
     fields = {
         "paper_map@10",
@@ -118,9 +120,24 @@ def test_metrics_json_fields_and_ranges(synth_style):
             assert 0.0 <= s[key] <= 1.0, (method, key)
         assert set(s["context_preservation"]) == {"genre"}  # the label attribute not conditioned
         assert 0.0 <= s["context_preservation"]["genre"] <= 1.0
-    for method in ("random", "knn"):
+        # every metric has its 95 % bootstrap interval, around the mean
+        ci = s["ci"]
+        for key in ("paper_map@10", "map@10", "mts@10"):
+            assert 0.0 <= ci[key][0] <= s[key] <= ci[key][1] <= 1.0, (method, key)
+        lo, hi = ci["context_preservation"]["genre"]
+        assert lo <= s["context_preservation"]["genre"] <= hi
+    for method in ("random", "knn", *baselines):
         s = m["methods"][method]
         assert s["iterations_mean"] is None and s["ms_per_query"] is None and s["lambda"] is None
+    assert m["methods"]["centroid_shift"]["alpha"] == m["alpha"] == 1.0
+    # Backward Search against every other method, paired on the same queries
+    paired = m["paired"]["backward_search_minus"]
+    assert set(paired) == {"random", "knn", *baselines}
+    for method, d in paired.items():
+        for key in ("paper_map@10", "mts@10"):
+            diff = m["methods"]["backward_search"][key] - m["methods"][method][key]
+            assert d[key]["mean"] == pytest.approx(diff)
+            assert d[key]["low"] <= d[key]["mean"] <= d[key]["high"] and 0 < d[key]["p"] <= 1
     bs = m["methods"]["backward_search"]
     assert 1 <= bs["iterations_mean"] <= 100 and bs["iterations_sd"] >= 0
     assert 0 <= bs["satisfied_at_mean"] <= bs["iterations_mean"]
@@ -169,6 +186,35 @@ def test_backward_search_at_lambda_0_beats_knn(synth_style):
     assert bs0 >= knn + 0.4 and bs0 >= rnd + 0.2
     sweep = pd.read_csv(synth_style / "sweep.csv")
     assert sweep.loc[sweep["lambda"] == 0, "paper_map@10"].item() == pytest.approx(bs0)
+
+
+def test_alpha_sweep_beside_the_lambda_sweep(synth_style):
+    alpha = pd.read_csv(synth_style / "sweep_alpha.csv")
+    assert list(alpha["alpha"]) == [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]
+    m = read_metrics(synth_style)["methods"]
+    for key in ("paper_map@10", "mts@10"):  # α = 0 is kNN; α = 1 is the method's own row
+        assert alpha[key].iloc[0] == pytest.approx(m["knn"][key])
+        assert alpha.loc[alpha["alpha"] == 1, key].item() == pytest.approx(m["centroid_shift"][key])
+    # the fixture's space does not keep style: moving to the class centroid brings it
+    assert alpha["paper_map@10"].iloc[-1] >= alpha["paper_map@10"].iloc[0] + 0.3
+
+
+def test_baselines_have_rows_of_their_own_marked_not_in_the_paper(synth_style):
+    names = [
+        "head-filtered kNN (not in the paper)",
+        "class-centroid shift, α = 1 (not in the paper)",
+    ]
+    for name in ("table2", "table4"):
+        t = pd.read_csv(synth_style / f"{name}.csv").set_index("method")
+        assert set(names) <= set(t.index)
+        md = (synth_style / f"{name}.md").read_text()
+        assert all(n in md for n in names)
+        # value and 95 % interval in one cell: "0.608 [0.525, 0.690]"
+        row = t.loc["k-nearest search"]
+        cell = f"{row['mAP@10 (ours)']:.3f} [{row['mAP@10 (ours) 95% low']:.3f}, "
+        assert cell in md and "95% low" not in md
+    for m in ev.NOT_IN_PAPER:
+        assert (synth_style / f"retrievals_{m}.csv").is_file()
 
 
 def test_sweep_trends_from_lambda_0_to_64(synth_style):
@@ -238,6 +284,8 @@ def test_calibration_reaches_a_reachable_target(synth):
     assert cal["reached"] and abs(cal["mts@10"] - target) <= 0.01
     assert 2.0**-8 <= cal["lambda"] <= 2.0**8 and len(cal["steps"]) <= 14
     assert cal["paper_map@10"] == ev.evaluate_lambda(data, cal["lambda"])["paper_map@10"]
+    lo, hi = cal["mts@10_ci"]  # the calibrated mTS@10 comes with its interval
+    assert lo <= cal["mts@10"] <= hi and hi - lo > 0
     unreachable = ev.calibrate(data, 0.99)
     assert not unreachable["reached"] and unreachable["lambda"] == 2.0**8
 
@@ -265,6 +313,11 @@ def test_target_mts_writes_calibration_json(synth, tmp_path):
     t3 = pd.read_csv(out / "table3.csv")
     assert t3.loc[0, "mAP@10"] == pytest.approx(cal["paper_map@10"])
     assert tables.NOT_PAPER in (out / "table3.md").read_text()
+    # the calibrated mTS@10 with its interval, in calibration.json and Table 3
+    lo, hi = cal["mts@10_ci"]
+    assert lo <= cal["mts@10"] <= hi
+    assert (t3.loc[0, "mTS@10 95% low"], t3.loc[0, "mTS@10 95% high"]) == (lo, hi)
+    assert f"{cal['mts@10']:.3f} [{lo:.3f}, {hi:.3f}]" in (out / "table3.md").read_text()
     assert set(read_metrics(out)["methods"]) == {"backward_search"}
 
 
@@ -392,7 +445,7 @@ def test_student_is_evaluated_when_trained(synth, tmp_path, capsys):
     assert run_stage(D1_train_distill.main, d1) == 0
     out = e1(p, "--task", "synthart-style", "--device", "cpu")
     m = read_metrics(out)
-    assert set(m["methods"]) == {"random", "knn", "backward_search", "student"}
+    assert set(m["methods"]) == {"random", "knn", "backward_search", "student", *ev.NOT_IN_PAPER}
     st = m["methods"]["student"]
     assert st["ms_per_query"] > 0 and st["iterations_mean"] is None and st["lambda"] == 1.0
     assert 0 <= m["retrieved_similarity"] <= 1
@@ -616,3 +669,85 @@ def test_imported_run_without_a_student_says_so(tmp_path):
     assert "no student: the release has none for cub-bird" in (out / "E1.log").read_text()
     t6 = pd.read_csv(out / "table6.csv")
     assert np.isnan(t6.loc[0, "student mAP@10"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The two baselines on a hand-made database (no pipeline): 3-d embeddings whose head is the
+# identity, so an image's predicted style is the index of its largest coordinate.
+
+
+def hand_made(db_z: list[list[float]], z0: list[list[float]], cond: list[int], exclude=None):
+    """An EvalData over a hand-made database; centroids: class c's is 2·e_c."""
+    from src.eval_data import EvalData
+    from src.tasks import Task
+
+    head = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(3))
+    db = torch.tensor(db_z)
+    n_db, n_q = len(db_z), len(z0)
+    tags = sp.csr_matrix((n_db, 1))
+    return EvalData(
+        task=Task("hand", "synthart", ("style",), 1.0, None),
+        run="hand",
+        config={},
+        labels={"style": ["a", "b", "c"]},
+        heads={"style": head},
+        device=torch.device("cpu"),
+        queries=pd.DataFrame({"image": [f"q{i}" for i in range(n_q)]}),
+        z0=torch.tensor(z0),
+        conditions={"style": torch.tensor(cond)},
+        query_labels={"style": torch.zeros(n_q, dtype=torch.long)},
+        db_images=np.asarray([f"d{i}" for i in range(n_db)]),
+        db_z=db,
+        db_labels={"style": db.argmax(1)},
+        query_tags=sp.csr_matrix((n_q, 1)),
+        db_tags=tags,
+        exclude=None if exclude is None else torch.tensor(exclude),
+        centroids={"style": 2 * torch.eye(3)},
+    )
+
+
+def test_filtered_knn_keeps_condition_images_while_enough_exist_then_pads_by_similarity():
+    rng = np.random.default_rng(0)
+    # 14 rows predicted b (index 1), 4 predicted c (index 2), 12 predicted a
+    rows = [[0.2, 1.0, 0.0]] * 14 + [[0.1, 0.0, 1.0]] * 4 + [[1.0, 0.0, 0.1]] * 12
+    db_z = (np.asarray(rows) + rng.uniform(0, 0.05, (30, 3))).tolist()
+    q = [1.0, 0.2, 0.2]  # closest to class a: kNN would return the a rows
+    data = hand_made(db_z, [q, q], [1, 2])
+    got = ev.rank_filtered_knn(data).indices.numpy()
+    pred = np.asarray(db_z).argmax(1)
+    sim = (np.asarray(db_z) @ np.asarray(q)) / np.linalg.norm(db_z, axis=1)
+    # condition b: 14 exist, so all 10 are b, the 10 most similar b rows in order
+    b_rows = np.flatnonzero(pred == 1)
+    assert (pred[got[0]] == 1).all()
+    assert got[0].tolist() == b_rows[np.argsort(-sim[b_rows], kind="stable")][:10].tolist()
+    # condition c: only 4 exist: those first (by similarity), then the rest by similarity
+    c_rows = np.flatnonzero(pred == 2)
+    assert got[1][:4].tolist() == c_rows[np.argsort(-sim[c_rows])].tolist()
+    rest = np.flatnonzero(pred != 2)
+    assert got[1][4:].tolist() == rest[np.argsort(-sim[rest])][:6].tolist()
+    # plain kNN returns no b at all here: the filter does the work
+    assert not (pred[ev.rank_knn(data).indices.numpy()[0]] == 1).any()
+
+
+def test_filtered_knn_never_returns_the_excluded_row():
+    db_z = [[0.0, 1.0, 0.0]] * 11 + [[1.0, 0.0, 0.0]] * 5
+    data = hand_made(db_z, [[0.0, 1.0, 0.0]], [1], exclude=[3])
+    got = ev.rank_filtered_knn(data).indices.numpy()[0]
+    assert 3 not in got and (np.asarray(db_z)[got].argmax(1) == 1).all()
+
+
+def test_centroid_shift_at_alpha_0_is_knn_and_moves_towards_the_condition():
+    rng = np.random.default_rng(1)
+    db_z = rng.normal(size=(40, 3)).tolist()
+    z0 = [[1.0, 0.1, 0.0], [0.0, 0.2, 1.0], [0.3, 1.0, 0.1]]
+    data = hand_made(db_z, z0, [1, 0, 2])
+    assert torch.equal(ev.rank_centroid_shift(data, 0.0).indices, ev.rank_knn(data).indices)
+    # z0 predicted a, b... shifted by α (μ[cond] − μ[pred]) = α · 2 (e_cond − e_pred)
+    z = ev.centroid_shift(data, 0.5)
+    expected = torch.tensor(z0) + torch.tensor(
+        [[-1.0, 1.0, 0.0], [1.0, 0.0, -1.0], [0.0, -1.0, 1.0]]
+    )
+    assert torch.allclose(z, expected)
+    assert ev.rank_centroid_shift(data, 0.5).alpha == 0.5

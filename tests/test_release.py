@@ -342,7 +342,8 @@ def test_e1_runs_on_imported_artifacts_with_their_student(tmp_path):
         ]
     )
     metrics = json.loads((tmp_path / "results" / run / "cub-bird" / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"random", "knn", "backward_search", "student"}
+    methods = {"random", "knn", "filtered_knn", "centroid_shift", "backward_search", "student"}
+    assert set(metrics["methods"]) == methods  # the two baselines run on imported runs too
     assert metrics["n_queries"] == 8 and metrics["lambda"] == 0.51
 
 

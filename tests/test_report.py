@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
-from src.report import build_report, metrics_table, write_report
+from src.report import build_report, metrics_table, seeds_table, write_report
 
 RUN = "wikiart_convnext_base_e256_ft"
 
@@ -287,3 +288,103 @@ def test_protocol_block_reads_each_stage_and_says_what_is_not_recorded():
     assert "authors' quirks: empty-tag-token; --exclude-query: yes; λ = 0.51 (--lambda)" in lines
     old = "\n".join(protocol_block({}, {}, {}, {}, {}))
     assert old.count("not recorded") == 9
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: intervals, paired tests, the trade-off plane, seeds
+
+
+def with_statistics(m: dict) -> dict:
+    """metrics() with intervals, the two baselines and the paired tests E1 writes."""
+    m = json.loads(json.dumps(m))
+    m["methods"]["filtered_knn"] = method(0.95, 0.9, 0.12)
+    m["methods"]["centroid_shift"] = method(0.5, 0.4, 0.1, alpha=1.0)
+    for s in m["methods"].values():
+        s["ci"] = {
+            "paper_map@10": [s["paper_map@10"] - 0.01, s["paper_map@10"] + 0.02],
+            "map@10": [s["map@10"] - 0.01, s["map@10"] + 0.01],
+            "mts@10": [s["mts@10"] - 0.005, s["mts@10"] + 0.005],
+            "context_preservation": {"genre": [0.2, 0.3]},
+        }
+    diff = {"mean": 0.03, "low": 0.01, "high": 0.05, "p": 1 / 1001}
+    near = {"mean": 0.004, "low": -0.01, "high": 0.02, "p": 0.61}
+    m["paired"] = {
+        "backward_search_minus": {
+            "knn": {"paper_map@10": diff, "mts@10": near},
+            "centroid_shift": {"paper_map@10": near, "mts@10": near},
+        }
+    }
+    m["bootstrap"] = {"resamples": 1000, "seed": 0}
+    return m
+
+
+def test_report_shows_intervals_baselines_and_marks_paired_differences_containing_0(tmp_path):
+    r = make_tree(tmp_path, tag_fallback=False)
+    t = r["results"] / RUN / "wikiart-style"
+    write(t / "metrics.json", with_statistics(metrics("wikiart-style")))
+    cal = json.loads((t / "calibration.json").read_text()) | {"mts@10_ci": [0.14, 0.158]}
+    write(t / "calibration.json", cal)
+    text = build_report(r["results"], r["weights"], r["data"], RUN, "wikiart")
+    assert "| Backward Search | — | 0.812 [0.802, 0.832] |" in text
+    assert "head-filtered kNN (not in the paper)" in text
+    assert "class-centroid shift, α = 1 (not in the paper)" in text
+    assert "0.250 [0.200, 0.300]" in text  # context preservation with its interval
+    assert "95% low" not in text
+    paired = text.split("(paired bootstrap over the same queries)")[1].split("###")[0]
+    assert (
+        "| k-nearest search | +0.030 [0.010, 0.050] | < 0.001 | +0.004 [-0.010, 0.020] | 0.61 | mTS@10 |"
+        in paired
+    )
+    assert "| precision@10, mTS@10 |" in paired  # centroid shift: neither interval excludes 0
+    assert "mTS@10 0.149 [0.140, 0.158]" in text  # the calibrated mTS@10's interval
+
+
+def test_report_states_the_plane_from_the_sweeps_and_links_its_figures(tmp_path):
+    r = make_tree(tmp_path, tag_fallback=False)
+    t = r["results"] / RUN / "wikiart-style"
+    write(t / "metrics.json", with_statistics(metrics("wikiart-style")))
+    sweep = pd.DataFrame(
+        {"lambda": [0, 1, 4], "paper_map@10": [0.9, 0.6, 0.2], "mts@10": [0.05, 0.1, 0.2]}
+    )
+    sweep.assign(context_genre=[0.1, 0.3, 0.5]).to_csv(t / "sweep.csv", index=False)
+    alpha = pd.DataFrame(
+        {"alpha": [0, 1, 2], "paper_map@10": [0.04, 0.5, 0.7], "mts@10": [0.2, 0.1, 0.05]}
+    )
+    alpha.assign(context_genre=[0.6, 0.3, 0.1]).to_csv(t / "sweep_alpha.csv", index=False)
+    tiny_png(t / "figures" / "plane_mts.png")
+    text = build_report(r["results"], r["weights"], r["data"], RUN, "wikiart")
+    section = text.split("### Trade-off plane")[1].split("\n### ")[0]
+    # BS 0.2 vs CS 0.04 at mTS 0.2, 0.6 vs 0.5 at 0.1, 0.9 vs 0.7 at 0.05: BS higher at all 3
+    assert (
+        "**x = mTS@10.** At equal mTS@10 (±0.01), Backward Search has the higher precision@10 "
+        "at 3 of 3 matched points and the class-centroid shift at 0" in section
+    )
+    assert "**x = context preservation (genre).**" in section
+    assert "![plane_mts](wikiart-style/figures/plane_mts.png)" in section
+    assert "plane_context" not in section  # E2 drew no such figure here: no dead link
+    assert text.count("plane_mts.png") == 1  # not repeated in the generic figure list
+    assert f"Source: `{RUN}/wikiart-style/sweep_alpha.csv`" in section
+
+
+def test_seeds_table_gives_mean_and_sd_across_runs(tmp_path):
+    r = make_tree(tmp_path, tag_fallback=False)
+    base = with_statistics(metrics("wikiart-style"))
+    for i, pm in enumerate((0.70, 0.74), start=1):
+        m = json.loads(json.dumps(base))
+        m["methods"]["backward_search"]["paper_map@10"] = pm
+        write(r["results"] / f"{RUN}-seed{i}" / "wikiart-style" / "metrics.json", m)
+    write(r["results"] / f"{RUN}-seedx" / "wikiart-style" / "metrics.json", base)  # not a seed
+    write(r["results"] / RUN / "wikiart-style" / "metrics.json", base)
+    text = build_report(r["results"], r["weights"], r["data"], RUN, "wikiart")
+    section = text.split("### Across B1 seeds")[1].split("\n### ")[0]
+    assert f"`{RUN}`, `{RUN}-seed1`, `{RUN}-seed2`" in section and "seedx" not in section
+    # precision@10 of Backward Search over 0.8123, 0.70, 0.74: mean 0.751, sd 0.057
+    assert "| Backward Search | 3 | 0.751 ± 0.057 | 0.030 |" in section
+
+
+def test_seeds_table_refuses_runs_of_another_configuration():
+    a = with_statistics(metrics("x"))
+    b = json.loads(json.dumps(a)) | {"lambda": 2.0}
+    with pytest.raises(ValueError, match="run b differs from a in lambda"):
+        seeds_table({"a": a, "b": b})
+    assert seeds_table({"a": a}) is None

@@ -1,0 +1,247 @@
+"""The trade-off plane: context kept (x: mTS@10, or context preservation) against condition met
+(y: the paper's mAP@10, precision@10). A single λ cannot say which method is better; the plane
+can: Backward Search's λ curve, the class-centroid shift's α curve, and one point per method that
+has no knob (kNN, head-filtered kNN, random) or a fixed one (the student at its λ).
+
+`plane` gathers the data from E1's sweep.csv, sweep_alpha.csv and metrics.json; `draw_plane`
+draws it (pure matplotlib, no models); `dominance_sentence` says from the numbers which method
+has the higher precision at equal context.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from src.drawing import save_figure
+
+MTS, CONTEXT = "mts@10", "context"  # the two x axes
+X_LABELS = {MTS: "mTS@10", CONTEXT: "context preservation"}
+Y_LABEL = "paper mAP@10 (precision@10)"
+BS, CS = "Backward Search", "class-centroid shift"
+POINT_METHODS = {  # metrics.json method → its name on the plane (methods without a curve)
+    "knn": "k-nearest search",
+    "filtered_knn": "head-filtered kNN",
+    "random": "random search",
+    "student": "student",
+}
+TOLERANCE = 0.01  # "equal x" when comparing the curves
+FIGURES = ((MTS, "plane_mts.png"), (CONTEXT, "plane_context.png"))  # in <task>/figures/
+
+
+@dataclass
+class Curve:
+    """One method along its knob: the knob's name (λ, α), its values and the (x, y) they give."""
+
+    name: str
+    knob: str
+    steps: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass
+class Point:
+    """One method at its one setting."""
+
+    name: str
+    x: float
+    y: float
+
+
+@dataclass
+class Plane:
+    """What a plane figure shows: its x metric, the curves and the points."""
+
+    x_metric: str  # MTS or CONTEXT
+    x_label: str
+    curves: list[Curve] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+
+    def curve(self, name: str) -> Curve | None:
+        return next((c for c in self.curves if c.name == name), None)
+
+
+def _context_columns(df: pd.DataFrame) -> list[str]:
+    return sorted(c for c in df.columns if c.startswith("context_"))
+
+
+def _x_of_frame(df: pd.DataFrame, x_metric: str) -> np.ndarray | None:
+    """A sweep's x values: mTS@10, or the mean context preservation over the free attributes."""
+    if x_metric == MTS:
+        return df["mts@10"].to_numpy(dtype=float)
+    cols = _context_columns(df)
+    return df[cols].to_numpy(dtype=float).mean(1) if cols else None
+
+
+def _x_of_method(s: Mapping[str, Any], x_metric: str) -> float | None:
+    if x_metric == MTS:
+        return s.get("mts@10")
+    ctx = s.get("context_preservation") or {}
+    return float(np.mean([ctx[a] for a in sorted(ctx)])) if ctx else None
+
+
+def plane(
+    sweep: pd.DataFrame | None,
+    sweep_alpha: pd.DataFrame | None,
+    methods: Mapping[str, Mapping[str, Any]],
+    x_metric: str = MTS,
+) -> Plane | None:
+    """The plane's data from E1's files; None when there is nothing to put on x (a context plane
+    for a task whose every label attribute is conditioned)."""
+    attrs = sorted({a for s in methods.values() for a in (s.get("context_preservation") or {})})
+    label = X_LABELS[MTS] if x_metric == MTS else f"{X_LABELS[CONTEXT]} ({', '.join(attrs)})"
+    if x_metric == CONTEXT and not attrs:
+        return None
+    out = Plane(x_metric, label)
+    for df, name, key, knob in ((sweep, BS, "lambda", "λ"), (sweep_alpha, CS, "alpha", "α")):
+        if df is None or not len(df):
+            continue
+        x = _x_of_frame(df, x_metric)
+        if x is not None:
+            y = df["paper_map@10"].to_numpy(dtype=float)
+            out.curves.append(Curve(name, knob, df[key].to_numpy(dtype=float), x, y))
+    for m, name in POINT_METHODS.items():
+        s = methods.get(m)
+        x = _x_of_method(s, x_metric) if s else None
+        if s and x is not None:
+            lam = s.get("lambda")
+            shown = f"{name} (λ={lam:g})" if m == "student" and lam is not None else name
+            out.points.append(Point(shown, float(x), float(s["paper_map@10"])))
+    if not out.curves and not out.points:
+        return None
+    return out
+
+
+def draw_plane(p: Plane, path: str | Path, title: str = "") -> Path:
+    """Draw the plane to a PNG (atomically) and return its path."""
+    return save_figure(plane_figure(p, title), path)
+
+
+def plane_figure(p: Plane, title: str = "") -> Figure:
+    """The plane as a figure: curves with each step marked by its λ / α, points labelled."""
+    fig = Figure(figsize=(6.4, 5.0), facecolor="white")
+    ax = fig.subplots()
+    for i, c in enumerate(p.curves):
+        colour = f"C{i}"
+        order = np.argsort(c.steps)
+        ax.plot(
+            c.x[order], c.y[order], "o-", color=colour, ms=4, lw=1.2, label=f"{c.name} ({c.knob})"
+        )
+        for s, x, y in zip(c.steps, c.x, c.y, strict=True):
+            ax.annotate(
+                f"{c.knob}={s:g}",
+                (x, y),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=6,
+                color=colour,
+            )
+    markers = ("s", "D", "^", "v", "P", "X")
+    for i, pt in enumerate(p.points):
+        ax.plot(
+            [pt.x],
+            [pt.y],
+            markers[i % len(markers)],
+            color="black",
+            ms=6,
+            mfc="none",
+            label=pt.name,
+        )
+        ax.annotate(pt.name, (pt.x, pt.y), xytext=(4, -9), textcoords="offset points", fontsize=7)
+    ax.set_xlabel(p.x_label)
+    ax.set_ylabel(Y_LABEL)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _interpolate(c: Curve, x: float) -> float | None:
+    """The curve's precision at x (linear between neighbouring steps sorted by x), or None
+    outside the x range it covers."""
+    order = np.argsort(c.x, kind="stable")
+    xs, ys = c.x[order], c.y[order]
+    if not xs[0] - TOLERANCE <= x <= xs[-1] + TOLERANCE:
+        return None
+    return float(np.interp(x, xs, ys))
+
+
+def dominance_sentence(p: Plane, tolerance: float = TOLERANCE) -> str:
+    """One sentence, from the numbers: at equal x (± tolerance) which curve has the higher
+    precision@10 at how many matched points, and which single points lie above the λ curve."""
+    x_name = p.x_label.split(" (")[0]
+    bs, cs = p.curve(BS), p.curve(CS)
+    if bs is None:
+        return f"No λ sweep of Backward Search (E1 --sweep): the {x_name} plane has no curve to compare."
+    parts = []
+    if cs is not None:
+        better = worse = tied = 0
+        for x, y in zip(cs.x, cs.y, strict=True):
+            gap = np.abs(bs.x - x)
+            if gap.min() > tolerance:
+                continue
+            d = bs.y[int(gap.argmin())] - y
+            better, worse, tied = better + (d > 1e-9), worse + (d < -1e-9), tied + (abs(d) <= 1e-9)
+        matched = better + worse + tied
+        if matched == 0:
+            parts.append(
+                f"no α point of the {CS} lies within ±{tolerance:g} {x_name} of a λ point of {BS}"
+            )
+        else:
+            lead = BS if better > worse else f"the {CS}" if worse > better else "neither method"
+            parts.append(
+                f"at equal {x_name} (±{tolerance:g}), {BS} has the higher precision@10 at "
+                f"{better} of {matched} matched points and the {CS} at {worse}"
+                + (f" (equal at {tied})" if tied else "")
+                + f", so {lead} leads there"
+            )
+    groups: dict[str, list[str]] = {"above": [], "on or below": [], "beyond its range": []}
+    for pt in p.points:
+        y = _interpolate(bs, pt.x)
+        where = "beyond its range" if y is None else "above" if pt.y > y + 1e-9 else "on or below"
+        groups[where].append(pt.name)
+    if p.points:
+        parts.append(
+            f"against the λ curve at their own {x_name}: "
+            + "; ".join(f"{w}: {', '.join(names)}" for w, names in groups.items() if names)
+        )
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def _csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def task_planes(task_dir: str | Path) -> dict[str, Plane]:
+    """The planes of one E1 results folder (sweep.csv, sweep_alpha.csv, metrics.json), by the file
+    name each is drawn to (FIGURES); empty when E1 ran without --sweep."""
+    task_dir = Path(task_dir)
+    sweep, alpha = _csv(task_dir / "sweep.csv"), _csv(task_dir / "sweep_alpha.csv")
+    metrics_path = task_dir / "metrics.json"
+    if (sweep is None and alpha is None) or not metrics_path.is_file():
+        return {}
+    methods = json.loads(metrics_path.read_text(encoding="utf-8")).get("methods") or {}
+    planes = {name: plane(sweep, alpha, methods, x) for x, name in FIGURES}
+    return {name: p for name, p in planes.items() if p is not None}
+
+
+def draw_task_planes(task_dir: str | Path, title: str = "") -> list[Path]:
+    """E2: draw <task_dir>/figures/plane_mts.png (and plane_context.png where a label attribute
+    is not conditioned) from E1's files; returns the paths written."""
+    task_dir = Path(task_dir)
+    return [
+        draw_plane(p, task_dir / "figures" / name, title)
+        for name, p in task_planes(task_dir).items()
+    ]
