@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from src import figures
+from src import figures, plane
 from src.artifacts import results_dir, run_dir, stage_config, stage_lock, write_json
 from src.cli import (
     LOGGER,
@@ -212,6 +212,7 @@ def draw(args, space: figures.SearchSpace, chosen, lam, lams, e1_lam, results: P
         [t.name for t in tasks_of(task.dataset)],
         run,
     )
+    paths += plane.draw_task_planes(results, f"{task.name}, run {run}")  # numbers only: no images
     write_json(
         figs / "config.json",
         stage_config(

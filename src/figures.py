@@ -44,6 +44,12 @@ from src.student import load_student
 from src.tasks import Task
 
 log = logging.getLogger(LOGGER)
+
+# E1's baselines beyond the paper, shown in the result grids when E1 wrote their rankings
+BASELINE_ROWS = {
+    "filtered_knn": "head-filtered kNN (not in the paper)",
+    "centroid_shift": "class-centroid shift (not in the paper)",
+}
 MAX_SIDE = 512  # JPEGs are decoded at no less than 4× this side (the transforms resize to ~224)
 
 
@@ -320,7 +326,8 @@ def result_grids(
     student_file: Path | None = None,
     top_k: int = 10,
 ) -> list[Path]:
-    """results_q<K>.png per query: kNN, Backward Search (λ) and the student (when trained) in rows.
+    """results_q<K>.png per query: kNN, the baselines (when E1 ran them), Backward Search (λ) and
+    the student (when trained) in rows.
 
     Rankings come from E1's retrievals_<method>.csv in `e1_results` when given (E1 ran at this λ),
     else they are computed here, all queries at once.
@@ -330,10 +337,16 @@ def result_grids(
         a: torch.tensor([class_id(space.labels, a, c) for c in queries[a]])
         for a in space.task.conditions
     }
-    methods: dict[str, tuple[str, Callable[[], torch.Tensor]]] = {
-        "knn": ("k-nearest (kNN)", lambda: z0),
-        "backward_search": (f"Backward Search λ={lam:g}", lambda: search(space, z0, conds, lam)),
+    methods: dict[str, tuple[str, Callable[[], torch.Tensor] | None]] = {
+        "knn": ("k-nearest (kNN)", lambda: z0)
     }
+    for m, title in BASELINE_ROWS.items():  # only from E1's files: E1 owns their settings (α)
+        if e1_results is not None and (e1_results / f"retrievals_{m}.csv").exists():
+            methods[m] = (title, None)
+    methods["backward_search"] = (
+        f"Backward Search λ={lam:g}",
+        lambda: search(space, z0, conds, lam),
+    )
     e1_student = e1_results is not None and (e1_results / "retrievals_student.csv").exists()
     if e1_student or (student_file is not None and student_file.exists()):
         methods["student"] = (
@@ -347,7 +360,7 @@ def result_grids(
         if keys is not None and all(i in rows for k in keys for i in k[:top_k]):
             ranks[title] = np.array([[rows[i] for i in k[:top_k]] for k in keys])
             log.info("%s: ranking read from E1's retrievals_%s.csv", title, method)
-        else:
+        elif compute is not None:
             ranks[title] = rank(space, compute(), top_k)[1]
     paths = []
     for q, (_, query) in enumerate(queries.iterrows()):

@@ -421,6 +421,7 @@ def test_a1_imports_the_release_and_e1_e2_run_on_it(imported, capsys):
     out = capsys.readouterr().out
     figs = root / "results" / run / "cub-bird" / "figures"
     assert (root / "results" / run / "figures" / "fig6_lambda.png").is_file()  # needs no images
+    assert (figs / "plane_mts.png").is_file()  # the trade-off plane needs only E1's numbers
     assert not list(figs.glob("results_q*.png")) and not list(figs.glob("fig5_q*.png"))
     assert out.count("need the dataset's images") == 1 and "--images DIR" in out
     assert "need the dataset's images" in (figs / "E2.log").read_text()
@@ -457,7 +458,8 @@ def test_e2_images_dir_draws_the_grids_from_test_csv_paths(imported, tmp_path, m
     q = pd.read_csv(root / "data" / "cub" / "queries_cub-bird.csv", dtype=str)
     q = q.set_index("query_id").loc["3"]
     assert query.image == pictures / q["image"].removeprefix("images/")
-    assert [r.title.split()[0] for r in rows] == ["k-nearest", "Backward", "student"]
+    titles = [r.title.split()[0] for r in rows]  # the baselines come from E1's rankings
+    assert titles == ["k-nearest", "head-filtered", "class-centroid", "Backward", "student"]
     assert all(Path(t.image).is_relative_to(pictures) for r in rows for t in r.tiles)
     assert json.loads((figs / "config.json").read_text())["not_drawn"] == []
 
