@@ -188,6 +188,8 @@ def release_quirks(args, dataset: str) -> tuple[str, ...]:
 
 def import_authors_release(args) -> None:
     """--source-type authors-release: convert their release into data/ and weights/ folders."""
+    if args.dataset == FOLDER or args.name is not None:
+        raise SuiteError(f"--source-type {RELEASE} takes cub, apy or wikiart, without --name")
     given = [f"--{k.replace('_', '-')}" for k in RAW_ONLY if getattr(args, k) not in (None, False)]
     if args.split_from:
         given.append("--split-from")

@@ -17,7 +17,7 @@ from src.evaluation import TaskResults, evaluate_lambda, retrievals_frame
 from src.quirks import protocol_label
 from src.tasks import Task
 
-NOT_PAPER = "n/a (SynthArt is not a paper dataset)"
+NOT_PAPER = "n/a (not a dataset of the paper: SynthArt or your own images)"
 RELEASE = "authors-release"  # data/<ds>/config.json "source" of an imported release (src/release)
 RANDOM_BY_NATURE = "random: unseeded in the authors' code, differs by nature"
 TABLE_NOTES: dict[str, tuple[str, ...]] = {

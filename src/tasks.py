@@ -236,7 +236,7 @@ def read_user_dataset(data_root: str | Path, name: str) -> Dataset | None:
         meta = json.loads(path.read_text(encoding="utf-8"))
         attrs = tuple(meta["attributes"])
         classes = {a: len(meta["classes"][a]) for a in attrs}
-        description = str(meta.get("description", f"{name}: your own images"))
+        description = str(meta.get("description", "your own images"))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SuiteError(
             f"{path} is not a dataset entry ({e}); re-run A1_preprocess.py --dataset folder "

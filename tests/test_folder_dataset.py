@@ -101,6 +101,8 @@ def test_the_chain_writes_every_artifact_and_a_report(chain):
     report = (chain / "results" / trained / "REPORT.md").read_text()
     assert "Task `mine-style`" in report
     assert "your own images" in report and "cannot be compared with the paper" in report
+    assert "split: stratified 80%/20% on style, seed 0" in report  # A1's rule, from config.json
+    assert "paper column: none (your images)" in report
 
 
 @pytest.fixture
@@ -166,6 +168,15 @@ def test_bad_split_and_unsafe_column_names(src_dir, tmp_path):
     _refused(src_dir, tmp_path, "split 'val' is not train or test")
     edit_csv(src_dir, lambda df: df.drop(columns="split").rename(columns={"genre": "gen re"}))
     _refused(src_dir, tmp_path, "attribute column 'gen re' is not a usable name")
+
+
+def test_folder_goes_with_name_only(src_dir, tmp_path):
+    with pytest.raises(SuiteError, match="--dataset folder needs --name NAME"):
+        a1.main(["--dataset", "folder", "--source", str(src_dir), "--data-root", str(tmp_path)])
+    with pytest.raises(SuiteError, match="other datasets take no --name"):
+        a1.main(["--dataset", "synthart", "--name", "x", "--data-root", str(tmp_path)])
+    with pytest.raises(SuiteError, match="takes cub, apy or wikiart"):
+        a1.main([*a1_argv(src_dir, tmp_path), "--source-type", "authors-release"])
 
 
 @pytest.mark.parametrize("name", ["cub", "synthart", "folder", "../x", "My-Set", "a.b", ""])

@@ -150,7 +150,7 @@ def prepare(out_dir: Path, opts: SourceOptions) -> Processed:
     check_test_classes(test, classes, rule)
     entry = {
         "name": name,
-        "description": f"{name}: your own images from {source}",
+        "description": f"your own images from {source}",
         "attributes": attrs,
         "classes": classes,
         "source": str(source),
@@ -159,15 +159,15 @@ def prepare(out_dir: Path, opts: SourceOptions) -> Processed:
     }
     write_json(out_dir / DATASET_FILE, entry)
     notes = {
+        "split": rule,  # REPORT.md's protocol line shows both
+        "tag_source": tag_source,
         "folder": {
             "name": name,
             "source": str(source),
-            "split_rule": rule,
-            "tag_source": tag_source,
             "skipped_unreadable": len(writer.skipped),
             "skipped_files": writer.skipped[:20],
             "class_counts": {a: df[ok][a].value_counts().to_dict() for a in attrs},
-        }
+        },
     }
     if writer.skipped:
         log.warning("skipped %d unreadable image(s) of %s", len(writer.skipped), source)
