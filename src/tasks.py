@@ -187,7 +187,8 @@ DATASET_FILE = "dataset.json"
 RESERVED = (*DATASETS, "folder")  # built-in names, and A1's reader
 # Lower-case, no '-' or '.': one safe folder name, and "NAME-attr" task names split unambiguously.
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
-ATTR_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")  # attribute names: also no '-'
+# attribute names: also no '-'; ≤ 28 so a two-condition task name stays a run name (≤ 100)
+ATTR_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,27}")
 # B1's default recipe for a user dataset (--recipe default): the authors' (convnext_base from
 # ImageNet weights, E = 256, 30 epochs); every B1 override flag applies.
 USER_TRAINING = AUTHORS_TRAINING
@@ -219,7 +220,7 @@ def check_attribute_name(attr: str, where: str) -> str:
     """`attr` if it may name a label attribute (it becomes part of task and file names)."""
     if not ATTR_RE.fullmatch(attr):
         raise SuiteError(
-            f"{where}: attribute column {attr!r} is not a usable name: use 1-40 of A-Z a-z 0-9 _ "
+            f"{where}: attribute column {attr!r} is not a usable name: use 1-28 of A-Z a-z 0-9 _ "
             "starting with a letter (rename the column)"
         )
     return attr
@@ -339,8 +340,9 @@ def describe_tasks(data_root: str | Path | None) -> str:
     """Every task, built-in and under `data_root`, with its attributes, class counts and λ."""
     lines = []
     for spec in [*DATASETS.values(), *user_datasets(data_root)]:
+        classes = spec.classes or _class_counts(data_root, spec.name)
         counts = ", ".join(
-            f"{a} ({spec.classes[a]} classes)" if a in spec.classes else a for a in spec.attributes
+            f"{a} ({classes[a]} classes)" if a in classes else a for a in spec.attributes
         )
         lines.append(f"{spec.name}: {spec.description} — attributes: {counts}")
         for t in tasks_of(spec.name, data_root):
@@ -353,6 +355,15 @@ def describe_tasks(data_root: str | Path | None) -> str:
         if spec.user and len(spec.attributes) > 1:
             lines.append(f"  (any {spec.name}:attr1+attr2 of two different attributes, λ 2)")
     return "\n".join(lines)
+
+
+def _class_counts(data_root: str | Path | None, name: str) -> dict[str, int]:
+    """Classes per attribute from A1's labels.json when the dataset is prepared, else {}."""
+    path = Path(data_root or ".") / name / "labels.json"
+    try:
+        return {a: len(v) for a, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}  # not prepared yet (or unreadable): the listing shows the attribute names only
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -168,6 +168,8 @@ def test_bad_split_and_unsafe_column_names(src_dir, tmp_path):
     _refused(src_dir, tmp_path, "split 'val' is not train or test")
     edit_csv(src_dir, lambda df: df.drop(columns="split").rename(columns={"genre": "gen re"}))
     _refused(src_dir, tmp_path, "attribute column 'gen re' is not a usable name")
+    edit_csv(src_dir, lambda df: df.rename(columns={"gen re": "g" * 29}))  # task names ≤ 100
+    _refused(src_dir, tmp_path, "is not a usable name: use 1-28")
 
 
 def test_folder_goes_with_name_only(src_dir, tmp_path):
@@ -233,6 +235,10 @@ def test_task_names_resolve_from_the_data(src_dir, tmp_path, capsys):
     assert get_task("cub-bird", data).default_lambda == 0.51
     listing = describe_tasks(data)
     assert "mine: " in listing and "style (3 classes), genre (3 classes)" in listing
+    assert "cub: CUB-200-2011 birds, 200 species — attributes: species\n" in listing  # no data yet
+    a1.main(["--dataset", "synthart", "--num-images", "40", "--image-size", "16",
+             "--data-root", str(data)])  # fmt: skip
+    assert "style (6 classes), genre (6 classes)" in describe_tasks(data).split("mine:")[0]
     assert a2.main(["--list-tasks", "--data-root", str(data)]) is None
     out = capsys.readouterr().out
     assert "mine:style+genre" in out and "wikiart-multi" in out
