@@ -119,8 +119,7 @@ def _refused(source: Path, tmp_path: Path, match: str, *extra: str) -> None:
     data = tmp_path / "data"
     with pytest.raises(SuiteError, match=match):
         a1.main(a1_argv(source, data, *extra))
-    assert not (data / NAME).exists()  # nothing written
-    assert not data.exists() or not [p for p in data.iterdir() if not p.name.startswith(".")]
+    assert not data.exists() or list(data.iterdir()) == []  # nothing written (no lock, no temp)
 
 
 def test_missing_image_column(src_dir, tmp_path):
@@ -170,6 +169,8 @@ def test_bad_split_and_unsafe_column_names(src_dir, tmp_path):
     _refused(src_dir, tmp_path, "attribute column 'gen re' is not a usable name")
     edit_csv(src_dir, lambda df: df.rename(columns={"gen re": "g" * 29}))  # task names ≤ 100
     _refused(src_dir, tmp_path, "is not a usable name: use 1-28")
+    edit_csv(src_dir, lambda df: df.rename(columns={"g" * 29: "query_id"}))  # A2's own column
+    _refused(src_dir, tmp_path, "attribute column 'query_id' is A2's query id column")
 
 
 def test_folder_goes_with_name_only(src_dir, tmp_path):

@@ -32,6 +32,7 @@ log = logging.getLogger("backward_search")
 
 LABELS_CSV = "labels.csv"
 RESERVED_COLUMNS = ("image", "tags", "split")
+QUERY_COLUMNS = ("query_id",)  # A2's queries_<task>.csv column: no attribute may take its name
 TEST_FRACTION = 0.2
 MIN_TEST = 2  # per class: a query needs a target of its condition besides itself
 
@@ -50,7 +51,11 @@ def read_labels_csv(source: Path) -> tuple[pd.DataFrame, list[str]]:
     df.columns = [str(c).strip() for c in df.columns]
     if "image" not in df.columns:
         raise SuiteError(f"{path} has no 'image' column (the image paths, relative to {source})")
-    attrs = [check_attribute_name(c, str(path)) for c in df.columns if c not in RESERVED_COLUMNS]
+    attrs = [c for c in df.columns if c not in RESERVED_COLUMNS]
+    for a in attrs:
+        if a in QUERY_COLUMNS:
+            raise SuiteError(f"{path}: attribute column {a!r} is A2's query id column; rename it")
+        check_attribute_name(a, str(path))
     if not attrs:
         raise SuiteError(f"{path} has no label column: add one column per attribute beside 'image'")
     if df.empty:
