@@ -7,8 +7,9 @@
         [--split-from preprocessed_wikiart_train.csv [preprocessed_wikiart_test.csv]]
     any of them: [--authors-quirks cub-tag-shift|wikiart-tag-cleaning|all|none]
     python A1_preprocess.py --dataset cub|apy|wikiart --source-type authors-release --source DIR
+    python A1_preprocess.py --dataset folder --source DIR --name NAME   # your own images (README)
 
-Writes data/<dataset>/ (images/, labels.json, train.csv, test.csv, config.json) atomically:
+Writes data/<dataset>/ (folder: data/<NAME>/, plus dataset.json) (images/, labels.json, train.csv, test.csv, config.json) atomically:
 a failed run leaves any earlier data/<dataset> untouched. A2's queries_*.csv/.json are kept when
 the new split is identical to the old one, and removed with a warning otherwise. With
 --source-type authors-release it imports the authors' released artifacts instead (src/release):
@@ -43,7 +44,9 @@ from src.errors import SuiteError
 from src.quirks import QUIRKS, parse_quirks
 from src.release.convert import SOURCE as RELEASE
 from src.release.convert import import_release
-from src.tasks import DATASETS, get_dataset
+from src.tasks import DATASETS, check_dataset_name
+
+FOLDER = "folder"  # the reader of your own images (src/datasets/folder.py)
 
 log = logging.getLogger("backward_search")
 
@@ -51,7 +54,13 @@ log = logging.getLogger("backward_search")
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     p.add_argument(
-        "--dataset", required=True, choices=list(DATASETS), help="which dataset to prepare"
+        "--dataset",
+        required=True,
+        choices=[*DATASETS, FOLDER],
+        help="which dataset to prepare; folder: your own images (DIR/labels.csv, with --name)",
+    )
+    p.add_argument(
+        "--name", help="folder: the dataset's name (data/NAME/, tasks NAME:attr, NAME:attr1+attr2)"
     )
     p.add_argument(
         "--source-type",
@@ -131,6 +140,8 @@ def source_options(args, dataset: str) -> SourceOptions:
             "--shorter-side applies to wikiart only (CUB images are kept as they are, aPY crops "
             "are written at full resolution, as the authors fed them); drop the flag"
         )
+    if (args.name is not None) != (dataset == FOLDER):
+        raise SuiteError("--dataset folder needs --name NAME; other datasets take no --name")
     if args.split_from and dataset != "wikiart":
         raise SuiteError("--split-from applies to wikiart only; drop the flag")
     if args.split_from and len(args.split_from) > 2:
@@ -148,6 +159,7 @@ def source_options(args, dataset: str) -> SourceOptions:
         image_size=args.image_size,
         seed=args.seed,
         quirks=quirks,
+        name=args.name,
     )
 
 
@@ -176,6 +188,8 @@ def release_quirks(args, dataset: str) -> tuple[str, ...]:
 
 def import_authors_release(args) -> None:
     """--source-type authors-release: convert their release into data/ and weights/ folders."""
+    if args.dataset == FOLDER or args.name is not None:
+        raise SuiteError(f"--source-type {RELEASE} takes cub, apy or wikiart, without --name")
     given = [f"--{k.replace('_', '-')}" for k in RAW_ONLY if getattr(args, k) not in (None, False)]
     if args.split_from:
         given.append("--split-from")
@@ -205,10 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(args.seed)
     if args.source_type == RELEASE:
         return import_authors_release(args)
-    spec = get_dataset(args.dataset)
-    opts = source_options(args, spec.name)
-    reader = importlib.import_module(f"src.datasets.{spec.name}")
-    out = dataset_dir(args.data_root, spec.name)
+    opts = source_options(args, args.dataset)
+    reader = importlib.import_module(f"src.datasets.{args.dataset}")
+    name = check_dataset_name(args.name) if args.dataset == FOLDER else args.dataset
+    out = dataset_dir(args.data_root, name)
     t0 = time.time()
     with atomic_dir(out) as tmp:
         data = reader.prepare(tmp, opts)
@@ -231,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     log.info(
         "A1 %s: %d train / %d test images, %s classes → %s (%.1f s)",
-        spec.name,
+        name,
         len(data.train),
         len(data.test),
         ", ".join(f"{len(v)} {k}" for k, v in data.labels.items()),

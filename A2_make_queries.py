@@ -23,15 +23,19 @@ from src.artifacts import (
     write_json,
 )
 from src.cli import LOGGER, int_at_least, run_stage, setup_logging, stage_parser
+from src.errors import SuiteError
 from src.queries import DEFAULT_SEED, load_test_split, make_queries
-from src.tasks import TASKS, get_task
+from src.tasks import TASK_HELP, describe_tasks, get_task
 
 log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
-    p.add_argument("--task", required=True, choices=list(TASKS), help="which task's queries")
+    p.add_argument("--task", metavar="TASK", help=f"which task's queries: {TASK_HELP}")
+    p.add_argument(
+        "--list-tasks", action="store_true", help="print every task (yours too) and exit"
+    )
     p.add_argument(
         "--num-queries",
         type=int_at_least(1),
@@ -45,7 +49,12 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
-    task = get_task(args.task)
+    if args.list_tasks:
+        print(describe_tasks(args.data_root))
+        return
+    if args.task is None:
+        raise SuiteError("A2 needs --task TASK (--list-tasks prints them)")
+    task = get_task(args.task, args.data_root)
     t0 = time.time()
     out = queries_path(args.data_root, task.dataset, task.name)
     # the dataset's lock: A1 must not swap the folder while its queries are drawn

@@ -43,7 +43,7 @@ from src.hints import a1_hint
 from src.quirks import parse_quirks
 from src.tasks import (
     AUTHORS_TRAINING,
-    DATASETS,
+    DATASET_HELP,
     PAPER_TEXT_TRAINING,
     SYNTHART_TRAINING,
     Recipe,
@@ -84,7 +84,7 @@ OUTPUTS = ["encoder.pt", "config.json", "train_log.csv", "curves.png", "train.lo
 
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
-    p.add_argument("--dataset", required=True, choices=list(DATASETS))
+    p.add_argument("--dataset", required=True, metavar="DATASET", help=DATASET_HELP)
     p.add_argument(
         "--recipe",
         choices=["default", "authors", "paper"],
@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    spec = get_dataset(args.dataset)
+    spec = get_dataset(args.dataset, args.data_root)
     base = {"default": spec.training, "authors": AUTHORS_TRAINING, "paper": PAPER_TEXT_TRAINING}
     recipe = replace(base[args.recipe], **{k: v for k, v in vars(args).items() if k in OVERRIDES})
     if recipe.backbone not in BACKBONES:

@@ -35,14 +35,16 @@ from src.encoder import load_encoder
 from src.engine import default_workers
 from src.errors import SuiteError
 from src.hints import hint
-from src.tasks import DATASETS, default_run, get_dataset
+from src.tasks import DATASET_HELP, default_run, get_dataset
 
 log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
-    p.add_argument("--dataset", choices=list(DATASETS), help="use the dataset's default run")
+    p.add_argument(
+        "--dataset", metavar="DATASET", help=f"use the dataset's default run: {DATASET_HELP}"
+    )
     p.add_argument(
         "--run",
         type=run_name_arg,
@@ -84,7 +86,7 @@ def extract(args, run: str, out: Path) -> None:
     if args.dataset and config["dataset"] != args.dataset:
         raise SuiteError(f"run {run} was trained on {config['dataset']}, not {args.dataset}")
     if args.train_transform is None:
-        args.train_transform = get_dataset(config["dataset"]).c1_train_transform
+        args.train_transform = get_dataset(config["dataset"], args.data_root).c1_train_transform
     t0 = time.time()
     workers = default_workers(device)
     arrays, accuracy = extract_embeddings(

@@ -41,14 +41,16 @@ from src.cli import (
 )
 from src.errors import SuiteError
 from src.student import HIDDEN, DistillConfig, distill, student_path
-from src.tasks import TASKS, default_run, get_task
+from src.tasks import TASK_HELP, default_run, get_task
 
 log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
-    p.add_argument("--task", required=True, choices=list(TASKS), help="which task's conditions")
+    p.add_argument(
+        "--task", required=True, metavar="TASK", help=f"which task's conditions: {TASK_HELP}"
+    )
     p.add_argument(
         "--lambda",
         dest="lam",
@@ -82,7 +84,7 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    task = get_task(args.task)
+    task = get_task(args.task, args.data_root)
     lam = task.default_lambda if args.lam is None else args.lam
     run = args.run or default_run(task.dataset)
     rdir = run_dir(args.weights_root, run)

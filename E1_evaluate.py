@@ -43,14 +43,16 @@ from src.hints import hint
 from src.quirks import parse_quirks, protocol_label
 from src.student import load_student, student_path
 from src.tables import RELEASE
-from src.tasks import TASKS, default_run, get_task
+from src.tasks import TASK_HELP, default_run, get_task
 
 log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
-    p.add_argument("--task", required=True, choices=list(TASKS), help="which task to evaluate")
+    p.add_argument(
+        "--task", required=True, metavar="TASK", help=f"which task to evaluate: {TASK_HELP}"
+    )
     p.add_argument(
         "--run", type=run_name_arg, help="encoder run under --weights-root (default: the dataset's)"
     )
@@ -143,7 +145,7 @@ def chosen_methods(args, student_file) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    task = get_task(args.task)
+    task = get_task(args.task, args.data_root)
     quirks = parse_quirks(args.authors_quirks, "E1")
     run = args.run or default_run(task.dataset)
     rdir = run_dir(args.weights_root, run)

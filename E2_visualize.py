@@ -37,7 +37,7 @@ from src.errors import SuiteError
 from src.queries import read_queries
 from src.report import read_json_or_none, write_report
 from src.student import student_path
-from src.tasks import TASKS, default_run, get_task, tasks_of
+from src.tasks import TASK_HELP, default_run, get_task, tasks_of
 
 log = logging.getLogger(LOGGER)
 
@@ -45,7 +45,7 @@ log = logging.getLogger(LOGGER)
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     add_device_arg(p)
-    p.add_argument("--task", required=True, choices=list(TASKS))
+    p.add_argument("--task", required=True, metavar="TASK", help=TASK_HELP)
     p.add_argument(
         "--run", type=run_name_arg, help="encoder run (default: the dataset's default run)"
     )
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def visualize(args) -> None:
     """Draw the figures of --task (or search --image) and write REPORT.md."""
-    task = get_task(args.task)
+    task = get_task(args.task, args.data_root)
     lams = fig5_rows(args.lambdas)
     if args.condition and args.image is None:
         raise SuiteError("--condition goes with --image; a query's condition is in its query file")
@@ -209,7 +209,7 @@ def draw(args, space: figures.SearchSpace, chosen, lam, lams, e1_lam, results: P
     paths += figures.run_figures(
         results.parent,
         run_dir(args.weights_root, run),
-        [t.name for t in tasks_of(task.dataset)],
+        [t.name for t in tasks_of(task.dataset, args.data_root)],
         run,
     )
     paths += plane.draw_task_planes(results, f"{task.name}, run {run}")  # numbers only: no images

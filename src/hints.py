@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from src.tasks import DATASETS
+
 STAGE_SCRIPTS = {
     "A1": "A1_preprocess.py",
     "A2": "A2_make_queries.py",
@@ -24,4 +26,6 @@ C1_HINT = hint("C1")
 
 def a1_hint(dataset: str) -> str:
     """A1 for one dataset (what every processed-data reader asks for)."""
+    if dataset not in DATASETS:  # your own images (A1 --dataset folder)
+        return hint("A1", "--dataset", "folder", "--source", "DIR", "--name", dataset)
     return hint("A1", "--dataset", dataset)

@@ -155,7 +155,7 @@ class _Rules:
 def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
     """The query file of `task` (query_id int, every other column str), checked against the task:
     its columns, integer ids, and no query image of the train split (class names: by the reader)."""
-    spec = get_task(task)
+    spec = get_task(task, data_root)
     path = queries_path(data_root, spec.dataset, task)
     a2 = hint("A2", "--task", task)
     df = read_table(path, ["query_id", "image", *spec.conditions, "tags"], a2)
@@ -176,6 +176,6 @@ def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
 
 def load_test_split(data_root: str | Path, task: str) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """The test split and label vocabularies of the task's dataset (A1 must have run)."""
-    spec = get_task(task)
+    spec = get_task(task, data_root)
     labels = read_labels(data_root, spec.dataset)
     return read_split(data_root, spec.dataset, "test"), labels

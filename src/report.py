@@ -184,7 +184,13 @@ def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> lis
     """Plain statements of what in this task's numbers cannot be set beside the paper's."""
     notes = []
     release = _is_release(data_cfg)
-    if task.paper_column is None:
+    if task.user:
+        notes.append(
+            f"{task.name} runs on your own images ({task.dataset}, A1 --dataset folder). Its "
+            "numbers measure the method on them; no column of the paper is about this data, so "
+            "they cannot be compared with the paper's (the paper columns say n/a)."
+        )
+    elif task.paper_column is None:
         notes.append(
             f"{task.name} runs on SynthArt, the suite's embedded procedural dataset. Its numbers show "
             "that the method and the pipeline work end to end; they cannot be compared with any "
@@ -357,7 +363,7 @@ def task_section(
             "",
         ]
     out.append(
-        f"Conditions: {', '.join(task.conditions)} · paper column: {task.paper_column or 'none (SynthArt)'}"
+        f"Conditions: {', '.join(task.conditions)} · paper column: {task.paper_column or ('none (your images)' if task.user else 'none (SynthArt)')}"
     )
     if isinstance(metrics, dict):
         out[-1] += (
@@ -610,11 +616,11 @@ def build_report(
     data_cfg = read_json_or_none(dataset_dir(data_root, dataset) / "config.json")
     enc_cfg = read_json_or_none(wdir / "config.json")
     heads = read_json_or_none(wdir / "metrics.json")
-    tasks = [t for t in tasks_of(dataset) if (base / t.name).is_dir()]
+    tasks = [t for t in tasks_of(dataset, data_root) if (base / t.name).is_dir()]
     out = [
         f"# Backward Search reproduction — run `{run}`",
         "",
-        f"Dataset {dataset} ({get_dataset(dataset).description}). Generated "
+        f"Dataset {dataset} ({get_dataset(dataset, data_root).description}). Generated "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')} by E2_visualize.py from the artifacts on disk. "
         '"paper mAP@10" is the paper\'s metric, which is precision@10; "mAP@10 (true AP)" is '
         "average precision at 10. Tables show ours beside the paper's values where the paper has a "

@@ -17,7 +17,7 @@ from src.evaluation import NOT_IN_PAPER, TaskResults, evaluate_lambda, retrieval
 from src.quirks import protocol_label
 from src.tasks import Task
 
-NOT_PAPER = "n/a (SynthArt is not a paper dataset)"
+NOT_PAPER = "n/a (not a dataset of the paper: SynthArt or your own images)"
 LOW, HIGH = " 95% low", " 95% high"  # companion columns of a metric: its bootstrap interval
 BASELINES = tuple(NOT_IN_PAPER)
 RELEASE = "authors-release"  # data/<ds>/config.json "source" of an imported release (src/release)

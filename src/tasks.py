@@ -6,7 +6,11 @@ training defaults, condition attributes, default λ), never by `if dataset == ..
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from src.cli import image_size, int_at_least, nonnegative_float, positive_float
@@ -107,6 +111,8 @@ class Dataset:
     # on these) or its "test" transform; `C1_extract_embeddings.py --train-transform` overrides.
     c1_train_transform: str = "train"
     training: Recipe = AUTHORS_TRAINING
+    user: bool = False  # read from <data_root>/<name>/dataset.json (A1 --dataset folder)
+    classes: dict[str, int] = field(default_factory=dict)  # class count per attribute (user only)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class Task:
     dataset: str
     conditions: tuple[str, ...]
     default_lambda: float
-    paper_column: str | None  # column name in the paper's tables, None for SynthArt
+    paper_column: str | None  # column name in the paper's tables, None for SynthArt and users'
+    user: bool = False  # a task on a user dataset (NAME:attr), not comparable with the paper
 
 
 # The demo recipe: a small ConvNeXt from scratch, sized for 2 CPU cores (B1 ≤ 90 s). Tuned on
@@ -175,28 +182,198 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_dataset(name: str) -> Dataset:
-    """Look a dataset up by name, or fail with the list of known names."""
-    if name not in DATASETS:
-        raise SuiteError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name]
+# User datasets (A1 --dataset folder): the registry entry is data, <data_root>/<NAME>/dataset.json.
+DATASET_FILE = "dataset.json"
+RESERVED = (*DATASETS, "folder")  # built-in names, and A1's reader
+# Lower-case, no '-' or '.': one safe folder name, and "NAME-attr" task names split unambiguously.
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+# attribute names: also no '-'; ≤ 28 so a two-condition task name stays a run name (≤ 100)
+ATTR_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,27}")
+# B1's default recipe for a user dataset (--recipe default): the authors' (convnext_base from
+# ImageNet weights, E = 256, 30 epochs); every B1 override flag applies.
+USER_TRAINING = AUTHORS_TRAINING
+# λ of a user task: 1.0 for one condition, 2.0 for two (SynthArt's defaults); --lambda overrides.
+USER_LAMBDA = {1: 1.0, 2: 2.0}
+USER_TASK_SYNTAX = "NAME:attr or NAME:attr1+attr2"
+# The --task / --dataset help of every stage (resolved after parsing, once --data-root is known).
+TASK_HELP = (
+    f"a task: {', '.join(TASKS)}, or {USER_TASK_SYNTAX} on your own dataset "
+    "(python -m src.tasks --data-root DIR lists them)"
+)
+DATASET_HELP = f"{', '.join(DATASETS)}, or the NAME of your own dataset (A1 --dataset folder)"
 
 
-def get_task(name: str) -> Task:
-    """Look a task up by name, or fail with the list of known names."""
-    if name not in TASKS:
-        raise SuiteError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
-    return TASKS[name]
+def check_dataset_name(name: str) -> str:
+    """`name` if it may name a user dataset (safe, not a built-in's), else fail."""
+    if name in RESERVED:
+        raise SuiteError(
+            f"--name {name!r} is reserved (built-in: {', '.join(RESERVED)}); pick another"
+        )
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise SuiteError(
+            f"--name {name!r} is not a dataset name: use 1-40 of a-z 0-9 _ starting with a letter"
+        )
+    return name
 
 
-def tasks_of(dataset: str) -> list[Task]:
-    """All tasks defined on a dataset, in registry order."""
-    return [t for t in TASKS.values() if t.dataset == dataset]
+def check_attribute_name(attr: str, where: str) -> str:
+    """`attr` if it may name a label attribute (it becomes part of task and file names)."""
+    if not ATTR_RE.fullmatch(attr):
+        raise SuiteError(
+            f"{where}: attribute column {attr!r} is not a usable name: use 1-28 of A-Z a-z 0-9 _ "
+            "starting with a letter (rename the column)"
+        )
+    return attr
+
+
+def read_user_dataset(data_root: str | Path, name: str) -> Dataset | None:
+    """The user dataset `name` from <data_root>/<name>/dataset.json, None when there is none."""
+    if name in RESERVED or not NAME_RE.fullmatch(name):
+        return None
+    path = Path(data_root) / name / DATASET_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        attrs = tuple(meta["attributes"])
+        classes = {a: len(meta["classes"][a]) for a in attrs}
+        description = str(meta.get("description", "your own images"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SuiteError(
+            f"{path} is not a dataset entry ({e}); re-run A1_preprocess.py --dataset folder "
+            f"--source DIR --name {name}"
+        ) from None
+    if not attrs or not all(isinstance(a, str) and ATTR_RE.fullmatch(a) for a in attrs):
+        raise SuiteError(f"{path} lists no usable attributes; re-run A1 --dataset folder")
+    return Dataset(name, attrs, description, training=USER_TRAINING, user=True, classes=classes)
+
+
+def user_datasets(data_root: str | Path | None) -> list[Dataset]:
+    """Every user dataset under `data_root` (folders holding a dataset.json), by name."""
+    if data_root is None or not Path(data_root).is_dir():
+        return []
+    found = (
+        read_user_dataset(data_root, p.parent.name)
+        for p in Path(data_root).glob("*/" + DATASET_FILE)
+    )
+    return sorted((d for d in found if d is not None), key=lambda d: d.name)
+
+
+def get_dataset(name: str, data_root: str | Path | None = None) -> Dataset:
+    """Look a dataset up: a built-in, else a user dataset under `data_root`; or fail listing both."""
+    if name in DATASETS:
+        return DATASETS[name]
+    user = read_user_dataset(data_root, name) if data_root is not None else None
+    if user is None:
+        known = [*DATASETS, *(d.name for d in user_datasets(data_root))]
+        raise SuiteError(
+            f"unknown dataset {name!r}; choose one of: {', '.join(known)} (your own images: "
+            "A1_preprocess.py --dataset folder --source DIR --name NAME)"
+        )
+    return user
+
+
+def user_task_name(dataset: str, conditions: tuple[str, ...]) -> str:
+    """The file-safe name of a user task: NAME:a+b → NAME-a-b (results/<run>/NAME-a-b, queries_…)."""
+    return "-".join((dataset, *conditions))
+
+
+def user_task(spec: Dataset, conditions: tuple[str, ...]) -> Task:
+    """The task on user dataset `spec` conditioning on `conditions` (1 or 2 of its attributes)."""
+    wrong = [a for a in conditions if a not in spec.attributes]
+    if wrong:
+        raise SuiteError(
+            f"dataset {spec.name} has no attribute {wrong[0]!r}; its attributes: "
+            f"{', '.join(spec.attributes)}"
+        )
+    if len(conditions) not in USER_LAMBDA or len(set(conditions)) != len(conditions):
+        raise SuiteError(
+            f"a task on {spec.name} conditions on one attribute or two different ones "
+            f"({USER_TASK_SYNTAX}), not {'+'.join(conditions)!r}"
+        )
+    name = user_task_name(spec.name, conditions)
+    return Task(name, spec.name, conditions, USER_LAMBDA[len(conditions)], None, user=True)
+
+
+def get_task(name: str, data_root: str | Path | None = None) -> Task:
+    """Look a task up: a built-in, else NAME:attr / NAME:attr1+attr2 (or its file name NAME-attr-…)
+    on a user dataset under `data_root`; or fail with the one-line list of valid tasks."""
+    if name in TASKS:
+        return TASKS[name]
+    dataset, sep, rest = name.partition(":")
+    conditions = tuple(rest.split("+")) if sep else ()
+    if not sep:  # the file-safe form: names hold no '-', so the first '-' ends the dataset
+        dataset, _, rest = name.partition("-")
+        conditions = tuple(rest.split("-")) if rest else ()
+    spec = read_user_dataset(data_root, dataset) if data_root is not None else None
+    if spec is None or not conditions:
+        user = [f"{d.name}:{a}" for d in user_datasets(data_root) for a in d.attributes]
+        extra = f", {', '.join(user)}" if user else ""
+        raise SuiteError(
+            f"unknown task {name!r}; choose one of: {', '.join(TASKS)}{extra}, or "
+            f"{USER_TASK_SYNTAX} for a dataset of your own (A1 --dataset folder)"
+        )
+    return user_task(spec, conditions)
+
+
+def tasks_of(dataset: str, data_root: str | Path | None = None) -> list[Task]:
+    """All tasks defined on a dataset, in registry order (a user dataset: each attribute, then each
+    ordered pair of attributes)."""
+    if dataset in DATASETS or data_root is None:
+        return [t for t in TASKS.values() if t.dataset == dataset]
+    spec = get_dataset(dataset, data_root)
+    attrs = spec.attributes
+    pairs = [(a, b) for a in attrs for b in attrs if a != b]
+    return [user_task(spec, c) for c in [(a,) for a in attrs] + pairs]
 
 
 def default_run(dataset: str) -> str:
     """The run name B1 writes with the dataset's default flags (what C1/D1/E1/E2 use without --run)."""
     from src.artifacts import run_name
 
-    t = get_dataset(dataset).training
+    # a user dataset trains with USER_TRAINING: no need to read its entry
+    t = DATASETS[dataset].training if dataset in DATASETS else USER_TRAINING
     return run_name(dataset, t.backbone, t.embedding_size, frozen=False)
+
+
+def describe_tasks(data_root: str | Path | None) -> str:
+    """Every task, built-in and under `data_root`, with its attributes, class counts and λ."""
+    lines = []
+    for spec in [*DATASETS.values(), *user_datasets(data_root)]:
+        classes = spec.classes or _class_counts(data_root, spec.name)
+        counts = ", ".join(
+            f"{a} ({classes[a]} classes)" if a in classes else a for a in spec.attributes
+        )
+        lines.append(f"{spec.name}: {spec.description} — attributes: {counts}")
+        for t in tasks_of(spec.name, data_root):
+            if spec.user and len(t.conditions) > 1 and t.conditions != spec.attributes[:2]:
+                continue  # pairs: list one, the syntax says the rest
+            shown = f"{t.dataset}:{'+'.join(t.conditions)}" if t.user else t.name
+            lines.append(
+                f"  {shown:<28} conditions {'+'.join(t.conditions):<20} λ {t.default_lambda:g}"
+            )
+        if spec.user and len(spec.attributes) > 1:
+            lines.append(f"  (any {spec.name}:attr1+attr2 of two different attributes, λ 2)")
+    return "\n".join(lines)
+
+
+def _class_counts(data_root: str | Path | None, name: str) -> dict[str, int]:
+    """Classes per attribute from A1's labels.json when the dataset is prepared, else {}."""
+    path = Path(data_root or ".") / name / "labels.json"
+    try:
+        return {a: len(v) for a, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}  # not prepared yet (or unreadable): the listing shows the attribute names only
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m src.tasks [--data-root data]`: print every task the suite knows."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="List every dataset and task (built-in and yours).")
+    p.add_argument("--data-root", type=Path, default=Path("data"))
+    print(describe_tasks(p.parse_args(argv).data_root))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

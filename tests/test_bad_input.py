@@ -616,15 +616,27 @@ def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Task and dataset names come from the registry (argparse choices), so they cannot escape either
+# Task and dataset names come from the registry (built-in, or data/NAME/dataset.json of a safe NAME),
+# so they cannot escape either
 
 
-@pytest.mark.parametrize(("stage", "flag"), [("A1", "--dataset"), ("A2", "--task"),
-                                             ("D1", "--task"), ("E1", "--task")])  # fmt: skip
-def test_task_and_dataset_names_are_registry_choices(stage, flag, capsys):
+def test_a1_dataset_names_are_registry_choices(capsys):
     with pytest.raises(SystemExit):
-        STAGES[stage].main([flag, "../../x"])
+        STAGES["A1"].main(["--dataset", "../../x"])
     assert "invalid choice: '../../x'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("stage", "flag", "what"), [(A2_make_queries, "--task", "task"),
+                                                     (D1_train_distill, "--task", "task"),
+                                                     (E1_evaluate, "--task", "task"),
+                                                     (B1_train_encoder, "--dataset", "dataset")])  # fmt: skip
+def test_task_and_dataset_names_resolve_in_the_registry(stage, flag, what, tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "dataset.json").write_text("{}")  # outside the data root: never read
+    argv = [flag, "../x", "--data-root", str(tmp_path / "data")]
+    assert run_stage(stage.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"unknown {what} '../x'; choose one of: " in err[0]
 
 
 def test_read_table_keeps_cells_as_strings(tmp_path):

@@ -51,6 +51,7 @@ class SourceOptions:
     image_size: int = 64  # synthart
     seed: int = 0
     quirks: tuple[str, ...] = ()  # the authors' A1 bugs to reproduce (src/quirks.py)
+    name: str | None = None  # folder: the dataset's name (data/<name>/)
 
 
 @dataclass
@@ -116,7 +117,7 @@ def read_labels(data_root: str | Path, dataset: str) -> dict[str, list[str]]:
     """labels.json of a processed dataset: {attribute: [class names]} for every label attribute."""
     path = dataset_dir(data_root, dataset) / "labels.json"
     labels = read_json(path, a1_hint(dataset))
-    attrs = get_dataset(dataset).attributes
+    attrs = get_dataset(dataset, data_root).attributes
     if not isinstance(labels, dict) or not all(
         isinstance(labels.get(a), list) and labels[a] for a in attrs
     ):
@@ -126,15 +127,15 @@ def read_labels(data_root: str | Path, dataset: str) -> dict[str, list[str]]:
     return labels
 
 
-def split_columns(dataset: str) -> list[str]:
+def split_columns(dataset: str, data_root: str | Path | None = None) -> list[str]:
     """The columns of train.csv / test.csv: image, one per label attribute, tags."""
-    return ["image", *get_dataset(dataset).attributes, "tags"]
+    return ["image", *get_dataset(dataset, data_root).attributes, "tags"]
 
 
 def read_split(data_root: str | Path, dataset: str, split: str) -> pd.DataFrame:
     """One split of a processed dataset; class names and tags as strings (empty tags → '')."""
     path = dataset_dir(data_root, dataset) / f"{split}.csv"
-    return read_table(path, split_columns(dataset), a1_hint(dataset))
+    return read_table(path, split_columns(dataset, data_root), a1_hint(dataset))
 
 
 QUERY_FILES = ("queries_*.csv", "queries_*.json")
