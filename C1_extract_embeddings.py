@@ -42,9 +42,13 @@ log = logging.getLogger(LOGGER)
 
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
-    p.add_argument("--dataset", choices=list(DATASETS), help="use the dataset's default run")
+    p.add_argument(
+        "--dataset", choices=list(DATASETS), help="embed the dataset's only run (see --run)"
+    )
     p.add_argument("--run", type=run_name_arg, help=RUN_HELP)
-    p.add_argument("--batch-size", type=int_at_least(1), default=256)
+    p.add_argument(
+        "--batch-size", type=int_at_least(1), default=256, help="images per forward pass"
+    )
     p.add_argument(
         "--train-transform",
         choices=TRAIN_TRANSFORMS,

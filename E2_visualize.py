@@ -46,7 +46,7 @@ log = logging.getLogger(LOGGER)
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     add_device_arg(p)
-    p.add_argument("--task", required=True, choices=list(TASKS))
+    p.add_argument("--task", required=True, choices=list(TASKS), help="the task to draw and report")
     p.add_argument("--run", type=run_name_arg, help=RUN_HELP)
     p.add_argument(
         "--query-id",
