@@ -340,3 +340,20 @@ def test_e2_before_c1_says_which_stage(tmp_path, capsys):
     argv = ["--data-root", str(tmp_path / "d"), "--weights-root", str(tmp_path / "w")]
     assert E2_visualize.run_stage(E2_visualize.main, [*argv, "--task", "synthart-style"]) == 2
     assert "C1_extract_embeddings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_tasks", [1, 2, 4])
+def test_fig6_legend_fits_inside_the_figure(tmp_path, monkeypatch, n_tasks):
+    """The legend (with baselines: 6 entries) is not clipped, even with one narrow panel."""
+    drawn = []
+    monkeypatch.setattr(drawing, "save_figure", lambda fig, path: drawn.append(fig))
+    sweeps = {f"task{i}": sweep_df() for i in range(n_tasks)}
+    base = {t: {"random search": (0.05, 0.1), "k-nearest": (0.2, 0.6)} for t in sweeps}
+    drawing.draw_sweep(sweeps, tmp_path / "f6.png", baselines=base)
+    (fig,) = drawn
+    fig.draw_without_rendering()
+    box, inside = fig.legends[0].get_window_extent(), fig.bbox
+    assert inside.x0 <= box.x0 and box.x1 <= inside.x1
+    assert inside.y0 <= box.y0 and box.y1 <= inside.y1
+    for ax in fig.axes:  # and it does not overlap the panels' tick labels
+        assert ax.get_tightbbox().y0 >= box.y1 - 1
