@@ -144,10 +144,12 @@ def parse_conditions(
     """`["style=Baroque", "genre=portrait"]` → {attr: class id}, checked against labels.json and
     the attributes the task conditions on (`allowed`)."""
     out: dict[str, int] = {}
+    first = next((a for a in allowed if labels.get(a)), None)  # the example: this task's own
+    example = f" (e.g. {first}={labels[first][-1]})" if first else ""
     for item in items:
         attr, sep, name = item.partition("=")
         if not sep or not attr.strip() or not name.strip():
-            raise SuiteError(f"--condition {item!r} is not ATTR=CLASS (e.g. style=Baroque)")
+            raise SuiteError(f"--condition {item!r} is not ATTR=CLASS{example}")
         attr = attr.strip()
         if attr in labels and attr not in allowed:  # an unknown attribute: class_id lists heads
             raise SuiteError(
@@ -158,7 +160,7 @@ def parse_conditions(
             raise SuiteError(f"--condition gives {attr!r} twice")
         out[attr] = class_id(labels, attr, name.strip())
     if not out:
-        raise SuiteError("--image needs at least one --condition ATTR=CLASS (e.g. style=Baroque)")
+        raise SuiteError(f"--image needs at least one --condition ATTR=CLASS{example}")
     return out
 
 

@@ -336,10 +336,10 @@ def test_unreadable_image_and_misplaced_flags_fail_clearly(pipe, tmp_path, capsy
         assert message in capsys.readouterr().err
 
 
-def test_e2_before_c1_says_which_stage(tmp_path, capsys):
+def test_e2_before_b1_says_which_stage(tmp_path, capsys):
     argv = ["--data-root", str(tmp_path / "d"), "--weights-root", str(tmp_path / "w")]
     assert E2_visualize.run_stage(E2_visualize.main, [*argv, "--task", "synthart-style"]) == 2
-    assert "C1_extract_embeddings" in capsys.readouterr().err
+    assert "B1_train_encoder.py --dataset synthart first, or give --run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n_tasks", [1, 2, 4])
@@ -357,3 +357,12 @@ def test_fig6_legend_fits_inside_the_figure(tmp_path, monkeypatch, n_tasks):
     assert inside.y0 <= box.y0 and box.y1 <= inside.y1
     for ax in fig.axes:  # and it does not overlap the panels' tick labels
         assert ax.get_tightbbox().y0 >= box.y1 - 1
+
+
+def test_condition_errors_give_the_tasks_own_attribute_and_a_real_class():
+    labels = {"species": ["001.Black_footed_Albatross", "008.Digit_seven"]}
+    for items in (["species"], []):
+        with pytest.raises(SuiteError) as e:
+            figures.parse_conditions(items, labels, ["species"])
+        assert "(e.g. species=008.Digit_seven)" in str(e.value) and "Baroque" not in str(e.value)
+    assert figures.parse_conditions(["species=seven"], labels, ["species"]) == {"species": 1}
