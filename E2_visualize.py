@@ -101,7 +101,10 @@ def search_picture(
     and save the grid."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", args.image.stem)[:60] or "image"
     path = figs / f"search_{stem}.png"
-    found = figures.search_picture(space, args.image, z0, conditions, lam, path)
+    student = student_path(run_dir(args.weights_root, space.run), space.task.name, lam)
+    found = figures.search_picture(
+        space, args.image, z0, conditions, lam, path, student_file=student
+    )
     named = {a: space.labels[a][c] for a, c in conditions.items()}
     log.info(
         "%s → %s (λ = %g); the encoder sees it as %s",

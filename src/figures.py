@@ -459,9 +459,10 @@ def search_picture(
     path: Path,
     *,
     top_k: int = 10,
+    student_file: Path | None = None,
 ) -> PictureSearch:
     """Run Backward Search from the picture's embedding z0 (`embed_image`) towards `conditions`,
-    rank the database and draw kNN and Backward Search rows into `path`."""
+    rank the database and draw kNN, Backward Search and (when D1 trained it) student rows."""
     names = {a: space.labels[a][c] for a, c in conditions.items()}
     z = search(space, z0, conditions, lam)
     with torch.no_grad():
@@ -477,6 +478,14 @@ def search_picture(
             f"Backward Search λ={lam:g}", result_tiles(space, bs_r[0], names, None, None, bs_s[0])
         ),
     ]
+    if student_file is not None and student_file.exists():
+        conds = {a: torch.tensor([c]) for a, c in conditions.items()}
+        st_s, st_r = rank(space, student_search(student_file, space, z0, conds), top_k)
+        rows.append(
+            ResultRow(
+                f"student λ={lam:g}", result_tiles(space, st_r[0], names, None, None, st_s[0])
+            )
+        )
     caption = [
         image.name,
         *[f"seen as {a}: {v}" for a, v in seen.items()],

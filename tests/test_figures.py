@@ -366,3 +366,31 @@ def test_condition_errors_give_the_tasks_own_attribute_and_a_real_class():
             figures.parse_conditions(items, labels, ["species"])
         assert "(e.g. species=008.Digit_seven)" in str(e.value) and "Baroque" not in str(e.value)
     assert figures.parse_conditions(["species=seven"], labels, ["species"]) == {"species": 1}
+
+
+def test_image_search_shows_the_student_row_when_it_exists(pipe, tmp_path, monkeypatch):
+    import D1_train_distill
+
+    d1 = pipe.argv("--task", "synthart-style", "--epochs", "1", "--lambda", "3", "--device", "cpu")
+    if not (pipe.weights_root / pipe.run / "student_synthart-style_lam3.pt").exists():
+        assert D1_train_distill.run_stage(D1_train_distill.main, d1) == 0
+    drawn = []
+    real = drawing.draw_grid
+    monkeypatch.setattr(
+        figures,
+        "draw_grid",
+        lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw),
+    )
+    pic = tmp_path / "p.png"
+    Image.fromarray(solid(GREY)).save(pic)
+    argv = pipe.argv("--task", "synthart-style", "--image", str(pic), "--condition", "style=dots")
+    for lam, student in (("3", True), ("5", False)):  # no student was distilled at λ = 5
+        drawn.clear()
+        assert (
+            E2_visualize.run_stage(E2_visualize.main, [*argv, "--lambda", lam, "--device", "cpu"])
+            == 0
+        )
+        titles = [r.title for r in drawn[0]]
+        expected = ["k-nearest (kNN)", f"Backward Search λ={lam}"]
+        assert titles == expected + ([f"student λ={lam}"] if student else [])
+        assert all(len(r.tiles) == 10 for r in drawn[0])
