@@ -92,7 +92,7 @@ def setting_banner(differences: list[str]) -> list[str]:
     ]
 
 
-_CELL = re.compile(r"^[+−-]?\d")  # a number cell (signed differences included)
+_CELL = re.compile(r"^[+−-]\d")  # a difference: the tables write Δ values signed
 
 
 def mark_deltas(markdown: str) -> str:

@@ -110,16 +110,16 @@ def test_mark_deltas_marks_delta_columns_and_rows_only():
     md = md_table(
         pd.DataFrame(
             [
-                {"source": "ours", "mAP@10": 0.792, "Δ mAP@10": 0.159},
-                {"source": "Δ (ours − paper)", "mAP@10": -0.01, "Δ mAP@10": None},
+                {"source": "ours", "E": 256, "mAP@10": "0.792", "Δ mAP@10": "+0.159"},
+                {"source": "Δ (ours − paper E256)", "E": 256, "mAP@10": "-0.010", "Δ mAP@10": None},
             ]
         )
     )
     lines = mark_deltas(md).splitlines()
     assert lines[0] == md.splitlines()[0] and lines[1] == md.splitlines()[1]
-    assert "0.792 |" in lines[2] and f"0.159 {MARK}" in lines[2]
-    assert f"-0.010 {MARK}" in lines[3] or f"−0.010 {MARK}" in lines[3]
-    assert lines[3].count(MARK) == 1  # the empty Δ cell stays empty
+    assert "0.792 |" in lines[2] and f"+0.159 {MARK}" in lines[2] and lines[2].count(MARK) == 1
+    assert f"-0.010 {MARK}" in lines[3]
+    assert lines[3].count(MARK) == 1  # the Δ row's E (a setting, unsigned) and empty cell stay
 
 
 def _report(tmp_path, data: dict, enc: dict, metrics: dict) -> str:
@@ -129,7 +129,7 @@ def _report(tmp_path, data: dict, enc: dict, metrics: dict) -> str:
     tdir = roots["results"] / RUN / "cub-bird"
     write_json(tdir / "metrics.json", {"methods": {}, "lambda": 0.51, **metrics})
     table = pd.DataFrame(
-        [{"method": "Backward Search", "mAP@10": 0.792, "paper": 0.633, "Δ mAP@10": 0.159}]
+        [{"method": "Backward Search", "mAP@10": 0.792, "paper": 0.633, "Δ mAP@10": "+0.159"}]
     )
     write_text(tdir / "table2.md", md_table(table))
     text = write_report(roots["results"], roots["weights"], roots["data"], RUN, "cub").read_text()
@@ -143,10 +143,10 @@ def test_report_banner_and_marks_on_a_non_paper_setting(tmp_path, capsys):
     assert first.startswith(f"> **{MARK} Not the paper's setting**: 30 images (paper: 11,788);")
     assert "32 px input (paper: 224 px)" in first and "pretrained none" in first
     row = [line for line in section.splitlines() if line.startswith("| Backward Search")][0]
-    assert row.rstrip(" |").endswith(f"| 0.159 {MARK}") and "0.633 |" in row
+    assert row.rstrip(" |").endswith(f"| +0.159 {MARK}") and "0.633 |" in row
 
 
 def test_report_in_the_papers_setting_has_no_banner_and_no_marks(tmp_path):
     section = _report(tmp_path, *paper_cub())
     assert "Not the paper's setting" not in section and MARK not in section
-    assert "| 0.159 |" in section
+    assert "| +0.159 |" in section
