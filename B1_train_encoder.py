@@ -79,12 +79,17 @@ RECIPES = {
     "synthart demo": SYNTHART_TRAINING,
 }
 OVERRIDES = override_flags()
+B1_DATASET_HELP = DATASET_HELP + (
+    "; the processed dataset (A1) to train on; the run is written to weights/<run>, "
+    "<run> = <dataset>_<backbone>_e<E>_<ft|frozen>, where C1, D1, E1 and E2 find it as the "
+    "dataset's only run (with several runs, give them --run <run>)"
+)
 OUTPUTS = ["encoder.pt", "config.json", "train_log.csv", "curves.png", "train.log"]
 
 
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
-    p.add_argument("--dataset", required=True, metavar="DATASET", help=DATASET_HELP)
+    p.add_argument("--dataset", required=True, metavar="DATASET", help=B1_DATASET_HELP)
     p.add_argument(
         "--recipe",
         choices=["default", "authors", "paper"],

@@ -34,8 +34,8 @@ from src.embeddings import TRAIN_TRANSFORMS, extract_embeddings, save_embeddings
 from src.encoder import load_encoder
 from src.engine import default_workers
 from src.errors import SuiteError
-from src.hints import hint
-from src.tasks import DATASET_HELP, default_run, get_dataset
+from src.runs import RUN_HELP, resolve_run
+from src.tasks import DATASET_HELP, get_dataset
 
 log = logging.getLogger(LOGGER)
 
@@ -43,14 +43,14 @@ log = logging.getLogger(LOGGER)
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     p.add_argument(
-        "--dataset", metavar="DATASET", help=f"use the dataset's default run: {DATASET_HELP}"
+        "--dataset",
+        metavar="DATASET",
+        help=f"embed the dataset's only run (see --run): {DATASET_HELP}",
     )
+    p.add_argument("--run", type=run_name_arg, help=RUN_HELP)
     p.add_argument(
-        "--run",
-        type=run_name_arg,
-        help="a run name under --weights-root (default: the dataset's default run)",
+        "--batch-size", type=int_at_least(1), default=256, help="images per forward pass"
     )
-    p.add_argument("--batch-size", type=int_at_least(1), default=256)
     p.add_argument(
         "--train-transform",
         choices=TRAIN_TRANSFORMS,
@@ -68,13 +68,8 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
-    run = args.run or default_run(args.dataset)
+    run = resolve_run(args.weights_root, args.dataset, args.run)
     out = run_dir(args.weights_root, run)
-    if not (out / "encoder.pt").exists():
-        dataset = args.dataset or "D"
-        raise SuiteError(
-            f"{out / 'encoder.pt'} not found: run {hint('B1', '--dataset', dataset)} first"
-        )
     with stage_lock(out / "embeddings.npz"):
         extract(args, run, out)
 

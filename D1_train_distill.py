@@ -40,8 +40,9 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
+from src.runs import RUN_HELP, resolve_run
 from src.student import HIDDEN, DistillConfig, distill, student_path
-from src.tasks import TASK_HELP, default_run, get_task
+from src.tasks import TASK_HELP, get_task
 
 log = logging.getLogger(LOGGER)
 
@@ -73,11 +74,7 @@ def parse_args(argv: list[str] | None):
         default=d.student_reg,
         help="weight of mean|s − z0|",
     )
-    p.add_argument(
-        "--run",
-        type=run_name_arg,
-        help="encoder run under --weights-root; None = the dataset's default run",
-    )
+    p.add_argument("--run", type=run_name_arg, help=RUN_HELP)
     add_device_arg(p)
     return p.parse_args(argv)
 
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     task = get_task(args.task, args.data_root)
     lam = task.default_lambda if args.lam is None else args.lam
-    run = args.run or default_run(task.dataset)
+    run = resolve_run(args.weights_root, task.dataset, args.run)
     rdir = run_dir(args.weights_root, run)
     out = student_path(rdir, task.name, lam)
     setup_logging()

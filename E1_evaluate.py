@@ -41,9 +41,10 @@ from src.errors import SuiteError
 from src.eval_data import load_eval_data
 from src.hints import hint
 from src.quirks import parse_quirks, protocol_label
+from src.runs import RUN_HELP, resolve_run
 from src.student import load_student, student_path
 from src.tables import RELEASE
-from src.tasks import TASK_HELP, default_run, get_task
+from src.tasks import TASK_HELP, get_task
 
 log = logging.getLogger(LOGGER)
 
@@ -53,9 +54,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument(
         "--task", required=True, metavar="TASK", help=f"which task to evaluate: {TASK_HELP}"
     )
-    p.add_argument(
-        "--run", type=run_name_arg, help="encoder run under --weights-root (default: the dataset's)"
-    )
+    p.add_argument("--run", type=run_name_arg, help=RUN_HELP)
     p.add_argument("--lambda", dest="lam", type=nonnegative_float, help="λ (default: the task's)")
     p.add_argument(
         "--methods",
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     task = get_task(args.task, args.data_root)
     quirks = parse_quirks(args.authors_quirks, "E1")
-    run = args.run or default_run(task.dataset)
+    run = resolve_run(args.weights_root, task.dataset, args.run)
     rdir = run_dir(args.weights_root, run)
     imported = run_source(rdir) == RELEASE
     args.lam, lam_source = resolve_lambda(args, task, rdir, imported)

@@ -36,8 +36,9 @@ from src.cli import (
 from src.errors import SuiteError
 from src.queries import read_queries
 from src.report import read_json_or_none, write_report
+from src.runs import RUN_HELP, resolve_run
 from src.student import student_path
-from src.tasks import TASK_HELP, default_run, get_task, tasks_of
+from src.tasks import TASK_HELP, get_task, tasks_of
 
 log = logging.getLogger(LOGGER)
 
@@ -45,10 +46,10 @@ log = logging.getLogger(LOGGER)
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     add_device_arg(p)
-    p.add_argument("--task", required=True, metavar="TASK", help=TASK_HELP)
     p.add_argument(
-        "--run", type=run_name_arg, help="encoder run (default: the dataset's default run)"
+        "--task", required=True, metavar="TASK", help=f"the task to draw and report: {TASK_HELP}"
     )
+    p.add_argument("--run", type=run_name_arg, help=RUN_HELP)
     p.add_argument(
         "--query-id",
         type=int_at_least(0),
@@ -102,7 +103,10 @@ def search_picture(
     and save the grid."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", args.image.stem)[:60] or "image"
     path = figs / f"search_{stem}.png"
-    found = figures.search_picture(space, args.image, z0, conditions, lam, path)
+    student = student_path(run_dir(args.weights_root, space.run), space.task.name, lam)
+    found = figures.search_picture(
+        space, args.image, z0, conditions, lam, path, student_file=student
+    )
     named = {a: space.labels[a][c] for a, c in conditions.items()}
     log.info(
         "%s → %s (λ = %g); the encoder sees it as %s",
@@ -130,7 +134,7 @@ def visualize(args) -> None:
         raise SuiteError("--condition goes with --image; a query's condition is in its query file")
     if args.images is not None and not args.images.is_dir():
         raise SuiteError(f"--images {args.images} is not a folder: give the dataset's image folder")
-    run = args.run or default_run(task.dataset)
+    run = resolve_run(args.weights_root, task.dataset, args.run)
     space = figures.load_space(
         args.data_root,
         args.weights_root,

@@ -10,6 +10,7 @@ src/figures.py gathers what they show from the artifacts.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -348,10 +349,15 @@ def draw_sweep(
     handles = {}  # one legend below the panels, so no curve is hidden behind it
     for ax in axes:
         handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)})
+    # at most 2 legend columns per panel, so a one-panel figure's legend fits its width; the
+    # rows it then needs get their own strip below the panels
+    ncol = max(1, min(4, 2 * n, len(handles)))
+    rows = math.ceil(len(handles) / ncol)
+    fig.set_figheight(3.7 + 0.16 * (rows - 1))
     fig.legend(
-        handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=7.5, frameon=False
+        handles.values(), handles.keys(), loc="lower center", ncol=ncol, fontsize=7.5, frameon=False
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, (0.1 + 0.17 * rows) / fig.get_figheight(), 1, 1))
     save_figure(fig, path)
     return n
 

@@ -22,6 +22,7 @@ from src.datasets.common import read_labels
 from src.encoder import Encoder
 from src.errors import SuiteError
 from src.hints import C1_HINT, hint
+from src.progress import progress
 
 SPLITS = ("train", "test")
 TRAIN_TRANSFORMS = ("train", "test")  # which transform C1 gives the train split
@@ -103,7 +104,7 @@ def extract_embeddings(
             items, batch_size=batch_size, num_workers=workers, pin_memory=pin
         )
         zs, correct = [], torch.zeros(len(attrs), dtype=torch.long, device=device)
-        for x, y in batches:
+        for x, y in progress(batches, f"C1 {split}", unit="img", per_step=batch_size):
             z, logits = model(x.to(device, non_blocking=True))
             y = y.to(device, non_blocking=True)
             correct += torch.stack(

@@ -18,11 +18,11 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from src.data import ImageTable
 from src.encoder import Encoder
 from src.errors import SuiteError
+from src.progress import progress
 from src.tasks import Recipe
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +167,15 @@ def train_step(model, x, y, optimizer, scheduler, scaler, rt: Runtime):
 
 
 def train_one_epoch(
-    model, batches, optimizer, scheduler, scaler, rt: Runtime, attrs: Sequence[str], epoch: int = 0
+    model,
+    batches,
+    optimizer,
+    scheduler,
+    scaler,
+    rt: Runtime,
+    attrs: Sequence[str],
+    epoch: int = 0,
+    on_pace=None,
 ):
     """One pass over the train loader; returns (mean loss, {attr: train accuracy}).
 
@@ -177,8 +185,18 @@ def train_one_epoch(
     total = torch.zeros(2 + len(attrs), dtype=torch.float64, device=rt.device)  # loss, n, correct…
     # first step whose loss was not finite; kept on the device so no step waits for a sync
     first_bad = torch.full((), math.inf, dtype=torch.float64, device=rt.device)
-    for step, (x, y) in enumerate(tqdm(batches, desc="train", leave=False, disable=None), 1):
+    per_step = (getattr(batches, "batch_size", None) or 1) * rt.world
+    bar = progress(
+        batches,
+        f"B1 epoch {epoch}",
+        unit="img",
+        per_step=per_step,
+        enabled=rt.main,
+        on_pace=on_pace,
+    )
+    for step, (x, y) in enumerate(bar, 1):
         loss, logits = train_step(model, x, y, optimizer, scheduler, scaler, rt)
+        bar.loss = loss  # read only when a progress line is written
         with torch.no_grad():
             y = y.to(rt.device, non_blocking=True)
             n = torch.tensor(y.shape[0], device=rt.device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from src.cli import LOGGER
 from src.eval_data import EvalData, K
 from src.retrieval import SCORE_BUDGET, cosine_topk
 from src.student import Student
+from src.timing import Timing, per_query_ms, time_repeated
 
 log = logging.getLogger(LOGGER)
 
@@ -49,21 +49,16 @@ class Ranking:
 
     method: str
     indices: Tensor  # Q×K database rows
-    seconds: float | None = None
+    timing: Timing | None = None  # the timing pass (median, min, max)
     search: SearchResult | None = None
     lam: float | None = None
     single: SearchResult | None = None  # the same queries under StopRule.SINGLE (Table 5 only)
     alpha: float | None = None  # the centroid shift's step
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """Run fn and return (its result, wall seconds), CUDA synchronised."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    out = fn()
-    sync()
-    return out, time.perf_counter() - t0
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, Timing]:
+    """fn's result and its Timing: a warm-up call, then the median of repeats (src/timing.py)."""
+    return time_repeated(fn, torch.cuda.synchronize if device.type == "cuda" else (lambda: None))
 
 
 def rank(data: EvalData, vectors: Tensor) -> Tensor:
@@ -138,13 +133,6 @@ def rank_centroid_shift(data: EvalData, alpha: float) -> Ranking:
     return ranking
 
 
-def _warm_up(fn: Callable[[Tensor, dict[str, Tensor]], Any], data: EvalData) -> None:
-    """One small call first, so lazy CUDA initialisation is not timed."""
-    if data.device.type == "cuda":
-        n = min(8, data.z0.shape[0])
-        fn(data.z0[:n], {a: y[:n] for a, y in data.conditions.items()})
-
-
 def rank_backward_search(data: EvalData, lam: float, single: bool = False) -> Ranking:
     """Backward Search at λ for every query in one call (cached per λ).
 
@@ -157,10 +145,9 @@ def rank_backward_search(data: EvalData, lam: float, single: bool = False) -> Ra
         def search(z0: Tensor, cond: dict[str, Tensor]) -> SearchResult:
             return backward_search(data.heads, z0, cond, lam)
 
-        _warm_up(search, data)
         with torch.no_grad():
-            result, seconds = _timed(lambda: search(data.z0, data.conditions), data.device)
-        data.cache[lam] = Ranking("backward_search", rank(data, result.z), seconds, result, lam)
+            result, timing = _timed(lambda: search(data.z0, data.conditions), data.device)
+        data.cache[lam] = Ranking("backward_search", rank(data, result.z), timing, result, lam)
     ranking = data.cache[lam]
     if single and ranking.single is None:
         with torch.no_grad():
@@ -178,9 +165,8 @@ def rank_student(data: EvalData, student: Student, lam: float) -> Ranking:
         return student.search(z0, cond)
 
     with torch.no_grad():
-        _warm_up(search, data)
-        z, seconds = _timed(lambda: search(data.z0, data.conditions), data.device)
-    return Ranking("student", rank(data, z), seconds, None, lam)
+        z, timing = _timed(lambda: search(data.z0, data.conditions), data.device)
+    return Ranking("student", rank(data, z), timing, None, lam)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,9 +244,10 @@ def score(data: EvalData, ranking: Ranking) -> Scores:
             single_iterations_mean=float(it.mean()),
             single_iterations_sd=_finite(float(it.std())) if n_q > 1 else 0.0,
         )
-    if ranking.seconds is not None and n_q:
-        summary["ms_per_query"] = 1000 * ranking.seconds / n_q
-        summary["queries_per_s"] = n_q / ranking.seconds if ranking.seconds > 0 else None
+    if ranking.timing is not None and n_q:
+        summary.update(per_query_ms(ranking.timing, n_q))
+        median = ranking.timing.median
+        summary["queries_per_s"] = n_q / median if median > 0 else None
     return Scores(summary, precision.cpu().numpy(), jac.mean(1), per_query)
 
 

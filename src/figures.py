@@ -150,10 +150,12 @@ def parse_conditions(
     """`["style=Baroque", "genre=portrait"]` → {attr: class id}, checked against labels.json and
     the attributes the task conditions on (`allowed`)."""
     out: dict[str, int] = {}
+    first = next((a for a in allowed if labels.get(a)), None)  # the example: this task's own
+    example = f" (e.g. {first}={labels[first][-1]})" if first else ""
     for item in items:
         attr, sep, name = item.partition("=")
         if not sep or not attr.strip() or not name.strip():
-            raise SuiteError(f"--condition {item!r} is not ATTR=CLASS (e.g. style=Baroque)")
+            raise SuiteError(f"--condition {item!r} is not ATTR=CLASS{example}")
         attr = attr.strip()
         if attr in labels and attr not in allowed:  # an unknown attribute: class_id lists heads
             raise SuiteError(
@@ -164,7 +166,7 @@ def parse_conditions(
             raise SuiteError(f"--condition gives {attr!r} twice")
         out[attr] = class_id(labels, attr, name.strip())
     if not out:
-        raise SuiteError("--image needs at least one --condition ATTR=CLASS (e.g. style=Baroque)")
+        raise SuiteError(f"--image needs at least one --condition ATTR=CLASS{example}")
     return out
 
 
@@ -470,9 +472,10 @@ def search_picture(
     path: Path,
     *,
     top_k: int = 10,
+    student_file: Path | None = None,
 ) -> PictureSearch:
     """Run Backward Search from the picture's embedding z0 (`embed_image`) towards `conditions`,
-    rank the database and draw kNN and Backward Search rows into `path`."""
+    rank the database and draw kNN, Backward Search and (when D1 trained it) student rows."""
     names = {a: space.labels[a][c] for a, c in conditions.items()}
     z = search(space, z0, conditions, lam)
     with torch.no_grad():
@@ -488,6 +491,14 @@ def search_picture(
             f"Backward Search λ={lam:g}", result_tiles(space, bs_r[0], names, None, None, bs_s[0])
         ),
     ]
+    if student_file is not None and student_file.exists():
+        conds = {a: torch.tensor([c]) for a, c in conditions.items()}
+        st_s, st_r = rank(space, student_search(student_file, space, z0, conds), top_k)
+        rows.append(
+            ResultRow(
+                f"student λ={lam:g}", result_tiles(space, st_r[0], names, None, None, st_s[0])
+            )
+        )
     caption = [
         image.name,
         *[f"seen as {a}: {v}" for a, v in seen.items()],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +16,33 @@ def _loose(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+NUMBERED = re.compile(r"^(?P<num>\d+)[._ -](?P<rest>.+)$")  # CUB's "008.Digit_seven"
+
+
+def _aliases(name: str) -> list[str]:
+    """What a person may type for a class, most specific first: the name (case, spaces, '_' and
+    '-' ignored), without CUB's numeric prefix ('Digit_seven'), the number alone ('008', '8'),
+    and each trailing run of its words ('seven')."""
+    m = NUMBERED.match(name)
+    rest = m["rest"] if m else name
+    out = [_loose(name), _loose(rest)]
+    if m:
+        out += [m["num"], str(int(m["num"]))]
+    words = [w for w in re.split(r"[_\s-]+", rest) if w]
+    out += [_loose("".join(words[k:])) for k in range(1, len(words))]
+    return out
+
+
+def _loose_index(vocab: Sequence[str]) -> dict[str, int]:
+    """Typed alias → class id; an alias two classes share maps to -1 (ambiguous, refused)."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(vocab):
+        for alias in dict.fromkeys(_aliases(name)):
+            if alias:
+                index[alias] = -1 if index.get(alias, i) != i else i
+    return index
+
+
 def class_ids(
     names: pd.Series | Sequence[str],
     attr: str,
@@ -25,14 +53,12 @@ def class_ids(
 ) -> np.ndarray:
     """Class names → int64 ids in `vocab`; an unknown name fails naming `where` and the `fix`.
 
-    `loose` also accepts a name that matches one class once case, spaces, '_' and '-' are ignored
-    (for names a person typed, e.g. E2's --condition).
+    `loose` also accepts, for names a person typed (E2's --condition), a name that matches one
+    class once case, spaces, '_' and '-' are ignored, or without CUB's numeric prefix, or the
+    number alone, or its last words, when only one class matches.
     """
     index = {name: i for i, name in enumerate(vocab)}
-    if loose:
-        folded: dict[str, int] = {}
-        for i, name in enumerate(vocab):  # a folded name shared by two classes stays ambiguous
-            folded[_loose(name)] = -1 if _loose(name) in folded else i
+    folded = _loose_index(vocab) if loose else {}
     out = np.empty(len(names), dtype=np.int64)
     for j, name in enumerate(names):
         i = index.get(name, -1)

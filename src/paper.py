@@ -7,6 +7,8 @@ so the evaluation can print the paper's value beside ours. Values are transcribe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 COLUMNS: tuple[str, ...] = ("CUB", "aPY", "WikiArt-style", "WikiArt-multi")
 AVERAGE = "average"
 
@@ -136,3 +138,28 @@ TABLE6_EMBEDDING_SIZE = 256
 
 # The λ grid of Fig 6.
 FIG6_LAMBDAS: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
+# The setting behind the paper's numbers, per dataset (SPEC §2–§4; the authors' code, which
+# produced them): data, split, encoder recipe and the query count. REPORT.md compares a run's
+# facts with these and marks every Δ where any differs (src/setting.py).
+@dataclass(frozen=True)
+class PaperSetting:
+    """One dataset's setting in the paper: what a run must match for its Δ to mean something."""
+
+    images: int
+    classes: dict[str, int]
+    split: dict[str, int]  # train / test images
+    backbone: str = "convnext_base"
+    pretrained: str = "imagenet"
+    image_size: int = 224
+    embedding_size: int = 256
+    epochs: int = 30  # the authors' code (the paper text says 100; SPEC §4)
+    queries: int = 1000
+
+
+SETTINGS: dict[str, PaperSetting] = {
+    "cub": PaperSetting(11788, {"species": 200}, {"train": 8251, "test": 3537}),
+    "apy": PaperSetting(12695, {"category": 20}, {"train": 6340, "test": 6355}),
+    "wikiart": PaperSetting(81444, {"style": 27, "genre": 11}, {"train": 65155, "test": 16289}),
+}

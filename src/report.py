@@ -24,6 +24,7 @@ from src.evaluation import METHODS
 from src.hints import hint
 from src.paper import TABLE3_TARGET_MTS, TABLE5_DEVICE
 from src.quirks import protocol_label
+from src.setting import mark_deltas, setting_banner, setting_differences
 from src.tables import (
     HIGH,
     LOW,
@@ -355,6 +356,8 @@ def task_section(
     metrics = read_json_or_none(tdir / "metrics.json")
     e1_cfg = read_json_or_none(tdir / "config.json")
     out = [f"## Task `{task.name}`", ""]
+    differs = setting_differences(task, data_cfg, enc_cfg, metrics)  # not the paper's: banner, †
+    out += setting_banner(differs)
     if _is_release(data_cfg):
         out += [
             "**Computed by our E1 from the authors' released artifacts**: their encoder heads, "
@@ -403,6 +406,7 @@ def task_section(
         md = tdir / f"{stem}.md"
         if md.exists():
             body = md.read_text(encoding="utf-8").strip()
+            body = mark_deltas(body) if differs else body
             heading = title.format(target=TABLE3_TARGET_MTS)
             out += [body, ""] if body.startswith("#") else [f"### {heading}", "", body, ""]
             if stem == "table6":

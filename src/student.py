@@ -18,13 +18,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from src.artifacts import load_torch
 from src.backward_search import backward_search
 from src.cli import LOGGER
 from src.errors import SuiteError
 from src.hints import hint
+from src.progress import progress as progress_bar
 
 HIDDEN = 128
 logger = logging.getLogger(LOGGER)
@@ -141,7 +141,7 @@ def distill(
         targets = {a: torch.randint(c, (n,), generator=gen).to(device) for a, c in n_cls.items()}
         sums = torch.zeros(5, dtype=torch.float64, device=device)  # mse, reg, iters, sat, count
         starts = [s for s in range(0, n, batch_size) if n - s >= 2]  # BN needs ≥ 2 rows
-        bar = tqdm(starts, desc=f"D1 epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        bar = progress_bar(starts, f"D1 epoch {epoch}/{epochs}", enabled=progress)
         for s in bar:
             idx = order[s : s + batch_size]
             z0 = z_train[idx]
@@ -155,6 +155,7 @@ def distill(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            bar.loss = loss.detach()  # read only when a progress line is written
             b = len(idx)
             sums += torch.stack(
                 [

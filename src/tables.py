@@ -16,6 +16,7 @@ from src.artifacts import write_csv, write_json, write_text
 from src.evaluation import NOT_IN_PAPER, TaskResults, evaluate_lambda, retrievals_frame
 from src.quirks import protocol_label
 from src.tasks import Task
+from src.timing import spread_notes
 
 NOT_PAPER = "n/a (not a dataset of the paper: SynthArt or your own images)"
 LOW, HIGH = " 95% low", " 95% high"  # companion columns of a metric: its bootstrap interval
@@ -357,6 +358,11 @@ TITLES = {
 }
 
 
+def spreads(table: str, res: TaskResults) -> list[str]:
+    """Table 5 says when a method's repeated times spread widely (src/timing.py)."""
+    return spread_notes(res.summary) if table == "table5" else []
+
+
 def write_results(out: Path, res: TaskResults) -> None:
     """results/<run>/<task>/: tables, retrievals, sweep, calibration, metrics.json (each atomic).
 
@@ -392,7 +398,10 @@ def write_results(out: Path, res: TaskResults) -> None:
         target = res.calibration["target_mts"] if res.calibration else None
         title = f"{TITLES[name].format(target=target)} — {task.name}, run {data.run}"
         write_text(
-            out / f"{name}.md", markdown(df, title, task, [*notes_here, *TABLE_NOTES.get(name, ())])
+            out / f"{name}.md",
+            markdown(
+                df, title, task, [*notes_here, *TABLE_NOTES.get(name, ()), *spreads(name, res)]
+            ),
         )
     if res.sweep is not None:
         write_csv(out / "sweep.csv", res.sweep)

@@ -91,8 +91,17 @@ def train_encoder(
         t0 = time.time()
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
+        pace = cpu_time_warning(rt, recipe, len(train_batches), epochs - start)
         loss, train_acc = train_one_epoch(
-            ddp, train_batches, optimizer, scheduler, scaler, rt, attrs, epoch=epoch
+            ddp,
+            train_batches,
+            optimizer,
+            scheduler,
+            scaler,
+            rt,
+            attrs,
+            epoch,
+            pace if epoch == start + 1 else None,
         )
         test_acc = evaluate(model, test_batches, rt, attrs)
         row = {"epoch": epoch, "lr": lr, "train_loss": loss}
@@ -126,6 +135,33 @@ def train_encoder(
         tdist.barrier()
     final = {a: rows[-1][f"test_acc_{a}"] for a in attrs} if rows else {}
     return {"epochs": epochs, "test_accuracy": final, "seconds": round(time.time() - t_start, 2)}
+
+
+SLOW_RUN_SECONDS = 3600.0  # above this, a CPU run warns before it goes on for hours
+
+
+def cpu_time_warning(rt, recipe: Recipe, steps_per_epoch: int, epochs_left: int):
+    """A pace callback (for the first epoch's first steps) that warns in one line when B1 on a
+    CPU will take more than an hour, naming the ways out; None on an accelerator."""
+    if rt.device.type != "cpu" or not rt.main:
+        return None
+
+    def warn(seconds_per_step: float) -> None:
+        estimate = seconds_per_step * steps_per_epoch * epochs_left
+        if estimate > SLOW_RUN_SECONDS:
+            log.warning(
+                "WARNING: B1 on the CPU: about %.1f h for %d epochs of %s at %d px (%.2f s/step "
+                "over the first steps); use a GPU (--device cuda), a smaller backbone "
+                "(--backbone convnext_atto --image-size 64 --epochs 5) or the demo preset "
+                "(B1_train_encoder.py --dataset synthart)",
+                estimate / 3600,
+                epochs_left,
+                recipe.backbone,
+                recipe.image_size,
+                seconds_per_step,
+            )
+
+    return warn
 
 
 def write_log(out_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -143,6 +143,9 @@ def test_metrics_json_fields_and_ranges(synth_style):
     assert 0 <= bs["satisfied_at_mean"] <= bs["iterations_mean"]
     assert bs["ms_per_query"] > 0 and bs["queries_per_s"] > 0
     assert bs["ms_per_query"] * bs["queries_per_s"] == pytest.approx(1000)
+    # the timing pass: median of ≥ 3 repeats, with its min and max (src/timing.py)
+    assert bs["timing_repeats"] >= 3
+    assert bs["ms_per_query_min"] <= bs["ms_per_query"] <= bs["ms_per_query_max"]
     assert bs["lambda"] == task.default_lambda
     # the query image stays in the database: kNN's first result is the query itself
     knn = pd.read_csv(synth_style / "retrievals_knn.csv")
@@ -513,7 +516,7 @@ def test_missing_stages_say_which_to_run(synth, tmp_path, capsys):
     (p.data_root / "synthart" / "queries_synthart-style.csv").unlink()
     err = e1_error(p, capsys, "--task", "synthart-style")
     assert "A2_make_queries.py --task synthart-style" in err
-    # no --run: the dataset's default run, which has no embeddings
+    # no --run: the dataset's only run (the fixture's run has no B1 config.json naming it)
     args = [
         "--data-root",
         str(p.data_root),
@@ -525,7 +528,7 @@ def test_missing_stages_say_which_to_run(synth, tmp_path, capsys):
         "synthart-multi",
     ]
     assert run_stage(E1_evaluate.main, args) == 2
-    assert "run C1_extract_embeddings.py --dataset synthart first" in capsys.readouterr().err
+    assert "B1_train_encoder.py --dataset synthart first, or give --run" in capsys.readouterr().err
     (p.weights_root / p.run / "embeddings.npz").unlink()
     err = e1_error(p, capsys, "--task", "synthart-multi")
     assert f"run C1_extract_embeddings.py --run {p.run} first" in err

@@ -336,7 +336,61 @@ def test_unreadable_image_and_misplaced_flags_fail_clearly(pipe, tmp_path, capsy
         assert message in capsys.readouterr().err
 
 
-def test_e2_before_c1_says_which_stage(tmp_path, capsys):
+def test_e2_before_b1_says_which_stage(tmp_path, capsys):
     argv = ["--data-root", str(tmp_path / "d"), "--weights-root", str(tmp_path / "w")]
     assert E2_visualize.run_stage(E2_visualize.main, [*argv, "--task", "synthart-style"]) == 2
-    assert "C1_extract_embeddings" in capsys.readouterr().err
+    assert "B1_train_encoder.py --dataset synthart first, or give --run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_tasks", [1, 2, 4])
+def test_fig6_legend_fits_inside_the_figure(tmp_path, monkeypatch, n_tasks):
+    """The legend (with baselines: 6 entries) is not clipped, even with one narrow panel."""
+    drawn = []
+    monkeypatch.setattr(drawing, "save_figure", lambda fig, path: drawn.append(fig))
+    sweeps = {f"task{i}": sweep_df() for i in range(n_tasks)}
+    base = {t: {"random search": (0.05, 0.1), "k-nearest": (0.2, 0.6)} for t in sweeps}
+    drawing.draw_sweep(sweeps, tmp_path / "f6.png", baselines=base)
+    (fig,) = drawn
+    fig.draw_without_rendering()
+    box, inside = fig.legends[0].get_window_extent(), fig.bbox
+    assert inside.x0 <= box.x0 and box.x1 <= inside.x1
+    assert inside.y0 <= box.y0 and box.y1 <= inside.y1
+    for ax in fig.axes:  # and it does not overlap the panels' tick labels
+        assert ax.get_tightbbox().y0 >= box.y1 - 1
+
+
+def test_condition_errors_give_the_tasks_own_attribute_and_a_real_class():
+    labels = {"species": ["001.Black_footed_Albatross", "008.Digit_seven"]}
+    for items in (["species"], []):
+        with pytest.raises(SuiteError) as e:
+            figures.parse_conditions(items, labels, ["species"])
+        assert "(e.g. species=008.Digit_seven)" in str(e.value) and "Baroque" not in str(e.value)
+    assert figures.parse_conditions(["species=seven"], labels, ["species"]) == {"species": 1}
+
+
+def test_image_search_shows_the_student_row_when_it_exists(pipe, tmp_path, monkeypatch):
+    import D1_train_distill
+
+    d1 = pipe.argv("--task", "synthart-style", "--epochs", "1", "--lambda", "3", "--device", "cpu")
+    if not (pipe.weights_root / pipe.run / "student_synthart-style_lam3.pt").exists():
+        assert D1_train_distill.run_stage(D1_train_distill.main, d1) == 0
+    drawn = []
+    real = drawing.draw_grid
+    monkeypatch.setattr(
+        figures,
+        "draw_grid",
+        lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw),
+    )
+    pic = tmp_path / "p.png"
+    Image.fromarray(solid(GREY)).save(pic)
+    argv = pipe.argv("--task", "synthart-style", "--image", str(pic), "--condition", "style=dots")
+    for lam, student in (("3", True), ("5", False)):  # no student was distilled at λ = 5
+        drawn.clear()
+        assert (
+            E2_visualize.run_stage(E2_visualize.main, [*argv, "--lambda", lam, "--device", "cpu"])
+            == 0
+        )
+        titles = [r.title for r in drawn[0]]
+        expected = ["k-nearest (kNN)", f"Backward Search λ={lam}"]
+        assert titles == expected + ([f"student λ={lam}"] if student else [])
+        assert all(len(r.tiles) == 10 for r in drawn[0])

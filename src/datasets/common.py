@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from src.artifacts import dataset_dir, read_json, read_table, write_csv, write_json
 from src.errors import SuiteError
 from src.hints import a1_hint
+from src.progress import progress
 from src.tasks import get_dataset
 
 log = logging.getLogger("backward_search")
@@ -256,10 +256,10 @@ def save_all(
     workers = max(1, min(8, os.cpu_count() or 1))
     results: list[bool] = []
     pending: deque = deque()
-    with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=total, desc=desc, unit="img") as bar,
-    ):
+    bar = progress(
+        (), f"A1 {desc}", total=total, unit="img"
+    )  # tqdm on a terminal, log lines otherwise
+    with ThreadPoolExecutor(max_workers=workers) as pool, bar:
         try:
             for job in jobs:
                 pending.append(pool.submit(writer.save, *job))

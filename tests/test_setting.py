@@ -1,0 +1,152 @@
+"""REPORT.md compares like with like, or says it does not: the setting banner and the Δ marks."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from src.artifacts import write_json, write_text
+from src.report import write_report
+from src.setting import MARK, mark_deltas, setting_differences
+from src.tables import RELEASE, md_table
+from src.tasks import get_task
+from tests._fixtures_real import make_cub, run_a1
+
+CUB = get_task("cub-bird")
+RUN = "cub_convnext_atto_e64_ft"
+
+
+def paper_cub() -> tuple[dict, dict, dict]:
+    """data config, B1 config and metrics of a run in the paper's CUB setting."""
+    data = {"counts": {"train": 8251, "test": 3537}}
+    enc = {
+        "recipe": {
+            "backbone": "convnext_base",
+            "embedding_size": 256,
+            "epochs": 30,
+            "pretrained": "imagenet",
+            "image_size": 224,
+        },
+        "encoder": {
+            "dataset": "cub",
+            "backbone": "convnext_base",
+            "embedding_size": 256,
+            "num_classes": {"species": 200},
+            "image_size": 224,
+            "frozen": False,
+        },
+    }
+    return data, enc, {"n_queries": 1000}
+
+
+def small_cub(tmp_path, capsys) -> tuple[dict, dict, dict]:
+    """The facts of a small non-paper setting: A1 on a CUB-layout miniature, convnext_atto, 32 px."""
+    make_cub(tmp_path / "raw")
+    data_root = tmp_path / "data"
+    rc, _, err = run_a1(
+        capsys, "--dataset", "cub", "--source", tmp_path / "raw", "--data-root", data_root
+    )
+    assert rc == 0, err
+    data = json.loads((data_root / "cub" / "config.json").read_text())
+    enc = {
+        "recipe": {
+            "backbone": "convnext_atto",
+            "embedding_size": 64,
+            "epochs": 2,
+            "pretrained": "none",
+            "image_size": 32,
+        },
+        "encoder": {
+            "dataset": "cub",
+            "backbone": "convnext_atto",
+            "embedding_size": 64,
+            "num_classes": {"species": 3},
+            "image_size": 32,
+            "frozen": False,
+        },
+    }
+    return data, enc, {"n_queries": 9}
+
+
+def test_the_papers_setting_has_no_differences():
+    assert setting_differences(CUB, *paper_cub()) == []
+    data, enc, q = paper_cub()
+    data["counts"]["train"] = 8250  # the authors' alignment bug drops one image: same data
+    assert setting_differences(CUB, data, enc, q) == []
+
+
+def test_a_small_cub_layout_setting_lists_every_difference(tmp_path, capsys):
+    diff = setting_differences(CUB, *small_cub(tmp_path, capsys))
+    assert diff == [
+        "30 images (paper: 11,788)",
+        "train split 21 (paper: 8,251)",
+        "test split 9 (paper: 3,537)",
+        "3 classes of species (paper: 200)",
+        "backbone convnext_atto (paper: convnext_base)",
+        "E = 64 (paper: 256)",
+        "pretrained none (paper: imagenet weights)",
+        "32 px input (paper: 224 px)",
+        "2 epochs (paper: 30)",
+        "9 queries (paper: 1,000)",
+    ]
+
+
+def test_an_imported_run_differs_only_in_its_encoder_configuration():
+    data, enc, _ = paper_cub()
+    data = {"source": RELEASE, "counts": {"train": 10, "test": 5}}
+    enc = {"source": RELEASE, **enc}
+    enc["recipe"] = {**enc["recipe"], "epochs": 49}  # their checkpoint's epoch: still theirs
+    assert setting_differences(CUB, data, enc, {"n_queries": 3}) == []
+    enc["encoder"] = {**enc["encoder"], "embedding_size": 128}
+    assert setting_differences(CUB, data, enc, None) == ["E = 128 (paper: 256)"]
+
+
+def test_synthart_has_no_paper_setting():
+    assert setting_differences(get_task("synthart-style"), {}, {}, {"n_queries": 3}) == []
+
+
+def test_mark_deltas_marks_delta_columns_and_rows_only():
+    md = md_table(
+        pd.DataFrame(
+            [
+                {"source": "ours", "E": 256, "mAP@10": "0.792", "Δ mAP@10": "+0.159"},
+                {"source": "Δ (ours − paper E256)", "E": 256, "mAP@10": "-0.010", "Δ mAP@10": None},
+            ]
+        )
+    )
+    lines = mark_deltas(md).splitlines()
+    assert lines[0] == md.splitlines()[0] and lines[1] == md.splitlines()[1]
+    assert "0.792 |" in lines[2] and f"+0.159 {MARK}" in lines[2] and lines[2].count(MARK) == 1
+    assert f"-0.010 {MARK}" in lines[3]
+    assert lines[3].count(MARK) == 1  # the Δ row's E (a setting, unsigned) and empty cell stay
+
+
+def _report(tmp_path, data: dict, enc: dict, metrics: dict) -> str:
+    roots = {k: tmp_path / k for k in ("data", "weights", "results")}
+    write_json(roots["data"] / "cub" / "config.json", data)
+    write_json(roots["weights"] / RUN / "config.json", enc)
+    tdir = roots["results"] / RUN / "cub-bird"
+    write_json(tdir / "metrics.json", {"methods": {}, "lambda": 0.51, **metrics})
+    table = pd.DataFrame(
+        [{"method": "Backward Search", "mAP@10": 0.792, "paper": 0.633, "Δ mAP@10": "+0.159"}]
+    )
+    write_text(tdir / "table2.md", md_table(table))
+    text = write_report(roots["results"], roots["weights"], roots["data"], RUN, "cub").read_text()
+    return text.split("## Task `cub-bird`")[1]
+
+
+def test_report_banner_and_marks_on_a_non_paper_setting(tmp_path, capsys):
+    data, enc, q = small_cub(tmp_path / "a1", capsys)
+    section = _report(tmp_path, data, enc, q)
+    first = section.lstrip().splitlines()[0]
+    assert first.startswith(f"> **{MARK} Not the paper's setting**: 30 images (paper: 11,788);")
+    assert "32 px input (paper: 224 px)" in first and "pretrained none" in first
+    row = [line for line in section.splitlines() if line.startswith("| Backward Search")][0]
+    assert row.rstrip(" |").endswith(f"| +0.159 {MARK}") and "0.633 |" in row
+
+
+def test_report_in_the_papers_setting_has_no_banner_and_no_marks(tmp_path):
+    section = _report(tmp_path, *paper_cub())
+    assert "Not the paper's setting" not in section and MARK not in section
+    assert "| +0.159 |" in section
