@@ -649,11 +649,18 @@ def build_report(
         a2 = queries_path(data_root, dataset, t.name).with_suffix(".json")
         configs[f"A2 {t.name}"] = read_json_or_none(a2)
     configs["B1 encoder"] = enc_cfg
+    configs["C1 embeddings"] = heads  # C1's metrics.json carries its command and arguments
     for t in tasks:
         for d1 in sorted(wdir.glob(f"student_{t.name}_lam*.json")):
             configs[f"D1 {d1.stem}"] = read_json_or_none(d1)
     configs.update(
         {f"E1 {t.name}": read_json_or_none(base / t.name / "config.json") for t in tasks}
+    )
+    configs.update(
+        {
+            f"E2 {t.name}": read_json_or_none(base / t.name / "figures" / "config.json")
+            for t in tasks
+        }
     )
     out += ["## Settings, seeds and versions", ""]
     out += [_config_line(name, cfg) for name, cfg in configs.items()]

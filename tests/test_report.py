@@ -88,11 +88,13 @@ def make_tree(root: Path, tag_fallback: bool) -> dict[str, Path]:
     d1 = config("D1_train_distill.py --task wikiart-style", 49)
     write(roots["weights"] / RUN / "student_wikiart-style_lam1.1.json", d1)
     c1 = {"test_accuracy": {"style": 0.61, "genre": 0.7}, "train_transform": "train"}
+    c1 |= config("C1_extract_embeddings.py --dataset wikiart", 3)
     write(roots["weights"] / RUN / "metrics.json", c1 | {"augmentation_seed": 3})
     base = roots["results"] / RUN
     t = base / "wikiart-style"
     write(t / "metrics.json", metrics("wikiart-style"))
     write(t / "config.json", config("E1_evaluate.py --task wikiart-style", 11, device="cuda"))
+    write(t / "figures" / "config.json", config("E2_visualize.py --task wikiart-style", 12))
     write(
         t / "table2.md",
         "| method | ours | paper | diff |\n|---|---|---|---|\n| BS | 0.812 | 0.837 | -0.025 |",
@@ -173,6 +175,9 @@ def test_report_holds_tables_links_settings_and_caveats(tmp_path):
     assert f"Source: `{RUN}/wikiart-style/sweep.csv`, {cmd}" in text
     assert "these are the authors' own" not in text and "not the authors' random" in text
     assert "SynthArt" not in text.split("## Settings")[0].split("What cannot be compared")[1]
+    settings = text.split("## Settings")[1]  # every stage's command, C1 and E2 included
+    assert "- C1 embeddings: `C1_extract_embeddings.py --dataset wikiart` (seed 3" in settings
+    assert "- E2 wikiart-style: `E2_visualize.py --task wikiart-style` (seed 12" in settings
 
 
 def test_tag_caveat_only_without_the_attribution_table(tmp_path):
