@@ -30,6 +30,7 @@ from src.cli import (
     add_device_arg,
     int_at_least,
     resolve_device,
+    run_name_arg,
     run_stage,
     seed_everything,
     setup_logging,
@@ -90,6 +91,13 @@ OUTPUTS = ["encoder.pt", "config.json", "train_log.csv", "curves.png", "train.lo
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     p.add_argument("--dataset", required=True, metavar="DATASET", help=B1_DATASET_HELP)
+    p.add_argument(
+        "--run",
+        type=run_name_arg,
+        help="name the run yourself instead of <dataset>_<backbone>_e<E>_<ft|frozen> (replicate "
+        "seeds: <run>-seed<N>, which REPORT.md gathers); later stages then need --run too when "
+        "the dataset has several runs",
+    )
     p.add_argument(
         "--recipe",
         choices=["default", "authors", "paper"],
@@ -155,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         vertical_flip=recipe.vertical_flip,
         **extra,
     )
-    run = run_name(spec.name, recipe.backbone, recipe.embedding_size, args.freeze_backbone)
+    run = args.run or run_name(
+        spec.name, recipe.backbone, recipe.embedding_size, args.freeze_backbone
+    )
     out = run_dir(args.weights_root, run)
     rt = make_runtime(resolve_device(args.device), args.workers, recipe.precision)
 

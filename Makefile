@@ -1,10 +1,11 @@
-# make demo — the whole pipeline on the embedded SynthArt dataset (CPU, minutes)
+# make demo — the whole pipeline on the embedded SynthArt dataset (CPU, minutes); SEEDS=3 adds B1 seeds
 # make test — lint and the test suite
 # make reproduce DATASET=cub|apy|wikiart — the paper's settings on a real dataset (GPU; see README)
 # make gpu-check — every CUDA path, benchmarks against their targets → bench/RESULTS-<gpu>.md (≤ 10 min)
 # make reproduce-release DATASET=cub|apy|wikiart RELEASE=DIR — the tables from the authors' release (CPU)
 
 PYTHON ?= python3
+SEEDS ?= 1
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
@@ -17,7 +18,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	bash scripts/demo.sh $(PY)
+	SEEDS=$(SEEDS) bash scripts/demo.sh $(PY)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -33,7 +34,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 
 reproduce: $(VENV)/.installed
-	bash scripts/reproduce.sh $(PY) $(DATASET)
+	SEEDS=$(SEEDS) bash scripts/reproduce.sh $(PY) $(DATASET)
 
 # DATASET and RELEASE reach the script through the environment, never through a shell string
 reproduce-release: $(VENV)/.installed
