@@ -8,18 +8,7 @@ set -euo pipefail
 PY=${1:?usage: reproduce.sh PYTHON DATASET}
 DATASET=${2:?set DATASET=cub|apy|wikiart}
 # The dataset's paper tasks and its default run, from the registry (src/tasks.py), as demo.sh does.
-TASKS=$("$PY" - "$DATASET" <<'PYEOF'
-import sys
-from src.tasks import TASKS
-paper = [t for t in TASKS.values() if t.paper_column]
-names = [t.name for t in paper if t.dataset == sys.argv[1]]
-if not names:
-    datasets = ", ".join(dict.fromkeys(t.dataset for t in paper))
-    print(f"error: DATASET must be one of {datasets} (got {sys.argv[1]!r})", file=sys.stderr)
-    sys.exit(2)
-print(" ".join(names))
-PYEOF
-) || exit 2
+TASKS=$("$PY" -m src.tasks --paper-tasks "$DATASET" | sed -n 1p) || exit 2
 RUN=$("$PY" -c 'import sys; from src.tasks import default_run; print(default_run(sys.argv[1]))' "$DATASET")
 
 a1=(--dataset "$DATASET")

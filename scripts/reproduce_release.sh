@@ -19,20 +19,7 @@ roots=(--data-root "$DATA_ROOT" --weights-root "$WEIGHTS_ROOT" --results-root "$
 
 # The dataset's paper tasks and the E1 quirks that apply to it, from the registries
 # (src/tasks.py, src/quirks.py): one line of task names, one of quirk names (maybe empty).
-SETTINGS=$("$PY" - "$DATASET" <<'PYEOF'
-import sys
-from src.quirks import QUIRKS
-from src.tasks import TASKS
-paper = [t for t in TASKS.values() if t.paper_column]
-names = [t.name for t in paper if t.dataset == sys.argv[1]]
-if not names:
-    datasets = ", ".join(dict.fromkeys(t.dataset for t in paper))
-    print(f"error: DATASET must be one of {datasets} (got {sys.argv[1]!r})", file=sys.stderr)
-    sys.exit(2)
-print(" ".join(names))
-print(",".join(q.name for q in QUIRKS.values() if q.stage == "E1" and sys.argv[1] in q.datasets))
-PYEOF
-) || exit 2
+SETTINGS=$("$PY" -m src.tasks --paper-tasks "$DATASET") || exit 2
 { read -r TASK_LINE; read -r E1_QUIRKS || true; } <<<"$SETTINGS"
 read -r -a TASKS <<<"$TASK_LINE"
 e1_quirks=()

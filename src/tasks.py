@@ -366,13 +366,42 @@ def _class_counts(data_root: str | Path | None, name: str) -> dict[str, int]:
         return {}  # not prepared yet (or unreadable): the listing shows the attribute names only
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m src.tasks [--data-root data]`: print every task the suite knows."""
+def paper_tasks(dataset: str) -> list[str]:
+    """The names of a paper dataset's tasks (what the reproduce scripts run), or fail."""
+    paper = [t for t in TASKS.values() if t.paper_column]
+    names = [t.name for t in paper if t.dataset == dataset]
+    if not names:
+        datasets = ", ".join(dict.fromkeys(t.dataset for t in paper))
+        raise SuiteError(f"DATASET must be one of {datasets} (got {dataset!r})")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m src.tasks [--data-root data]`: print every task the suite knows.
+
+    `--paper-tasks D` prints D's paper tasks on one line and, on a second, the E1 quirks that
+    apply to D (comma-joined, maybe empty): what scripts/reproduce*.sh read from the registry.
+    """
     import argparse
+
+    from src.quirks import QUIRKS
 
     p = argparse.ArgumentParser(description="List every dataset and task (built-in and yours).")
     p.add_argument("--data-root", type=Path, default=Path("data"))
-    print(describe_tasks(p.parse_args(argv).data_root))
+    p.add_argument("--paper-tasks", metavar="DATASET", help="print a paper dataset's tasks")
+    args = p.parse_args(argv)
+    if args.paper_tasks is None:
+        print(describe_tasks(args.data_root))
+        return 0
+    try:
+        names = paper_tasks(args.paper_tasks)
+    except SuiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(" ".join(names))
+    e1 = [q.name for q in QUIRKS.values() if q.stage == "E1" and args.paper_tasks in q.datasets]
+    print(",".join(e1))
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def fake_python(tmp_path: Path) -> tuple[Path, Path]:
-    """An executable that logs its argv (one line a call) and runs `-c`/stdin snippets for real."""
+    """An executable that logs its argv (one line a call) and runs `-c`, `-m` and stdin for real."""
     calls = tmp_path / "calls.txt"
     exe = tmp_path / "python"
     exe.write_text(
         "#!/usr/bin/env bash\n"
-        f'if [ "$1" = "-c" ] || [ "$1" = "-" ]; then exec {sys.executable} "$@"; fi\n'
+        f'if [ "$1" = "-c" ] || [ "$1" = "-" ] || [ "$1" = "-m" ]; then exec {sys.executable} "$@"; fi\n'
         f'echo "$*" >> "{calls}"\n'
     )
     exe.chmod(0o755)
@@ -89,3 +89,9 @@ def test_reproduce_with_two_seeds(tmp_path):
     ]
     assert f"E1_evaluate.py --task cub-bird --run {run}-seed1 --sweep --target-mts 0.15" in calls
     assert calls[-1] == f"E2_visualize.py --task cub-bird --run {run}"
+
+
+def test_reproduce_refuses_a_dataset_without_paper_tasks(tmp_path):
+    rc, calls, err = run_script(tmp_path, "reproduce.sh", "synthart")
+    assert rc == 2 and calls == []
+    assert err.strip() == "error: DATASET must be one of cub, apy, wikiart (got 'synthart')"
