@@ -22,6 +22,7 @@ from src.cli import LOGGER
 log = logging.getLogger(LOGGER)
 
 LOG_SECONDS = 30.0  # a log line at least this often (when steps are slow)
+MIN_GAP = 5.0  # default cadence: ~10 lines a pass, but none closer than this (short passes: none)
 PACE_STEPS = 3  # steps after the first (warm-up) whose pace estimates the run's time
 
 
@@ -61,6 +62,7 @@ class Progress:
                 total = None
         self.total = total
         self.every = every or max(1, (total or 0) // 10 or 50)  # ~10 lines a pass
+        self.min_gap = 0.0 if every else MIN_GAP  # keeps a demo's second-long passes quiet
         self.seconds, self.clock, self.enabled, self.on_pace = seconds, clock, enabled, on_pace
         stream = sys.stderr if stream is None else stream
         self.tty = enabled and bool(getattr(stream, "isatty", lambda: False)())
@@ -135,7 +137,9 @@ class Progress:
             if self.loss is not None and now - self._last >= 1.0:
                 self._bar.set_postfix(loss=f"{float(self.loss):.4f}", refresh=False)
                 self._last = now
-        elif self.step % self.every == 0 or now - self._last >= self.seconds:
+        elif (
+            self.step % self.every == 0 and now - self._last >= self.min_gap
+        ) or now - self._last >= self.seconds:
             if self.step != self.total:  # the caller reports the pass's end itself
                 log.info(self.line(now, self._start))
             self._last = now

@@ -135,3 +135,15 @@ def test_no_warning_for_a_short_cpu_run_or_on_cuda(caplog):
         cpu_time_warning(rt, SYNTHART_TRAINING, steps_per_epoch=20, epochs_left=10)(1.0)
     assert caplog.records == []
     assert cpu_time_warning(Runtime(torch.device("cuda")), AUTHORS_TRAINING, 200, 30) is None
+
+
+def test_the_default_cadence_keeps_short_passes_quiet(caplog):
+    caplog.set_level(logging.INFO, logger="backward_search")
+    clock = FakeClock(0.01)
+    quick = Progress(range(100), "D1 epoch 1/49", stream=io.StringIO(), clock=clock)
+    assert _run(quick, clock) == list(range(100))
+    assert caplog.records == []  # a 1-second pass: no line (the caller reports its end)
+    clock = FakeClock(1.0)
+    _run(Progress(range(100), "B1 epoch 1", stream=io.StringIO(), clock=clock), clock)
+    steps = [r.getMessage().split()[3] for r in caplog.records]
+    assert steps == [f"{n}/100" for n in range(10, 100, 10)]  # ~10 lines when each is ≥ 5 s apart
