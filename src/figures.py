@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from src.artifacts import run_dir
+from src.artifacts import read_json_or_none, run_dir
 from src.backward_search import backward_search
 from src.cli import LOGGER
 from src.datasets.common import read_labels, read_split, split_tags
@@ -38,7 +38,6 @@ from src.errors import SuiteError
 from src.eval_data import database_rows
 from src.hints import C1_HINT, hint
 from src.labels import class_ids
-from src.report import read_json_or_none
 from src.retrieval import cosine_topk
 from src.student import load_student
 from src.tasks import Task
