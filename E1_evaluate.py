@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from src import evaluation as ev
-from src import paper, tables
+from src import paper, tables, task_eval
 from src.artifacts import atomic_dir, read_json, results_dir, run_dir, stage_config, write_json
 from src.cli import (
     LOGGER,
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.lam,
                     student_file.name,
                 )
-            results = ev.evaluate(
+            results = task_eval.evaluate(
                 data,
                 methods,
                 args.lam,
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
                 student_file=results.student_file,
             )
             write_json(tmp / "config.json", config)
-            for line in ev.summary_lines(results):
+            for line in task_eval.summary_lines(results):
                 log.info(line)
         finally:
             setup_logging()  # close E1.log before the folder is swapped in (or dropped)

@@ -20,7 +20,14 @@ import sys
 from pathlib import Path
 
 from src import figures, plane
-from src.artifacts import results_dir, run_dir, stage_config, stage_lock, write_json
+from src.artifacts import (
+    read_json_or_none,
+    results_dir,
+    run_dir,
+    stage_config,
+    stage_lock,
+    write_json,
+)
 from src.cli import (
     LOGGER,
     add_device_arg,
@@ -35,7 +42,7 @@ from src.cli import (
 )
 from src.errors import SuiteError
 from src.queries import read_queries
-from src.report import read_json_or_none, write_report
+from src.report import write_report
 from src.runs import RUN_HELP, resolve_run
 from src.student import student_path
 from src.tasks import TASK_HELP, get_task, tasks_of

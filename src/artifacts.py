@@ -127,6 +127,14 @@ def read_json(path: str | Path, stage: str) -> Any:
         ) from None
 
 
+def read_json_or_none(path: str | Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (REPORT.md and E2 say so)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _first_line(e: BaseException) -> str:
     """`Type: first line of the message`, short: error text fit for a one-line message."""
     text = str(e).strip().splitlines()

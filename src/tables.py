@@ -13,8 +13,9 @@ import pandas as pd
 
 from src import bootstrap, paper
 from src.artifacts import write_csv, write_json, write_text
-from src.evaluation import NOT_IN_PAPER, TaskResults, evaluate_lambda, retrievals_frame
+from src.evaluation import NOT_IN_PAPER, evaluate_lambda, retrievals_frame
 from src.quirks import protocol_label
+from src.task_eval import TaskResults
 from src.tasks import Task
 from src.timing import spread_notes
 

@@ -22,7 +22,7 @@ import torch
 import D1_train_distill
 import E1_evaluate
 from src import evaluation as ev
-from src import paper, tables
+from src import paper, tables, task_eval
 from src.cli import run_stage
 from src.datasets.common import split_tags
 from src.eval_data import load_eval_data
@@ -399,7 +399,7 @@ def test_table5_single_rule_counts_come_from_stop_rule_single(wiki):
         wiki.data_root, wiki.weights_root, get_task("wikiart-style"), wiki.run, torch.device("cpu")
     )
     lam = 1.0
-    res = ev.evaluate(data, ["backward_search"], lam)
+    res = task_eval.evaluate(data, ["backward_search"], lam)
     bs = res.summary["backward_search"]
     single = backward_search(data.heads, data.z0, data.conditions, lam, rule=StopRule.SINGLE)
     batch = backward_search(data.heads, data.z0, data.conditions, lam)

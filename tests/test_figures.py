@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import E2_visualize
-from src import drawing, figures
+from src import drawing, figures, search_space
 from src.errors import SuiteError
 from src.tasks import get_task
 from tests._pipeline import build_pipeline
@@ -130,21 +130,21 @@ def test_training_curves_two_panels(tmp_path):
 def test_conditions_are_checked_against_labels():
     labels = {"style": ["Baroque", "Early_Renaissance"], "genre": ["portrait"]}
     both = ("style", "genre")
-    assert figures.parse_conditions(["style=Baroque", "genre=portrait"], labels, both) == {
+    assert search_space.parse_conditions(["style=Baroque", "genre=portrait"], labels, both) == {
         "style": 0,
         "genre": 0,
     }
-    assert figures.parse_conditions(["style=early renaissance"], labels, both) == {"style": 1}
+    assert search_space.parse_conditions(["style=early renaissance"], labels, both) == {"style": 1}
     with pytest.raises(SuiteError, match="valid names: Baroque, Early_Renaissance"):
-        figures.parse_conditions(["style=Rococo"], labels, both)
+        search_space.parse_conditions(["style=Rococo"], labels, both)
     with pytest.raises(SuiteError, match="heads for: style, genre"):
-        figures.parse_conditions(["medium=oil"], labels, both)
+        search_space.parse_conditions(["medium=oil"], labels, both)
     with pytest.raises(SuiteError, match="ATTR=CLASS"):
-        figures.parse_conditions(["Baroque"], labels, both)
+        search_space.parse_conditions(["Baroque"], labels, both)
     with pytest.raises(SuiteError, match="at least one"):
-        figures.parse_conditions([], labels, both)
+        search_space.parse_conditions([], labels, both)
     with pytest.raises(SuiteError, match="conditions on style only"):
-        figures.parse_conditions(["genre=portrait"], labels, ("style",))
+        search_space.parse_conditions(["genre=portrait"], labels, ("style",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,11 +282,11 @@ def test_search_a_picture_from_outside_the_dataset(pipe, tmp_path, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(outside)
     # condition on a style the encoder does NOT see in the picture, so kNN alone would not do
-    space = figures.load_space(
+    space = search_space.load_space(
         pipe.data_root, pipe.weights_root, get_task("synthart-style"), pipe.run, "cpu"
     )
     with torch.no_grad():
-        seen = int(space.encoder.heads["style"](figures.embed_image(space, outside)).argmax())
+        seen = int(space.encoder.heads["style"](search_space.embed_image(space, outside)).argmax())
     styles = space.labels["style"]
     target = styles[(seen + 1) % len(styles)]
     argv = pipe.argv("--task", "synthart-style", "--image", str(outside))
@@ -363,9 +363,9 @@ def test_condition_errors_give_the_tasks_own_attribute_and_a_real_class():
     labels = {"species": ["001.Black_footed_Albatross", "008.Digit_seven"]}
     for items in (["species"], []):
         with pytest.raises(SuiteError) as e:
-            figures.parse_conditions(items, labels, ["species"])
+            search_space.parse_conditions(items, labels, ["species"])
         assert "(e.g. species=008.Digit_seven)" in str(e.value) and "Baroque" not in str(e.value)
-    assert figures.parse_conditions(["species=seven"], labels, ["species"]) == {"species": 1}
+    assert search_space.parse_conditions(["species=seven"], labels, ["species"]) == {"species": 1}
 
 
 def test_image_search_shows_the_student_row_when_it_exists(pipe, tmp_path, monkeypatch):

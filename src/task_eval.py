@@ -1,0 +1,138 @@
+"""One task, end to end (E1): run and score the chosen methods, test Backward Search against each
+over the same queries, and optionally the λ and α sweeps and the mTS calibration, into
+`TaskResults` that src/tables.py writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from src import bootstrap, metrics
+from src.cli import LOGGER
+from src.eval_data import EvalData
+from src.evaluation import (
+    Ranking,
+    Scores,
+    calibrate,
+    rank_backward_search,
+    rank_centroid_shift,
+    rank_filtered_knn,
+    rank_knn,
+    rank_random,
+    rank_student,
+    score,
+    sweep,
+    sweep_alpha,
+)
+from src.student import Student
+
+log = logging.getLogger(LOGGER)
+
+PAIRED_METRICS = ("paper_map@10", "mts@10")  # Backward Search vs each method, per query
+
+
+def paired_tests(scores: dict[str, Scores]) -> dict[str, dict[str, dict[str, float]]]:
+    """Backward Search − each other method, per query: paired bootstrap of precision@10, mTS@10."""
+    if "backward_search" not in scores:
+        return {}
+    bs = scores["backward_search"].per_query
+    return {
+        m: {k: bootstrap.paired(bs[k], s.per_query[k]).as_dict() for k in PAIRED_METRICS}
+        for m, s in scores.items()
+        if m != "backward_search"
+    }
+
+
+@dataclass
+class TaskResults:
+    """Everything E1 computed for a task, ready to be written."""
+
+    data: EvalData
+    lam: float
+    rankings: dict[str, Ranking]
+    scores: dict[str, Scores]
+    similarity: float | None = None  # teacher vs student (Table 6)
+    sweep: pd.DataFrame | None = None
+    sweep_alpha: pd.DataFrame | None = None
+    calibration: dict[str, Any] | None = None
+    student_file: str | None = None  # the student's file name (its λ is in it), when evaluated
+    alpha: float = 1.0  # the centroid shift's α
+    paired: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # vs BS
+
+    @property
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return {m: s.summary for m, s in self.scores.items()}
+
+
+def evaluate(
+    data: EvalData,
+    methods: Iterable[str],
+    lam: float,
+    *,
+    seed: int = 0,
+    student: Student | None = None,
+    sweep_lambdas: Iterable[float] | None = None,
+    target_mts: float | None = None,
+    alpha: float = 1.0,
+    sweep_alphas: Iterable[float] | None = None,
+) -> TaskResults:
+    """Run and score the methods, test Backward Search against each; optionally the λ and α
+    sweeps and the mTS calibration."""
+    rankers: dict[str, Callable[[], Ranking]] = {
+        "random": lambda: rank_random(data, seed),
+        "knn": lambda: rank_knn(data),
+        "filtered_knn": lambda: rank_filtered_knn(data),
+        "centroid_shift": lambda: rank_centroid_shift(data, alpha),
+        "backward_search": lambda: rank_backward_search(data, lam, single=True),
+        "student": lambda: rank_student(data, student, lam),
+    }
+    rankings = {m: rankers[m]() for m in methods}
+    res = TaskResults(data, lam, rankings, {m: score(data, r) for m, r in rankings.items()})
+    res.alpha = float(alpha)
+    res.paired = paired_tests(res.scores)
+    if "student" in rankings:
+        teacher = rank_backward_search(data, lam).indices
+        sim = metrics.retrieved_similarity(teacher, rankings["student"].indices)
+        res.similarity = float(sim.double().mean())
+    if sweep_lambdas is not None:
+        log.info("λ sweep (Fig 6):")
+        res.sweep = sweep(data, sweep_lambdas)
+    if sweep_alphas is not None:
+        log.info("α sweep (class-centroid shift):")
+        res.sweep_alpha = sweep_alpha(data, sweep_alphas)
+    if target_mts is not None:
+        res.calibration = cal = calibrate(data, target_mts)
+        log.info(
+            "calibration: λ=%.4g gives mTS@10 %.3f (target %.3f%s), mAP@10 %.3f",
+            cal["lambda"],
+            cal["mts@10"],
+            target_mts,
+            "" if cal["reached"] else ", NOT reached",
+            cal["paper_map@10"],
+        )
+    return res
+
+
+def summary_lines(res: TaskResults) -> list[str]:
+    """A short human summary: per method the paper's mAP@10, true mAP@10, mTS@10, ms/query."""
+    lines = []
+    for m, s in res.summary.items():
+        ms = s["ms_per_query"]
+        lines.append(
+            f"  {m:<16} mAP@10 {s['paper_map@10']:.3f}  true mAP@10 {s['map@10']:.3f}  "
+            f"mTS@10 {s['mts@10']:.3f}" + (f"  {ms:.4g} ms/query" if ms is not None else "")
+        )
+    for m, d in res.paired.items():
+        p, t = d["paper_map@10"], d["mts@10"]
+        lines.append(
+            f"  Backward Search − {m:<15} Δ mAP@10 {p['mean']:+.3f} (p {bootstrap.p_text(p['p'])})  "
+            f"Δ mTS@10 {t['mean']:+.3f} (p {bootstrap.p_text(t['p'])})"
+        )
+    if res.similarity is not None:
+        lines.append(f"  retrieved similarity (teacher vs student): {res.similarity:.3f}")
+    return lines
