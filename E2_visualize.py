@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from src import figures, plane
+from src import figures, plane, search_space
 from src.artifacts import (
     read_json_or_none,
     results_dir,
@@ -142,7 +142,7 @@ def visualize(args) -> None:
     if args.images is not None and not args.images.is_dir():
         raise SuiteError(f"--images {args.images} is not a folder: give the dataset's image folder")
     run = resolve_run(args.weights_root, task.dataset, args.run)
-    space = figures.load_space(
+    space = search_space.load_space(
         args.data_root,
         args.weights_root,
         task,
@@ -156,8 +156,8 @@ def visualize(args) -> None:
                 f"--image: run {run} was imported from the authors' release without its "
                 "backbone, so it cannot embed a new picture; use a run trained by B1_train_encoder.py"
             )
-        conditions = figures.parse_conditions(args.condition, space.labels, task.conditions)
-        z0 = figures.embed_image(space, args.image)
+        conditions = search_space.parse_conditions(args.condition, space.labels, task.conditions)
+        z0 = search_space.embed_image(space, args.image)
     results = results_dir(args.results_root, run, task.name)
     e1_lam = (read_json_or_none(results / "metrics.json") or {}).get("lambda")
     lam = next(v for v in (args.lam, e1_lam, task.default_lambda) if v is not None)

@@ -30,11 +30,6 @@ from src.drawing import (
 from src.hints import hint
 from src.search_space import SearchSpace, class_id, query_z, rank, search, student_search
 
-# E2_visualize.py calls these as figures.X; they live in src/search_space.py
-from src.search_space import embed_image as embed_image
-from src.search_space import load_space as load_space
-from src.search_space import parse_conditions as parse_conditions
-
 log = logging.getLogger(LOGGER)
 
 
