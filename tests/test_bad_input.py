@@ -829,3 +829,24 @@ def test_e2_waits_for_no_one_while_e1_writes_the_task(pipe, capsys):
     lock.unlink()
     assert run_stage(E2_visualize.main, [*argv, "--lambdas", "knn"]) == 0
     assert (out / "figures" / "results_q0.png").exists() and not lock.exists()
+
+
+def test_e2_with_nan_embeddings_keeps_its_figures(pipe, capsys):
+    """E2 after E1, then the embeddings go bad: refused before any figure is redrawn."""
+    import E2_visualize
+    from src.embeddings import load_embeddings
+
+    e2 = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, e2) == 0
+    assert run_stage(E2_visualize.main, [*e2, "--query-id", "0"]) == 0
+    figs = pipe.results_root / pipe.run / "synthart-style" / "figures"
+    before = {p.name: p.read_bytes() for p in figs.glob("*.png")}
+    assert before  # the grids and curves E2 drew
+    capsys.readouterr()
+    path = pipe.weights_root / pipe.run / "embeddings.npz"
+    arrays = load_embeddings(path.parent)
+    arrays["z"][5, 0] = np.nan
+    save_npz(path, **arrays)
+    assert run_stage(E2_visualize.main, [*e2, "--query-id", "0"]) == 2
+    assert "NaN" in one_error_line(capsys.readouterr().err)
+    assert {p.name: p.read_bytes() for p in figs.glob("*.png")} == before
