@@ -27,6 +27,7 @@ from src.drawing import (
     draw_tsne,
     tsne_2d,
 )
+from src.evaluation import NOT_IN_PAPER
 from src.hints import hint
 from src.search_space import SearchSpace, class_id, query_z, rank, search, student_search
 
@@ -34,10 +35,7 @@ log = logging.getLogger(LOGGER)
 
 
 # E1's baselines beyond the paper, shown in the result grids when E1 wrote their rankings
-BASELINE_ROWS = {
-    "filtered_knn": "head-filtered kNN (not in the paper)",
-    "centroid_shift": "class-centroid shift (not in the paper)",
-}
+BASELINE_ROWS = {m: f"{name} (not in the paper)" for m, name in NOT_IN_PAPER.items()}
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:

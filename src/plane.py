@@ -21,16 +21,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from src.drawing import save_figure
+from src.evaluation import NOT_IN_PAPER
+from src.paper import METHOD_NAMES
 
 MTS, CONTEXT = "mts@10", "context"  # the two x axes
 X_LABELS = {MTS: "mTS@10", CONTEXT: "context preservation"}
 Y_LABEL = "paper mAP@10 (precision@10)"
-BS, CS = "Backward Search", "class-centroid shift"
+BS, CS = METHOD_NAMES["backward_search"], NOT_IN_PAPER["centroid_shift"]
 POINT_METHODS = {  # metrics.json method → its name on the plane (methods without a curve)
-    "knn": "k-nearest search",
-    "filtered_knn": "head-filtered kNN",
-    "random": "random search",
-    "student": "student",
+    "knn": METHOD_NAMES["knn"],
+    "filtered_knn": NOT_IN_PAPER["filtered_knn"],
+    "random": METHOD_NAMES["random"],
+    "student": "student",  # shorter than the tables' "Student (distilled)": it carries its λ here
 }
 TOLERANCE = 0.01  # "equal x" when comparing the curves
 FIGURES = ((MTS, "plane_mts.png"), (CONTEXT, "plane_context.png"))  # in <task>/figures/

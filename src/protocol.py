@@ -63,17 +63,13 @@ def is_release(cfg: Any) -> bool:
     return isinstance(cfg, dict) and cfg.get("source") == RELEASE
 
 
-def _encoder_differences(task: Task, enc_cfg: Any) -> list[str]:
-    """The encoder settings of this run that differ from the paper's main setting."""
+def _release_encoder_differences(task: Task, enc_cfg: Any) -> list[str]:
+    """How an imported encoder's configuration differs from the paper's main setting (a trained
+    encoder's differences are the setting banner's, src/setting.py: not repeated here)."""
     recipe = training_settings(enc_cfg)
-    if task.paper_column is None or not recipe:
+    if task.paper_column is None or not recipe or not is_release(enc_cfg):
         return []
-    # an imported encoder IS the authors' trained one: only its configuration can differ
-    keys = (
-        ("backbone", "embedding_size")
-        if is_release(enc_cfg)
-        else ("backbone", "embedding_size", "epochs", "pretrained")
-    )
+    keys = ("backbone", "embedding_size")  # an imported encoder IS the authors' trained one
     diff = [
         f"{k} {recipe[k]} (paper: {getattr(AUTHORS_TRAINING, k)})"
         for k in keys
@@ -109,16 +105,14 @@ def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> lis
         )
     if data_cfg.get("warning"):
         notes.append(f"A1 warned: {data_cfg['warning']}.")
-    diff = _encoder_differences(task, enc_cfg)
-    if diff and is_release(enc_cfg):
+    diff = _release_encoder_differences(task, enc_cfg)
+    if diff:
         notes.append(
             "This is the authors' own trained encoder, but not the configuration of the paper's "
             "main tables (2, 4–6): "
             + "; ".join(diff)
             + "; compare with Table 3 where the paper has a row for it."
         )
-    elif diff:
-        notes.append("The encoder differs from the paper's main setting: " + "; ".join(diff) + ".")
     metrics = metrics if isinstance(metrics, dict) else {}
     if metrics.get("exclude_query"):
         notes.append(

@@ -39,15 +39,7 @@ from src.protocol import (
 )
 from src.report_stats import calibration_line, paired_table, plane_lines, seeds_lines
 from src.setting import mark_deltas, setting_banner, setting_differences
-from src.tables import (
-    HIGH,
-    LOW,
-    RANDOM_BY_NATURE,
-    RELEASE,
-    TITLES,
-    md_table,
-    method_name,
-)
+from src.tables import RANDOM_BY_NATURE, RELEASE, TITLES, md_table, method_name, with_ci
 from src.tasks import Task, get_dataset, tasks_of
 
 FIGURE_CAPTIONS = (  # file-name prefix → caption (in this order in the report)
@@ -67,13 +59,6 @@ RUN_FIGURES = (
 def _mean_sd(m: Mapping[str, Any], prefix: str) -> str:
     it, sd = m.get(f"{prefix}iterations_mean"), m.get(f"{prefix}iterations_sd")
     return f"{it:.2f} ± {sd or 0.0:.2f}" if it is not None else "—"
-
-
-def _with_ci(row: dict[str, Any], header: str, value: Any, ci: Any) -> None:
-    """row[header] and its interval's LOW / HIGH columns (md_table shows them in one cell)."""
-    row[header] = value
-    lo, hi = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-    row[header + LOW], row[header + HIGH] = lo, hi
 
 
 def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -97,14 +82,12 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
             "method": f"{shown} ({RANDOM_BY_NATURE})" if release and name == "random" else shown,
             "λ": lam_text(m.get("lambda")),
         }
-        _with_ci(row, "paper mAP@10 (precision@10)", m.get("paper_map@10"), ci.get("paper_map@10"))
-        _with_ci(row, "mAP@10 (true AP)", m.get("map@10"), ci.get("map@10"))
-        _with_ci(row, "mTS@10", m.get("mts@10"), ci.get("mts@10"))
+        with_ci(row, "paper mAP@10 (precision@10)", m.get("paper_map@10"), ci.get("paper_map@10"))
+        with_ci(row, "mAP@10 (true AP)", m.get("map@10"), ci.get("map@10"))
+        with_ci(row, "mTS@10", m.get("mts@10"), ci.get("mts@10"))
         for a in context_attrs:
             value = (m.get("context_preservation") or {}).get(a)
-            _with_ci(
-                row, f"keeps query's {a}", value, (ci.get("context_preservation") or {}).get(a)
-            )
+            with_ci(row, f"keeps query's {a}", value, (ci.get("context_preservation") or {}).get(a))
         row["iterations, batched rule (mean ± sd)"] = _mean_sd(m, "")
         if any(x.get("single_iterations_mean") is not None for x in methods.values()):
             row["iterations, single-query rule (mean ± sd)"] = _mean_sd(m, "single_")
@@ -137,12 +120,14 @@ def _figures(base: Path, folder: Path) -> list[str]:
 
 
 def task_section(
-    base: Path, task: Task, data_cfg: Any, enc_cfg: Any, run_metrics: Any = None
+    base: Path, task: Task, data_cfg: Any, enc_cfg: Any, run_metrics: Any, e1_cfg: Any
 ) -> list[str]:
-    """The markdown of one task: protocol, summary, E1's tables, sweep, calibration, figures, caveats."""
+    """The markdown of one task: protocol, summary, E1's tables, sweep, calibration, figures, caveats.
+
+    The config.json records come from build_report, which reads each once for the whole report.
+    """
     tdir = base / task.name
     metrics = read_json_or_none(tdir / "metrics.json")
-    e1_cfg = read_json_or_none(tdir / "config.json")
     out = [f"## Task `{task.name}`", ""]
     differs = setting_differences(task, data_cfg, enc_cfg, metrics)  # not the paper's: banner, †
     out += setting_banner(differs)
@@ -266,8 +251,9 @@ def build_report(
     if isinstance(heads, dict) and heads.get("test_accuracy"):
         acc = ", ".join(f"{a} {v:.3f}" for a, v in heads["test_accuracy"].items())
         out += [f"Encoder heads' test accuracy (C1): {acc}.", ""]
+    e1_cfgs = {t.name: read_json_or_none(base / t.name / "config.json") for t in tasks}
     for task in tasks:
-        out += task_section(base, task, data_cfg, enc_cfg, heads)
+        out += task_section(base, task, data_cfg, enc_cfg, heads, e1_cfgs[task.name])
     run_figs = [(n, c) for n, c in RUN_FIGURES if (base / "figures" / n).exists()]
     if run_figs:
         out += ["## Run figures", ""]
@@ -282,9 +268,7 @@ def build_report(
     for t in tasks:
         for d1 in sorted(wdir.glob(f"student_{t.name}_lam*.json")):
             configs[f"D1 {d1.stem}"] = read_json_or_none(d1)
-    configs.update(
-        {f"E1 {t.name}": read_json_or_none(base / t.name / "config.json") for t in tasks}
-    )
+    configs.update({f"E1 {name}": cfg for name, cfg in e1_cfgs.items()})
     configs.update(
         {
             f"E2 {t.name}": read_json_or_none(base / t.name / "figures" / "config.json")

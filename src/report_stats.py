@@ -138,7 +138,7 @@ def seeds_table(runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame | None:
             for a in (s.get("context_preservation") or {})
         }
     )
-    shown = {"paper_map@10": "precision@10", "mts@10": "mTS@10"}
+    shown = dict(PAIRED_NAMES)
     shown |= {f"context_{a}": f"keeps query's {a}" for a in attrs}
     rows = []
     for method in methods:

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from src.paper import SETTINGS, PaperSetting
-from src.tables import RELEASE
+from src.protocol import is_release
 from src.tasks import Task
 
 MARK = "†"  # beside every Δ of a task whose setting is not the paper's
@@ -43,7 +43,7 @@ def setting_differences(
     enc = _dict(enc_cfg.get("encoder"))
     recipe = {**_dict(enc_cfg.get("args")), **_dict(enc_cfg.get("recipe"))}
     out: list[str] = []
-    imported = data_cfg.get("source") == RELEASE or enc_cfg.get("source") == RELEASE
+    imported = is_release(data_cfg) or is_release(enc_cfg)
     if not imported:
         counts = _dict(data_cfg.get("counts"))
         if all(isinstance(counts.get(s), int) for s in ("train", "test")):

@@ -60,7 +60,7 @@ def method_name(method: str, summary: Mapping[str, Any] | None = None) -> str:
     return paper.METHOD_NAMES.get(method, method)
 
 
-def _with_ci(row: dict[str, Any], header: str, value: Any, ci: Any) -> None:
+def with_ci(row: dict[str, Any], header: str, value: Any, ci: Any) -> None:
     """Set row[header] and, when the interval is known, its LOW / HIGH companion columns."""
     row[header] = value
     lo, hi = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
@@ -91,9 +91,9 @@ def table2(task: Task, ours: Mapping[str, dict], bs0: dict) -> pd.DataFrame:
             "method": method_name(method, s),
             "λ": 0.0 if method == "backward_search" else None,
         }
-        _with_ci(row, "mAP@10 (ours)", s["paper_map@10"], _ci(s, "paper_map@10"))
+        with_ci(row, "mAP@10 (ours)", s["paper_map@10"], _ci(s, "paper_map@10"))
         row |= {"mAP@10 (paper)": theirs, "Δ mAP@10": _diff(s["paper_map@10"], theirs)}
-        _with_ci(row, "true mAP@10 (ours)", s["map@10"], _ci(s, "map@10"))
+        with_ci(row, "true mAP@10 (ours)", s["map@10"], _ci(s, "map@10"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -104,8 +104,8 @@ def table3(task: Task, config: Mapping[str, Any], calibration: dict) -> pd.DataF
     backbone, frozen, e = config["backbone"], bool(config["frozen"]), int(config["embedding_size"])
     setting = {"backbone": backbone, "fine-tuned": "no" if frozen else "yes", "embedding size": e}
     ours = {"source": "ours", **setting, "λ": calibration["lambda"]}
-    _with_ci(ours, "mAP@10", calibration["paper_map@10"], calibration.get("paper_map@10_ci"))
-    _with_ci(ours, "mTS@10", calibration["mts@10"], calibration.get("mts@10_ci"))
+    with_ci(ours, "mAP@10", calibration["paper_map@10"], calibration.get("paper_map@10_ci"))
+    with_ci(ours, "mTS@10", calibration["mts@10"], calibration.get("mts@10_ci"))
     ours["target reached"] = "yes" if calibration.get("reached", True) else "no"
     rows = [ours]
     theirs = paper.TABLE3.get((backbone, frozen, e), {}).get(col) if col else None
@@ -131,8 +131,8 @@ def table4(task: Task, ours: Mapping[str, dict], calibrated: dict | None = None)
         pm, pt = theirs if theirs else (None, None)
         row: dict[str, Any] = {"method": name or method_name(method, s)}
         row["λ"] = s.get("lambda") if s else None
-        _with_ci(row, "mAP@10 (ours)", m, _ci(s, "paper_map@10"))
-        _with_ci(row, "mTS@10 (ours)", t, _ci(s, "mts@10"))
+        with_ci(row, "mAP@10 (ours)", m, _ci(s, "paper_map@10"))
+        with_ci(row, "mTS@10 (ours)", t, _ci(s, "mts@10"))
         row |= {"mAP@10 (paper)": pm, "mTS@10 (paper)": pt}
         row |= {"Δ mAP@10": _diff(m, pm), "Δ mTS@10": _diff(t, pt)}
         rows.append(row)

@@ -151,6 +151,18 @@ def test_conditions_are_checked_against_labels():
 # E2 on the tiny pipeline (hand-made A1…C1 artifacts)
 
 
+def spy_grids(monkeypatch) -> list:
+    """The rows of every result grid E2 draws from now on (each grid is still drawn)."""
+    drawn: list = []
+    real = drawing.draw_grid
+    monkeypatch.setattr(
+        figures,
+        "draw_grid",
+        lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw),
+    )
+    return drawn
+
+
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
     torch.manual_seed(0)  # the fixture's untrained backbone: the same whatever ran before
@@ -201,13 +213,7 @@ def test_student_row_appears_once_d1_trained_it(pipe, monkeypatch):
 
     d1 = pipe.argv("--task", "synthart-style", "--epochs", "1", "--lambda", "3", "--device", "cpu")
     assert D1_train_distill.run_stage(D1_train_distill.main, d1) == 0
-    drawn = []
-    real = drawing.draw_grid
-    monkeypatch.setattr(
-        figures,
-        "draw_grid",
-        lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw),
-    )
+    drawn = spy_grids(monkeypatch)
     argv = pipe.argv("--task", "synthart-style", "--query-id", "2", "--lambdas", "knn")
     assert (
         E2_visualize.run_stage(E2_visualize.main, [*argv, "--lambda", "3", "--device", "cpu"]) == 0
@@ -228,13 +234,7 @@ def test_rankings_come_from_e1_when_it_ran_at_that_lambda(pipe, tmp_path, monkey
     row = {"query_id": 0, "image": q["image"].iloc[0], "style": q["style"].iloc[0]}
     row.update({f"rank_{r + 1}": k for r, k in enumerate(e1_keys)})
     pd.DataFrame([row]).to_csv(tdir / "retrievals_knn.csv", index=False)
-    drawn = []
-    real = drawing.draw_grid
-    monkeypatch.setattr(
-        figures,
-        "draw_grid",
-        lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw),
-    )
+    drawn = spy_grids(monkeypatch)
     argv = [*pipe.argv("--task", "synthart-style", "--query-id", "0", "--lambdas", "knn")]
     argv += ["--results-root", str(results), "--device", "cpu"]
     assert E2_visualize.run_stage(E2_visualize.main, argv) == 0
@@ -374,13 +374,7 @@ def test_image_search_shows_the_student_row_when_it_exists(pipe, tmp_path, monke
     d1 = pipe.argv("--task", "synthart-style", "--epochs", "1", "--lambda", "3", "--device", "cpu")
     if not (pipe.weights_root / pipe.run / "student_synthart-style_lam3.pt").exists():
         assert D1_train_distill.run_stage(D1_train_distill.main, d1) == 0
-    drawn = []
-    real = drawing.draw_grid
-    monkeypatch.setattr(
-        figures,
-        "draw_grid",
-        lambda q, rows, path, **kw: drawn.append(rows) or real(q, rows, path, **kw),
-    )
+    drawn = spy_grids(monkeypatch)
     pic = tmp_path / "p.png"
     Image.fromarray(solid(GREY)).save(pic)
     argv = pipe.argv("--task", "synthart-style", "--image", str(pic), "--condition", "style=dots")

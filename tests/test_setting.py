@@ -17,26 +17,33 @@ CUB = get_task("cub-bird")
 RUN = "cub_convnext_atto_e64_ft"
 
 
-def paper_cub() -> tuple[dict, dict, dict]:
-    """data config, B1 config and metrics of a run in the paper's CUB setting."""
-    data = {"counts": {"train": 8251, "test": 3537}}
-    enc = {
+def cub_encoder(
+    backbone: str, e: int, epochs: int, pretrained: str, size: int, species: int
+) -> dict:
+    """B1's config.json for a CUB encoder: its recipe and the encoder it built."""
+    return {
         "recipe": {
-            "backbone": "convnext_base",
-            "embedding_size": 256,
-            "epochs": 30,
-            "pretrained": "imagenet",
-            "image_size": 224,
+            "backbone": backbone,
+            "embedding_size": e,
+            "epochs": epochs,
+            "pretrained": pretrained,
+            "image_size": size,
         },
         "encoder": {
             "dataset": "cub",
-            "backbone": "convnext_base",
-            "embedding_size": 256,
-            "num_classes": {"species": 200},
-            "image_size": 224,
+            "backbone": backbone,
+            "embedding_size": e,
+            "num_classes": {"species": species},
+            "image_size": size,
             "frozen": False,
         },
     }
+
+
+def paper_cub() -> tuple[dict, dict, dict]:
+    """data config, B1 config and metrics of a run in the paper's CUB setting."""
+    data = {"counts": {"train": 8251, "test": 3537}}
+    enc = cub_encoder("convnext_base", 256, 30, "imagenet", 224, species=200)
     return data, enc, {"n_queries": 1000}
 
 
@@ -49,23 +56,7 @@ def small_cub(tmp_path, capsys) -> tuple[dict, dict, dict]:
     )
     assert rc == 0, err
     data = json.loads((data_root / "cub" / "config.json").read_text())
-    enc = {
-        "recipe": {
-            "backbone": "convnext_atto",
-            "embedding_size": 64,
-            "epochs": 2,
-            "pretrained": "none",
-            "image_size": 32,
-        },
-        "encoder": {
-            "dataset": "cub",
-            "backbone": "convnext_atto",
-            "embedding_size": 64,
-            "num_classes": {"species": 3},
-            "image_size": 32,
-            "frozen": False,
-        },
-    }
+    enc = cub_encoder("convnext_atto", 64, 2, "none", 32, species=3)
     return data, enc, {"n_queries": 9}
 
 
