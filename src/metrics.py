@@ -102,16 +102,8 @@ def context_preservation(
 ) -> dict[str, float]:
     """For each attribute in query_labels that is not conditioned: mean fraction of the top-k
     whose class equals the query's own class."""
-    idx = _t(indices).long()
-    cond = set(conditioned)
-    out: dict[str, float] = {}
-    for attr, q in query_labels.items():
-        if attr in cond:
-            continue
-        labels = _t(db_labels[attr], idx.device).long()
-        same = labels[idx] == _t(q, idx.device).long()[:, None]
-        out[attr] = float(same.float().mean())
-    return out
+    per_query = context_per_query(indices, db_labels, query_labels, conditioned)
+    return {attr: float(c.mean()) for attr, c in per_query.items()}
 
 
 def context_per_query(

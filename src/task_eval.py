@@ -88,7 +88,7 @@ def evaluate(
         "knn": lambda: rank_knn(data),
         "filtered_knn": lambda: rank_filtered_knn(data),
         "centroid_shift": lambda: rank_centroid_shift(data, alpha),
-        "backward_search": lambda: rank_backward_search(data, lam, single=True),
+        "backward_search": lambda: rank_backward_search(data, lam, single=True, timed=True),
         "student": lambda: rank_student(data, student, lam),
     }
     rankings = {m: rankers[m]() for m in methods}

@@ -27,6 +27,7 @@ from src.cli import run_stage
 from src.datasets.common import split_tags
 from src.eval_data import load_eval_data
 from src.tasks import get_task
+from src.timing import REPEATS
 from tests._pipeline import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,6 +267,26 @@ def test_random_is_seeded(synth):
     a, b, c = ev.rank_random(data, 0), ev.rank_random(data, 0), ev.rank_random(data, 1)
     assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
     assert not (a.indices == data.exclude[:, None]).any()
+
+
+def test_only_the_reported_lambda_is_timed(synth, monkeypatch):
+    data = load_eval_data(
+        synth.data_root,
+        synth.weights_root,
+        get_task("synthart-style"),
+        synth.run,
+        torch.device("cpu"),
+    )
+    calls = []
+    search = ev.backward_search
+    monkeypatch.setattr(ev, "backward_search", lambda *a, **k: calls.append(1) or search(*a, **k))
+    swept = ev.evaluate_lambda(data, 0.5)  # a sweep or calibration step: one search, no timing
+    assert len(calls) == 1 and swept["ms_per_query"] is None
+    timed = ev.rank_backward_search(data, 0.5, timed=True)  # the reported λ: warm-up + repeats
+    assert len(calls) == 1 + 1 + REPEATS and timed.timing is not None
+    assert ev.score(data, timed).summary["paper_map@10"] == swept["paper_map@10"]
+    assert ev.rank_backward_search(data, 0.5, timed=True) is timed  # cached, not re-timed
+    assert len(calls) == 1 + 1 + REPEATS
 
 
 # ---------------------------------------------------------------------------------------------
