@@ -131,10 +131,7 @@ def source_options(args, dataset: str) -> SourceOptions:
     if args.authors_quirks.strip() == "all":  # 'all' means those of this dataset
         quirks = tuple(q for q in quirks if dataset in QUIRKS[q].datasets)
     for q in quirks:
-        if dataset not in QUIRKS[q].datasets:
-            raise SuiteError(
-                f"--authors-quirks {q} applies to {', '.join(QUIRKS[q].datasets)}, not {dataset}"
-            )
+        check_quirk_applies(q, dataset)
     if args.shorter_side is not None and dataset != "wikiart":
         raise SuiteError(
             "--shorter-side applies to wikiart only (CUB images are kept as they are, aPY crops "
@@ -179,11 +176,16 @@ def release_quirks(args, dataset: str) -> tuple[str, ...]:
                 "--authors-quirks cub-tag-shift: the authors' release already carries their "
                 "shifted CUB tags and split; drop the quirk"
             )
-        if dataset not in QUIRKS[q].datasets:
-            raise SuiteError(
-                f"--authors-quirks {q} applies to {', '.join(QUIRKS[q].datasets)}, not {dataset}"
-            )
+        check_quirk_applies(q, dataset)
     return quirks
+
+
+def check_quirk_applies(quirk: str, dataset: str) -> None:
+    """Fail in one line when --authors-quirks names a quirk of another dataset."""
+    if dataset not in QUIRKS[quirk].datasets:
+        raise SuiteError(
+            f"--authors-quirks {quirk} applies to {', '.join(QUIRKS[quirk].datasets)}, not {dataset}"
+        )
 
 
 def import_authors_release(args) -> None:

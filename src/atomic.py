@@ -93,9 +93,6 @@ def clean_stale_temps(folder: str | Path, owned: str | None = None, before: floa
 # Locks: one writer per output
 
 
-_HELD: set[Path] = set()  # locks this process holds (atomic_dir inside stage_lock re-uses them)
-
-
 def lock_path(path: str | Path) -> Path:
     """The lock file of an output (file or folder): `.<name>.lock` beside it."""
     path = Path(path)
@@ -119,9 +116,6 @@ def stage_lock(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path).absolute()
     lock = lock_path(path)
-    if lock in _HELD:  # already ours (stage_lock around atomic_dir)
-        yield lock
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {
         "pid": os.getpid(),
@@ -154,12 +148,10 @@ def stage_lock(path: str | Path) -> Iterator[Path]:
         lock.unlink(missing_ok=True)
         raise
     since = lock.stat().st_mtime
-    _HELD.add(lock)
     try:
         clean_stale_temps(path.parent, owned=path.name, before=since)
         yield lock
     finally:
-        _HELD.discard(lock)
         lock.unlink(missing_ok=True)
 
 

@@ -195,11 +195,12 @@ def train_one_epoch(
         on_pace=on_pace,
     )
     for step, (x, y) in enumerate(bar, 1):
+        x, y = to_device(x, y, rt)  # once: train_step's own to_device is then a no-op
         loss, logits = train_step(model, x, y, optimizer, scheduler, scaler, rt)
         bar.loss = loss  # read only when a progress line is written
         with torch.no_grad():
-            y = y.to(rt.device, non_blocking=True)
-            n = torch.tensor(y.shape[0], device=rt.device)
+            # torch.full, not torch.tensor(int, device=…): a blocking host→GPU copy syncs the stream
+            n = torch.full((), y.shape[0], device=rt.device)
             correct = [(lg.argmax(1) == y[:, i]).sum() for i, lg in enumerate(logits.values())]
             total += torch.stack([loss * n, n, *correct])
             first_bad = torch.where(torch.isfinite(loss), first_bad, first_bad.clamp(max=step))
@@ -229,7 +230,7 @@ def evaluate(model: Encoder, batches, rt: Runtime, attrs: Sequence[str]) -> dict
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
             _, logits = model(x)
         correct = [(lg.argmax(1) == y[:, i]).sum() for i, lg in enumerate(logits.values())]
-        total += torch.stack([torch.tensor(y.shape[0], device=rt.device), *correct])
+        total += torch.stack([torch.full((), y.shape[0], device=rt.device), *correct])
     total = all_sum(rt, total).tolist()
     n = max(total[0], 1)
     return {a: c / n for a, c in zip(attrs, total[1:], strict=True)}

@@ -86,12 +86,12 @@ def train_encoder(
 
     epochs = recipe.epochs
     every = max(1, recipe.checkpoint_every)
+    pace = cpu_time_warning(rt, recipe, len(train_batches), epochs - start)  # first epoch only
     t_start = time.time()
     for epoch in range(start + 1, epochs + 1):
         t0 = time.time()
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        pace = cpu_time_warning(rt, recipe, len(train_batches), epochs - start)
         loss, train_acc = train_one_epoch(
             ddp,
             train_batches,
