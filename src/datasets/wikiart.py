@@ -450,15 +450,21 @@ def tag_column(
             len(paintings),
         )
     rows = rows.fillna("")
-    if authors:  # their field order (Genre, Style, Media, tag) matters for the ',,' pass
-        return [
-            join_tags(authors_tag_items(r.Genre, r.Style, r.Media, r.tag), keep_empty=True)
-            if r.path
-            else ""  # no row: no tags (their lookup would have failed)
-            for r in rows[["path", "Genre", "Style", "Media", "tag"]].itertuples(index=False)
-        ], matched
     tags = [
-        join_tags(tag_items(r.tag, r.Media, r.Genre, r.Style))
-        for r in rows[["tag", "Media", "Genre", "Style"]].itertuples(index=False)
+        attribution_tags(r.Genre, r.Style, r.Media, r.tag, authors)
+        if r.path
+        else ""  # no row: no tags (the authors' lookup would have failed)
+        for r in rows[["path", "Genre", "Style", "Media", "tag"]].itertuples(index=False)
     ]
     return tags, matched
+
+
+def attribution_tags(genre: str, style: str, media: str, tag: str, authors: bool = False) -> str:
+    """One image's tags cell from its attributions fields ('' = missing): the suite's rule, or with
+    `authors` (quirk wikiart-tag-cleaning) their cleaning, which can keep an empty tag.
+
+    Shared by this reader and the release importer, so both build WikiArt tags the same way.
+    """
+    if authors:  # their field order (Genre, Style, Media, tag) matters for the ',,' pass
+        return join_tags(authors_tag_items(genre, style, media, tag), keep_empty=True)
+    return join_tags(tag_items(tag, media, genre, style))
