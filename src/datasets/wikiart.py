@@ -185,7 +185,7 @@ def read_split_file(path: Path) -> list[str]:
         paths = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["path"])["path"]
     except ValueError as e:  # no 'path' column, or not a CSV
         raise SuiteError(f"--split-from {path}: {e}; {hint}") from None
-    keys = [_key(p) for p in paths]
+    keys = [image_key(p) for p in paths]
     if not keys:
         raise SuiteError(f"--split-from {path} lists no images; {hint}")
     dup = pd.Series(keys)[pd.Series(keys).duplicated()]
@@ -194,9 +194,10 @@ def read_split_file(path: Path) -> list[str]:
     return keys
 
 
-def _key(path: str) -> str:
-    """`<Style>/<file>`: the last two components of a path written on any OS."""
-    return "/".join(path.replace("\\", "/").split("/")[-2:])
+def image_key(path: str) -> str:
+    """`<class dir>/<file>`: the last two components of a path written on any OS; how the
+    authors' tables (attributions, split CSVs, tags, queries, E1) name an image."""
+    return "/".join(str(path).replace("\\", "/").split("/")[-2:])
 
 
 def split_from_files(
@@ -397,7 +398,7 @@ def read_attributions(path: Path, pandas_na: bool = False) -> pd.DataFrame:
             f"{path}: expected columns {', '.join(ATTRIBUTION_COLUMNS)} ({e})"
         ) from None
     df = df.fillna("")
-    df.index = [_key(p) for p in df["path"]]
+    df.index = [image_key(p) for p in df["path"]]
     df = df[~df.index.duplicated(keep="last")]  # as the authors' dict: the last row wins
     return df
 

@@ -16,18 +16,13 @@ import pandas as pd
 import torch
 
 from src.datasets.common import join_tags
-from src.datasets.wikiart import attribution_tags
+from src.datasets.wikiart import attribution_tags, image_key
 from src.errors import SuiteError
 from src.release.reader import ATTRIBUTE, THEIRS
 from src.release.unpickle import load_pickle
 from src.tasks import get_dataset, get_task
 
 log = logging.getLogger("backward_search")
-
-
-def image_key(path: str) -> str:
-    """`<class dir>/<file>`: how their tags, queries and E1 name an image (last two components)."""
-    return "/".join(str(path).replace("\\", "/").split("/")[-2:])
 
 
 def as_int(v: Any, where: str) -> int:
