@@ -263,6 +263,11 @@ def test_bad_input_messages(tmp_path, capsys):
 # The authors' tag cleaning (quirk wikiart-tag-cleaning)
 
 
+# The suite's tags of genre "Portrait", style "Post Impressionism", media "oil, canvas" and tag
+# "Banana,,, Nanny Goat" (in tag, media, genre, style order)
+OURS_BANANA = ["banana", "nannygoat", "oil", "canvas", "portrait", "postimpressionism"]
+
+
 def test_tag_cleaning_ours_and_the_authors():
     genre, style, media, tag = (
         "Portrait",
@@ -271,14 +276,7 @@ def test_tag_cleaning_ours_and_the_authors():
         "banana,,, nanny goat",
     )
     # ours: every word survives, empty items are dropped
-    assert tag_items(tag, media, genre, style) == [
-        "banana",
-        "nannygoat",
-        "oil",
-        "canvas",
-        "portrait",
-        "postimpressionism",
-    ]
+    assert tag_items(tag, media, genre, style) == OURS_BANANA
     # theirs: "nan" deleted inside words, one pass of ',,' → ',' leaves an empty item from ',,,'
     assert authors_tag_items(genre, style, media, tag) == [
         "portrait",
@@ -328,14 +326,7 @@ def test_attributions_with_the_authors_cleaning(tmp_path, capsys):
     assert rc == 0, err
     ours, config = tags_by_image(tmp_path / "d")
     assert config["quirks"] == [] and config["tag_cleaning"] == "suite"
-    assert split_tags(ours[rel[named[0]]]) == {
-        "banana",
-        "nannygoat",
-        "oil",
-        "canvas",
-        "portrait",
-        "postimpressionism",
-    }
+    assert split_tags(ours[rel[named[0]]]) == set(OURS_BANANA)
     assert split_tags(ours[rel[named[1]]]) == {"sea", "nan", "portrait", "postimpressionism"}
 
     for flag in ("wikiart-tag-cleaning", "all"):

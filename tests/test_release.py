@@ -24,6 +24,7 @@ import E1_evaluate
 import E2_visualize
 from src import drawing, figures
 from src.cli import run_stage
+from src.datasets.common import split_tags
 from src.encoder import load_encoder
 from src.errors import SuiteError
 from src.release.convert import import_release
@@ -359,6 +360,14 @@ def test_tags_as_their_e1_builds_them_for_cub_and_apy(tmp_path):
     assert apy == "Wood|Leg|diningtable"  # aPY: category from the file name, as their E1
     with pytest.raises(SuiteError, match="filename.tag.pkl"):
         tag_cell("x/y.jpg", ["only one field"], "cub", (), where)
+
+
+def test_wikiart_tag_cleaning_quirk_keeps_their_empty_tag_as_the_a1_reader_does(tmp_path):
+    where = tmp_path / "filename.tag.pkl"
+    fields = ["a", "b", ",,x", float("nan")]  # Genre, Style, Media, tag; their "a,b,,,x" → one ',,'
+    quirky = tag_cell("S/x.jpg", fields, "wikiart", ("wikiart-tag-cleaning",), where)
+    assert split_tags(quirky) == {"a", "b", "", "x"}  # their split(',') keeps the empty item
+    assert split_tags(tag_cell("S/x.jpg", fields, "wikiart", (), where)) == {"a", "b", "x"}
 
 
 def test_one_folder_with_every_dataset_keeps_them_apart(tmp_path):

@@ -185,7 +185,7 @@ def read_split_file(path: Path) -> list[str]:
         paths = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["path"])["path"]
     except ValueError as e:  # no 'path' column, or not a CSV
         raise SuiteError(f"--split-from {path}: {e}; {hint}") from None
-    keys = [_key(p) for p in paths]
+    keys = [image_key(p) for p in paths]
     if not keys:
         raise SuiteError(f"--split-from {path} lists no images; {hint}")
     dup = pd.Series(keys)[pd.Series(keys).duplicated()]
@@ -194,9 +194,10 @@ def read_split_file(path: Path) -> list[str]:
     return keys
 
 
-def _key(path: str) -> str:
-    """`<Style>/<file>`: the last two components of a path written on any OS."""
-    return "/".join(path.replace("\\", "/").split("/")[-2:])
+def image_key(path: str) -> str:
+    """`<class dir>/<file>`: the last two components of a path written on any OS; how the
+    authors' tables (attributions, split CSVs, tags, queries, E1) name an image."""
+    return "/".join(str(path).replace("\\", "/").split("/")[-2:])
 
 
 def split_from_files(
@@ -397,7 +398,7 @@ def read_attributions(path: Path, pandas_na: bool = False) -> pd.DataFrame:
             f"{path}: expected columns {', '.join(ATTRIBUTION_COLUMNS)} ({e})"
         ) from None
     df = df.fillna("")
-    df.index = [_key(p) for p in df["path"]]
+    df.index = [image_key(p) for p in df["path"]]
     df = df[~df.index.duplicated(keep="last")]  # as the authors' dict: the last row wins
     return df
 
@@ -450,15 +451,21 @@ def tag_column(
             len(paintings),
         )
     rows = rows.fillna("")
-    if authors:  # their field order (Genre, Style, Media, tag) matters for the ',,' pass
-        return [
-            join_tags(authors_tag_items(r.Genre, r.Style, r.Media, r.tag), keep_empty=True)
-            if r.path
-            else ""  # no row: no tags (their lookup would have failed)
-            for r in rows[["path", "Genre", "Style", "Media", "tag"]].itertuples(index=False)
-        ], matched
     tags = [
-        join_tags(tag_items(r.tag, r.Media, r.Genre, r.Style))
-        for r in rows[["tag", "Media", "Genre", "Style"]].itertuples(index=False)
+        attribution_tags(r.Genre, r.Style, r.Media, r.tag, authors)
+        if r.path
+        else ""  # no row: no tags (the authors' lookup would have failed)
+        for r in rows[["path", "Genre", "Style", "Media", "tag"]].itertuples(index=False)
     ]
     return tags, matched
+
+
+def attribution_tags(genre: str, style: str, media: str, tag: str, authors: bool = False) -> str:
+    """One image's tags cell from its attributions fields ('' = missing): the suite's rule, or with
+    `authors` (quirk wikiart-tag-cleaning) their cleaning, which can keep an empty tag.
+
+    Shared by this reader and the release importer, so both build WikiArt tags the same way.
+    """
+    if authors:  # their field order (Genre, Style, Media, tag) matters for the ',,' pass
+        return join_tags(authors_tag_items(genre, style, media, tag), keep_empty=True)
+    return join_tags(tag_items(tag, media, genre, style))

@@ -33,11 +33,12 @@ from src.artifacts import (
     write_json,
 )
 from src.datasets.common import Processed, write_processed
+from src.datasets.wikiart import image_key
 from src.encoder import build_encoder, encoder_config
 from src.errors import SuiteError
 from src.quirks import parse_quirks
 from src.release.reader import ATTRIBUTE, AUTHORS_DATASET, THEIRS, Release, ReleaseRun, find_release
-from src.release.tables import as_int, image_key, read_labels, read_queries, read_split
+from src.release.tables import as_int, read_labels, read_queries, read_split
 from src.release.unpickle import load_npy, load_pickle, load_pth
 from src.student import HIDDEN, Student
 from src.tasks import get_dataset, get_task

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.errors import SuiteError
-from src.tasks import TASKS, Task, get_dataset, tasks_of
+from src.tasks import Task, get_dataset, tasks_of
 
 # The authors' dataset names and label attribute names → the suite's (registry names).
 AUTHORS_DATASET = {"cub": "CUB", "apy": "APY", "wikiart": "wikiart"}
@@ -80,10 +80,7 @@ class Release:
 def task_for(dataset: str, attrs: list[str]) -> Task | None:
     """The registry task of `dataset` conditioning on the authors' `attrs` (in their order)."""
     ours = tuple(ATTRIBUTE.get(a, a) for a in attrs)
-    for t in TASKS.values():
-        if t.dataset == dataset and t.conditions == ours:
-            return t
-    return None
+    return next((t for t in tasks_of(dataset) if t.conditions == ours), None)
 
 
 def _walk(root: Path) -> tuple[dict[str, list[Path]], list[Path]]:

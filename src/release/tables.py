@@ -16,18 +16,13 @@ import pandas as pd
 import torch
 
 from src.datasets.common import join_tags
-from src.datasets.wikiart import tag_items
+from src.datasets.wikiart import attribution_tags, image_key
 from src.errors import SuiteError
 from src.release.reader import ATTRIBUTE, THEIRS
 from src.release.unpickle import load_pickle
 from src.tasks import get_dataset, get_task
 
 log = logging.getLogger("backward_search")
-
-
-def image_key(path: str) -> str:
-    """`<class dir>/<file>`: how their tags, queries and E1 name an image (last two components)."""
-    return "/".join(str(path).replace("\\", "/").split("/")[-2:])
 
 
 def as_int(v: Any, where: str) -> int:
@@ -68,18 +63,15 @@ def tag_cell(key: str, value: Any, dataset: str, quirks: Sequence[str], where: P
     CUB/aPY: the comma-split attributes + the class (their E1: the class directory for CUB, the
     category in the file name for aPY). WikiArt [genre, style, media, tag]: items lower-cased
     without spaces, empty items dropped; with the `wikiart-tag-cleaning` quirk their exact string
-    cleaning (substring "nan" deleted, single-pass ',,' → ','); the format drops empty items.
+    cleaning (substring "nan" deleted, single-pass ',,' → ','), which can keep an empty tag — the
+    A1 reader's rule (`attribution_tags`), so an import and a rebuild give the same tags.
     """
     n = 4 if dataset == "wikiart" else 2
     if not isinstance(value, list | tuple) or len(value) != n:
         raise SuiteError(f"{where}: tags of {key!r} are not a list of {n} fields")
     if dataset == "wikiart":
-        genre, style, media, tag = ("" if _missing(v) else str(v) for v in value)
-        if "wikiart-tag-cleaning" in quirks:  # their E1's compute_topk_tag_sim, verbatim
-            text = ",".join(str(v).replace("nan", "") for v in value if str(v) != "nan")
-            text = text.replace("nan", "").replace(" ", "").replace(",,", ",").lower()
-            return join_tags(text.strip(",").split(","))
-        return join_tags(tag_items(tag, media, genre, style))
+        fields = ("" if _missing(v) else str(v) for v in value)  # Genre, Style, Media, tag
+        return attribution_tags(*fields, authors="wikiart-tag-cleaning" in quirks)
     attrs = "" if _missing(value[1]) else str(value[1])
     cls = key.split("/")[0] if dataset == "cub" else key.split("_")[-2]
     return join_tags([*attrs.split(","), cls])
