@@ -26,6 +26,7 @@ from pathlib import Path
 
 from src.artifacts import atomic_dir, dataset_dir, stage_config
 from src.cli import (
+    LOGGER,
     image_size,
     int_at_least,
     run_stage,
@@ -48,7 +49,7 @@ from src.tasks import DATASETS, check_dataset_name
 
 FOLDER = "folder"  # the reader of your own images (src/datasets/folder.py)
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def parse_args(argv: list[str] | None):

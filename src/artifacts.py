@@ -41,9 +41,10 @@ from src.atomic import (
 from src.atomic import (
     stage_lock as stage_lock,
 )
+from src.cli import LOGGER
 from src.errors import SuiteError
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 # ---------------------------------------------------------------------------------------------
 # Paths

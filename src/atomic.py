@@ -22,9 +22,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from src.cli import LOGGER
 from src.errors import SuiteError
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 # ---------------------------------------------------------------------------------------------
 # Atomic writes

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from src.cli import LOGGER
 from src.datasets.common import ImageWriter, Processed, SourceOptions, join_tags, save_all
 from src.errors import SuiteError
 from src.tasks import get_dataset
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 FILES = {"train": "apascal_train.txt", "test": "apascal_test.txt"}
 NAMES_FILE = "attribute_names.txt"

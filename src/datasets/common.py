@@ -23,12 +23,13 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from src.artifacts import dataset_dir, read_json, read_table, write_csv, write_json
+from src.cli import LOGGER
 from src.errors import SuiteError
 from src.hints import a1_hint
 from src.progress import progress
 from src.tasks import get_dataset
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 TAG_SEP = "|"
 SPLITS = ("train", "test")

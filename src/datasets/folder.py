@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from src.artifacts import write_json
+from src.cli import LOGGER
 from src.datasets.common import (
     SPLITS,
     TAG_SEP,
@@ -28,7 +29,7 @@ from src.errors import SuiteError
 from src.queries import MIN_TARGETS
 from src.tasks import DATASET_FILE, check_attribute_name, check_dataset_name
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 LABELS_CSV = "labels.csv"
 RESERVED_COLUMNS = ("image", "tags", "split")

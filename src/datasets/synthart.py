@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from src.cli import LOGGER
 from src.datasets.common import Processed, SourceOptions, join_tags
 from src.errors import SuiteError
 from src.synthart import GENRES, STYLES, generate, sample_labels
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 TEST_FRACTION = 0.2
 

@@ -32,6 +32,7 @@ from src.artifacts import (
     write_csv,
     write_json,
 )
+from src.cli import LOGGER
 from src.datasets.common import Processed, write_processed
 from src.datasets.wikiart import image_key
 from src.encoder import build_encoder, encoder_config
@@ -43,7 +44,7 @@ from src.release.unpickle import load_npy, load_pickle, load_pth
 from src.student import HIDDEN, Student
 from src.tasks import get_dataset, get_task
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 SOURCE = "authors-release"
 

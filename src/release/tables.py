@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from src.cli import LOGGER
 from src.datasets.common import join_tags
 from src.datasets.wikiart import attribution_tags, image_key
 from src.errors import SuiteError
@@ -22,7 +23,7 @@ from src.release.reader import ATTRIBUTE, THEIRS
 from src.release.unpickle import load_pickle
 from src.tasks import get_dataset, get_task
 
-log = logging.getLogger("backward_search")
+log = logging.getLogger(LOGGER)
 
 
 def as_int(v: Any, where: str) -> int:
