@@ -24,16 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from src.artifacts import atomic_dir, dataset_dir, stage_config
-from src.cli import (
-    LOGGER,
-    image_size,
-    int_at_least,
-    run_stage,
-    seed_everything,
-    setup_logging,
-    stage_parser,
-)
+from src.argtypes import image_size, int_at_least
+from src.artifacts import RELEASE_SOURCE, dataset_dir, stage_config
+from src.atomic import atomic_dir
+from src.cli import run_stage, seed_everything, setup_logging, stage_parser
 from src.datasets.common import (
     SHORTER_SIDE,
     SourceOptions,
@@ -43,13 +37,12 @@ from src.datasets.common import (
 )
 from src.errors import SuiteError
 from src.quirks import QUIRKS, parse_quirks
-from src.release.convert import SOURCE as RELEASE
 from src.release.convert import import_release
 from src.tasks import DATASETS, check_dataset_name
 
 FOLDER = "folder"  # the reader of your own images (src/datasets/folder.py)
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger("src.A1")
 
 
 def parse_args(argv: list[str] | None):
@@ -65,9 +58,9 @@ def parse_args(argv: list[str] | None):
     )
     p.add_argument(
         "--source-type",
-        choices=["raw", RELEASE],
+        choices=["raw", RELEASE_SOURCE],
         default="raw",
-        help=f"raw: the dataset's own files; {RELEASE}: the authors' released weights, "
+        help=f"raw: the dataset's own files; {RELEASE_SOURCE}: the authors' released weights, "
         "embeddings and queries (unpacked into --source; README: Reproducing from the authors' "
         "release)",
     )
@@ -192,17 +185,21 @@ def check_quirk_applies(quirk: str, dataset: str) -> None:
 def import_authors_release(args) -> None:
     """--source-type authors-release: convert their release into data/ and weights/ folders."""
     if args.dataset == FOLDER or args.name is not None:
-        raise SuiteError(f"--source-type {RELEASE} takes cub, apy or wikiart, without --name")
+        raise SuiteError(
+            f"--source-type {RELEASE_SOURCE} takes cub, apy or wikiart, without --name"
+        )
     given = [f"--{k.replace('_', '-')}" for k in RAW_ONLY if getattr(args, k) not in (None, False)]
     if args.split_from:
         given.append("--split-from")
     if given:
         raise SuiteError(
-            f"{', '.join(given)} cannot go with --source-type {RELEASE} (the release carries its "
+            f"{', '.join(given)} cannot go with --source-type {RELEASE_SOURCE} (the release carries its "
             "own split, tags and queries); drop it"
         )
     if args.source is None:
-        raise SuiteError(f"--source-type {RELEASE} needs --source DIR (the unpacked release)")
+        raise SuiteError(
+            f"--source-type {RELEASE_SOURCE} needs --source DIR (the unpacked release)"
+        )
     quirks = release_quirks(args, args.dataset)
     t0 = time.time()
     runs = import_release(args.source, args.dataset, args.data_root, args.weights_root, quirks)
@@ -220,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()
     seed_everything(args.seed)
-    if args.source_type == RELEASE:
+    if args.source_type == RELEASE_SOURCE:
         return import_authors_release(args)
     opts = source_options(args, args.dataset)
     reader = importlib.import_module(f"src.datasets.{args.dataset}")

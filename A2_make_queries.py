@@ -13,21 +13,15 @@ import logging
 import sys
 import time
 
-from src.artifacts import (
-    atomic_files,
-    dataset_dir,
-    queries_path,
-    stage_config,
-    stage_lock,
-    write_csv,
-    write_json,
-)
-from src.cli import LOGGER, int_at_least, run_stage, setup_logging, stage_parser
+from src.argtypes import int_at_least
+from src.artifacts import dataset_dir, queries_path, stage_config, write_csv, write_json
+from src.atomic import atomic_files, stage_lock
+from src.cli import run_stage, setup_logging, stage_parser
 from src.errors import SuiteError
 from src.queries import DEFAULT_SEED, load_test_split, make_queries
 from src.tasks import TASK_HELP, describe_tasks, get_task
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger("src.A2")
 
 
 def parse_args(argv: list[str] | None):

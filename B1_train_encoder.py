@@ -24,24 +24,25 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from src.artifacts import atomic_files, run_dir, run_name, stage_config, stage_lock, write_json
+import pandas as pd
+
+from src.argtypes import int_at_least, run_name_arg
+from src.artifacts import run_dir, run_name, stage_config, write_json
+from src.atomic import atomic_files, stage_lock
 from src.cli import (
-    LOGGER,
     add_device_arg,
-    int_at_least,
     resolve_device,
-    run_name_arg,
     run_stage,
     seed_everything,
     setup_logging,
     stage_parser,
 )
 from src.datasets.common import read_labels
-from src.encoder import BACKBONES, encoder_config
-from src.engine import make_runtime
 from src.errors import SuiteError
 from src.hints import a1_hint
+from src.method.encoder import BACKBONES, encoder_config
 from src.quirks import parse_quirks
+from src.report.drawing import draw_training_curves
 from src.tasks import (
     AUTHORS_TRAINING,
     DATASET_HELP,
@@ -50,9 +51,10 @@ from src.tasks import (
     Recipe,
     get_dataset,
 )
-from src.training import train_encoder
+from src.training.engine import make_runtime
+from src.training.loop import train_encoder
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger("src.B1")
 
 
 def override_flags() -> dict[str, tuple[Callable[[str], Any], str, tuple | None]]:
@@ -187,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         if not rt.main:
             return
+        draw_training_curves(pd.read_csv(stage / "train_log.csv"), stage / "curves.png")
         write_json(
             stage / "config.json",
             stage_config(

@@ -19,25 +19,18 @@ import sys
 import time
 from pathlib import Path
 
-from src.artifacts import atomic_files, run_dir, stage_config, stage_lock, write_json
-from src.cli import (
-    LOGGER,
-    add_device_arg,
-    int_at_least,
-    resolve_device,
-    run_name_arg,
-    run_stage,
-    setup_logging,
-    stage_parser,
-)
+from src.argtypes import int_at_least, run_name_arg
+from src.artifacts import run_dir, stage_config, write_json
+from src.atomic import atomic_files, stage_lock
+from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
 from src.embeddings import TRAIN_TRANSFORMS, extract_embeddings, save_embeddings
-from src.encoder import load_encoder
-from src.engine import default_workers
 from src.errors import SuiteError
+from src.method.encoder import load_encoder
 from src.runs import RUN_HELP, resolve_run
 from src.tasks import DATASET_HELP, get_dataset
+from src.training.engine import default_workers
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger("src.C1")
 
 
 def parse_args(argv: list[str] | None):
@@ -80,8 +73,8 @@ def extract(args, run: str, out: Path) -> None:
     model, config = load_encoder(out, device)
     if args.dataset and config["dataset"] != args.dataset:
         raise SuiteError(f"run {run} was trained on {config['dataset']}, not {args.dataset}")
-    if args.train_transform is None:
-        args.train_transform = get_dataset(config["dataset"], args.data_root).c1_train_transform
+    spec = get_dataset(config["dataset"], args.data_root)
+    train_transform = args.train_transform or spec.c1_train_transform  # resolved, not written back
     t0 = time.time()
     workers = default_workers(device)
     arrays, accuracy = extract_embeddings(
@@ -91,7 +84,7 @@ def extract(args, run: str, out: Path) -> None:
         device,
         args.batch_size,
         workers,
-        train_transform=args.train_transform,
+        train_transform=train_transform,
         seed=args.seed,
     )
     seconds = time.time() - t0
@@ -102,9 +95,15 @@ def extract(args, run: str, out: Path) -> None:
             tmp / "metrics.json",
             {
                 "test_accuracy": accuracy,
-                "train_transform": args.train_transform,  # which transform the train split got
-                "augmentation_seed": args.seed if args.train_transform == "train" else None,
-                **stage_config(args, run=run, counts=counts, seconds=round(seconds, 2)),
+                "train_transform": train_transform,  # which transform the train split got
+                "augmentation_seed": args.seed if train_transform == "train" else None,
+                **stage_config(
+                    args,
+                    {"train_transform": train_transform},
+                    run=run,
+                    counts=counts,
+                    seconds=round(seconds, 2),
+                ),
             },
         )
     path = out / "embeddings.npz"
@@ -113,7 +112,7 @@ def extract(args, run: str, out: Path) -> None:
         "heads' test accuracy %s",
         run,
         counts["train"],
-        args.train_transform,
+        train_transform,
         counts["test"],
         arrays["z"].shape[1],
         seconds,

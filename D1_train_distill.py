@@ -17,34 +17,23 @@ from dataclasses import asdict
 import pandas as pd
 import torch
 
-from src.artifacts import (
-    atomic_files,
-    require,
-    run_dir,
-    save_torch,
-    stage_config,
-    stage_lock,
-    write_csv,
-    write_json,
-)
+from src.argtypes import int_at_least, nonnegative_float, run_name_arg
+from src.artifacts import require, run_dir, save_torch, stage_config, write_csv, write_json
+from src.atomic import atomic_files, stage_lock
 from src.cli import (
-    LOGGER,
     add_device_arg,
-    int_at_least,
-    nonnegative_float,
     resolve_device,
-    run_name_arg,
     run_stage,
     seed_everything,
     setup_logging,
     stage_parser,
 )
 from src.errors import SuiteError
+from src.method.student import HIDDEN, DistillConfig, distill, student_path
 from src.runs import RUN_HELP, resolve_run
-from src.student import HIDDEN, DistillConfig, distill, student_path
 from src.tasks import TASK_HELP, get_task
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger("src.D1")
 
 
 def parse_args(argv: list[str] | None):
@@ -103,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
     """Distill the student and write its files as `out` (.pt), .json, _log.csv (in staging)."""
     from src.embeddings import load_embeddings
-    from src.encoder import load_encoder
+    from src.method.encoder import load_encoder
 
     encoder, enc_cfg = load_encoder(rdir, device)
     if enc_cfg.get("dataset") != task.dataset:

@@ -22,31 +22,32 @@ import sys
 import time
 from pathlib import Path
 
-from src import evaluation as ev
-from src import paper, tables, task_eval
-from src.artifacts import atomic_dir, read_json, results_dir, run_dir, stage_config, write_json
+from src import paper
+from src.argtypes import nonnegative_float, open_fraction, run_name_arg
+from src.artifacts import RELEASE_SOURCE, read_json, results_dir, run_dir, stage_config, write_json
+from src.atomic import atomic_dir
 from src.cli import (
-    LOGGER,
     add_device_arg,
-    nonnegative_float,
-    open_fraction,
     resolve_device,
-    run_name_arg,
     run_stage,
     seed_everything,
     setup_logging,
     stage_parser,
 )
 from src.errors import SuiteError
-from src.eval_data import load_eval_data
+from src.evaluation import task_eval
+from src.evaluation.methods import ALPHAS
+from src.evaluation.space import file_queries, load_space
 from src.hints import hint
+from src.method.student import student_path
+from src.paper import TOP_K
+from src.queries import read_queries
 from src.quirks import parse_quirks, protocol_label
+from src.report import tables
 from src.runs import RUN_HELP, resolve_run
-from src.student import load_student, student_path
-from src.tables import RELEASE
 from src.tasks import TASK_HELP, get_task
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger("src.E1")
 
 
 def parse_args(argv: list[str] | None):
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--lambda", dest="lam", type=nonnegative_float, help="λ (default: the task's)")
     p.add_argument(
         "--methods",
-        help=f"comma-separated subset of {','.join(ev.METHODS)} "
+        help=f"comma-separated subset of {','.join(paper.METHODS)} "
         "(default: all; the student only when D1 trained one)",
     )
     p.add_argument(
@@ -126,18 +127,18 @@ def run_source(rdir: Path) -> str | None:
     return cfg.get("source") if isinstance(cfg, dict) else None
 
 
-def chosen_methods(args, student_file) -> list[str]:
+def chosen_methods(args, student_file: Path, lam: float) -> list[str]:
     """--methods checked; by default every method, the student only when its file exists."""
     if args.methods is None:
-        return [m for m in ev.METHODS if m != "student" or student_file.exists()]
+        return [m for m in paper.METHODS if m != "student" or student_file.exists()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in ev.METHODS]
+    unknown = [m for m in methods if m not in paper.METHODS]
     if unknown or not methods:
-        raise SuiteError(f"--methods {args.methods!r}: choose from {', '.join(ev.METHODS)}")
+        raise SuiteError(f"--methods {args.methods!r}: choose from {', '.join(paper.METHODS)}")
     if "student" in methods and not student_file.exists():
         raise SuiteError(
             f"{student_file} not found: run {hint('D1', '--task', args.task)} "
-            f"--lambda {args.lam:g} first"
+            f"--lambda {lam:g} first"
         )
     return methods
 
@@ -148,66 +149,72 @@ def main(argv: list[str] | None = None) -> None:
     quirks = parse_quirks(args.authors_quirks, "E1")
     run = resolve_run(args.weights_root, task.dataset, args.run)
     rdir = run_dir(args.weights_root, run)
-    imported = run_source(rdir) == RELEASE
-    args.lam, lam_source = resolve_lambda(args, task, rdir, imported)
+    imported = run_source(rdir) == RELEASE_SOURCE
+    lam, lam_source = resolve_lambda(args, task, rdir, imported)
     out = results_dir(args.results_root, run, task.name)
     setup_logging()
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    student_file = student_path(rdir, task.name, args.lam)
-    methods = chosen_methods(args, student_file)
+    student_file = student_path(rdir, task.name, lam)
+    methods = chosen_methods(args, student_file, lam)
     t0 = time.time()
 
-    data = load_eval_data(
-        args.data_root, args.weights_root, task, run, device, args.exclude_query, quirks
-    )
-    for q in sorted(set(quirks) - set(data.quirks)):
-        log.info("--authors-quirks %s changes nothing on %s: not applied", q, task.dataset)
+    space = load_space(args.data_root, args.weights_root, task, run, device)
+    queries = read_queries(args.data_root, task.name)
+    q = file_queries(space, queries, exclude_query=args.exclude_query, quirks=quirks)
+    if len(space) < TOP_K + int(args.exclude_query):
+        raise SuiteError(
+            f"the database has {len(space)} tagged test images; retrieval needs more than {TOP_K}"
+        )
+    for name in sorted(set(quirks) - set(q.quirks)):
+        log.info("--authors-quirks %s changes nothing on %s: not applied", name, task.dataset)
     # the task's folder is built aside and swapped in whole (E2's figures/ carried over): no
     # file of an earlier run (a stale sweep.csv, retrievals_student.csv) survives beside new ones
     with atomic_dir(out, keep=("figures",)) as tmp:
         setup_logging(tmp / "E1.log")
         try:
-            n_q, n_db = data.z0.shape[0], data.db_z.shape[0]
             log.info(
-                "E1 %s, run %s: %d queries, database %d (%s)", task.name, run, n_q, n_db, device
+                "E1 %s, run %s: %d queries, database %d (%s)",
+                task.name,
+                run,
+                len(q),
+                len(space),
+                device,
             )
-            log.info(
-                "λ = %g (%s); mTS@10 protocol: %s",
-                args.lam,
-                lam_source,
-                protocol_label(data.quirks),
-            )
+            log.info("λ = %g (%s); mTS@10 protocol: %s", lam, lam_source, protocol_label(q.quirks))
             if "student" in methods:
-                log.info("student: %s (λ = %g)", student_file.name, args.lam)
+                log.info("student: %s (λ = %g)", student_file.name, lam)
             else:
                 whose = "the release has" if imported else "D1 trained"
                 log.info(
                     "no student: %s none for %s at λ = %g (%s)",
                     whose,
                     task.name,
-                    args.lam,
+                    lam,
                     student_file.name,
                 )
             results = task_eval.evaluate(
-                data,
+                space,
+                q,
                 methods,
-                args.lam,
+                lam,
                 seed=args.seed,
-                student=load_student(student_file, device)[0] if "student" in methods else None,
+                student=space.student(lam) if "student" in methods else None,
                 sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
                 target_mts=args.target_mts,
                 alpha=args.alpha,
-                sweep_alphas=ev.ALPHAS if args.sweep else None,
+                sweep_alphas=ALPHAS if args.sweep else None,
             )
             if "student" in methods:
                 results.student_file = student_file.name
             tables.write_results(tmp, results)
+            resolved = {"lambda": lam, "lambda_source": lam_source, "quirks": list(q.quirks)}
             config = stage_config(
                 args,
+                resolved,
                 run=run,
                 device=str(device),
-                quirks=list(data.quirks),
+                quirks=list(q.quirks),
                 lambda_source=lam_source,
                 student_file=results.student_file,
             )

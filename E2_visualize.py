@@ -19,35 +19,27 @@ import re
 import sys
 from pathlib import Path
 
-from src import figures, plane, search_space
-from src.artifacts import (
-    read_json_or_none,
-    results_dir,
-    run_dir,
-    stage_config,
-    stage_lock,
-    write_json,
-)
+from src.argtypes import int_at_least, nonnegative_float, run_name_arg
+from src.artifacts import read_json_or_none, results_dir, run_dir, stage_config, write_json
+from src.atomic import stage_lock
 from src.cli import (
-    LOGGER,
     add_device_arg,
-    int_at_least,
-    nonnegative_float,
     resolve_device,
-    run_name_arg,
     run_stage,
     seed_everything,
     setup_logging,
     stage_parser,
 )
 from src.errors import SuiteError
+from src.evaluation.space import SearchSpace, embed_image, load_space
+from src.labels import parse_conditions
 from src.queries import read_queries
-from src.report import write_report
+from src.report import figures, plane
+from src.report.document import write_report
 from src.runs import RUN_HELP, resolve_run
-from src.student import student_path
 from src.tasks import TASK_HELP, get_task, tasks_of
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger("src.E2")
 
 
 def parse_args(argv: list[str] | None):
@@ -104,16 +96,13 @@ def fig5_rows(text: str) -> list[float | None]:
 
 
 def search_picture(
-    args, space: figures.SearchSpace, conditions: dict[str, int], z0, lam: float, figs: Path
+    args, space: SearchSpace, conditions: dict[str, int], z0, lam: float, figs: Path
 ) -> None:
     """--image: print the ranked results of Backward Search for the picture (embedded as z0)
     and save the grid."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", args.image.stem)[:60] or "image"
     path = figs / f"search_{stem}.png"
-    student = student_path(run_dir(args.weights_root, space.run), space.task.name, lam)
-    found = figures.search_picture(
-        space, args.image, z0, conditions, lam, path, student_file=student
-    )
+    found = figures.search_picture(space, args.image, z0, conditions, lam, path)
     named = {a: space.labels[a][c] for a, c in conditions.items()}
     log.info(
         "%s → %s (λ = %g); the encoder sees it as %s",
@@ -142,7 +131,7 @@ def visualize(args) -> None:
     if args.images is not None and not args.images.is_dir():
         raise SuiteError(f"--images {args.images} is not a folder: give the dataset's image folder")
     run = resolve_run(args.weights_root, task.dataset, args.run)
-    space = search_space.load_space(
+    space = load_space(
         args.data_root,
         args.weights_root,
         task,
@@ -156,8 +145,8 @@ def visualize(args) -> None:
                 f"--image: run {run} was imported from the authors' release without its "
                 "backbone, so it cannot embed a new picture; use a run trained by B1_train_encoder.py"
             )
-        conditions = search_space.parse_conditions(args.condition, space.labels, task.conditions)
-        z0 = search_space.embed_image(space, args.image)
+        conditions = parse_conditions(args.condition, space.labels, task.conditions)
+        z0 = embed_image(space, args.image)
     results = results_dir(args.results_root, run, task.name)
     e1_lam = (read_json_or_none(results / "metrics.json") or {}).get("lambda")
     lam = next(v for v in (args.lam, e1_lam, task.default_lambda) if v is not None)
@@ -183,7 +172,7 @@ def chosen_queries(args, task_name: str):
     return queries.loc[ids].reset_index(drop=True)
 
 
-def draw(args, space: figures.SearchSpace, chosen, lam, lams, e1_lam, results: Path) -> None:
+def draw(args, space: SearchSpace, chosen, lam, lams, e1_lam, results: Path) -> None:
     """Result grids and Fig 5 (when the images are at hand), Fig 6, config.json, REPORT.md."""
     run, task = space.run, space.task
     figs = results / "figures"
@@ -204,12 +193,7 @@ def draw(args, space: figures.SearchSpace, chosen, lam, lams, e1_lam, results: P
         log.warning("E2: %s is not there; %s", missing[0], not_drawn[-1])
     else:
         paths += figures.result_grids(
-            space,
-            chosen,
-            lam,
-            figs,
-            e1_results=results if lam == e1_lam else None,
-            student_file=student_path(run_dir(args.weights_root, run), task.name, lam),
+            space, chosen, lam, figs, e1_results=results if lam == e1_lam else None
         )
         query = chosen.iloc[0]
         paths.append(

@@ -31,11 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src import metrics  # noqa: E402
-from src.backward_search import StopRule, backward_search, backward_search_reference  # noqa: E402
 from src.cli import resolve_device, run_stage  # noqa: E402
-from src.retrieval import cosine_topk  # noqa: E402
-from src.toy import accuracy, toy_space, train_heads  # noqa: E402
+from src.method import metrics  # noqa: E402
+from src.method.backward_search import StopRule, backward_search, backward_search_reference  # noqa: E402
+from src.method.retrieval import cosine_topk  # noqa: E402
+from src.method.toy import accuracy, toy_space, train_heads  # noqa: E402
+from src.tags import tag_matrices  # noqa: E402
 
 CLASSES = {"style": 27, "genre": 11}
 SETTINGS = [(("style",), 1.1), (("style", "genre"), 3.2)]  # WikiArt tasks' default λ
@@ -160,7 +161,7 @@ def bench_retrieval(device: torch.device, n_q: int = 1000, n_db: int = 16289, em
 
     q_tags, db_tags = tags(n_q), tags(n_db)
     t0 = time.perf_counter()
-    qm, dm = metrics.tag_matrices(q_tags, db_tags)
+    qm, dm = tag_matrices(q_tags, db_tags)
     build = time.perf_counter() - t0
     dev = {"db": db.to(device), "q": q.to(device), "ex": exclude.to(device)}
     dev_db_labels = {a: v.to(device) for a, v in db_labels.items()}

@@ -25,15 +25,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.data import load_split, maybe_cache  # noqa: E402
-from src.encoder import build_encoder, encoder_config  # noqa: E402
-from src.engine import (  # noqa: E402
+from src.method.encoder import build_encoder, encoder_config  # noqa: E402
+from src.tasks import AUTHORS_TRAINING  # noqa: E402
+from src.training.engine import (  # noqa: E402
     Runtime,
     loader,
     make_optimizer,
     make_runtime,
     train_step,
 )
-from src.tasks import AUTHORS_TRAINING  # noqa: E402
 
 # backbone → (image size, batch) per device type; CPU runs stay short.
 PLAN = {

@@ -1,8 +1,8 @@
 """Where artifacts live, how they are written (atomically) and read (safely, with clear errors).
 
 Formats a person can open: JSON and CSV for metadata and tables, `.npz` (no pickle) for arrays,
-`torch.save` state dicts loaded with `weights_only=True`. Writing goes through src/atomic.py
-(temporary names, locks, whole-folder swaps), re-exported here so a stage imports one module.
+`torch.save` state dicts loaded with `weights_only=True`. Every file goes through
+src/atomic.py's `atomic_path` (a temporary name, renamed into place).
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import contextlib
 import errno
 import importlib.metadata
 import json
-import logging
 import pickle
 import platform
-import re
 import sys
 import time
 import zipfile
@@ -23,28 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from src.atomic import (
-    atomic_dir as atomic_dir,
-)
-from src.atomic import (
-    atomic_files as atomic_files,
-)
-from src.atomic import (
-    atomic_path as atomic_path,
-)
-from src.atomic import (
-    clean_stale_temps as clean_stale_temps,
-)
-from src.atomic import (
-    lock_path as lock_path,
-)
-from src.atomic import (
-    stage_lock as stage_lock,
-)
-from src.cli import LOGGER
+from src.argtypes import check_run_name
+from src.atomic import atomic_path
 from src.errors import SuiteError
-
-log = logging.getLogger(LOGGER)
 
 # ---------------------------------------------------------------------------------------------
 # Paths
@@ -60,22 +39,12 @@ def queries_path(data_root: str | Path, dataset: str, task: str) -> Path:
     return dataset_dir(data_root, dataset) / f"queries_{task}.csv"
 
 
+RELEASE_SOURCE = "authors-release"  # config.json "source" of artifacts imported from their release
+
+
 def run_name(dataset: str, backbone: str, embedding_size: int, frozen: bool) -> str:
     """The encoder configuration's name, e.g. `cub_convnext_base_e256_ft`."""
     return f"{dataset}_{backbone}_e{embedding_size}_{'frozen' if frozen else 'ft'}"
-
-
-RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")  # one path component, no leading . or -
-
-
-def check_run_name(run: str, what: str = "--run") -> str:
-    """`run` if it is one safe path component (so weights/<run> stays under its root), else fail."""
-    if not isinstance(run, str) or not RUN_NAME.fullmatch(run):
-        raise SuiteError(
-            f"{what} {run!r} is not a run name: use 1-100 of A-Z a-z 0-9 . _ - (not starting "
-            "with . or -), one folder name under the root, no '/'"
-        )
-    return run
 
 
 def run_dir(weights_root: str | Path, run: str) -> Path:
@@ -248,12 +217,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def stage_config(args: Any, **extra: Any) -> dict[str, Any]:
-    """What produced an artifact: command line, arguments, versions, time; saved as config.json."""
+def stage_config(args: Any, resolved: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """What produced an artifact, saved as config.json: the command line, the arguments as given
+    (`args`, never changed after parsing), the values the stage resolved from defaults and the
+    registry (`resolved`, e.g. λ when --lambda was not given), versions and time."""
     arg_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     return {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "args": arg_dict,
+        "resolved": resolved or {},
         **extra,
         "versions": versions(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),

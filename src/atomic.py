@@ -22,10 +22,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from src.cli import LOGGER
 from src.errors import SuiteError
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Atomic writes

@@ -1,11 +1,12 @@
-"""What every stage script shares: common flags, seeding, devices, logging, one-line errors."""
+"""What every stage script shares: common flags, seeding, devices, logging, one-line errors.
+
+The top of the library: only stage scripts (and the explorer's) import it."""
 
 from __future__ import annotations
 
 import argparse
 import errno
 import logging
-import math
 import random
 import re
 import sys
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from src.argtypes import folder_arg, int_at_least
 from src.errors import SuiteError
 
-LOGGER = "backward_search"  # the one logger every stage and module writes to
-log = logging.getLogger(LOGGER)
+ROOT_LOGGER = "src"  # every module logs to getLogger(__name__), every stage to "src.<stage>"
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -27,86 +28,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action)
-
-
-# ---------------------------------------------------------------------------------------------
-# Argument types: a bad value is refused at parse time with argparse's one line (exit 2)
-
-
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer ≥ `low` (epochs ≥ 1, workers ≥ 0, …)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is too small: use an integer ≥ {low}")
-        return value
-
-    parse.__name__ = f"integer ≥ {low}"  # argparse names the type in its message
-    return parse
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0 (learning rate, lr gamma, …)."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be > 0")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """An argparse type: a finite number ≥ 0 (λ, weight decay, regularisation weights)."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be ≥ 0")
-    return value
-
-
-def open_fraction(text: str) -> float:
-    """An argparse type: a number strictly between 0 and 1 (a target mTS@10)."""
-    value = _finite(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{value:g} must be between 0 and 1")
-    return value
-
-
-MIN_IMAGE_SIZE = 16  # below this the backbones' stride-32 stages have nothing left to pool
-image_size = int_at_least(MIN_IMAGE_SIZE)
-image_size.__name__ = "image size"
-
-
-def run_name_arg(text: str) -> str:
-    """An argparse type: a run name (one safe folder name; see artifacts.check_run_name)."""
-    from src.artifacts import check_run_name
-
-    try:
-        return check_run_name(text, "run name")
-    except SuiteError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def folder_arg(text: str) -> Path:
-    """An argparse type: a folder that exists or can be created (not a file)."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -185,12 +106,20 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_logging(log_file: Path | None = None) -> None:
-    """Log to stdout and, when given, to a file beside the artifacts."""
+    """Log the `src` loggers (every module's and stage's) to stdout and, when given, to a file
+    beside the artifacts; a second call closes the previous handlers (so a staged log can move)."""
+    root = logging.getLogger(ROOT_LOGGER)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=handlers, force=True)
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
 
 
 # The errors of the machine, not of our code: a full or read-only disk, permissions, a path that

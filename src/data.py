@@ -17,13 +17,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from src.artifacts import dataset_dir
-from src.cli import LOGGER
 from src.datasets.common import read_labels, read_split
-from src.encoder import transform_parts
 from src.errors import SuiteError
 from src.labels import class_ids
+from src.transforms import transform_parts
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 CACHE_BYTES = 1 << 30  # decode a split into memory when it fits in about 1 GiB
 

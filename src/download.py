@@ -23,10 +23,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src.cli import LOGGER
 from src.errors import SuiteError
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 

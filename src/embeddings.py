@@ -19,7 +19,6 @@ import torch
 from src.artifacts import load_npz, save_npz
 from src.data import load_split
 from src.datasets.common import read_labels
-from src.encoder import Encoder
 from src.errors import SuiteError
 from src.hints import C1_HINT, hint
 from src.progress import progress
@@ -66,7 +65,7 @@ def check_labels(config: Mapping[str, Any], labels: Mapping[str, list[str]], whe
 
 @torch.no_grad()
 def extract_embeddings(
-    model: Encoder,
+    model: torch.nn.Module,
     config: Mapping[str, Any],
     data_root: str | Path,
     device: torch.device,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,4 +67,41 @@ def class_ids(
         if i < 0:
             raise SuiteError(f"{where}: {attr} class {name!r} is not in labels.json; {fix}")
         out[j] = i
+    return out
+
+
+def class_id(labels: Mapping[str, Sequence[str]], attr: str, name: str) -> int:
+    """The id of class `name` of `attr` as a person typed it (exact, else loose; see class_ids)."""
+    if attr not in labels:
+        raise SuiteError(
+            f"unknown attribute {attr!r} in --condition; the encoder has heads for: "
+            f"{', '.join(labels)}"
+        )
+    fix = f"valid names: {', '.join(labels[attr])}"
+    return int(class_ids([name], attr, labels[attr], "--condition", fix, loose=True)[0])
+
+
+def parse_conditions(
+    items: Sequence[str], labels: Mapping[str, Sequence[str]], allowed: Sequence[str]
+) -> dict[str, int]:
+    """`["style=Baroque", "genre=portrait"]` → {attr: class id}, checked against labels.json and
+    the attributes the task conditions on (`allowed`)."""
+    out: dict[str, int] = {}
+    first = next((a for a in allowed if labels.get(a)), None)  # the example: this task's own
+    example = f" (e.g. {first}={labels[first][-1]})" if first else ""
+    for item in items:
+        attr, sep, name = item.partition("=")
+        if not sep or not attr.strip() or not name.strip():
+            raise SuiteError(f"--condition {item!r} is not ATTR=CLASS{example}")
+        attr = attr.strip()
+        if attr in labels and attr not in allowed:  # an unknown attribute: class_id lists heads
+            raise SuiteError(
+                f"--condition {item!r}: the task conditions on {', '.join(allowed)} only; use a "
+                f"task that conditions on {attr} (e.g. synthart-multi, wikiart-multi)"
+            )
+        if attr in out:
+            raise SuiteError(f"--condition gives {attr!r} twice")
+        out[attr] = class_id(labels, attr, name.strip())
+    if not out:
+        raise SuiteError(f"--image needs at least one --condition ATTR=CLASS{example}")
     return out

@@ -2,7 +2,8 @@
 
 Keyed by the registry's `Task.paper_column` ("CUB", "aPY", "WikiArt-style", "WikiArt-multi") and by
 the method names E1 uses (random, knn, backward_search, student, plus the CoIR baselines of Table 4),
-so the evaluation can print the paper's value beside ours. Values are transcribed, never computed.
+so the evaluation can print the paper's value beside ours. Values are transcribed, never computed;
+beside them, the protocol's constants and the names of the methods E1 ranks with.
 """
 
 from __future__ import annotations
@@ -11,6 +12,16 @@ from dataclasses import dataclass
 
 COLUMNS: tuple[str, ...] = ("CUB", "aPY", "WikiArt-style", "WikiArt-multi")
 AVERAGE = "average"
+
+# The protocol's constants (SPEC §3, §7).
+TOP_K = 10  # retrieval is scored on the top-10 (mAP@10, mTS@10)
+QUERY_MIN_TARGETS = 10  # a query needs this many other database images carrying its condition
+QUERY_MAX_JACCARD = 0.1  # … and one of them sharing less than this tag-Jaccard with it
+
+# The methods E1 ranks with, in the order tables list them: the paper's, and two baselines that
+# are not in the paper (they use only what Backward Search uses: the heads and the embeddings).
+METHODS = ("random", "knn", "filtered_knn", "centroid_shift", "backward_search", "student")
+NOT_IN_PAPER = {"filtered_knn": "head-filtered kNN", "centroid_shift": "class-centroid shift"}
 
 # How a method is named in the tables (paper wording).
 METHOD_NAMES: dict[str, str] = {

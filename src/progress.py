@@ -17,9 +17,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from src.cli import LOGGER
-
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 LOG_SECONDS = 30.0  # a log line at least this often (when steps are slow)
 MIN_GAP = 5.0  # default cadence: ~10 lines a pass, but none closer than this (short passes: none)

@@ -18,15 +18,14 @@ import pandas as pd
 from scipy import sparse
 
 from src.artifacts import queries_path, read_table
-from src.datasets.common import read_labels, read_split, split_tags
+from src.datasets.common import read_labels, read_split
 from src.errors import SuiteError
 from src.hints import hint
 from src.labels import class_ids
-from src.metrics import tag_matrices
+from src.paper import QUERY_MAX_JACCARD, QUERY_MIN_TARGETS
+from src.tags import split_tags, tag_matrices
 from src.tasks import get_task
 
-MIN_TARGETS = 10
-MAX_JACCARD = 0.1
 DEFAULT_SEED = 777
 DRAWS_PER_QUERY = 50  # give up after this many draws per requested query (plus a floor)
 MIN_DRAWS = 20_000
@@ -140,14 +139,14 @@ class _Rules:
             return "no_tags"
         rows, sub, counts = self.targets(k)
         others = rows != c
-        if int(others.sum()) < MIN_TARGETS:
+        if int(others.sum()) < QUERY_MIN_TARGETS:
             return "few_targets"
         own = self.tags.indices[self.tags.indptr[c] : self.tags.indptr[c + 1]]
         self.onehot[own] = 1.0
         inter = sub @ self.onehot  # |tags(c) ∩ tags(t)| for every target t
         self.onehot[own] = 0.0
         union = counts + self.counts[c] - inter
-        if not np.any((inter < MAX_JACCARD * union) & others):  # Jaccard < 0.1, exactly
+        if not np.any((inter < QUERY_MAX_JACCARD * union) & others):  # Jaccard < 0.1, exactly
             return "no_dissimilar_target"
         return None
 

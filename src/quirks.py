@@ -8,6 +8,7 @@ The README's deviations table has one row per quirk.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from src.errors import SuiteError
@@ -70,6 +71,11 @@ def parse_quirks(value: str, stage: str) -> tuple[str, ...]:
                 f"{', '.join(own) or '(none)'}, all, none"
             )
     return names
+
+
+def applicable(quirks: Iterable[str], dataset: str) -> tuple[str, ...]:
+    """The quirks among `quirks` that change anything on `dataset` (e.g. empty-tag-token: CUB, aPY)."""
+    return tuple(q for q in quirks if dataset in QUIRKS[q].datasets)
 
 
 def protocol_label(quirks: tuple[str, ...] | list[str]) -> str:

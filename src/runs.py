@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.artifacts import check_run_name
+from src.argtypes import check_run_name
 from src.errors import SuiteError
 from src.hints import hint
 

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from src.cli import image_size, int_at_least, nonnegative_float, positive_float
+from src.argtypes import image_size, int_at_least, nonnegative_float, positive_float
+from src.artifacts import run_name
 from src.errors import SuiteError
+from src.quirks import QUIRKS
 
 # B1's training precision: the authors trained in fp32; bf16 autocast, or fp16 autocast with a
 # GradScaler, on any device (CPU autocast too); "auto" = the accelerator's mixed precision on CUDA
@@ -329,8 +331,6 @@ def tasks_of(dataset: str, data_root: str | Path | None = None) -> list[Task]:
 
 def default_run(dataset: str) -> str:
     """The run name B1 writes with the dataset's default flags (what C1/D1/E1/E2 use without --run)."""
-    from src.artifacts import run_name
-
     # a user dataset trains with USER_TRAINING: no need to read its entry
     t = DATASETS[dataset].training if dataset in DATASETS else USER_TRAINING
     return run_name(dataset, t.backbone, t.embedding_size, frozen=False)
@@ -383,8 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     apply to D (comma-joined, maybe empty): what scripts/reproduce*.sh read from the registry.
     """
     import argparse
-
-    from src.quirks import QUIRKS
 
     p = argparse.ArgumentParser(description="List every dataset and task (built-in and yours).")
     p.add_argument("--data-root", type=Path, default=Path("data"))

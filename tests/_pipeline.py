@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from src.artifacts import queries_path, run_dir, save_npz, save_torch, write_csv, write_json
-from src.encoder import build_encoder, encoder_config
+from src.method.encoder import build_encoder, encoder_config
 from src.tasks import get_dataset, tasks_of
 
 STYLES = ["flat", "dots", "hatch", "mosaic"]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.toy import accuracy, toy_space, train_heads
+from src.method.toy import accuracy, toy_space, train_heads
 
 __all__ = ["accuracy", "single_query_reference", "toy_space", "train_heads"]
 

@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.artifacts import (
-    atomic_dir,
-    atomic_path,
-    load_npz,
-    load_torch,
-    require,
-    save_npz,
-    save_torch,
-    write_json,
-)
+from src.artifacts import load_npz, load_torch, require, save_npz, save_torch, write_json
+from src.atomic import atomic_dir, atomic_path
 from src.cli import resolve_device, run_stage
 from src.errors import SuiteError
 from src.tasks import DATASETS, TASKS, default_run, get_dataset, get_task

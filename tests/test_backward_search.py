@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-import src.backward_search as bs
-from src.backward_search import StopRule, backward_search, backward_search_reference
+import src.method.backward_search as bs
 from src.errors import SuiteError
-from src.retrieval import cosine_topk
+from src.method.backward_search import StopRule, backward_search, backward_search_reference
+from src.method.retrieval import cosine_topk
 from tests._search import accuracy, single_query_reference, toy_space, train_heads
 
 CLASSES = {"style": 6, "genre": 4, "mood": 3}

@@ -30,26 +30,28 @@ import C1_extract_embeddings
 import D1_train_distill
 import E1_evaluate
 from src.artifacts import (
-    atomic_dir,
-    atomic_files,
-    atomic_path,
-    clean_stale_temps,
     load_npz,
     load_torch,
-    lock_path,
     read_json,
     read_table,
     results_dir,
     run_dir,
     save_npz,
     save_torch,
-    stage_lock,
     write_json,
+)
+from src.atomic import (
+    atomic_dir,
+    atomic_files,
+    atomic_path,
+    clean_stale_temps,
+    lock_path,
+    stage_lock,
 )
 from src.cli import run_stage
 from src.errors import SuiteError
+from src.method.student import student_path
 from src.queries import read_queries
-from src.student import student_path
 from tests._pipeline import Pipeline, build_pipeline
 
 STAGES = {
@@ -245,7 +247,7 @@ def test_a_second_writer_is_refused_naming_the_lock(tmp_path):
 def test_a_real_concurrent_writer_is_refused(tmp_path):
     """Another process holds the lock (really): the second writer is refused, then may go."""
     code = (
-        "import sys, time; from src.artifacts import stage_lock\n"
+        "import sys, time; from src.atomic import stage_lock\n"
         "with stage_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.readline()"
     )
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ds")],
@@ -703,7 +705,7 @@ def b1_pipe(pipe, capsys):
 
 @pytest.mark.parametrize("failure", ["diverged", "crashed"])
 def test_a_failed_b1_leaves_the_finished_run_untouched(failure, b1_pipe, capsys, monkeypatch):
-    import src.training as training
+    import src.training.loop as training
 
     before = b1_files(b1_pipe)
     out = b1_pipe.weights_root / "synthart_convnext_atto_e16_ft"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from src import bootstrap
+from src.evaluation import bootstrap
 
 
 def test_interval_of_a_constant_is_the_point():

@@ -20,8 +20,8 @@ from _fixtures_real import (
 )
 from PIL import Image
 
-from src.datasets.common import join_tags, split_tags
 from src.datasets.wikiart import authors_tag_items, split_indices, tag_items
+from src.tags import join_tags, split_tags
 
 
 def argv(source, data, *extra):

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from src.cli import resolve_device
-from src.encoder import build_encoder, encoder_config
-from src.engine import Runtime, make_optimizer, train_step
 from src.errors import SuiteError
-from src.student import distill
+from src.method.encoder import build_encoder, encoder_config
+from src.method.student import distill
+from src.method.toy import toy_space, train_heads
 from src.tasks import AUTHORS_TRAINING
-from src.toy import toy_space, train_heads
+from src.training.engine import Runtime, make_optimizer, train_step
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = [

@@ -16,9 +16,10 @@ import C1_extract_embeddings as c1
 from src.artifacts import save_torch
 from src.data import load_split
 from src.embeddings import SeededItems, extract_embeddings, load_embeddings
-from src.encoder import build_encoder, encoder_config, image_transform
 from src.errors import SuiteError
+from src.method.encoder import build_encoder, encoder_config
 from src.tasks import DATASETS, default_run
+from src.transforms import image_transform
 from tests._encoder import GENRES, STYLES, make_tiny_dataset
 
 RUN = default_run("synthart")

@@ -12,20 +12,19 @@ from torch import nn
 from torchvision import transforms
 
 from src.artifacts import save_torch
-from src.encoder import (
+from src.errors import SuiteError
+from src.method.encoder import (
     BACKBONES,
     Encoder,
     build_backbone,
     build_encoder,
     encoder_config,
     head,
-    image_transform,
     load_encoder,
     reduction,
-    transform_parts,
 )
-from src.errors import SuiteError
 from src.tasks import get_dataset
+from src.transforms import image_transform, transform_parts
 
 LABELS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
 

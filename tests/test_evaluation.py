@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,17 +22,30 @@ import torch
 
 import D1_train_distill
 import E1_evaluate
-from src import evaluation as ev
-from src import paper, tables, task_eval
+from src import paper
 from src.cli import run_stage
-from src.datasets.common import split_tags
-from src.eval_data import load_eval_data
+from src.evaluation import methods as ev
+from src.evaluation import task_eval
+from src.evaluation.methods import BackwardSearches
+from src.evaluation.scoring import score
+from src.evaluation.space import Queries, SearchSpace, file_queries, load_space
+from src.evaluation.sweeps import calibrate, evaluate_lambda
+from src.evaluation.timing import REPEATS
+from src.queries import read_queries
+from src.report import tables
+from src.tags import split_tags
 from src.tasks import get_task
-from src.timing import REPEATS
 from tests._pipeline import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 FIG6 = [0.0, *paper.FIG6_LAMBDAS]
+
+
+def load(p, task: str, exclude_query: bool = False) -> tuple[SearchSpace, Queries]:
+    """The search space of a fixture and its query file's queries, as E1 loads them."""
+    space = load_space(p.data_root, p.weights_root, get_task(task), p.run, torch.device("cpu"))
+    q = file_queries(space, read_queries(p.data_root, task), exclude_query=exclude_query)
+    return space, q
 
 
 def e1(p, *args: str) -> Path:
@@ -217,7 +231,7 @@ def test_baselines_have_rows_of_their_own_marked_not_in_the_paper(synth_style):
         row = t.loc["k-nearest search"]
         cell = f"{row['mAP@10 (ours)']:.3f} [{row['mAP@10 (ours) 95% low']:.3f}, "
         assert cell in md and "95% low" not in md
-    for m in ev.NOT_IN_PAPER:
+    for m in paper.NOT_IN_PAPER:
         assert (synth_style / f"retrievals_{m}.csv").is_file()
 
 
@@ -256,36 +270,24 @@ def test_two_conditions(wiki):
 
 
 def test_random_is_seeded(synth):
-    data = load_eval_data(
-        synth.data_root,
-        synth.weights_root,
-        get_task("synthart-style"),
-        synth.run,
-        torch.device("cpu"),
-        exclude_query=True,
-    )
-    a, b, c = ev.rank_random(data, 0), ev.rank_random(data, 0), ev.rank_random(data, 1)
+    space, q = load(synth, "synthart-style", exclude_query=True)
+    a, b, c = ev.rank_random(space, q, 0), ev.rank_random(space, q, 0), ev.rank_random(space, q, 1)
     assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
-    assert not (a.indices == data.exclude[:, None]).any()
+    assert not (a.indices == q.exclude[:, None]).any()
 
 
 def test_only_the_reported_lambda_is_timed(synth, monkeypatch):
-    data = load_eval_data(
-        synth.data_root,
-        synth.weights_root,
-        get_task("synthart-style"),
-        synth.run,
-        torch.device("cpu"),
-    )
+    space, q = load(synth, "synthart-style")
+    searches = BackwardSearches(space, q)
     calls = []
     search = ev.backward_search
     monkeypatch.setattr(ev, "backward_search", lambda *a, **k: calls.append(1) or search(*a, **k))
-    swept = ev.evaluate_lambda(data, 0.5)  # a sweep or calibration step: one search, no timing
+    swept = evaluate_lambda(searches, 0.5)  # a sweep or calibration step: one search, no timing
     assert len(calls) == 1 and swept["ms_per_query"] is None
-    timed = ev.rank_backward_search(data, 0.5, timed=True)  # the reported λ: warm-up + repeats
+    timed = searches(0.5, timed=True)  # the reported λ: warm-up + repeats
     assert len(calls) == 1 + 1 + REPEATS and timed.timing is not None
-    assert ev.score(data, timed).summary["paper_map@10"] == swept["paper_map@10"]
-    assert ev.rank_backward_search(data, 0.5, timed=True) is timed  # cached, not re-timed
+    assert score(space, q, timed).summary["paper_map@10"] == swept["paper_map@10"]
+    assert searches(0.5, timed=True) is timed  # cached, not re-timed
     assert len(calls) == 1 + 1 + REPEATS
 
 
@@ -294,23 +296,17 @@ def test_only_the_reported_lambda_is_timed(synth, monkeypatch):
 
 
 def test_calibration_reaches_a_reachable_target(synth):
-    data = load_eval_data(
-        synth.data_root,
-        synth.weights_root,
-        get_task("synthart-style"),
-        synth.run,
-        torch.device("cpu"),
-    )
-    low, high = (ev.evaluate_lambda(data, 2.0**x)["mts@10"] for x in (-8, 8))
+    searches = BackwardSearches(*load(synth, "synthart-style"))
+    low, high = (evaluate_lambda(searches, 2.0**x)["mts@10"] for x in (-8, 8))
     assert high > low + 0.05
     target = (low + high) / 2
-    cal = ev.calibrate(data, target, tolerance=0.01)
+    cal = calibrate(searches, target, tolerance=0.01)
     assert cal["reached"] and abs(cal["mts@10"] - target) <= 0.01
     assert 2.0**-8 <= cal["lambda"] <= 2.0**8 and len(cal["steps"]) <= 14
-    assert cal["paper_map@10"] == ev.evaluate_lambda(data, cal["lambda"])["paper_map@10"]
+    assert cal["paper_map@10"] == evaluate_lambda(searches, cal["lambda"])["paper_map@10"]
     lo, hi = cal["mts@10_ci"]  # the calibrated mTS@10 comes with its interval
     assert lo <= cal["mts@10"] <= hi and hi - lo > 0
-    unreachable = ev.calibrate(data, 0.99)
+    unreachable = calibrate(searches, 0.99)
     assert not unreachable["reached"] and unreachable["lambda"] == 2.0**8
 
 
@@ -414,16 +410,14 @@ def test_table5_reports_our_iterations_under_both_rules(synth_style):
 
 def test_table5_single_rule_counts_come_from_stop_rule_single(wiki):
     """The single-query column is StopRule.SINGLE on the same queries, not the batched count."""
-    from src.backward_search import StopRule, backward_search
+    from src.method.backward_search import StopRule, backward_search
 
-    data = load_eval_data(
-        wiki.data_root, wiki.weights_root, get_task("wikiart-style"), wiki.run, torch.device("cpu")
-    )
+    space, q = load(wiki, "wikiart-style")
     lam = 1.0
-    res = task_eval.evaluate(data, ["backward_search"], lam)
+    res = task_eval.evaluate(space, q, ["backward_search"], lam)
     bs = res.summary["backward_search"]
-    single = backward_search(data.heads, data.z0, data.conditions, lam, rule=StopRule.SINGLE)
-    batch = backward_search(data.heads, data.z0, data.conditions, lam)
+    single = backward_search(space.heads, q.z0, q.conditions, lam, rule=StopRule.SINGLE)
+    batch = backward_search(space.heads, q.z0, q.conditions, lam)
     assert bs["single_iterations_mean"] == pytest.approx(float(single.iterations.double().mean()))
     assert bs["iterations_mean"] == pytest.approx(float(batch.iterations.double().mean()))
     assert bs["single_iterations_mean"] != pytest.approx(bs["iterations_mean"])
@@ -469,7 +463,7 @@ def test_student_is_evaluated_when_trained(synth, tmp_path, capsys):
     assert run_stage(D1_train_distill.main, d1) == 0
     out = e1(p, "--task", "synthart-style", "--device", "cpu")
     m = read_metrics(out)
-    assert set(m["methods"]) == {"random", "knn", "backward_search", "student", *ev.NOT_IN_PAPER}
+    assert set(m["methods"]) == {"random", "knn", "backward_search", "student", *paper.NOT_IN_PAPER}
     st = m["methods"]["student"]
     assert st["ms_per_query"] > 0 and st["iterations_mean"] is None and st["lambda"] == 1.0
     assert 0 <= m["retrieved_similarity"] <= 1
@@ -639,7 +633,7 @@ def test_empty_tag_token_lowers_mts_only_for_queries_without_attributes(tmp_path
     bare = without_attributes(tmp_path, [0, 1, 4])
     out = tmp_path / "results" / run / "cub-bird"
     assert run_stage(E1_evaluate.main, argv) == 0
-    fixed = {m: pd.read_csv(out / f"retrievals_{m}.csv") for m in ev.METHODS}
+    fixed = {m: pd.read_csv(out / f"retrievals_{m}.csv") for m in paper.METHODS}
     m_fixed = read_metrics(out)
     assert m_fixed["quirks"] == [] and m_fixed["source"] == "authors-release"
     assert run_stage(E1_evaluate.main, [*argv, "--authors-quirks", "empty-tag-token"]) == 0
@@ -647,7 +641,7 @@ def test_empty_tag_token_lowers_mts_only_for_queries_without_attributes(tmp_path
     assert m_quirk["quirks"] == ["empty-tag-token"]
     assert json.loads((out / "config.json").read_text())["quirks"] == ["empty-tag-token"]
     lowered = 0
-    for m in ev.METHODS:
+    for m in paper.METHODS:
         quirk = pd.read_csv(out / f"retrievals_{m}.csv")
         same = [c for c in quirk.columns if c != "tag_similarity"]
         pd.testing.assert_frame_equal(quirk[same], fixed[m][same])  # ranks, precision unchanged
@@ -701,8 +695,8 @@ def test_imported_run_without_a_student_says_so(tmp_path):
 
 
 def hand_made(db_z: list[list[float]], z0: list[list[float]], cond: list[int], exclude=None):
-    """An EvalData over a hand-made database; centroids: class c's is 2·e_c."""
-    from src.eval_data import EvalData
+    """A search space over a hand-made database and its queries; centroids: class c's is 2·e_c."""
+    from src.method import metrics
     from src.tasks import Task
 
     head = torch.nn.Linear(3, 3, bias=False)
@@ -710,26 +704,40 @@ def hand_made(db_z: list[list[float]], z0: list[list[float]], cond: list[int], e
         head.weight.copy_(torch.eye(3))
     db = torch.tensor(db_z)
     n_db, n_q = len(db_z), len(z0)
-    tags = sp.csr_matrix((n_db, 1))
-    return EvalData(
+    encoder = SimpleNamespace(heads={"style": head})
+    space = SearchSpace(
         task=Task("hand", "synthart", ("style",), 1.0, None),
         run="hand",
+        weights=Path("."),
+        data_root=Path("."),
         config={},
         labels={"style": ["a", "b", "c"]},
-        heads={"style": head},
+        encoder=encoder,
         device=torch.device("cpu"),
-        queries=pd.DataFrame({"image": [f"q{i}" for i in range(n_q)]}),
-        z0=torch.tensor(z0),
-        conditions={"style": torch.tensor(cond)},
-        query_labels={"style": torch.zeros(n_q, dtype=torch.long)},
-        db_images=np.asarray([f"d{i}" for i in range(n_db)]),
-        db_z=db,
-        db_labels={"style": db.argmax(1)},
-        query_tags=sp.csr_matrix((n_q, 1)),
-        db_tags=tags,
-        exclude=None if exclude is None else torch.tensor(exclude),
+        database="test",
+        images=np.asarray([f"d{i}" for i in range(n_db)]),
+        split=np.full(n_db, "test"),
+        z=db,
+        label_ids={"style": db.argmax(1)},
+        tag_cells=np.full(n_db, ""),
+        tags=sp.csr_matrix((n_db, 1)),
+        vocab=pd.Index(["t"]),
+        embedded=pd.Index([]),
+        embedded_z=np.zeros((0, 3)),
+        embedded_labels={},
         centroids={"style": 2 * torch.eye(3)},
     )
+    conditions = {"style": torch.tensor(cond)}
+    ex = None if exclude is None else torch.tensor(exclude)
+    q = Queries(
+        z0=torch.tensor(z0),
+        conditions=conditions,
+        own={"style": torch.zeros(n_q, dtype=torch.long)},
+        tags=sp.csr_matrix((n_q, 1)),
+        exclude=ex,
+        n_relevant=metrics.count_relevant(space.label_ids, conditions, ex),
+    )
+    return space, q
 
 
 def test_filtered_knn_keeps_condition_images_while_enough_exist_then_pads_by_similarity():
@@ -738,8 +746,8 @@ def test_filtered_knn_keeps_condition_images_while_enough_exist_then_pads_by_sim
     rows = [[0.2, 1.0, 0.0]] * 14 + [[0.1, 0.0, 1.0]] * 4 + [[1.0, 0.0, 0.1]] * 12
     db_z = (np.asarray(rows) + rng.uniform(0, 0.05, (30, 3))).tolist()
     q = [1.0, 0.2, 0.2]  # closest to class a: kNN would return the a rows
-    data = hand_made(db_z, [q, q], [1, 2])
-    got = ev.rank_filtered_knn(data).indices.numpy()
+    space, queries = hand_made(db_z, [q, q], [1, 2])
+    got = ev.rank_filtered_knn(space, queries).indices.numpy()
     pred = np.asarray(db_z).argmax(1)
     sim = (np.asarray(db_z) @ np.asarray(q)) / np.linalg.norm(db_z, axis=1)
     # condition b: 14 exist, so all 10 are b, the 10 most similar b rows in order
@@ -752,13 +760,13 @@ def test_filtered_knn_keeps_condition_images_while_enough_exist_then_pads_by_sim
     rest = np.flatnonzero(pred != 2)
     assert got[1][4:].tolist() == rest[np.argsort(-sim[rest])][:6].tolist()
     # plain kNN returns no b at all here: the filter does the work
-    assert not (pred[ev.rank_knn(data).indices.numpy()[0]] == 1).any()
+    assert not (pred[ev.rank_knn(space, queries).indices.numpy()[0]] == 1).any()
 
 
 def test_filtered_knn_never_returns_the_excluded_row():
     db_z = [[0.0, 1.0, 0.0]] * 11 + [[1.0, 0.0, 0.0]] * 5
-    data = hand_made(db_z, [[0.0, 1.0, 0.0]], [1], exclude=[3])
-    got = ev.rank_filtered_knn(data).indices.numpy()[0]
+    space, q = hand_made(db_z, [[0.0, 1.0, 0.0]], [1], exclude=[3])
+    got = ev.rank_filtered_knn(space, q).indices.numpy()[0]
     assert 3 not in got and (np.asarray(db_z)[got].argmax(1) == 1).all()
 
 
@@ -766,12 +774,12 @@ def test_centroid_shift_at_alpha_0_is_knn_and_moves_towards_the_condition():
     rng = np.random.default_rng(1)
     db_z = rng.normal(size=(40, 3)).tolist()
     z0 = [[1.0, 0.1, 0.0], [0.0, 0.2, 1.0], [0.3, 1.0, 0.1]]
-    data = hand_made(db_z, z0, [1, 0, 2])
-    assert torch.equal(ev.rank_centroid_shift(data, 0.0).indices, ev.rank_knn(data).indices)
+    space, q = hand_made(db_z, z0, [1, 0, 2])
+    assert torch.equal(ev.rank_centroid_shift(space, q, 0.0).indices, ev.rank_knn(space, q).indices)
     # z0 predicted a, b... shifted by α (μ[cond] − μ[pred]) = α · 2 (e_cond − e_pred)
-    z = ev.centroid_shift(data, 0.5)
+    z = ev.centroid_shift(space, q, 0.5)
     expected = torch.tensor(z0) + torch.tensor(
         [[-1.0, 1.0, 0.0], [1.0, 0.0, -1.0], [0.0, -1.0, 1.0]]
     )
     assert torch.allclose(z, expected)
-    assert ev.rank_centroid_shift(data, 0.5).alpha == 0.5
+    assert ev.rank_centroid_shift(space, q, 0.5).alpha == 0.5

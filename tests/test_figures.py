@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 import E2_visualize
-from src import drawing, figures, search_space
 from src.errors import SuiteError
+from src.evaluation import space as search_space
+from src.labels import parse_conditions
+from src.report import drawing, figures
 from src.tasks import get_task
 from tests._pipeline import build_pipeline
 
@@ -130,21 +132,21 @@ def test_training_curves_two_panels(tmp_path):
 def test_conditions_are_checked_against_labels():
     labels = {"style": ["Baroque", "Early_Renaissance"], "genre": ["portrait"]}
     both = ("style", "genre")
-    assert search_space.parse_conditions(["style=Baroque", "genre=portrait"], labels, both) == {
+    assert parse_conditions(["style=Baroque", "genre=portrait"], labels, both) == {
         "style": 0,
         "genre": 0,
     }
-    assert search_space.parse_conditions(["style=early renaissance"], labels, both) == {"style": 1}
+    assert parse_conditions(["style=early renaissance"], labels, both) == {"style": 1}
     with pytest.raises(SuiteError, match="valid names: Baroque, Early_Renaissance"):
-        search_space.parse_conditions(["style=Rococo"], labels, both)
+        parse_conditions(["style=Rococo"], labels, both)
     with pytest.raises(SuiteError, match="heads for: style, genre"):
-        search_space.parse_conditions(["medium=oil"], labels, both)
+        parse_conditions(["medium=oil"], labels, both)
     with pytest.raises(SuiteError, match="ATTR=CLASS"):
-        search_space.parse_conditions(["Baroque"], labels, both)
+        parse_conditions(["Baroque"], labels, both)
     with pytest.raises(SuiteError, match="at least one"):
-        search_space.parse_conditions([], labels, both)
+        parse_conditions([], labels, both)
     with pytest.raises(SuiteError, match="conditions on style only"):
-        search_space.parse_conditions(["genre=portrait"], labels, ("style",))
+        parse_conditions(["genre=portrait"], labels, ("style",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,9 +365,9 @@ def test_condition_errors_give_the_tasks_own_attribute_and_a_real_class():
     labels = {"species": ["001.Black_footed_Albatross", "008.Digit_seven"]}
     for items in (["species"], []):
         with pytest.raises(SuiteError) as e:
-            search_space.parse_conditions(items, labels, ["species"])
+            parse_conditions(items, labels, ["species"])
         assert "(e.g. species=008.Digit_seven)" in str(e.value) and "Baroque" not in str(e.value)
-    assert search_space.parse_conditions(["species=seven"], labels, ["species"]) == {"species": 1}
+    assert parse_conditions(["species=seven"], labels, ["species"]) == {"species": 1}
 
 
 def test_image_search_shows_the_student_row_when_it_exists(pipe, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src.errors import SuiteError
-from src.metrics import (
+from src.method.metrics import (
     EMPTY_TOKEN,
     authors_query_tags,
     average_precision_at_k,
@@ -20,8 +20,8 @@ from src.metrics import (
     precision_at_k,
     retrieved_similarity,
     tag_jaccard,
-    tag_matrices,
 )
+from src.tags import tag_matrices
 
 # A database of six rows with two label attributes.
 DB = {"style": torch.tensor([0, 1, 0, 2, 0, 1]), "genre": torch.tensor([0, 0, 1, 1, 0, 1])}

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from src import plane as pl
+from src.report import plane as pl
 
 
 def sweep(lams, mts, prec, genre=None) -> pd.DataFrame:

@@ -8,10 +8,10 @@ import logging
 
 import torch
 
-from src.engine import Runtime
 from src.progress import PACE_STEPS, Progress
 from src.tasks import AUTHORS_TRAINING, SYNTHART_TRAINING
-from src.training import cpu_time_warning
+from src.training.engine import Runtime
+from src.training.loop import cpu_time_warning
 
 
 class FakeClock:

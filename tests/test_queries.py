@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.datasets.common import Processed, split_tags, write_processed
+from src.datasets.common import Processed, write_processed
 from src.errors import SuiteError
-from src.queries import MAX_JACCARD, MIN_TARGETS, make_queries, read_queries
+from src.paper import QUERY_MAX_JACCARD as MAX_JACCARD
+from src.paper import QUERY_MIN_TARGETS as MIN_TARGETS
+from src.queries import make_queries, read_queries
+from src.tags import split_tags
 
 A2 = importlib.import_module("A2_make_queries")
 

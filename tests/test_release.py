@@ -22,16 +22,16 @@ from PIL import Image
 import A1_preprocess
 import E1_evaluate
 import E2_visualize
-from src import drawing, figures
 from src.cli import run_stage
-from src.datasets.common import split_tags
-from src.encoder import load_encoder
 from src.errors import SuiteError
+from src.method.encoder import load_encoder
+from src.method.student import load_student, student_input
 from src.release.convert import import_release
 from src.release.reader import find_release
 from src.release.tables import tag_cell
 from src.release.unpickle import load_npy, load_pickle, load_pth
-from src.student import load_student, student_input
+from src.report import drawing, figures
+from src.tags import split_tags
 from tests._fixtures_release import write_cub_like, write_wikiart_like
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from src.report import build_report, metrics_table, write_report
-from src.report_stats import seeds_table
+from src.report.document import build_report, metrics_table, write_report
+from src.report.stats import seeds_table
 
 RUN = "wikiart_convnext_base_e256_ft"
 
@@ -281,7 +281,7 @@ def test_report_on_an_imported_run_without_a_student_says_so(tmp_path):
 
 
 def test_protocol_block_reads_each_stage_and_says_what_is_not_recorded():
-    from src.protocol import protocol_block
+    from src.report.protocol import protocol_block
 
     data = {"quirks": ["cub-tag-shift"], "split": "StratifiedShuffleSplit by species"}
     enc = {"precision": "fp32", "quirks": []}

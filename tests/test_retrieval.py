@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from src.errors import SuiteError
-from src.retrieval import cosine_topk
+from src.method.retrieval import cosine_topk
 
 # Database of five 2-D vectors at known angles; lengths differ to show only direction counts.
 DB = torch.tensor([[1.0, 0.0], [0.0, 3.0], [-2.0, 0.0], [1.0, 1.0], [5.0, 0.5]])

@@ -6,10 +6,11 @@ import json
 
 import pandas as pd
 
+from src.artifacts import RELEASE_SOURCE as RELEASE
 from src.artifacts import write_json, write_text
-from src.report import write_report
-from src.setting import MARK, mark_deltas, setting_differences
-from src.tables import RELEASE, md_table
+from src.report.document import write_report
+from src.report.markdown import md_table
+from src.report.setting import MARK, mark_deltas, setting_differences
 from src.tasks import get_task
 from tests._fixtures_real import make_cub, run_a1
 

@@ -12,10 +12,10 @@ from torch import nn
 
 import D1_train_distill as d1
 from src.artifacts import save_torch
-from src.backward_search import backward_search
 from src.errors import SuiteError
-from src.student import Student, distill, load_student, student_input, student_path
-from src.toy import toy_space, train_heads
+from src.method.backward_search import backward_search
+from src.method.student import Student, distill, load_student, student_input, student_path
+from src.method.toy import toy_space, train_heads
 
 CLASSES = {"style": 5, "genre": 3}
 

@@ -14,8 +14,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from src.datasets.common import split_tags
 from src.synthart import GENRES, STYLES, draw_scene, generate, render, sample_labels
+from src.tags import split_tags
 
 A1 = importlib.import_module("A1_preprocess")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.timing import Timing, per_query_ms, spread_notes, time_repeated
+from src.evaluation.timing import Timing, per_query_ms, spread_notes, time_repeated
 
 
 class FakeClock:

@@ -16,8 +16,8 @@ import torch
 
 import B1_train_encoder as b1
 import src.data as data
-import src.engine as engine
-import src.training as training
+import src.training.engine as engine
+import src.training.loop as training
 from src.artifacts import load_torch
 from src.errors import SuiteError
 from src.tasks import AUTHORS_TRAINING, PAPER_TEXT_TRAINING, SYNTHART_TRAINING, Recipe

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from src.cli import LOGGER
-from src.datasets.common import ImageWriter, Processed, SourceOptions, join_tags, save_all
+from src.datasets.common import ImageWriter, Processed, SourceOptions, save_all
 from src.errors import SuiteError
+from src.tags import join_tags
 from src.tasks import get_dataset
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 FILES = {"train": "apascal_train.txt", "test": "apascal_test.txt"}
 NAMES_FILE = "attribute_names.txt"

@@ -23,15 +23,13 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from src.artifacts import dataset_dir, read_json, read_table, write_csv, write_json
-from src.cli import LOGGER
 from src.errors import SuiteError
 from src.hints import a1_hint
 from src.progress import progress
 from src.tasks import get_dataset
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
-TAG_SEP = "|"
 SPLITS = ("train", "test")
 SHORTER_SIDE = 256  # the authors resized WikiArt (only WikiArt) so its shorter side is 256 px
 
@@ -63,34 +61,6 @@ class Processed:
     train: pd.DataFrame
     test: pd.DataFrame
     notes: dict = field(default_factory=dict)  # counts, skipped files, warnings → config.json
-
-
-def join_tags(tags, keep_empty: bool = False) -> str:
-    """Tags as one CSV cell: unique, order kept, joined with '|'.
-
-    Empty tags are dropped, unless `keep_empty` (the authors' WikiArt cleaning leaves one): it is
-    then written as a trailing '|' ('a|b|' = {a, b, ''}; '|' = {''}), so an empty cell still
-    means no tags at all.
-    """
-    seen: dict[str, None] = {}
-    empty = False
-    for t in tags:
-        t = str(t).strip()
-        if not t:
-            empty = empty or keep_empty
-        elif t not in seen:
-            seen[t] = None
-    return TAG_SEP.join(seen) + (TAG_SEP if empty else "")
-
-
-def split_tags(cell) -> frozenset[str]:
-    """The set of tags stored in one CSV cell (empty cell → empty set; a trailing '|' → '')."""
-    if not isinstance(cell, str) or not cell:
-        return frozenset()
-    tags = {t for t in cell.split(TAG_SEP) if t}
-    if cell.endswith(TAG_SEP):  # join_tags(..., keep_empty=True) kept an empty tag
-        tags.add("")
-    return frozenset(tags)
 
 
 def write_processed(out_dir: Path, data: Processed) -> None:

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from src.cli import LOGGER
-from src.datasets.common import ImageWriter, Processed, SourceOptions, join_tags, save_all
+from src.datasets.common import ImageWriter, Processed, SourceOptions, save_all
 from src.download import download_and_extract
 from src.errors import SuiteError
+from src.tags import join_tags
 from src.tasks import get_dataset
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"

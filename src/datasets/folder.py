@@ -15,21 +15,13 @@ import numpy as np
 import pandas as pd
 
 from src.artifacts import write_json
-from src.cli import LOGGER
-from src.datasets.common import (
-    SPLITS,
-    TAG_SEP,
-    ImageWriter,
-    Processed,
-    SourceOptions,
-    join_tags,
-    save_all,
-)
+from src.datasets.common import SPLITS, ImageWriter, Processed, SourceOptions, save_all
 from src.errors import SuiteError
-from src.queries import MIN_TARGETS
+from src.paper import QUERY_MIN_TARGETS as MIN_TARGETS
+from src.tags import TAG_SEP, join_tags
 from src.tasks import DATASET_FILE, check_attribute_name, check_dataset_name
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 LABELS_CSV = "labels.csv"
 RESERVED_COLUMNS = ("image", "tags", "split")

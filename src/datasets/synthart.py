@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from src.cli import LOGGER
-from src.datasets.common import Processed, SourceOptions, join_tags
+from src.datasets.common import Processed, SourceOptions
 from src.errors import SuiteError
 from src.synthart import GENRES, STYLES, generate, sample_labels
+from src.tags import join_tags
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 TEST_FRACTION = 0.2
 

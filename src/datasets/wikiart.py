@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.cli import LOGGER
-from src.datasets.common import ImageWriter, Processed, SourceOptions, join_tags, save_all
+from src.datasets.common import ImageWriter, Processed, SourceOptions, save_all
 from src.errors import SuiteError
+from src.tags import join_tags
 from src.tasks import get_dataset
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 SPLIT_SEED, TRAIN_FRACTION = 777, 0.8
 UNKNOWN_GENRE = "Unknown Genre"

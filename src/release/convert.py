@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from src.artifacts import (
-    atomic_dir,
+    RELEASE_SOURCE,
     dataset_dir,
     run_dir,
     run_name,
@@ -32,21 +32,20 @@ from src.artifacts import (
     write_csv,
     write_json,
 )
-from src.cli import LOGGER
+from src.atomic import atomic_dir
 from src.datasets.common import Processed, write_processed
 from src.datasets.wikiart import image_key
-from src.encoder import build_encoder, encoder_config
 from src.errors import SuiteError
+from src.method.encoder import build_encoder, encoder_config
+from src.method.student import HIDDEN, Student
 from src.quirks import parse_quirks
 from src.release.reader import ATTRIBUTE, AUTHORS_DATASET, THEIRS, Release, ReleaseRun, find_release
 from src.release.tables import as_int, read_labels, read_queries, read_split
 from src.release.unpickle import load_npy, load_pickle, load_pth
-from src.student import HIDDEN, Student
 from src.tasks import get_dataset, get_task
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
-SOURCE = "authors-release"
 
 # Their module names → ours (SPEC §10 keys → Sequential indices of src/encoder.py, src/student.py).
 REDUCTION_KEYS = {
@@ -139,7 +138,7 @@ def convert_encoder(
         feature_size=int(feature_size),
         backbone_absent=True,  # their backbone weights are not converted: E1 needs only z and heads
         pretrained="imagenet",
-        source=SOURCE,
+        source=RELEASE_SOURCE,
         release=str(release.root),
         release_run=run.name,
     )
@@ -251,7 +250,7 @@ def convert_student(
         "batch_size": 512,
         "lr": 1e-3,
         "student_reg": 0.0,
-        "source": SOURCE,
+        "source": RELEASE_SOURCE,
         "release_file": str(student.file),
     }
     return config, {k: v for k, v in model.state_dict().items()}
@@ -265,7 +264,7 @@ def _provenance(release: Release, **extra: Any) -> dict[str, Any]:
     """What every written config.json records: the release it came from, versions, time."""
     return {
         "command": f"import_release({str(release.root)!r}, {release.dataset!r})",
-        "source": SOURCE,
+        "source": RELEASE_SOURCE,
         "release": str(release.root),
         **extra,
         "versions": versions(),

@@ -15,15 +15,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from src.cli import LOGGER
-from src.datasets.common import join_tags
 from src.datasets.wikiart import attribution_tags, image_key
 from src.errors import SuiteError
 from src.release.reader import ATTRIBUTE, THEIRS
 from src.release.unpickle import load_pickle
+from src.tags import join_tags
 from src.tasks import get_dataset, get_task
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 
 def as_int(v: Any, where: str) -> int:

@@ -1,8 +1,9 @@
 """The B1 loop: train the encoder's backbone, reduction and heads with the mean per-attribute CE.
 
-Ties together the data (src/data.py), the engine's epochs (src/engine.py) and the checkpoints
-(src/checkpoint.py): per-epoch test accuracy, atomic checkpoints every few epochs, train_log.csv and
-curves.png. One code path for CPU, one GPU and `torchrun` (DDP).
+Ties together the data (src/data.py), the engine's epochs (src/training/engine.py) and the
+checkpoints (src/training/checkpoint.py): per-epoch test accuracy, atomic checkpoints every few
+epochs and train_log.csv (B1 draws curves.png from it). One code path for CPU, one GPU and
+`torchrun` (DDP).
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from src.artifacts import save_torch, write_csv
-from src.checkpoint import resume_checkpoint, save_checkpoint
-from src.cli import LOGGER
 from src.data import load_split, maybe_cache
-from src.drawing import draw_training_curves
-from src.encoder import build_encoder
-from src.engine import Runtime, evaluate, loader, make_optimizer, train_one_epoch
+from src.method.encoder import build_encoder
 from src.tasks import Recipe
+from src.training.checkpoint import resume_checkpoint, save_checkpoint
+from src.training.engine import Runtime, evaluate, loader, make_optimizer, train_one_epoch
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 
 def train_encoder(
@@ -41,7 +40,7 @@ def train_encoder(
     resume: bool = False,
     checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train per `recipe` and write encoder.pt, train_log.csv, curves.png to out_dir (B1 passes a
+    """Train per `recipe` and write encoder.pt and train_log.csv to out_dir (B1 passes a
     staging folder) and checkpoint.pt to checkpoint_dir (default out_dir: the run folder itself,
     so `--resume` finds it after a failure). Only the main process writes.
 
@@ -130,7 +129,6 @@ def train_encoder(
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_torch(out_dir / "encoder.pt", {"config": config, "model": state})
         write_log(out_dir, rows)
-        draw_training_curves(pd.DataFrame(rows), out_dir / "curves.png")
     if rt.distributed:
         tdist.barrier()
     final = {a: rows[-1][f"test_acc_{a}"] for a in attrs} if rows else {}

@@ -20,14 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.artifacts import load_torch
-from src.backward_search import backward_search
-from src.cli import LOGGER
 from src.errors import SuiteError
 from src.hints import hint
+from src.method.backward_search import backward_search
 from src.progress import progress as progress_bar
 
 HIDDEN = 128
-logger = logging.getLogger(LOGGER)
+logger = logging.getLogger(__name__)
 D1 = hint("D1")
 
 

@@ -15,19 +15,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision import models, transforms
+from torchvision import models
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
 from src.artifacts import load_torch
-from src.cli import LOGGER
 from src.errors import SuiteError
 from src.hints import B1_HINT
 
-log = logging.getLogger(LOGGER)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Backbones
@@ -317,42 +312,3 @@ def load_encoder(run_dir: str | Path, device: Any = "cpu") -> tuple[Encoder, dic
         first = str(e).strip().splitlines()[0][:200]
         raise SuiteError(f"{path}: weights do not match its config ({first})") from None
     return model.to(device).eval(), config
-
-
-# ---------------------------------------------------------------------------------------------
-# Image transforms (SPEC §4)
-
-
-class ToFloat(nn.Module):
-    """uint8 C×H×W → float in [0, 1] (the tensor half of ToTensor)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255)
-
-
-def transform_parts(config: Mapping[str, Any], train: bool) -> tuple[list, list]:
-    """(deterministic PIL part, tensor part) of the image transform.
-
-    The deterministic part may be cached (decoded once per image); the tensor part holds the
-    random augmentation and normalisation and runs on uint8 C×H×W tensors every time.
-    """
-    s = int(config["image_size"])
-    square = bool(config.get("square_resize", False))
-    resize = transforms.Resize((s, s) if square else s, antialias=True)
-    norm = [ToFloat(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    flips = [transforms.RandomHorizontalFlip()]
-    if config.get("vertical_flip", True):  # the authors' transform flips vertically too
-        flips.insert(0, transforms.RandomVerticalFlip())
-    if not train:
-        return [resize, transforms.CenterCrop(s)], norm
-    if config.get("random_resized_crop", False):  # the paper text's recipe
-        return [], [transforms.RandomResizedCrop((s, s), antialias=True), *flips, *norm]
-    if square:  # the authors' train_square (aPY): the whole crop, no random crop, no flips
-        return [resize], norm
-    return [resize], [transforms.RandomCrop(s), *flips, *norm]
-
-
-def image_transform(config: Mapping[str, Any], train: bool) -> Callable:
-    """PIL image → normalised float tensor 3×S×S, as B1 (train) or C1 (test) sees it."""
-    pre, post = transform_parts(config, train)
-    return transforms.Compose([*pre, transforms.PILToTensor(), *post])

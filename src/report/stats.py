@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src import plane
 from src.artifacts import read_json_or_none
-from src.bootstrap import p_text
-from src.protocol import lam_text, source_line
-from src.tables import fmt_cell, md_table, method_name, with_interval
+from src.evaluation.bootstrap import p_text
+from src.report import plane
+from src.report.markdown import fmt_cell, md_table, method_name, with_interval
+from src.report.protocol import lam_text, source_line
 from src.tasks import Task
 
 PAIRED_NAMES = {"paper_map@10": "precision@10", "mts@10": "mTS@10"}

@@ -1,6 +1,6 @@
 """What E2's figures show: the result grids (paper Figs 1/7/8/9), Fig 5's λ rows beside a t-SNE,
 an outside picture's search, and the run's Fig 6 and training curves, assembled from a task's
-search space (src/search_space.py) and E1's files; src/drawing.py draws them.
+search space and ranked by the same methods as E1 (src/evaluation); src/report/drawing.py draws.
 """
 
 from __future__ import annotations
@@ -13,11 +13,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
 from src.artifacts import read_json_or_none
-from src.cli import LOGGER
-from src.datasets.common import split_tags
-from src.drawing import (
+from src.evaluation.methods import (
+    Ranking,
+    rank,
+    rank_backward_search,
+    rank_knn,
+    rank_student,
+    search,
+)
+from src.evaluation.space import Queries, SearchSpace, file_queries, picture_query
+from src.hints import hint
+from src.method.metrics import tag_jaccard
+from src.paper import NOT_IN_PAPER
+from src.report.drawing import (
     ResultRow,
     Tile,
     TsnePanel,
@@ -27,38 +38,33 @@ from src.drawing import (
     draw_tsne,
     tsne_2d,
 )
-from src.evaluation import NOT_IN_PAPER
-from src.hints import hint
-from src.search_space import SearchSpace, class_id, query_z, rank, search, student_search
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 
 # E1's baselines beyond the paper, shown in the result grids when E1 wrote their rankings
 BASELINE_ROWS = {m: f"{name} (not in the paper)" for m, name in NOT_IN_PAPER.items()}
 
 
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b) if a | b else 0.0
-
-
 def result_tiles(
     space: SearchSpace,
     rows: Sequence[int],
     conditions: Mapping[str, str],
-    query_tags: frozenset[str] | None,
+    similarity: Sequence[float] | None = None,
     query_image: str | None = None,
     scores: Sequence[float] | None = None,
 ) -> list[Tile]:
-    """Tiles for ranked database rows: rank, tag similarity, class labels; green frame if every
-    condition label matches. The query's own image is marked, never dropped (SPEC §9)."""
+    """Tiles for ranked database rows: rank, tag similarity to the query, cosine, class labels;
+    green frame if every condition label matches. The query's own image is marked, never
+    dropped (SPEC §9)."""
     tiles = []
+    table = space.table
     attrs = list(space.labels)
     for r, row in enumerate(rows):
-        item = space.table.iloc[int(row)]
+        item = table.iloc[int(row)]
         head = f"#{r + 1}"
-        if query_tags is not None:
-            head += f"  TS {jaccard(query_tags, split_tags(item['tags'])):.2f}"
+        if similarity is not None:
+            head += f"  TS {similarity[r]:.2f}"
         if scores is not None:
             head += f"  cos {scores[r]:.2f}"
         caption = [head, *[str(item[a]) for a in attrs]]
@@ -69,14 +75,33 @@ def result_tiles(
     return tiles
 
 
+def ranked_row(
+    title: str,
+    space: SearchSpace,
+    q: Queries,
+    indices: Tensor,
+    i: int,
+    cosine: Tensor | None = None,
+) -> ResultRow:
+    """Query i's row of a ranking: the tag similarity of each result to the query (when it has
+    tags), its cosine (when given) and the query's own image marked."""
+    rows = indices[i].cpu().numpy()
+    sim = None if q.tags is None else tag_jaccard(q.tags[[i]], space.tags, rows[None])[0]
+    cond = {a: space.labels[a][int(c[i])] for a, c in q.conditions.items()}
+    image = None if q.frame is None else q.frame["image"].iloc[i]
+    cos = None if cosine is None else cosine[i].cpu().numpy()
+    return ResultRow(title, result_tiles(space, rows, cond, sim, image, cos))
+
+
 def condition_text(conditions: Mapping[str, str]) -> str:
     return ", ".join(f"{a} = {c}" for a, c in conditions.items())
 
 
 def query_tile(space: SearchSpace, query: pd.Series) -> Tile:
     """The query cell: its image, id, own labels and the condition."""
-    labels = space.table.set_index("image").reindex([query["image"]]).iloc[0]
-    own = [f"{a}: {labels[a]}" for a in space.labels if isinstance(labels[a], str)]
+    row = space.rows_of([query["image"]])[0]
+    labels = space.table.iloc[row] if row >= 0 else {}
+    own = [f"{a}: {labels[a]}" for a in space.labels if isinstance(labels.get(a), str)]
     cond = {a: query[a] for a in space.task.conditions}
     return Tile(
         space.image_path(query["image"]),
@@ -141,6 +166,21 @@ def _title(space: SearchSpace, query: pd.Series, extra: str = "") -> str:
     )
 
 
+def e1_ranking(space: SearchSpace, results: Path, method: str, q: Queries) -> Tensor | None:
+    """The top-10 database rows E1 wrote for these queries (retrievals_<method>.csv), or None when
+    the file, one of the queries or one of the images is missing."""
+    path = results / f"retrievals_{method}.csv"
+    if not path.exists():
+        return None
+    df = pd.read_csv(path, dtype=str, keep_default_na=False).set_index("query_id")
+    cols = sorted((c for c in df.columns if c.startswith("rank_")), key=lambda c: int(c[5:]))
+    wanted = [str(i) for i in q.frame["query_id"]]
+    if not cols or not set(wanted) <= set(df.index):
+        return None
+    rows = space.rows_of(df.loc[wanted, cols].to_numpy().ravel()).reshape(len(wanted), -1)
+    return None if (rows < 0).any() else torch.from_numpy(rows)
+
+
 def result_grids(
     space: SearchSpace,
     queries: pd.DataFrame,
@@ -148,53 +188,39 @@ def result_grids(
     out_dir: Path,
     *,
     e1_results: Path | None = None,
-    student_file: Path | None = None,
-    top_k: int = 10,
 ) -> list[Path]:
     """results_q<K>.png per query: kNN, the baselines (when E1 ran them), Backward Search (λ) and
     the student (when trained) in rows.
 
     Rankings come from E1's retrievals_<method>.csv in `e1_results` when given (E1 ran at this λ),
-    else they are computed here, all queries at once.
+    else they are computed here with E1's methods, all queries at once.
     """
-    z0 = query_z(space, queries["image"])
-    conds = {
-        a: torch.tensor([class_id(space.labels, a, c) for c in queries[a]])
-        for a in space.task.conditions
-    }
-    methods: dict[str, tuple[str, Callable[[], torch.Tensor] | None]] = {
-        "knn": ("k-nearest (kNN)", lambda: z0)
+    q = file_queries(space, queries)
+    student = space.student(lam)
+    methods: dict[str, tuple[str, Callable[[], Ranking] | None]] = {
+        "knn": ("k-nearest (kNN)", lambda: rank_knn(space, q))
     }
     for m, title in BASELINE_ROWS.items():  # only from E1's files: E1 owns their settings (α)
         if e1_results is not None and (e1_results / f"retrievals_{m}.csv").exists():
             methods[m] = (title, None)
     methods["backward_search"] = (
         f"Backward Search λ={lam:g}",
-        lambda: search(space, z0, conds, lam),
+        lambda: rank_backward_search(space, q, lam),
     )
     e1_student = e1_results is not None and (e1_results / "retrievals_student.csv").exists()
-    if e1_student or (student_file is not None and student_file.exists()):
-        methods["student"] = (
-            f"student λ={lam:g}",
-            lambda: student_search(student_file, space, z0, conds),
-        )
-    ranks = {}
+    if e1_student or student is not None:
+        methods["student"] = (f"student λ={lam:g}", lambda: rank_student(space, q, student, lam))
+    ranks: dict[str, Tensor] = {}
     for method, (title, compute) in methods.items():
-        keys = read_rankings(e1_results, method, queries["query_id"]) if e1_results else None
-        rows = space.image_row
-        if keys is not None and all(i in rows for k in keys for i in k[:top_k]):
-            ranks[title] = np.array([[rows[i] for i in k[:top_k]] for k in keys])
+        found = e1_ranking(space, e1_results, method, q) if e1_results else None
+        if found is not None:
+            ranks[title] = found
             log.info("%s: ranking read from E1's retrievals_%s.csv", title, method)
         elif compute is not None:
-            ranks[title] = rank(space, compute(), top_k)[1]
+            ranks[title] = compute().indices
     paths = []
-    for q, (_, query) in enumerate(queries.iterrows()):
-        cond = {a: query[a] for a in space.task.conditions}
-        tags = split_tags(query["tags"])
-        rows = [
-            ResultRow(t, result_tiles(space, r[q], cond, tags, query["image"]))
-            for t, r in ranks.items()
-        ]
+    for i, (_, query) in enumerate(q.frame.iterrows()):
+        rows = [ranked_row(title, space, q, r, i) for title, r in ranks.items()]
         path = out_dir / f"results_q{query['query_id']}.png"
         draw_grid(query_tile(space, query), rows, path, title=_title(space, query))
         paths.append(path)
@@ -212,29 +238,27 @@ def lambda_figure(
 ) -> Path:
     """Fig 5: one row per λ (None = kNN) beside a t-SNE of the query's class and the condition
     class (first condition attribute), marking the query and the mean of each row's top-3."""
-    z0 = query_z(space, [query["image"]])
-    cond = {a: query[a] for a in space.task.conditions}
-    ids = {a: class_id(space.labels, a, c) for a, c in cond.items()}
+    q = file_queries(space, query.to_frame().T)
     searched = [lam for lam in lams if lam is not None]
     zs = {}
     if searched:  # one batched search, λ per row
-        z_b = search(space, z0.repeat(len(searched), 1), ids, torch.tensor(searched))
+        z_b = search(space, q.select([0] * len(searched)), torch.tensor(searched)).z
         zs = dict(zip(searched, z_b, strict=True))
-    batch = torch.stack([z0[0].to(space.device) if lam is None else zs[lam] for lam in lams])
-    rows = rank(space, batch, top_k)[1]
+    batch = torch.stack([q.z0[0] if lam is None else zs[lam] for lam in lams])
+    rows = rank(space, batch, k=top_k)[1]
     z_db = space.z.cpu().numpy()
     names = ["kNN" if lam is None else f"λ={lam:g}" for lam in lams]
-    marks = {n: z_db[r[:3]].mean(0) for n, r in zip(names, rows, strict=True)}
+    marks = {n: z_db[r[:3].cpu().numpy()].mean(0) for n, r in zip(names, rows, strict=True)}
     attr = space.task.conditions[0]
-    own = space.table.set_index("image").reindex([query["image"]]).iloc[0][attr]
-    panel = tsne_panel(space, attr, [own, cond[attr]], z0[0].numpy(), marks, seed)
-    tags = split_tags(query["tags"])
+    own = space.labels[attr][int(q.own[attr][0])]
+    cond = query[attr]
+    panel = tsne_panel(space, attr, [own, cond], q.z0[0].cpu().numpy(), marks, seed)
+    qs = q.select([0] * len(lams))
     grid_rows = [
-        ResultRow(
-            "k-nearest (kNN)" if lam is None else f"Backward Search λ={lam:g}",
-            result_tiles(space, r, cond, tags, query["image"]),
+        ranked_row(
+            "k-nearest (kNN)" if lam is None else f"Backward Search λ={lam:g}", space, qs, rows, i
         )
-        for lam, r in zip(lams, rows, strict=True)
+        for i, lam in enumerate(lams)
     ]
     draw_grid(
         query_tile(space, query),
@@ -280,39 +304,28 @@ class PictureSearch:
 def search_picture(
     space: SearchSpace,
     image: Path,
-    z0: torch.Tensor,
+    z0: Tensor,
     conditions: Mapping[str, int],
     lam: float,
     path: Path,
-    *,
-    top_k: int = 10,
-    student_file: Path | None = None,
 ) -> PictureSearch:
     """Run Backward Search from the picture's embedding z0 (`embed_image`) towards `conditions`,
     rank the database and draw kNN, Backward Search and (when D1 trained it) student rows."""
+    q = picture_query(space, z0, conditions)
     names = {a: space.labels[a][c] for a, c in conditions.items()}
-    z = search(space, z0, conditions, lam)
+    bs = rank_backward_search(space, q, lam)
     with torch.no_grad():
-        seen = {a: space.labels[a][int(h(z0).argmax(1))] for a, h in space.encoder.heads.items()}
-    (knn_s, knn_r), (bs_s, bs_r) = rank(space, z0, top_k), rank(space, z, top_k)
-    found = space.table.iloc[bs_r[0]][["image", *space.labels]].reset_index(drop=True)
-    found.insert(0, "cosine", bs_s[0])
+        seen = {a: space.labels[a][int(h(q.z0).argmax(1))] for a, h in space.heads.items()}
+    rankings = {"k-nearest (kNN)": rank_knn(space, q), f"Backward Search λ={lam:g}": bs}
+    student = space.student(lam)
+    if student is not None:
+        rankings[f"student λ={lam:g}"] = rank_student(space, q, student, lam)
+    rows = [ranked_row(t, space, q, r.indices, 0, r.scores) for t, r in rankings.items()]
+    found = space.table.iloc[bs.indices[0].cpu().numpy()][["image", *space.labels]]
+    found = found.reset_index(drop=True)
+    found.insert(0, "cosine", bs.scores[0].cpu().numpy())
     found.insert(0, "rank", np.arange(1, len(found) + 1))
     found["satisfies"] = np.all([found[a] == n for a, n in names.items()], axis=0)
-    rows = [
-        ResultRow("k-nearest (kNN)", result_tiles(space, knn_r[0], names, None, None, knn_s[0])),
-        ResultRow(
-            f"Backward Search λ={lam:g}", result_tiles(space, bs_r[0], names, None, None, bs_s[0])
-        ),
-    ]
-    if student_file is not None and student_file.exists():
-        conds = {a: torch.tensor([c]) for a, c in conditions.items()}
-        st_s, st_r = rank(space, student_search(student_file, space, z0, conds), top_k)
-        rows.append(
-            ResultRow(
-                f"student λ={lam:g}", result_tiles(space, st_r[0], names, None, None, st_s[0])
-            )
-        )
     caption = [
         image.name,
         *[f"seen as {a}: {v}" for a, v in seen.items()],

@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from src.drawing import save_figure
-from src.evaluation import NOT_IN_PAPER
-from src.paper import METHOD_NAMES
+from src.paper import METHOD_NAMES, NOT_IN_PAPER
+from src.report.drawing import save_figure
 
 MTS, CONTEXT = "mts@10", "context"  # the two x axes
 X_LABELS = {MTS: "mTS@10", CONTEXT: "context preservation"}

@@ -1,6 +1,6 @@
 """One task, end to end (E1): run and score the chosen methods, test Backward Search against each
-over the same queries, and optionally the λ and α sweeps and the mTS calibration, into
-`TaskResults` that src/tables.py writes.
+over the same queries, Table 2's λ = 0, and optionally the λ and α sweeps and the mTS
+calibration, into `TaskResults` that src/report/tables.py writes.
 """
 
 from __future__ import annotations
@@ -12,26 +12,23 @@ from typing import Any
 
 import pandas as pd
 
-from src import bootstrap, metrics
-from src.cli import LOGGER
-from src.eval_data import EvalData
-from src.evaluation import (
+from src.evaluation import bootstrap
+from src.evaluation.methods import (
+    BackwardSearches,
     Ranking,
-    Scores,
-    calibrate,
-    rank_backward_search,
     rank_centroid_shift,
     rank_filtered_knn,
     rank_knn,
     rank_random,
     rank_student,
-    score,
-    sweep,
-    sweep_alpha,
 )
-from src.student import Student
+from src.evaluation.scoring import Scores, score
+from src.evaluation.space import Queries, SearchSpace
+from src.evaluation.sweeps import calibrate, evaluate_lambda, sweep, sweep_alpha
+from src.method import metrics
+from src.method.student import Student
 
-log = logging.getLogger(LOGGER)
+log = logging.getLogger(__name__)
 
 PAIRED_METRICS = ("paper_map@10", "mts@10")  # Backward Search vs each method, per query
 
@@ -52,10 +49,12 @@ def paired_tests(scores: dict[str, Scores]) -> dict[str, dict[str, dict[str, flo
 class TaskResults:
     """Everything E1 computed for a task, ready to be written."""
 
-    data: EvalData
+    space: SearchSpace
+    queries: Queries
     lam: float
     rankings: dict[str, Ranking]
     scores: dict[str, Scores]
+    lambda0: dict[str, Any] | None = None  # Backward Search at λ = 0, scored (Table 2)
     similarity: float | None = None  # teacher vs student (Table 6)
     sweep: pd.DataFrame | None = None
     sweep_alpha: pd.DataFrame | None = None
@@ -70,7 +69,8 @@ class TaskResults:
 
 
 def evaluate(
-    data: EvalData,
+    space: SearchSpace,
+    q: Queries,
     methods: Iterable[str],
     lam: float,
     *,
@@ -81,32 +81,35 @@ def evaluate(
     alpha: float = 1.0,
     sweep_alphas: Iterable[float] | None = None,
 ) -> TaskResults:
-    """Run and score the methods, test Backward Search against each; optionally the λ and α
-    sweeps and the mTS calibration."""
+    """Run and score the methods, test Backward Search against each, Table 2's λ = 0; optionally
+    the λ and α sweeps and the mTS calibration."""
+    searches = BackwardSearches(space, q)  # each λ searched once, whoever asks first
     rankers: dict[str, Callable[[], Ranking]] = {
-        "random": lambda: rank_random(data, seed),
-        "knn": lambda: rank_knn(data),
-        "filtered_knn": lambda: rank_filtered_knn(data),
-        "centroid_shift": lambda: rank_centroid_shift(data, alpha),
-        "backward_search": lambda: rank_backward_search(data, lam, single=True, timed=True),
-        "student": lambda: rank_student(data, student, lam),
+        "random": lambda: rank_random(space, q, seed),
+        "knn": lambda: rank_knn(space, q),
+        "filtered_knn": lambda: rank_filtered_knn(space, q),
+        "centroid_shift": lambda: rank_centroid_shift(space, q, alpha),
+        "backward_search": lambda: searches(lam, single=True, timed=True),
+        "student": lambda: rank_student(space, q, student, lam),
     }
     rankings = {m: rankers[m]() for m in methods}
-    res = TaskResults(data, lam, rankings, {m: score(data, r) for m, r in rankings.items()})
-    res.alpha = float(alpha)
+    scores = {m: score(space, q, r) for m, r in rankings.items()}
+    res = TaskResults(space, q, lam, rankings, scores, alpha=float(alpha))
     res.paired = paired_tests(res.scores)
+    if "backward_search" in rankings:
+        res.lambda0 = evaluate_lambda(searches, 0.0)
     if "student" in rankings:
-        teacher = rank_backward_search(data, lam).indices
+        teacher = searches(lam).indices
         sim = metrics.retrieved_similarity(teacher, rankings["student"].indices)
         res.similarity = float(sim.double().mean())
     if sweep_lambdas is not None:
         log.info("λ sweep (Fig 6):")
-        res.sweep = sweep(data, sweep_lambdas)
+        res.sweep = sweep(searches, sweep_lambdas)
     if sweep_alphas is not None:
         log.info("α sweep (class-centroid shift):")
-        res.sweep_alpha = sweep_alpha(data, sweep_alphas)
+        res.sweep_alpha = sweep_alpha(space, q, sweep_alphas)
     if target_mts is not None:
-        res.calibration = cal = calibrate(data, target_mts)
+        res.calibration = cal = calibrate(searches, target_mts)
         log.info(
             "calibration: λ=%.4g gives mTS@10 %.3f (target %.3f%s), mAP@10 %.3f",
             cal["lambda"],

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.encoder import head
+from src.method.encoder import head
 
 
 def toy_space(

@@ -23,7 +23,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from src.artifacts import atomic_path
+from src.atomic import atomic_path
 from src.errors import SuiteError
 from src.hints import B1_HINT, hint
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from src.artifacts import RELEASE_SOURCE
 from src.paper import TABLE5_DEVICE
 from src.quirks import protocol_label
-from src.tables import RANDOM_BY_NATURE, RELEASE
+from src.report.markdown import RANDOM_BY_NATURE
 from src.tasks import AUTHORS_TRAINING, Task
 
 NOT_RECORDED = "not recorded"
@@ -39,7 +40,7 @@ def lam_text(v: Any) -> str:
 def config_line(name: str, cfg: Any) -> str:
     if not isinstance(cfg, dict):
         return f"- {name}: no config.json found"
-    if cfg.get("source") == RELEASE and "command" not in cfg:
+    if cfg.get("source") == RELEASE_SOURCE and "command" not in cfg:
         return f"- {name}: imported from the authors' release `{cfg.get('release', '?')}` ({cfg.get('created', '?')})"
     args = cfg.get("args", {})
     seed = args.get("seed", "—")
@@ -60,7 +61,7 @@ def training_settings(enc_cfg: Any) -> dict[str, Any]:
 
 
 def is_release(cfg: Any) -> bool:
-    return isinstance(cfg, dict) and cfg.get("source") == RELEASE
+    return isinstance(cfg, dict) and cfg.get("source") == RELEASE_SOURCE
 
 
 def _release_encoder_differences(task: Task, enc_cfg: Any) -> list[str]:

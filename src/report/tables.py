@@ -1,29 +1,35 @@
-"""E1's tables laid out like the paper's (Tables 2–6, ours beside the paper's values), their
-markdown, and the files E1 writes per task; REPORT.md (src/report.py) renders with the same helpers.
+"""E1's tables laid out like the paper's (Tables 2–6, ours beside the paper's values) and the
+files E1 writes per task (tables, retrievals, sweeps, calibration, metrics.json).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from src import bootstrap, paper
-from src.artifacts import write_csv, write_json, write_text
-from src.evaluation import NOT_IN_PAPER, evaluate_lambda, retrievals_frame
+from src import paper
+from src.artifacts import RELEASE_SOURCE, write_csv, write_json, write_text
+from src.evaluation import bootstrap
+from src.evaluation.methods import Ranking
+from src.evaluation.scoring import Scores
+from src.evaluation.task_eval import TaskResults
+from src.evaluation.timing import spread_notes
 from src.quirks import protocol_label
-from src.task_eval import TaskResults
+from src.report.markdown import (
+    LOW,
+    NOT_PAPER,
+    RANDOM_BY_NATURE,
+    TITLES,
+    markdown,
+    method_name,
+    with_ci,
+)
 from src.tasks import Task
-from src.timing import spread_notes
 
-NOT_PAPER = "n/a (not a dataset of the paper: SynthArt or your own images)"
-LOW, HIGH = " 95% low", " 95% high"  # companion columns of a metric: its bootstrap interval
-BASELINES = tuple(NOT_IN_PAPER)
-RELEASE = "authors-release"  # data/<ds>/config.json "source" of an imported release (src/release)
-RANDOM_BY_NATURE = "random: unseeded in the authors' code, differs by nature"
+BASELINES = tuple(paper.NOT_IN_PAPER)
 TABLE_NOTES: dict[str, tuple[str, ...]] = {
     "table3": (
         "λ found by bisection on log2 λ (E1 --target-mts); the paper tuned λ per configuration "
@@ -48,23 +54,6 @@ TABLE_NOTES: dict[str, tuple[str, ...]] = {
     ),
     "table6": ("Retrieved similarity: mean Jaccard of the teacher's and the student's top-10.",),
 }
-
-
-def method_name(method: str, summary: Mapping[str, Any] | None = None) -> str:
-    """A method's name in tables; the baselines the paper does not have say so (and the centroid
-    shift its α, from its metrics.json summary)."""
-    if method in NOT_IN_PAPER:
-        alpha = (summary or {}).get("alpha")
-        step = f", α = {alpha:g}" if alpha is not None else ""
-        return f"{NOT_IN_PAPER[method]}{step} (not in the paper)"
-    return paper.METHOD_NAMES.get(method, method)
-
-
-def with_ci(row: dict[str, Any], header: str, value: Any, ci: Any) -> None:
-    """Set row[header] and, when the interval is known, its LOW / HIGH companion columns."""
-    row[header] = value
-    lo, hi = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-    row[header + LOW], row[header + HIGH] = lo, hi
 
 
 def _ci(s: Mapping[str, Any] | None, metric: str) -> Any:
@@ -227,136 +216,31 @@ def table6(task: Task, teacher: dict, student: dict | None, similarity: float | 
     return pd.DataFrame(rows)
 
 
-def _fmt(v: Any, header: str, signed: bool) -> str:
-    """One table cell: metrics to 3 decimals, iterations to 2, times and λ to 4 significant digits."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if not isinstance(v, float):
-        return str(v)
-    sign = "+" if signed or header.startswith("Δ") else ""
-    if "ms/query" in header or header == "λ":
-        return f"{v:{sign}.4g}"
-    if header == "embedding size":
-        return f"{v:g}"
-    if "iterations" in header or "satisfied" in header:
-        return f"{v:{sign}.2f}"
-    return f"{v:{sign}.3f}"
-
-
-def _number(v: Any) -> float | None:
-    return None if v is None or isinstance(v, str) or pd.isna(v) else float(v)
-
-
-def with_interval(text: str, low: Any, high: Any) -> str:
-    """A formatted value followed by its 95 % interval, `0.816 [0.800, 0.830]` (as is if unknown)."""
-    lo, hi = _number(low), _number(high)
-    if lo is None or hi is None or text == "—":
-        return text
-    return f"{text} [{lo:.3f}, {hi:.3f}]"
-
-
-def _shown(headers: Sequence[str]) -> list[str]:
-    """The headers a table shows: LOW / HIGH companions merge into their metric's cell."""
-    return [
-        h for h in headers if not (h.endswith((LOW, HIGH)) and h.rsplit(" 95% ", 1)[0] in headers)
-    ]
-
-
-def md_table(df: pd.DataFrame, cell: Any = None) -> str:
-    """A DataFrame as a GitHub markdown table; `cell(value, header)` formats each cell.
-
-    The default writes floats to 3 decimals and λ columns as written (e.g. 0.0625); a column with
-    LOW / HIGH companions shows its interval in the same cell.
-    """
-    cell = cell or _plain
-    headers = [str(c) for c in df.columns]
-    shown = _shown(headers)
-    body = []
-    for row in df.itertuples(False):
-        values = dict(zip(headers, row, strict=True))
-        body.append(
-            [
-                with_interval(cell(values[h], h), values.get(h + LOW), values.get(h + HIGH))
-                for h in shown
-            ]
-        )
-    return "\n".join(_grid(shown, body))
-
-
-def fmt_cell(v: Any) -> str:
-    """A number in prose or a plain table: 3 decimals; missing as '—'."""
-    return _fmt(v, "", False)
-
-
-def _plain(v: Any, header: str) -> str:
-    if header in ("lambda", "λ") and isinstance(v, float):
-        return f"{v:g}"
-    return fmt_cell(v)
-
-
-def _grid(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
-
-
-def markdown(df: pd.DataFrame, title: str, task: Task, notes: Iterable[str] = ()) -> str:
-    """A table as markdown with a title; paper columns say n/a for tasks without a paper column."""
-    headers = _shown([str(c) for c in df.columns])
-    body = []
-    for _, row in df.iterrows():
-        cells = []
-        signed = str(row.iloc[0]).startswith("Δ")  # a difference row
-        for h in headers:
-            v = row[h]
-            if task.paper_column is None and "(paper)" in h:
-                cells.append("n/a")
-            elif isinstance(v, str):
-                cells.append(v)
-            else:
-                text = _fmt(None if pd.isna(v) else float(v), h, signed)
-                cells.append(with_interval(text, row.get(h + LOW), row.get(h + HIGH)))
-        body.append(cells)
-    lines = [f"### {title}", "", *_grid(headers, body), ""]
-    if task.paper_column is None:
-        lines.append(f"Paper values: {NOT_PAPER}.")
-    else:
-        lines.append(f"Paper values: column {task.paper_column} of the paper (SPEC §8).")
-    lines.extend(notes)
-    return "\n".join(lines) + "\n"
-
-
 # ---------------------------------------------------------------------------------------------
 # The files E1 writes per task
 
 
 def build_tables(res: TaskResults) -> dict[str, pd.DataFrame]:
     """The paper-style tables this evaluation can fill."""
-    task, summary = res.data.task, res.summary
+    task, summary = res.space.task, res.summary
     out = {}
-    if "backward_search" in summary:
-        out["table2"] = table2(task, summary, evaluate_lambda(res.data, 0.0))
+    if res.lambda0 is not None:
+        out["table2"] = table2(task, summary, res.lambda0)
     if res.calibration is not None:
-        out["table3"] = table3(task, res.data.config, res.calibration)
+        out["table3"] = table3(task, res.space.config, res.calibration)
     out["table4"] = table4(task, summary, res.calibration)
     if "backward_search" in summary:
-        bs, e = summary["backward_search"], int(res.data.config["embedding_size"])
-        out["table5"] = table5(task, bs, e, str(res.data.device))
+        bs, e = summary["backward_search"], int(res.space.config["embedding_size"])
+        out["table5"] = table5(task, bs, e, str(res.space.device))
         out["table6"] = table6(task, bs, summary.get("student"), res.similarity)
-    if res.data.source == RELEASE:  # their random search has no seed: no number can match it
+    if (
+        res.space.source == RELEASE_SOURCE
+    ):  # their random search has no seed: no number can match it
         name = paper.METHOD_NAMES["random"]
         for df in (out.get("table2"), out["table4"]):
             if df is not None:
                 df.loc[df["method"] == name, "method"] = f"{name} ({RANDOM_BY_NATURE})"
     return out
-
-
-TITLES = {
-    "table2": "Table 2 — mAP@10 at λ = 0",
-    "table3": "Table 3 — mAP@10 at the λ calibrated to mTS@10 ≈ {target:g}",
-    "table4": "Table 4 — mAP@10 and mTS@10",
-    "table5": "Table 5 — Backward Search iterations and time per query",
-    "table6": "Table 6 — teacher (Backward Search) vs student",
-}
 
 
 def spreads(table: str, res: TaskResults) -> list[str]:
@@ -369,24 +253,24 @@ def write_results(out: Path, res: TaskResults) -> None:
 
     The tables are computed before anything is written, so a failure leaves the folder as it was.
     """
-    data, task = res.data, res.data.task
-    n_q, n_db = data.z0.shape[0], data.db_z.shape[0]
-    kept = "excluded from" if data.exclude is not None else "kept in"
+    space, q, task = res.space, res.queries, res.space.task
+    n_q, n_db = len(q), len(space)
+    kept = "excluded from" if q.exclude is not None else "kept in"
     notes = [
         "mAP@10 is the paper's metric (precision@10); true mAP@10 is AP@10 / min(10, #relevant).",
         f"Queries: {n_q}; database: {n_db} tagged test images; query image {kept} the database; "
-        f"device {data.device}.",
+        f"device {space.device}.",
     ]
-    if data.source == RELEASE:
+    if space.source == RELEASE_SOURCE:
         notes.append(
             "From the authors' released artifacts: their encoder heads, embeddings and queries "
             "(converted by the release importer, src/release)."
         )
-    if data.quirks:
-        notes.append(f"mTS@10 protocol: {protocol_label(data.quirks)} (E1 --authors-quirks).")
+    if q.quirks:
+        notes.append(f"mTS@10 protocol: {protocol_label(q.quirks)} (E1 --authors-quirks).")
     frames = build_tables(res)
     for m, r in res.rankings.items():
-        write_csv(out / f"retrievals_{m}.csv", retrievals_frame(data, r, res.scores[m]))
+        write_csv(out / f"retrievals_{m}.csv", retrievals_frame(res, r, res.scores[m]))
     intervals = (
         f"[low, high]: 95 % bootstrap interval over the queries ({bootstrap.RESAMPLES} resamples)."
     )
@@ -397,7 +281,7 @@ def write_results(out: Path, res: TaskResults) -> None:
             notes_here = notes
         write_csv(out / f"{name}.csv", df)
         target = res.calibration["target_mts"] if res.calibration else None
-        title = f"{TITLES[name].format(target=target)} — {task.name}, run {data.run}"
+        title = f"{TITLES[name].format(target=target)} — {task.name}, run {space.run}"
         write_text(
             out / f"{name}.md",
             markdown(
@@ -414,15 +298,15 @@ def write_results(out: Path, res: TaskResults) -> None:
         out / "metrics.json",
         {
             "task": task.name,
-            "run": data.run,
+            "run": space.run,
             "lambda": res.lam,
             "alpha": res.alpha,
             "n_queries": n_q,
             "database_size": n_db,
-            "exclude_query": data.exclude is not None,
-            "device": str(data.device),
-            "quirks": list(data.quirks),
-            "source": data.source,
+            "exclude_query": q.exclude is not None,
+            "device": str(space.device),
+            "quirks": list(q.quirks),
+            "source": space.source,
             "student_file": res.student_file,
             "methods": res.summary,
             "retrieved_similarity": res.similarity,
@@ -435,3 +319,19 @@ def write_results(out: Path, res: TaskResults) -> None:
             "paired": {"backward_search_minus": res.paired},
         },
     )
+
+
+def retrievals_frame(res: TaskResults, ranking: Ranking, scores: Scores) -> pd.DataFrame:
+    """retrievals_<method>.csv: per query its condition, the ranked image keys and its scores."""
+    frame = res.queries.frame
+    out = pd.DataFrame(
+        {"query_id": frame["query_id"].to_numpy(), "image": frame["image"].to_numpy()}
+    )
+    for a in res.space.task.conditions:
+        out[a] = frame[a].to_numpy()
+    ranked = res.space.images[ranking.indices.cpu().numpy()]
+    for r in range(ranking.indices.shape[1]):
+        out[f"rank_{r + 1}"] = ranked[:, r]
+    out["precision"] = scores.precision
+    out["tag_similarity"] = scores.tag_similarity
+    return out

@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from src.data import ImageTable
-from src.encoder import Encoder
 from src.errors import SuiteError
+from src.method.encoder import Encoder
 from src.progress import progress
 from src.tasks import Recipe
 

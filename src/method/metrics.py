@@ -4,7 +4,8 @@
   carrying every condition label (precision@10).
 - `average_precision_at_k` / `map_at_k`: true mAP@10, AP@10 normalised by min(10, #relevant).
 - `tag_jaccard` / `mts_at_k`: mTS@10, the mean Jaccard similarity of tag sets, query vs results;
-  `authors_query_tags` gives the query tag sets of quirk `empty-tag-token` (CUB, aPY).
+  `authors_query_tags` gives the query tag sets of quirk `empty-tag-token` (CUB, aPY); tag
+  matrices come from src/tags.py.
 - `retrieved_similarity`: Jaccard of two top-10 index sets (teacher vs student, paper Table 6).
 - `context_preservation`: per label attribute NOT conditioned, the fraction of the top-10 keeping
   the query's class (what λ is meant to preserve).
@@ -17,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 from torch import Tensor
 
 from src.errors import SuiteError
+from src.tags import split_tags, widen
 
 Labels = Mapping[str, "Tensor | np.ndarray"]
 
@@ -136,30 +137,6 @@ def retrieved_similarity(indices_a, indices_b) -> Tensor:
 # Tags
 
 
-def tag_matrices(*tag_lists: Sequence[Iterable[str] | str]) -> tuple[sp.csr_matrix, ...]:
-    """Binary sparse matrices (rows × tags) over one shared vocabulary, one per list of tag sets.
-
-    Each item is an iterable of tag strings, or a '|'-joined CSV cell (as in train/test.csv).
-    """
-    from src.datasets.common import split_tags
-
-    parsed = [
-        [split_tags(item) if isinstance(item, str) or item is None else set(item) for item in tl]
-        for tl in tag_lists
-    ]
-    flat = [tag for tl in parsed for tags in tl for tag in tags]
-    codes, vocab = pd.factorize(pd.Series(flat, dtype=object))  # one shared vocabulary
-    out, start = [], 0
-    for tl in parsed:
-        indptr = np.zeros(len(tl) + 1, dtype=np.int64)
-        indptr[1:] = np.cumsum([len(tags) for tags in tl])
-        cols = codes[start : start + indptr[-1]].astype(np.int64)
-        start += indptr[-1]
-        data = np.ones(len(cols), dtype=np.float32)
-        out.append(sp.csr_matrix((data, cols, indptr), shape=(len(tl), len(vocab))))
-    return tuple(out)
-
-
 EMPTY_TOKEN = ""  # what splitting ",<class>" on commas leaves in front of the class
 
 
@@ -173,10 +150,8 @@ def authors_query_tags(
     are stripped first and never have one. `own_classes`: per query, the class name(s) its tag
     set holds besides attributes (CUB: the species; aPY: the category). A query whose tags are
     nothing but those gets EMPTY_TOKEN added: one more item in every union it takes part in.
-    Feed the result to `tag_matrices` in place of the query tag list.
+    Feed the result to `tags.tag_matrix` in place of the query tag list.
     """
-    from src.datasets.common import split_tags
-
     if len(query_tags) != len(own_classes):
         raise SuiteError(
             f"authors_query_tags: {len(query_tags)} query tag sets but {len(own_classes)} classes"
@@ -195,6 +170,8 @@ def tag_jaccard(query_tags: sp.csr_matrix, db_tags: sp.csr_matrix, indices) -> n
     n_q, k = idx.shape
     if query_tags.shape[0] != n_q:
         raise SuiteError(f"tag_jaccard: {query_tags.shape[0]} query tag sets for {n_q} queries")
+    width = max(query_tags.shape[1], db_tags.shape[1])  # a query may hold tags the database lacks
+    query_tags, db_tags = widen(query_tags, width), widen(db_tags, width)
     rows = np.repeat(np.arange(n_q), k)
     cols = idx.ravel()
     inter = np.asarray(query_tags[rows].multiply(db_tags[cols]).sum(1)).ravel()

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from src import plane
 from src.artifacts import (
+    RELEASE_SOURCE,
     dataset_dir,
     queries_path,
     read_json_or_none,
@@ -23,10 +23,11 @@ from src.artifacts import (
     run_dir,
     write_text,
 )
-from src.evaluation import METHODS
 from src.hints import hint
-from src.paper import TABLE3_TARGET_MTS
-from src.protocol import (
+from src.paper import METHODS, TABLE3_TARGET_MTS
+from src.report import plane
+from src.report.markdown import RANDOM_BY_NATURE, TITLES, md_table, method_name, with_ci
+from src.report.protocol import (
     TRAINING_KEYS,
     config_line,
     is_release,
@@ -37,9 +38,8 @@ from src.protocol import (
     student_line,
     training_settings,
 )
-from src.report_stats import calibration_line, paired_table, plane_lines, seeds_lines
-from src.setting import mark_deltas, setting_banner, setting_differences
-from src.tables import RANDOM_BY_NATURE, RELEASE, TITLES, md_table, method_name, with_ci
+from src.report.setting import mark_deltas, setting_banner, setting_differences
+from src.report.stats import calibration_line, paired_table, plane_lines, seeds_lines
 from src.tasks import Task, get_dataset, tasks_of
 
 FIGURE_CAPTIONS = (  # file-name prefix → caption (in this order in the report)
@@ -68,7 +68,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     On imported data the random row says it cannot match (the authors' random search is unseeded).
     """
     methods = metrics.get("methods", {})
-    release = metrics.get("source") == RELEASE
+    release = metrics.get("source") == RELEASE_SOURCE
     order = [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
     context_attrs = sorted(
         {a for m in methods.values() for a in (m.get("context_preservation") or {})}

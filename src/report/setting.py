@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from src.paper import SETTINGS, PaperSetting
-from src.protocol import is_release
+from src.report.protocol import is_release
 from src.tasks import Task
 
 MARK = "†"  # beside every Δ of a task whose setting is not the paper's

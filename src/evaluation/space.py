@@ -1,0 +1,377 @@
+"""A task's search space, loaded once for E1, E2 and the explorer so their answers cannot drift:
+the database a query is searched in (its embeddings, labels and tags), the trained encoder and
+heads, the train-split class centroids and the distilled students.
+
+The database is the test split's tagged images — the paper's protocol (SPEC §7), which E1's tables
+always use — or, with `database="all"`, the train and test images together: the whole collection,
+for searching your own images. `Queries` are what the methods (src/evaluation/methods.py) rank
+against it: the rows of a query file, or an outside picture. Every mismatch between the A1, A2,
+B1 and C1 artifacts fails here, naming the stage to re-run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor, nn
+
+from src.artifacts import dataset_dir, read_json, require, run_dir
+from src.datasets.common import read_labels, read_split
+from src.embeddings import load_embeddings
+from src.errors import SuiteError
+from src.hints import hint
+from src.labels import class_ids
+from src.method import metrics
+from src.method.encoder import Encoder, load_encoder
+from src.method.student import Student, load_student, student_path
+from src.paper import TOP_K
+from src.quirks import applicable
+from src.tags import tag_matrix
+from src.tasks import Task, default_run
+from src.transforms import image_transform
+
+DATABASES = ("test", "all")  # test: the paper's protocol (E1's tables); all: train + test
+MAX_SIDE = 512  # JPEGs are decoded at no less than 4× this side (the transforms resize to ~224)
+
+
+def stage_hint(stage: str, task: Task, run: str) -> str:
+    """How to re-run a per-run stage: by dataset for the default run, else by run name."""
+    if run == default_run(task.dataset):
+        return hint(stage, "--dataset", task.dataset)
+    return hint(stage, "--run", run)
+
+
+@dataclass
+class SearchSpace:
+    """The database of a task (N tagged images) on one device, and what searches it."""
+
+    task: Task
+    run: str
+    weights: Path  # weights/<run>
+    data_root: Path
+    config: dict[str, Any]  # the encoder's (encoder.pt)
+    labels: dict[str, list[str]]  # labels.json
+    encoder: Encoder  # eval mode; an imported run's has no backbone
+    device: torch.device
+    database: str  # "test" or "all"
+    images: np.ndarray  # (N,) image keys, in embeddings.npz order
+    split: np.ndarray  # (N,) "train" or "test"
+    z: Tensor  # N×E
+    label_ids: dict[str, Tensor]  # attr → (N,) class ids, every label attribute C1 stored
+    tag_cells: np.ndarray  # (N,) '|'-joined tags
+    tags: sp.csr_matrix  # N×T binary
+    vocab: pd.Index  # the T tags
+    embedded: pd.Index  # every image C1 embedded (train and test), for queries' z0
+    embedded_z: np.ndarray  # their embeddings
+    embedded_labels: dict[str, np.ndarray]  # attr → their class ids
+    centroids: dict[str, Tensor]  # attr → C×E train-class means (the centroid shift's μ)
+    source: str | None = None  # data/<ds>/config.json "source" ("authors-release": imported)
+    image_root: Path | None = None  # E2 --images: the pictures outside data/<dataset>
+    students: dict[float, Student | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def heads(self) -> Mapping[str, nn.Module]:
+        return self.encoder.heads
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @cached_property
+    def row_index(self) -> pd.Index:
+        """Image key → database row."""
+        return pd.Index(self.images)
+
+    def rows_of(self, keys: Sequence[str]) -> np.ndarray:
+        """The database rows of image keys (-1 where an image is not in the database)."""
+        return self.row_index.get_indexer(list(keys))
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        """The database as a table for people: image, class name per label attribute, tags, split."""
+        out = pd.DataFrame({"image": self.images})
+        for a, ids in self.label_ids.items():
+            out[a] = np.asarray(self.labels[a], dtype=object)[ids.cpu().numpy()]
+        out["tags"] = self.tag_cells
+        out["split"] = self.split
+        return out
+
+    def image_path(self, key: str) -> Path:
+        """Where the picture of image key `key` (`images/<class>/<file>`, as in test.csv) lies:
+        under data/<dataset>, or under --images DIR without the leading `images/`."""
+        if self.image_root is None:
+            return self.data_root / self.task.dataset / key
+        return self.image_root / key.removeprefix("images/")
+
+    def missing_images(self, keys: Sequence[str]) -> list[Path]:
+        """The pictures of `keys` that are not on disk (an imported release carries none)."""
+        return [p for p in map(self.image_path, keys) if not p.is_file()]
+
+    def student_file(self, lam: float) -> Path:
+        """weights/<run>/student_<task>_lam<λ>.pt: where D1 writes the task's student at λ."""
+        return student_path(self.weights, self.task.name, lam)
+
+    def student(self, lam: float) -> Student | None:
+        """D1's student of the task at λ on the device (loaded once), or None when not trained."""
+        if lam not in self.students:
+            path = self.student_file(lam)
+            self.students[lam] = load_student(path, self.device)[0] if path.exists() else None
+        return self.students[lam]
+
+
+def _check_heads(task: Task, run: str, space_cfg, heads, labels, emb, c1: str) -> None:
+    """Every condition attribute needs a head of the right size and C1's labels."""
+    for a in task.conditions:
+        if a not in heads:
+            raise SuiteError(
+                f"task {task.name} conditions on {a!r} but the encoder of run {run} has no head "
+                f"for it (heads: {', '.join(heads)}); train it with B1_train_encoder.py"
+            )
+        n_cls = int(space_cfg["num_classes"][a])
+        if n_cls != len(labels.get(a, ())):
+            raise SuiteError(
+                f"the {a} head of run {run} has {n_cls} classes but labels.json lists "
+                f"{len(labels.get(a, ()))}; the encoder was trained on other data: re-run B1, C1"
+            )
+        if f"label_{a}" not in emb:
+            raise SuiteError(f"embeddings.npz of run {run} has no label_{a}; re-run {c1}")
+
+
+def class_centroids(z: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """C×E mean embedding per class (the centroid shift's μ); a class without rows gets the mean
+    of all rows, so that shifting to or from it moves nothing class-specific."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sums = np.zeros((n_classes, z.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, z)
+    counts = np.bincount(labels, minlength=n_classes)[:, None]
+    overall = z.mean(0, keepdims=True) if len(z) else np.zeros((1, z.shape[1]))
+    return np.where(counts > 0, sums / np.maximum(counts, 1), overall).astype(np.float32)
+
+
+def database_rows(
+    emb: Mapping[str, np.ndarray], tables: pd.DataFrame, splits: Sequence[str], c1: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the embeddings that form the database — images of `splits` with tags (SPEC §7) —
+    in embeddings.npz order, and their tag cells."""
+    keys = emb["image"].astype(str)
+    rows = np.flatnonzero(np.isin(emb["split"], list(splits)))
+    pos = pd.Index(tables["image"]).get_indexer(keys[rows])
+    if (pos < 0).any():
+        raise SuiteError(
+            f"embeddings.npz holds {'/'.join(splits)} images missing from "
+            f"{', '.join(f'{s}.csv' for s in splits)} (e.g. {keys[rows][pos < 0][0]}); the data "
+            f"changed after C1: re-run {c1}"
+        )
+    cells = tables["tags"].to_numpy(dtype=object)[pos]
+    tagged = cells != ""
+    return rows[tagged], cells[tagged]
+
+
+def load_space(
+    data_root: str | Path,
+    weights_root: str | Path,
+    task: Task,
+    run: str,
+    device: torch.device,
+    *,
+    database: str = "test",
+    images: Path | None = None,
+) -> SearchSpace:
+    """Read labels, embeddings, the encoder and the database of `task`; check they fit together."""
+    if database not in DATABASES:
+        raise SuiteError(f"--database {database!r}: choose {' or '.join(DATABASES)}")
+    labels = read_labels(data_root, task.dataset)
+    rdir = run_dir(weights_root, run)
+    c1 = stage_hint("C1", task, run)
+    require(rdir / "embeddings.npz", c1)
+    emb = load_embeddings(rdir)  # refuses NaN or infinite rows
+    require(rdir / "encoder.pt", stage_hint("B1", task, run))
+    encoder, config = load_encoder(rdir, device)
+    _check_heads(task, run, config, encoder.heads, labels, emb, c1)
+    label_attrs = [a for a in labels if f"label_{a}" in emb]
+
+    splits = ("test",) if database == "test" else ("train", "test")
+    tables = pd.concat([read_split(data_root, task.dataset, s) for s in splits], ignore_index=True)
+    rows, cells = database_rows(emb, tables, splits, c1)
+    if len(rows) < TOP_K:
+        raise SuiteError(
+            f"the database has {len(rows)} tagged {'/'.join(splits)} images; retrieval needs more "
+            f"than {TOP_K}"
+        )
+    tags, vocab = tag_matrix(cells)
+    z = emb["z"]
+    train = emb["split"] == "train"
+    cfg_path = dataset_dir(data_root, task.dataset) / "config.json"
+    data_cfg = (
+        read_json(cfg_path, hint("A1", "--dataset", task.dataset)) if cfg_path.is_file() else {}
+    )
+
+    def dev(x: np.ndarray) -> Tensor:
+        return torch.tensor(np.asarray(x), device=device)  # a copy: npz arrays are read-only
+
+    return SearchSpace(
+        task=task,
+        run=run,
+        weights=rdir,
+        data_root=Path(data_root),
+        config=config,
+        labels=labels,
+        encoder=encoder,
+        device=device,
+        database=database,
+        images=emb["image"].astype(str)[rows],
+        split=emb["split"].astype(str)[rows],
+        z=dev(z[rows].astype(np.float32)),
+        label_ids={a: dev(emb[f"label_{a}"][rows]) for a in label_attrs},
+        tag_cells=cells,
+        tags=tags,
+        vocab=vocab,
+        embedded=pd.Index(emb["image"].astype(str)),
+        embedded_z=z,
+        embedded_labels={a: emb[f"label_{a}"] for a in label_attrs},
+        centroids={
+            a: dev(class_centroids(z[train], emb[f"label_{a}"][train], len(labels[a])))
+            for a in task.conditions
+        },
+        source=data_cfg.get("source") if isinstance(data_cfg, dict) else None,
+        image_root=None if images is None else Path(images),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+
+
+@dataclass
+class Queries:
+    """Q query vectors with their conditions: what every method ranks (src/evaluation/methods.py)."""
+
+    z0: Tensor  # Q×E, on the space's device
+    conditions: dict[str, Tensor]  # attr → (Q,) target class ids
+    own: dict[str, Tensor]  # attr → (Q,) the query image's own class ids ({} for a picture)
+    tags: sp.csr_matrix | None  # Q×T' tag sets in the space's vocabulary (None: no tags)
+    exclude: Tensor | None  # (Q,) database row of each query image, -1 none (--exclude-query)
+    n_relevant: Tensor  # (Q,) database rows carrying every condition label (true mAP's normaliser)
+    frame: pd.DataFrame | None = None  # the query file's rows (query_id, image, conditions, tags)
+    quirks: tuple[str, ...] = ()  # the authors' E1 quirks applied to these queries' tags
+
+    def __len__(self) -> int:
+        return self.z0.shape[0]
+
+    def select(self, index: Sequence[int]) -> Queries:
+        """The queries at `index` (repeats allowed), e.g. one query once per λ of Fig 5."""
+        i = torch.as_tensor(list(index), dtype=torch.long)
+        on = i.to(self.z0.device)
+        return Queries(
+            self.z0[on],
+            {a: c[on] for a, c in self.conditions.items()},
+            {a: c[on] for a, c in self.own.items()},
+            None if self.tags is None else self.tags[i.numpy()],
+            None if self.exclude is None else self.exclude[on],
+            self.n_relevant[on],
+            None if self.frame is None else self.frame.iloc[i.numpy()].reset_index(drop=True),
+            self.quirks,
+        )
+
+
+def _queries(space: SearchSpace, z0: np.ndarray | Tensor, conditions, own, tags, exclude, **kw):
+    dev = space.device
+    conditions = {a: torch.as_tensor(c, dtype=torch.long).to(dev) for a, c in conditions.items()}
+    exclude = None if exclude is None else torch.as_tensor(exclude, dtype=torch.long).to(dev)
+    return Queries(
+        z0=torch.as_tensor(z0, dtype=torch.float32).to(dev).reshape(-1, space.z.shape[1]),
+        conditions=conditions,
+        own={a: torch.as_tensor(c).to(dev) for a, c in own.items()},
+        tags=tags,
+        exclude=exclude,
+        n_relevant=metrics.count_relevant(space.label_ids, conditions, exclude),
+        **kw,
+    )
+
+
+def file_queries(
+    space: SearchSpace,
+    frame: pd.DataFrame,
+    *,
+    exclude_query: bool = False,
+    quirks: Sequence[str] = (),
+) -> Queries:
+    """Queries from rows of a query file (A2's `queries_<task>.csv`: query_id, image, one column
+    per condition attribute, tags); their z0 are C1's embeddings of the query images.
+
+    quirks: the authors' E1 quirks (those that change nothing on the dataset are dropped).
+    """
+    task = space.task
+    quirks = applicable(quirks, task.dataset)
+    missing = [a for a in task.conditions if a not in frame.columns]
+    if missing:
+        raise SuiteError(f"the queries of {task.name} lack the {missing[0]!r} column; re-run A2")
+    rows = space.embedded.get_indexer(frame["image"].astype(str))
+    if (rows < 0).any():
+        raise SuiteError(
+            f"{int((rows < 0).sum())} query images not in the embeddings (e.g. "
+            f"{frame['image'].to_numpy()[rows < 0][0]}); the queries are newer than the "
+            f"embeddings: re-run {stage_hint('C1', task, space.run)}"
+        )
+    where = f"queries_{task.name}.csv"
+    conditions = {
+        a: class_ids(
+            frame[a].astype(str),
+            a,
+            space.labels[a],
+            where,
+            f"valid names: {', '.join(space.labels[a])}",
+        )
+        for a in task.conditions
+    }
+    own = {a: ids[rows] for a, ids in space.embedded_labels.items()}
+    q_tags: Any = frame["tags"].fillna("").astype(str).tolist()
+    if "empty-tag-token" in quirks:  # their E1: a query without attributes gets an empty tag
+        names = [[space.labels[a][i] for i in ids] for a, ids in own.items()]
+        q_tags = metrics.authors_query_tags(q_tags, [list(c) for c in zip(*names, strict=True)])
+    tags, _ = tag_matrix(q_tags, space.vocab)
+    exclude = space.rows_of(frame["image"].astype(str)) if exclude_query else None
+    return _queries(
+        space,
+        space.embedded_z[rows],
+        conditions,
+        own,
+        tags,
+        exclude,
+        frame=frame.reset_index(drop=True),
+        quirks=quirks,
+    )
+
+
+def picture_query(space: SearchSpace, z0: Tensor, conditions: Mapping[str, int]) -> Queries:
+    """One query from an outside picture's embedding (`embed_image`): no labels, no tags."""
+    return _queries(space, z0, {a: [c] for a, c in conditions.items()}, {}, None, None)
+
+
+def embed_image(space: SearchSpace, path: Path) -> Tensor:
+    """Embed a picture file with the trained encoder and the test transform (1×E)."""
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as f:
+                f.draft("RGB", (4 * MAX_SIDE,) * 2)  # a huge JPEG: decode at a reduced scale
+                im = f.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SuiteError(
+            f"{path} is too large to decode (> {Image.MAX_IMAGE_PIXELS} pixels): resize it"
+        ) from None
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+        raise SuiteError(f"cannot read image {path}: {e}") from None
+    x = image_transform(space.config, train=False)(im).unsqueeze(0).to(space.device)
+    with torch.no_grad():
+        return space.encoder.embed(x)

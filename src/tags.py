@@ -1,0 +1,105 @@
+"""Tags: how an image's tag set is stored in one CSV cell, and tag sets as sparse binary matrices
+(rows × vocabulary) so that mTS@10's Jaccard similarities are sparse products, not Python sets.
+
+A cell is the tags joined with '|'; an empty cell means no tags; a trailing '|' marks an empty tag
+(only the authors' WikiArt cleaning and their query tags leave one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+TAG_SEP = "|"
+
+
+def join_tags(tags: Iterable, keep_empty: bool = False) -> str:
+    """Tags as one CSV cell: unique, order kept, joined with '|'.
+
+    Empty tags are dropped, unless `keep_empty` (the authors' WikiArt cleaning leaves one): it is
+    then written as a trailing '|' ('a|b|' = {a, b, ''}; '|' = {''}), so an empty cell still
+    means no tags at all.
+    """
+    seen: dict[str, None] = {}
+    empty = False
+    for t in tags:
+        t = str(t).strip()
+        if not t:
+            empty = empty or keep_empty
+        elif t not in seen:
+            seen[t] = None
+    return TAG_SEP.join(seen) + (TAG_SEP if empty else "")
+
+
+def split_tags(cell) -> frozenset[str]:
+    """The set of tags stored in one CSV cell (empty cell → empty set; a trailing '|' → '')."""
+    if not isinstance(cell, str) or not cell:
+        return frozenset()
+    tags = {t for t in cell.split(TAG_SEP) if t}
+    if cell.endswith(TAG_SEP):  # join_tags(..., keep_empty=True) kept an empty tag
+        tags.add("")
+    return frozenset(tags)
+
+
+def _cells(items: Sequence) -> pd.Series:
+    """CSV cells from a list of cells, tag sets or None (a set becomes its cell, empty tag kept)."""
+    s = pd.Series(list(items), dtype=object)
+    other = ~s.map(type).eq(str).to_numpy(dtype=bool)
+    if other.any():
+        s[other] = ["" if x is None else join_tags(x, keep_empty=True) for x in s[other]]
+    return s
+
+
+def _pairs(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(row, tag) of every tag of every cell, each tag once per row, by split_tags' rule."""
+    parts = cells.str.split(TAG_SEP, regex=False).explode()  # '' → ['']; 'a|b|' → [a, b, '']
+    rows = parts.index.to_numpy(dtype=np.int64)
+    tags = parts.to_numpy(dtype=object)
+    trailing = cells.str.endswith(TAG_SEP).to_numpy(dtype=bool)
+    keep = (tags != "") | trailing[rows]  # an inner '' is no tag; a trailing one is (split_tags)
+    pairs = pd.DataFrame({"row": rows[keep], "tag": tags[keep]}).drop_duplicates()
+    return pairs["row"].to_numpy(dtype=np.int64), pairs["tag"].to_numpy(dtype=object)
+
+
+def tag_matrix(items: Sequence, vocab: pd.Index | None = None) -> tuple[sp.csr_matrix, pd.Index]:
+    """Tag sets as a binary csr matrix (rows × vocabulary) and the vocabulary it used.
+
+    items: CSV cells, tag sets or None. With `vocab` given, its columns come first and tags it
+    lacks get new columns after them (the returned vocabulary is `vocab` extended), so a matrix
+    made with the database's vocabulary can be compared with the database's (see tag_jaccard).
+    """
+    cells = _cells(items)
+    rows, tags = _pairs(cells)
+    vocab = pd.Index([], dtype=object) if vocab is None else vocab
+    cols = vocab.get_indexer(tags) if len(vocab) else np.full(len(tags), -1, dtype=np.int64)
+    new = cols < 0
+    if new.any():
+        extra, codes = pd.factorize(pd.Index(tags[new]))  # first-seen order
+        cols = cols.astype(np.int64)
+        cols[new] = len(vocab) + extra
+        vocab = vocab.append(pd.Index(codes, dtype=object))
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    indptr = np.zeros(len(cells) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(cells)), out=indptr[1:])
+    data = np.ones(len(cols), dtype=np.float32)
+    return sp.csr_matrix((data, cols, indptr), shape=(len(cells), len(vocab))), vocab
+
+
+def tag_matrices(*tag_lists: Sequence) -> tuple[sp.csr_matrix, ...]:
+    """Binary sparse matrices (rows × tags) over one shared vocabulary, one per list of tag sets
+    (each item a '|'-joined CSV cell, a set of tags, or None)."""
+    sizes = [len(tl) for tl in tag_lists]
+    whole, _ = tag_matrix([x for tl in tag_lists for x in tl])
+    bounds = np.cumsum([0, *sizes])
+    return tuple(whole[bounds[i] : bounds[i + 1]] for i in range(len(sizes)))
+
+
+def widen(m: sp.csr_matrix, width: int) -> sp.csr_matrix:
+    """`m` with empty columns appended up to `width` (no copy of its data)."""
+    if m.shape[1] >= width:
+        return m
+    return sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], width))
