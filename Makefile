@@ -1,5 +1,5 @@
 # make demo — the whole pipeline on the embedded SynthArt dataset (CPU, minutes); SEEDS=3 adds B1 seeds
-# make test — lint and the test suite
+# make test — lint, the import-layer contracts (pyproject.toml) and the test suite
 # make reproduce DATASET=cub|apy|wikiart — the paper's settings on a real dataset (GPU; see README)
 # make gpu-check — every CUDA path, benchmarks against their targets → bench/RESULTS-<gpu>.md (≤ 10 min)
 # make reproduce-release DATASET=cub|apy|wikiart RELEASE=DIR — the tables from the authors' release (CPU)
@@ -23,11 +23,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
