@@ -1,4 +1,4 @@
-"""The README is a short front page; docs/ holds the reference; every relative link and #anchor resolves."""
+"""README.md is a short front page, docs/ the reference; every relative link and #anchor resolves."""
 
 from __future__ import annotations
 
