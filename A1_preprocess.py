@@ -114,7 +114,7 @@ def parse_args(argv: list[str] | None):
         "--authors-quirks",
         default="none",
         help="reproduce the authors' A1 bugs: cub-tag-shift (cub), wikiart-tag-cleaning (wikiart), "
-        "a comma list, all or none (README: Deviations)",
+        "a comma list, all or none (docs/deviations.md)",
     )
     return p.parse_args(argv)
 

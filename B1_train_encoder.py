@@ -118,7 +118,7 @@ def parse_args(argv: list[str] | None):
         "--authors-quirks",
         default="none",
         help="reproduce the authors' B1 setting frozen-train-mode (a frozen backbone left in "
-        "train mode; needs --freeze-backbone), all or none (README: Deviations)",
+        "train mode; needs --freeze-backbone), all or none (docs/deviations.md)",
     )
     p.add_argument(
         "--resume", action="store_true", help="continue from weights/<run>/checkpoint.pt"

@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None):
         "--authors-quirks",
         default="none",
         help="reproduce the authors' E1 bug: empty-tag-token (CUB, aPY: an empty tag in a query "
-        "without attributes lowers mTS@10), all or none (README: Deviations)",
+        "without attributes lowers mTS@10), all or none (docs/deviations.md)",
     )
     add_device_arg(p)
     return p.parse_args(argv)

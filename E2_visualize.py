@@ -187,8 +187,7 @@ def draw(args, space: SearchSpace, chosen, lam, lams, e1_lam, results: Path) -> 
         not_drawn.append(
             f"result grids (results_q<K>.png, fig5_q<K>.png) need the dataset's images: re-run "
             f"E2_visualize.py --task {task.name} --run {run} --images DIR (DIR holding "
-            f"<class>/<file> as test.csv names them after images/; README: Reproducing from the "
-            f"authors' release)"
+            f"<class>/<file> as test.csv names them after images/; docs/release.md)"
         )
         log.warning("E2: %s is not there; %s", missing[0], not_drawn[-1])
     else:

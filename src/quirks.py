@@ -3,7 +3,7 @@
 Each quirk belongs to the stage that owns the behaviour; that stage takes
 `--authors-quirks NAME[,NAME…]|all|none`, applies the named quirks and records them under "quirks"
 in its config.json (or metrics.json), so every report can say which protocol produced a number.
-The README's deviations table has one row per quirk.
+The deviations table in docs/deviations.md has one row per quirk.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A1 reader for your own images: a folder with a labels.csv, no code (README: Your own images).
+"""A1 reader for your own images: a folder with a labels.csv, no code (docs/datasets.md).
 
 DIR/labels.csv: `image` (a path relative to DIR), one column per label attribute (class names),
 optional `tags` ('|'-joined; absent → the image's label values, as attr=value, are its tags),
