@@ -109,20 +109,6 @@ def query_tile(space: SearchSpace, query: pd.Series) -> Tile:
     )
 
 
-def read_rankings(results: Path, method: str, query_ids: Sequence[int]) -> list[list[str]] | None:
-    """The ranked image keys E1 wrote for these queries (retrievals_<method>.csv), or None when
-    the file or one of the queries is missing."""
-    path = results / f"retrievals_{method}.csv"
-    if not path.exists():
-        return None
-    df = pd.read_csv(path, dtype=str, keep_default_na=False).set_index("query_id")
-    cols = sorted((c for c in df.columns if c.startswith("rank_")), key=lambda c: int(c[5:]))
-    wanted = [str(q) for q in query_ids]
-    if not cols or not set(wanted) <= set(df.index):
-        return None
-    return df.loc[wanted, cols].values.tolist()
-
-
 def tsne_panel(
     space: SearchSpace,
     attr: str,
