@@ -783,3 +783,21 @@ def test_centroid_shift_at_alpha_0_is_knn_and_moves_towards_the_condition():
     )
     assert torch.allclose(z, expected)
     assert ev.rank_centroid_shift(space, q, 0.5).alpha == 0.5
+
+
+def test_the_papers_peer_rows_only_on_the_papers_datasets(synth_style, wiki_style):
+    peers = [paper.METHOD_NAMES[m] for m in tables.PEERS]
+    assert peers == ["SEARLE", "Pic2Word", "CoVR", "CLIP4CIR"]
+    synth4 = pd.read_csv(synth_style / "table4.csv")
+    assert not set(peers) & set(synth4["method"])  # SynthArt: the paper has no such numbers
+    md = (synth_style / "table4.md").read_text()
+    assert not any(p in md for p in peers) and "paper's Backward Search row" not in md
+    wiki4 = pd.read_csv(wiki_style / "table4.csv")
+    rows = list(wiki4["method"])
+    assert rows[2:6] == peers  # after random and kNN, before Backward Search, as in the paper
+    assert "this suite does not run them" in (wiki_style / "table4.md").read_text()
+    ours = {"backward_search": {"paper_map@10": 0.5, "mts@10": 0.15, "lambda": 1.0}}
+    for task, shown in (("cub-bird", True), ("synthart-multi", False), ("synthart-style", False)):
+        t4 = tables.table4(get_task(task), ours)
+        assert (set(peers) <= set(t4["method"])) is shown, task
+
