@@ -801,3 +801,37 @@ def test_the_papers_peer_rows_only_on_the_papers_datasets(synth_style, wiki_styl
         t4 = tables.table4(get_task(task), ours)
         assert (set(peers) <= set(t4["method"])) is shown, task
 
+
+def test_report_summary_from_e1s_files(synth, synth_style):
+    from src.report import plane
+    from src.report.document import build_report
+    from src.report.markdown import METRIC_NOTE
+
+    text = build_report(
+        synth.results_root, synth.weights_root, synth.data_root, synth.run, "synthart"
+    )
+    m = read_metrics(synth_style)  # read with the report: whatever E1 ran last on the fixture
+    methods = m["methods"]
+    summary = text.split("## Summary")[1].split("\n## ")[0].split("**[synthart-multi]")[0]
+
+    def shown(s: dict, key: str) -> str:
+        lo, hi = s["ci"][key]
+        return f"{s[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    bs = methods["backward_search"]
+    assert (
+        f"- Backward Search at λ = {m['lambda']:g}: precision@10 {shown(bs, 'paper_map@10')}; "
+        f"mTS@10 {shown(bs, 'mts@10')}; {bs['ms_per_query']:.3g} ms/query."
+    ) in summary
+    baselines = ("random", "knn", "filtered_knn", "centroid_shift")
+    best = max(baselines, key=lambda k: methods[k]["paper_map@10"])
+    d = m["paired"]["backward_search_minus"][best]["paper_map@10"]
+    assert f"precision@10 {shown(methods[best], 'paper_map@10')}" in summary
+    assert f"paired over the same queries: precision@10 {d['mean']:+.3f} [{d['low']:.3f}" in summary
+    assert "(paper " not in summary
+    for name, p in plane.task_planes(synth_style).items():
+        assert plane.dominance_sentence(p) in summary, name
+    # E1's notes under every table, said once; no Source line per table
+    assert text.count(METRIC_NOTE) == 1 and "Queries: " not in text
+    assert text.count("[low, high]") == 1 and text.count("Paper values: ") == 1
+    assert text.count("Source: `") == text.count("## Task `")  # one per task
