@@ -137,3 +137,13 @@ def test_e2_says_why_a_task_conditioning_on_every_attribute_has_no_context_plane
     with caplog.at_level("INFO", logger="src"):
         assert len(pl.draw_task_planes(tmp_path)) == 2
     assert "No context plane" not in caplog.text
+
+
+def test_an_unreadable_sweep_leaves_its_curve_out_and_says_so(tmp_path, caplog):
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": METHODS}))
+    (tmp_path / "sweep.csv").write_text("")  # empty: pandas cannot read it
+    CS.to_csv(tmp_path / "sweep_alpha.csv", index=False)
+    with caplog.at_level("WARNING", logger="src"):
+        planes = pl.task_planes(tmp_path)
+    assert planes["plane_mts.png"].curve(pl.BS) is None and planes["plane_mts.png"].curve(pl.CS)
+    assert "sweep.csv is unreadable" in caplog.text
