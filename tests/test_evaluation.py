@@ -783,3 +783,55 @@ def test_centroid_shift_at_alpha_0_is_knn_and_moves_towards_the_condition():
     )
     assert torch.allclose(z, expected)
     assert ev.rank_centroid_shift(space, q, 0.5).alpha == 0.5
+
+
+def test_the_papers_peer_rows_only_on_the_papers_datasets(synth_style, wiki_style):
+    peers = [paper.METHOD_NAMES[m] for m in tables.PEERS]
+    assert peers == ["SEARLE", "Pic2Word", "CoVR", "CLIP4CIR"]
+    synth4 = pd.read_csv(synth_style / "table4.csv")
+    assert not set(peers) & set(synth4["method"])  # SynthArt: the paper has no such numbers
+    md = (synth_style / "table4.md").read_text()
+    assert not any(p in md for p in peers) and "paper's Backward Search row" not in md
+    wiki4 = pd.read_csv(wiki_style / "table4.csv")
+    rows = list(wiki4["method"])
+    assert rows[2:6] == peers  # after random and kNN, before Backward Search, as in the paper
+    assert "this suite does not run them" in (wiki_style / "table4.md").read_text()
+    ours = {"backward_search": {"paper_map@10": 0.5, "mts@10": 0.15, "lambda": 1.0}}
+    for task, shown in (("cub-bird", True), ("synthart-multi", False), ("synthart-style", False)):
+        t4 = tables.table4(get_task(task), ours)
+        assert (set(peers) <= set(t4["method"])) is shown, task
+
+
+def test_report_summary_from_e1s_files(synth, synth_style):
+    from src.report import plane
+    from src.report.document import build_report
+    from src.report.markdown import METRIC_NOTE
+
+    text = build_report(
+        synth.results_root, synth.weights_root, synth.data_root, synth.run, "synthart"
+    )
+    m = read_metrics(synth_style)  # read with the report: whatever E1 ran last on the fixture
+    methods = m["methods"]
+    summary = text.split("## Summary")[1].split("\n## ")[0].split("**[synthart-multi]")[0]
+
+    def shown(s: dict, key: str) -> str:
+        lo, hi = s["ci"][key]
+        return f"{s[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    bs = methods["backward_search"]
+    assert (
+        f"- Backward Search at λ = {m['lambda']:g}: precision@10 {shown(bs, 'paper_map@10')}; "
+        f"mTS@10 {shown(bs, 'mts@10')}; {bs['ms_per_query']:.3g} ms/query."
+    ) in summary
+    baselines = ("random", "knn", "filtered_knn", "centroid_shift")
+    best = max(baselines, key=lambda k: methods[k]["paper_map@10"])
+    d = m["paired"]["backward_search_minus"][best]["paper_map@10"]
+    assert f"precision@10 {shown(methods[best], 'paper_map@10')}" in summary
+    assert f"paired over the same queries: precision@10 {d['mean']:+.3f} [{d['low']:.3f}" in summary
+    assert "(paper " not in summary
+    for name, p in plane.task_planes(synth_style).items():
+        assert plane.dominance_sentence(p) in summary, name
+    # E1's notes under every table, said once; no Source line per table
+    assert text.count(METRIC_NOTE) == 1 and "Queries: " not in text
+    assert text.count("[low, high]") == 1 and text.count("Paper values: ") == 1
+    assert text.count("Source: `") == text.count("## Task `")  # one per task

@@ -119,3 +119,31 @@ def test_task_planes_are_drawn_from_e1s_files(tmp_path):
     (tmp_path / "sweep.csv").unlink()
     (tmp_path / "sweep_alpha.csv").unlink()
     assert pl.draw_task_planes(tmp_path) == []  # E1 without --sweep: no plane
+
+
+def test_e2_says_why_a_task_conditioning_on_every_attribute_has_no_context_plane(tmp_path, caplog):
+    no_free = {m: method(s["paper_map@10"], s["mts@10"]) for m, s in METHODS.items()}
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": no_free}))
+    BS.drop(columns="context_genre").to_csv(tmp_path / "sweep.csv", index=False)
+    with caplog.at_level("INFO", logger="src"):  # E2's log: the src root's handlers
+        paths = pl.draw_task_planes(tmp_path, "synthart-multi")
+    assert [p.name for p in paths] == ["plane_mts.png"]
+    said = [r for r in caplog.records if "No context plane (plane_context.png)" in r.getMessage()]
+    assert len(said) == 1 and said[0].name.startswith("src.")
+    assert "conditions on every label attribute" in said[0].getMessage()
+    caplog.clear()
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": METHODS}))
+    BS.to_csv(tmp_path / "sweep.csv", index=False)
+    with caplog.at_level("INFO", logger="src"):
+        assert len(pl.draw_task_planes(tmp_path)) == 2
+    assert "No context plane" not in caplog.text
+
+
+def test_an_unreadable_sweep_leaves_its_curve_out_and_says_so(tmp_path, caplog):
+    (tmp_path / "metrics.json").write_text(json.dumps({"methods": METHODS}))
+    (tmp_path / "sweep.csv").write_text("")  # empty: pandas cannot read it
+    CS.to_csv(tmp_path / "sweep_alpha.csv", index=False)
+    with caplog.at_level("WARNING", logger="src"):
+        planes = pl.task_planes(tmp_path)
+    assert planes["plane_mts.png"].curve(pl.BS) is None and planes["plane_mts.png"].curve(pl.CS)
+    assert "sweep.csv is unreadable" in caplog.text

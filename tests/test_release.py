@@ -431,6 +431,10 @@ def test_a1_imports_the_release_and_e1_e2_run_on_it(imported, capsys):
     figs = root / "results" / run / "cub-bird" / "figures"
     assert (root / "results" / run / "figures" / "fig6_lambda.png").is_file()  # needs no images
     assert (figs / "plane_mts.png").is_file()  # the trade-off plane needs only E1's numbers
+    assert not (figs / "plane_context.png").exists()  # CUB's one attribute is the condition...
+    assert (
+        "No context plane (plane_context.png)" in (figs / "E2.log").read_text()
+    )  # ...and E2 says so
     assert not list(figs.glob("results_q*.png")) and not list(figs.glob("fig5_q*.png"))
     assert out.count("need the dataset's images") == 1 and "--images DIR" in out
     assert "need the dataset's images" in (figs / "E2.log").read_text()

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from src.report.document import build_report, metrics_table, write_report
+from src.report.setting import MARK
 from src.report.stats import seeds_table
 
 RUN = "wikiart_convnext_base_e256_ft"
@@ -172,8 +173,9 @@ def test_report_holds_tables_links_settings_and_caveats(tmp_path):
     assert "- A1 data: quirks: not recorded" in text and "--exclude-query: no" in text
     assert "distilled on C1's train-split embeddings made with the train transform" in text
     cmd = "written by `E1_evaluate.py --task wikiart-style`"
-    assert f"Source: `{RUN}/wikiart-style/table2.md`, {cmd}" in text
-    assert f"Source: `{RUN}/wikiart-style/sweep.csv`, {cmd}" in text
+    files = "metrics.json, table2.md, table5.md, table6.md, sweep.csv, calibration.json"
+    assert f"Source: `{RUN}/wikiart-style/`: {files}, {cmd}." in text
+    assert text.count("Source: `") == 1  # once per task, not under every table
     assert "these are the authors' own" not in text and "not the authors' random" in text
     assert "SynthArt" not in text.split("## Settings")[0].split("What cannot be compared")[1]
     settings = text.split("## Settings")[1]  # every stage's command, C1 and E2 included
@@ -247,18 +249,28 @@ def test_report_from_the_authors_release_names_its_protocol_and_sets_the_paper_b
     assert "Δ mAP@10" in section and "Δ mTS@10" in section
     paper_map, paper_mts = TABLE4["searle"]["CUB"]
     assert f"{paper_map:.3f}" in section and f"{paper_mts:.3f}" in section
-    # random search is marked; the queries are theirs; no claim about encoder training
+    # random search is marked; the queries are theirs; no claim about encoder training (what
+    # cannot be compared is said once, after the Summary)
     assert section.count("random: unseeded in the authors' code, differs by nature") >= 3
-    assert "these are the authors' own 8 queries" in section
-    assert "not the authors' random streams" not in section
-    assert "The encoder differs" not in section
-    assert "the authors' own trained encoder, but not the configuration" in section
-    assert "embedding_size 16 (paper: 256)" in section
-    assert "has no student" not in section
-    # every table names its artifact and the E1 command
-    assert f"Source: `{run}/cub-bird/table2.md`, written by `" in section
-    assert section.count("Source: `") >= 5
+    caveats = text.split("## What cannot be compared")[1].split("\n## ")[0]
+    assert "these are the authors' own 8 queries" in caveats
+    assert "not the authors' random streams" not in text
+    assert "The encoder differs" not in text
+    assert "the authors' own trained encoder, but not the configuration" in caveats
+    assert "embedding_size 16 (paper: 256)" in caveats
+    assert "has no student" not in text
+    # the task's tables name their artifacts and the E1 command, once
+    files = "metrics.json, table2.md, table4.md, table5.md, table6.md"
+    assert f"Source: `{run}/cub-bird/`: {files}, written by `" in section
+    assert section.count("Source: `") == 1
     assert "B1 encoder: `import_release(" in text.split("## Settings")[1]
+    # the Summary: imported, beside the paper, every Δ marked; E1's release note said once
+    summary = summary_of(text)
+    assert "computed by our E1 from the authors' released artifacts; beside the paper's " in summary
+    bs_map = TABLE4["backward_search"]["CUB"][0]
+    assert f"(paper {bs_map:.3f}, Δ " in summary
+    assert re.findall(r"Δ [+-]\d\.\d{3}( †)?", summary).count(" †") >= 4
+    assert "From the authors' released artifacts" not in text  # the section's bold line says it
 
 
 def test_report_on_an_imported_run_without_a_student_says_so(tmp_path):
@@ -373,7 +385,8 @@ def test_report_states_the_plane_from_the_sweeps_and_links_its_figures(tmp_path)
     assert "![plane_mts](wikiart-style/figures/plane_mts.png)" in section
     assert "plane_context" not in section  # E2 drew no such figure here: no dead link
     assert text.count("plane_mts.png") == 1  # not repeated in the generic figure list
-    assert f"Source: `{RUN}/wikiart-style/sweep_alpha.csv`" in section
+    files = "metrics.json, table2.md, table5.md, table6.md, sweep.csv, sweep_alpha.csv"
+    assert f"Source: `{RUN}/wikiart-style/`: {files}, calibration.json, written by" in text
 
 
 def test_seeds_table_gives_mean_and_sd_across_runs(tmp_path):
@@ -398,3 +411,116 @@ def test_seeds_table_refuses_runs_of_another_configuration():
     with pytest.raises(ValueError, match="run b differs from a in lambda"):
         seeds_table({"a": a, "b": b})
     assert seeds_table({"a": a}) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The Summary, the notes said once, the plane of a task that conditions on every attribute
+
+
+def summary_of(text: str) -> str:
+    return text.split("## Summary")[1].split("\n## ")[0]
+
+
+def test_best_baseline_is_the_baselines_highest_precision():
+    from src.report.summary import best_baseline
+
+    precision = {"random": 0.1, "knn": 0.3, "centroid_shift": 0.3, "filtered_knn": 0.2}
+    precision |= {"backward_search": 0.9, "student": 0.95}  # never a baseline
+    methods = {m: {"paper_map@10": v} for m, v in precision.items()}
+    assert best_baseline(methods) == "knn"  # tie with the centroid shift: the tables' order
+    methods["filtered_knn"]["paper_map@10"] = 0.31
+    assert best_baseline(methods) == "filtered_knn"
+    assert best_baseline({"backward_search": {"paper_map@10": 0.9}}) is None
+
+
+def synthart_report(tmp_path: Path, m: dict) -> str:
+    run = "synthart_convnext_atto_e64_ft"
+    write(tmp_path / "data" / "synthart" / "config.json", config("A1", 0))
+    write(tmp_path / "results" / run / "synthart-style" / "metrics.json", m)
+    return build_report(tmp_path / "results", tmp_path / "w", tmp_path / "data", run, "synthart")
+
+
+def test_summary_without_a_paper_column_sets_the_best_baseline_beside(tmp_path):
+    m = with_statistics(metrics("synthart-style"))
+    m["methods"]["student"] = method(0.7, 0.6, 0.16, ms_per_query=0.0005)  # λ: the task's
+    m["methods"]["student"]["ci"] = {"paper_map@10": [0.68, 0.72], "mts@10": [0.15, 0.17]}
+    m["methods"]["backward_search"]["lambda"] = 1.1
+    best = {"mean": -0.138, "low": -0.15, "high": -0.12, "p": 1 / 1001}
+    m["paired"]["backward_search_minus"]["filtered_knn"] = {
+        "paper_map@10": best,
+        "mts@10": {"mean": 0.03, "low": 0.02, "high": 0.04, "p": 0.042},
+    }
+    summary = summary_of(synthart_report(tmp_path, m))
+    bs, st, fk = (m["methods"][k] for k in ("backward_search", "student", "filtered_knn"))
+
+    def shown(s: dict, key: str) -> str:  # a number of metrics.json as the Summary writes it
+        lo, hi = s["ci"][key]
+        return f"{s[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    assert "no paper column (SynthArt), so beside the best baseline" in summary
+    assert (
+        f"- Backward Search at λ = 1.1: precision@10 {shown(bs, 'paper_map@10')}; "
+        f"mTS@10 {shown(bs, 'mts@10')}; 0.0123 ms/query."
+    ) in summary
+    assert (
+        f"- Student (distilled) at λ = 1.1: precision@10 {shown(st, 'paper_map@10')}; "
+        f"mTS@10 {shown(st, 'mts@10')}; 0.0005 ms/query."
+    ) in summary
+    # head-filtered kNN (0.95) beats the centroid shift (0.5), kNN and random; the paired Δ is E1's
+    assert (
+        "- Best baseline by precision@10: head-filtered kNN (not in the paper), "
+        f"precision@10 {shown(fk, 'paper_map@10')}; mTS@10 {shown(fk, 'mts@10')}. "
+        "Backward Search − it, paired over the same queries: precision@10 -0.138 [-0.150, "
+        "-0.120] (p < 0.001); mTS@10 +0.030 [0.020, 0.040] (p = 0.042)."
+    ) in summary
+    assert "(paper " not in summary and "Δ" not in summary and MARK not in summary
+
+
+def test_report_states_e1s_table_notes_once_and_captions_short(tmp_path):
+    from src.report.markdown import METRIC_NOTE, markdown
+    from src.report.tables import table_notes
+    from src.tasks import get_task
+
+    r = make_tree(tmp_path, tag_fallback=False)
+    t = r["results"] / RUN / "wikiart-style"
+    m = with_statistics(metrics("wikiart-style")) | {"device": "cuda", "quirks": []}
+    write(t / "metrics.json", m)
+    notes = table_notes(get_task("wikiart-style"), m).lines()
+    df = pd.DataFrame([{"method": "Backward Search", "mAP@10 (ours)": 0.8123}])
+    for stem in ("table2", "table4"):
+        title = f"Table {stem[-1]} — E1's caption — wikiart-style, run {RUN}"
+        write(t / f"{stem}.md", markdown(df, title, get_task("wikiart-style"), [*notes, "Own."]))
+    text = build_report(r["results"], r["weights"], r["data"], RUN, "wikiart")
+    assert "### Table 2 — E1's caption\n" in text and f", run {RUN}" not in text
+    assert text.count("Own.") == 2  # a table's own note stays under it
+    assert text.count(METRIC_NOTE) == 1  # in "Reading the tables"
+    assert "Paper values:" not in text and "Queries: 1000" not in text
+    assert text.count("[low, high]") == 1 and "(1000 resamples, seed 0)" in text
+    assert (
+        "paper column: WikiArt-style (SPEC §8) · λ = 1.1 · 1000 queries · database 16289 tagged "
+        "test images · query image kept in the database · device cuda"
+    ) in text
+
+
+def test_a_task_conditioning_on_every_attribute_says_why_it_has_no_context_plane(tmp_path):
+    r = make_tree(tmp_path, tag_fallback=False)
+    t = r["results"] / RUN / "wikiart-multi"
+    m = with_statistics(metrics("wikiart-multi"))
+    for s in m["methods"].values():  # style and genre are both conditions: no context left
+        s["context_preservation"] = {}
+        s["ci"].pop("context_preservation")
+    write(t / "metrics.json", m)
+    pd.DataFrame(
+        {"lambda": [0, 1, 4], "paper_map@10": [0.9, 0.6, 0.2], "mts@10": [0.05, 0.1, 0.2]}
+    ).to_csv(t / "sweep.csv", index=False)
+    text = build_report(r["results"], r["weights"], r["data"], RUN, "wikiart")
+    why = (
+        "No context plane (plane_context.png): the task conditions on every label attribute "
+        "(style, genre), so none is left unconditioned to preserve; mTS@10 is its only measure "
+        "of context."
+    )
+    section = text.split("## Task `wikiart-multi`")[1].split("### Trade-off plane")[1]
+    assert f"**x = context preservation.** {why}" in section.split("\n### ")[0]
+    assert f"- Trade-off plane, x = context preservation: {why}" in summary_of(text)
+    style = text.split("## Task `wikiart-style`")[1].split("## Task `wikiart-multi`")[0]
+    assert "No context plane" not in style  # genre is free there

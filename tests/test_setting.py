@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 
 from src.artifacts import RELEASE_SOURCE as RELEASE
 from src.artifacts import write_json, write_text
+from src.paper import TABLE4, TABLE6
 from src.report.document import write_report
 from src.report.markdown import md_table
 from src.report.setting import MARK, mark_deltas, setting_differences
@@ -115,6 +117,11 @@ def test_mark_deltas_marks_delta_columns_and_rows_only():
 
 
 def _report(tmp_path, data: dict, enc: dict, metrics: dict) -> str:
+    """The section of task cub-bird in the REPORT.md of a run with these records."""
+    return _full_report(tmp_path, data, enc, metrics).split("## Task `cub-bird`")[1]
+
+
+def _full_report(tmp_path, data: dict, enc: dict, metrics: dict) -> str:
     roots = {k: tmp_path / k for k in ("data", "weights", "results")}
     write_json(roots["data"] / "cub" / "config.json", data)
     write_json(roots["weights"] / RUN / "config.json", enc)
@@ -124,8 +131,7 @@ def _report(tmp_path, data: dict, enc: dict, metrics: dict) -> str:
         [{"method": "Backward Search", "mAP@10": 0.792, "paper": 0.633, "Δ mAP@10": "+0.159"}]
     )
     write_text(tdir / "table2.md", md_table(table))
-    text = write_report(roots["results"], roots["weights"], roots["data"], RUN, "cub").read_text()
-    return text.split("## Task `cub-bird`")[1]
+    return write_report(roots["results"], roots["weights"], roots["data"], RUN, "cub").read_text()
 
 
 def test_report_banner_and_marks_on_a_non_paper_setting(tmp_path, capsys):
@@ -142,3 +148,38 @@ def test_report_in_the_papers_setting_has_no_banner_and_no_marks(tmp_path):
     section = _report(tmp_path, *paper_cub())
     assert "Not the paper's setting" not in section and MARK not in section
     assert "| +0.159 |" in section
+
+
+def test_summary_sets_the_paper_beside_and_marks_every_delta_where_the_setting_differs(
+    tmp_path, capsys
+):
+    bs = {"paper_map@10": 0.5, "mts@10": 0.16, "lambda": 0.51}
+    student = {"paper_map@10": 0.4, "mts@10": 0.2, "lambda": 0.51}
+    numbers = {"methods": {"backward_search": bs, "student": student}}
+    numbers["retrieved_similarity"] = 0.6
+    (p_map, p_mts), p6 = TABLE4["backward_search"]["CUB"], TABLE6["CUB"]
+    data, enc, q = paper_cub()
+    same = _full_report(tmp_path / "paper", data, enc, q | numbers)
+    summary = same.split("## Summary")[1].split("\n## ")[0]
+    assert "beside the paper's column CUB (Δ = ours − paper)." in summary
+    assert (
+        f"- Backward Search at λ = 0.51: precision@10 0.500 (paper {p_map:.3f}, Δ "
+        f"{0.5 - p_map:+.3f}); mTS@10 0.160 (paper {p_mts:.3f}, Δ {0.16 - p_mts:+.3f})."
+    ) in summary
+    s_map, s_mts, _ = p6["student"]
+    assert (
+        f"- Student (distilled) at λ = 0.51: precision@10 0.400 (paper {s_map:.3f}, Δ "
+        f"{0.4 - s_map:+.3f}); mTS@10 0.200 (paper {s_mts:.3f}, Δ {0.2 - s_mts:+.3f}); "
+        f"retrieved similarity with Backward Search 0.600 (paper "
+        f"{p6['retrieved_similarity']:.3f}, Δ {0.6 - p6['retrieved_similarity']:+.3f})."
+    ) in summary
+    assert MARK not in summary and "Best baseline" not in summary  # the paper's setting
+    data, enc, q = small_cub(tmp_path / "a1", capsys)
+    other = _full_report(tmp_path / "small", data, enc, q | numbers)
+    summary = other.split("## Summary")[1].split("\n## ")[0]
+    assert (
+        f"every Δ is marked {MARK}: not the paper's setting (30 images (paper: 11,788);" in summary
+    )
+    deltas = re.findall(r"Δ [+-]\d\.\d{3}( †)?", summary)
+    assert len(deltas) == 5 and all(deltas)  # Backward Search ×2, student ×2, similarity
+    assert "Best baseline" not in summary

@@ -1,4 +1,5 @@
-"""results/<run>/REPORT.md: every table E1 wrote, the figures, the settings and what cannot be compared.
+"""results/<run>/REPORT.md: a Summary, what cannot be compared, then every table E1 wrote, the
+figures and the settings.
 
 Built only from the artifacts on disk (metrics.json, table*.md, sweep.csv, calibration.json,
 figures/*.png and the config.json files of every stage), so it can be regenerated at any time and
@@ -24,9 +25,17 @@ from src.artifacts import (
     write_text,
 )
 from src.hints import hint
-from src.paper import METHODS, TABLE3_TARGET_MTS
+from src.paper import METHODS, NOT_IN_PAPER, TABLE3_TARGET_MTS
 from src.report import plane
-from src.report.markdown import RANDOM_BY_NATURE, TITLES, md_table, method_name, with_ci
+from src.report.markdown import (
+    METRIC_NOTE,
+    RANDOM_BY_NATURE,
+    TITLES,
+    md_table,
+    method_name,
+    paper_values,
+    with_ci,
+)
 from src.report.protocol import (
     TRAINING_KEYS,
     config_line,
@@ -38,8 +47,10 @@ from src.report.protocol import (
     student_line,
     training_settings,
 )
-from src.report.setting import mark_deltas, setting_banner, setting_differences
+from src.report.setting import MARK, mark_deltas, setting_banner, setting_differences
 from src.report.stats import calibration_line, paired_table, plane_lines, seeds_lines
+from src.report.summary import task_summary
+from src.report.tables import table_notes
 from src.tasks import Task, get_dataset, tasks_of
 
 FIGURE_CAPTIONS = (  # file-name prefix → caption (in this order in the report)
@@ -98,38 +109,65 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def _figures(base: Path, folder: Path) -> list[str]:
-    """Markdown image links (relative to `base`) for the PNGs in `folder`, in the report's order."""
+    """Markdown image links (relative to `base`) for the PNGs in `folder`, in the report's order,
+    each kind's caption once above its figures."""
     if not folder.is_dir():
         return []
     planes = {name for _, name in plane.FIGURES}  # shown in the trade-off plane section
     pngs = sorted(p for p in folder.glob("*.png") if p.name not in planes)
+    groups = [(c, [p for p in pngs if p.name.startswith(prefix)]) for prefix, c in FIGURE_CAPTIONS]
+    rest = [p for p in pngs if not any(p.name.startswith(prefix) for prefix, _ in FIGURE_CAPTIONS)]
     out = []
-    for prefix, caption in FIGURE_CAPTIONS:
-        for p in pngs:
-            if p.name.startswith(prefix):
-                out += [
-                    f"**{caption}** — `{p.name}`",
-                    "",
-                    f"![{p.stem}]({p.relative_to(base).as_posix()})",
-                    "",
-                ]
-    for p in pngs:
-        if not any(p.name.startswith(prefix) for prefix, _ in FIGURE_CAPTIONS):
+    for caption, found in [*groups, ("", rest)]:
+        if found and caption:
+            out += [f"**{caption}**", ""]
+        for p in found:
             out += [f"![{p.stem}]({p.relative_to(base).as_posix()})", ""]
     return out
 
 
-def task_section(
-    base: Path, task: Task, data_cfg: Any, enc_cfg: Any, run_metrics: Any, e1_cfg: Any
-) -> list[str]:
-    """The markdown of one task: protocol, summary, E1's tables, sweep, calibration, figures, caveats.
+def _embedded(body: str, task: Task, run: str, drop: set[str]) -> str:
+    """An E1 table as REPORT.md shows it: the caption without the task and run (the section says
+    them) and without the notes the report states once (`drop`)."""
+    lines = body.split("\n")
+    if lines[0].startswith("#"):
+        lines[0] = lines[0].removesuffix(f" — {task.name}, run {run}")
+    return "\n".join(line for line in lines if line.strip() not in drop).strip()
 
-    The config.json records come from build_report, which reads each once for the whole report.
+
+def _task_line(task: Task, metrics: Any) -> str:
+    """Conditions, paper column, λ, queries, database and device of one task, in one line."""
+    col = task.paper_column
+    paper = f"{col} (SPEC §8)" if col else "none (your images)" if task.user else "none (SynthArt)"
+    line = f"Conditions: {', '.join(task.conditions)} · paper column: {paper}"
+    if isinstance(metrics, dict):
+        kept = "excluded from" if metrics.get("exclude_query") else "kept in"
+        line += (
+            f" · λ = {lam_text(metrics.get('lambda'))} · {metrics.get('n_queries', '?')} queries · "
+            f"database {metrics.get('database_size', '?')} tagged test images · query image "
+            f"{kept} the database · device {metrics.get('device', '?')}"
+        )
+    return line
+
+
+def task_section(
+    base: Path,
+    task: Task,
+    data_cfg: Any,
+    enc_cfg: Any,
+    run_metrics: Any,
+    e1_cfg: Any,
+    metrics: Any,
+    differs: list[str],
+) -> list[str]:
+    """The markdown of one task: protocol, our numbers, E1's tables, sweep, plane, calibration,
+    figures. `differs` lists how its setting differs from the paper's (banner and † on every Δ).
+
+    The records (config.json files, the task's metrics.json) come from build_report, which reads
+    each once for the whole report.
     """
     tdir = base / task.name
-    metrics = read_json_or_none(tdir / "metrics.json")
     out = [f"## Task `{task.name}`", ""]
-    differs = setting_differences(task, data_cfg, enc_cfg, metrics)  # not the paper's: banner, †
     out += setting_banner(differs)
     if is_release(data_cfg):
         out += [
@@ -138,87 +176,114 @@ def task_section(
             "paper's values sit beside ours with Δ.",
             "",
         ]
-    out.append(
-        f"Conditions: {', '.join(task.conditions)} · paper column: {task.paper_column or ('none (your images)' if task.user else 'none (SynthArt)')}"
-    )
+    out.append(_task_line(task, metrics))
+    drop: set[str] = set()  # E1's notes under every table: this report states each once
     if isinstance(metrics, dict):
-        out[-1] += (
-            f" · λ = {lam_text(metrics.get('lambda'))} · {metrics.get('n_queries', '?')} queries · "
-            f"database {metrics.get('database_size', '?')} images · query image "
-            f"{'excluded from' if metrics.get('exclude_query') else 'kept in'} the database"
-        )
+        drop = set(table_notes(task, metrics).lines())
         out += ["", *protocol_block(data_cfg, enc_cfg, run_metrics, e1_cfg, metrics)]
+        out += [source_line(base, tdir, e1_cfg), ""]
         out += ["### Our numbers (metrics.json)", "", md_table(metrics_table(metrics)), ""]
-        if metrics.get("bootstrap"):
-            b = metrics["bootstrap"]
-            out += [
-                f"[low, high]: 95 % bootstrap interval over the queries ({b.get('resamples')} "
-                f"resamples, seed {b.get('seed')}). Head-filtered kNN and the class-centroid shift "
-                "are baselines the paper does not have.",
-                "",
-            ]
-        out.append(source_line(base, tdir / "metrics.json", e1_cfg))
         paired = paired_table(metrics)
         if paired is not None:
             out += [
-                "",
                 "### Backward Search against each method (paired bootstrap over the same queries)",
                 "",
                 md_table(paired),
                 "",
-                "Δ: Backward Search minus the method, mean over queries [95 % interval]; p: "
-                "two-sided. Where the interval contains 0 the queries do not show a difference.",
             ]
         rs = metrics.get("retrieved_similarity")
-        if rs is not None:
-            out += ["", f"Retrieved similarity, teacher vs student (Table 6): {rs:.3f}"]
+        if rs is not None and not (tdir / "table6.md").exists():  # else Table 6 shows it
+            out += [f"Retrieved similarity, teacher vs student (Table 6): {rs:.3f}", ""]
     else:
-        out += ["", f"No metrics.json: run `{hint('E1', '--task', task.name)}` first."]
-    out.append("")
+        out += ["", f"No metrics.json: run `{hint('E1', '--task', task.name)}` first.", ""]
     for stem, title in TITLES.items():
         md = tdir / f"{stem}.md"
         if md.exists():
-            body = md.read_text(encoding="utf-8").strip()
+            body = _embedded(md.read_text(encoding="utf-8"), task, base.name, drop)
             body = mark_deltas(body) if differs else body
             heading = title.format(target=TABLE3_TARGET_MTS)
             out += [body, ""] if body.startswith("#") else [f"### {heading}", "", body, ""]
             if stem == "table6":
                 out += [student_line(data_cfg, run_metrics), ""]
-            out += [source_line(base, md, e1_cfg), ""]
     sweep = tdir / "sweep.csv"
     if sweep.exists():
         out += ["### λ sweep (sweep.csv; plotted in Fig 6)", "", md_table(pd.read_csv(sweep)), ""]
-        out += [source_line(base, sweep, e1_cfg), ""]
     if isinstance(metrics, dict):
-        out += plane_lines(base, tdir, metrics, e1_cfg)
+        out += plane_lines(base, tdir, metrics, task.conditions)
         out += seeds_lines(base.parent, base.name, task, metrics)
     cal = read_json_or_none(tdir / "calibration.json")
     if isinstance(cal, dict):
-        out += [
-            "### λ calibration (Table 3 protocol)",
-            "",
-            calibration_line(cal),
-            "",
-            source_line(base, tdir / "calibration.json", e1_cfg),
-            "",
-        ]
+        out += ["### λ calibration (Table 3 protocol)", "", calibration_line(cal), ""]
     figs = _figures(base, tdir / "figures")
     if figs:
         out += ["### Figures", "", *figs]
-    notes = not_comparable(task, data_cfg, enc_cfg, metrics)
-    if notes:
-        out += ["### What cannot be compared", "", *[f"- {n}" for n in notes], ""]
     return out
 
 
+def _once(per_task: Mapping[str, list[str]]) -> list[str]:
+    """Bullets said once: those every task shares as they are, then each task's own, named."""
+    lists = list(per_task.values())
+    shared = [n for n in lists[0] if all(n in other for other in lists)] if lists else []
+    out = [f"- {n}" for n in shared]
+    for name, notes in per_task.items():
+        out += [f"- `{name}`: {n}" for n in notes if n not in shared]
+    return out
+
+
+def _reading_notes(metrics: Mapping[str, Any], tasks: list[Task], marked: bool) -> list[str]:
+    """What the tables' words and marks mean, said once for the report (once per task where the
+    tasks differ), instead of under every table."""
+    intervals = {}
+    for t in tasks:
+        boot = (metrics.get(t.name) or {}).get("bootstrap")
+        if isinstance(boot, dict):
+            intervals[t.name] = [
+                f"[low, high] beside a number: its 95 % bootstrap interval over the queries "
+                f"({boot.get('resamples')} resamples, seed {boot.get('seed')}). In the paired table "
+                "Δ is Backward Search minus the method, mean over the same queries [95 % "
+                "interval], p two-sided; where the interval contains 0 the queries do not show a "
+                "difference."
+            ]
+    out = [
+        f'- {METRIC_NOTE} Our numbers call them "paper mAP@10 (precision@10)" and "mAP@10 '
+        '(true AP)", the sweep `paper_map@10` and `map@10`.',
+        *_once(intervals),
+    ]
+    methods = {m for t in tasks for m in ((metrics.get(t.name) or {}).get("methods") or {})}
+    if methods & set(NOT_IN_PAPER):
+        out.append(
+            "- Head-filtered kNN and the class-centroid shift are baselines the paper does not have."
+        )
+    if any(t.paper_column for t in tasks):
+        out.append("- Δ in Tables 2–6: ours minus the paper's value.")
+    out += [f"- {n}" for n in dict.fromkeys(paper_values(t) for t in tasks if not t.paper_column)]
+    if marked:
+        out.append(
+            f"- {MARK} beside a Δ: the task's setting is not the paper's (its banner lists how); "
+            "read that Δ as context, not as a reproduction gap."
+        )
+    return ["## Reading the tables", "", *out, ""]
+
+
 def _versions(configs: Mapping[str, Any]) -> pd.DataFrame:
-    rows: dict[str, dict[str, str]] = {}
+    """Package versions, one column per group of stages that ran with the same ones (one column,
+    "every stage", when all did)."""
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
     for stage, cfg in configs.items():
-        if isinstance(cfg, dict):
-            for pkg, v in (cfg.get("versions") or {}).items():
-                rows.setdefault(pkg, {})[stage] = str(v)
-    stages = [s for s, c in configs.items() if isinstance(c, dict) and c.get("versions")]
-    return pd.DataFrame([{"package": p, **{s: rows[p].get(s, "—") for s in stages}} for p in rows])
+        versions = cfg.get("versions") if isinstance(cfg, dict) else None
+        if versions:
+            groups.setdefault(tuple((k, str(v)) for k, v in versions.items()), []).append(stage)
+    every = len(groups) == 1 and len(next(iter(groups.values()))) > 1
+    headers = {
+        key: "every stage above" if every else ", ".join(stages) for key, stages in groups.items()
+    }
+    packages = dict.fromkeys(pkg for key in groups for pkg, _ in key)
+    return pd.DataFrame(
+        [
+            {"package": pkg, **{h: dict(key).get(pkg, "—") for key, h in headers.items()}}
+            for pkg in packages
+        ]
+    )
 
 
 def build_report(
@@ -228,32 +293,44 @@ def build_report(
     run: str,
     dataset: str,
 ) -> str:
-    """The text of results/<run>/REPORT.md for every task of `dataset` that has results."""
+    """The text of results/<run>/REPORT.md for every task of `dataset` that has results: the
+    Summary, what cannot be compared and how to read the tables first, then one section per task,
+    the run's figures and the settings."""
     base = results_dir(results_root, run)
     wdir = run_dir(weights_root, run)
     data_cfg = read_json_or_none(dataset_dir(data_root, dataset) / "config.json")
     enc_cfg = read_json_or_none(wdir / "config.json")
     heads = read_json_or_none(wdir / "metrics.json")
     tasks = [t for t in tasks_of(dataset, data_root) if (base / t.name).is_dir()]
+    metrics = {t.name: read_json_or_none(base / t.name / "metrics.json") for t in tasks}
+    differs = {  # how each task's setting differs from the paper's: banner, † on every Δ
+        t.name: setting_differences(t, data_cfg, enc_cfg, metrics[t.name]) for t in tasks
+    }
     out = [
         f"# Backward Search reproduction — run `{run}`",
         "",
         f"Dataset {dataset} ({get_dataset(dataset, data_root).description}). Generated "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S')} by E2_visualize.py from the artifacts on disk. "
-        '"paper mAP@10" is the paper\'s metric, which is precision@10; "mAP@10 (true AP)" is '
-        "average precision at 10. Tables show ours beside the paper's values where the paper has a "
-        "column for the task.",
-        "",
-        "Tasks: "
-        + (", ".join(f"[{t.name}](#task-{t.name})" for t in tasks) or "none evaluated yet"),
-        "",
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} by E2_visualize.py from the artifacts on disk.",
     ]
     if isinstance(heads, dict) and heads.get("test_accuracy"):
         acc = ", ".join(f"{a} {v:.3f}" for a, v in heads["test_accuracy"].items())
-        out += [f"Encoder heads' test accuracy (C1): {acc}.", ""]
+        out[-1] += f" Encoder heads' test accuracy (C1): {acc}."
+    out += ["", "## Summary", ""]
+    for t in tasks:
+        out += task_summary(base / t.name, t, metrics[t.name], differs[t.name])
+    if not tasks:
+        out += ["No task evaluated yet.", ""]
+    caveats = {t.name: not_comparable(t, data_cfg, enc_cfg, metrics[t.name]) for t in tasks}
+    if any(caveats.values()):
+        out += ["## What cannot be compared", "", *_once(caveats), ""]
+    valid = {n: m for n, m in metrics.items() if isinstance(m, dict)}
+    out += _reading_notes(valid, tasks, any(differs.values()))
     e1_cfgs = {t.name: read_json_or_none(base / t.name / "config.json") for t in tasks}
     for task in tasks:
-        out += task_section(base, task, data_cfg, enc_cfg, heads, e1_cfgs[task.name])
+        name = task.name
+        out += task_section(
+            base, task, data_cfg, enc_cfg, heads, e1_cfgs[name], metrics[name], differs[name]
+        )
     run_figs = [(n, c) for n, c in RUN_FIGURES if (base / "figures" / n).exists()]
     if run_figs:
         out += ["## Run figures", ""]

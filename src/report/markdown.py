@@ -14,6 +14,9 @@ from src import paper
 from src.tasks import Task
 
 NOT_PAPER = "n/a (not a dataset of the paper: SynthArt or your own images)"
+METRIC_NOTE = (  # under every E1 table; REPORT.md says it once
+    "mAP@10 is the paper's metric (precision@10); true mAP@10 is AP@10 / min(10, #relevant)."
+)
 LOW, HIGH = " 95% low", " 95% high"  # companion columns of a metric: its bootstrap interval
 RANDOM_BY_NATURE = "random: unseeded in the authors' code, differs by nature"
 TITLES = {  # E1's tables, as E1 and REPORT.md title them
@@ -114,8 +117,16 @@ def _grid(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
+def paper_values(task: Task) -> str:
+    """Where a task's paper columns come from: the paper's column, or n/a (SynthArt, your images)."""
+    if task.paper_column is None:
+        return f"Paper values: {NOT_PAPER}."
+    return f"Paper values: column {task.paper_column} of the paper (SPEC §8)."
+
+
 def markdown(df: pd.DataFrame, title: str, task: Task, notes: Iterable[str] = ()) -> str:
-    """A table as markdown with a title; paper columns say n/a for tasks without a paper column."""
+    """A table as markdown with a title and its notes; paper columns say n/a for tasks without a
+    paper column."""
     headers = _shown([str(c) for c in df.columns])
     body = []
     for _, row in df.iterrows():
@@ -131,10 +142,5 @@ def markdown(df: pd.DataFrame, title: str, task: Task, notes: Iterable[str] = ()
                 text = _fmt(None if pd.isna(v) else float(v), h, signed)
                 cells.append(with_interval(text, row.get(h + LOW), row.get(h + HIGH)))
         body.append(cells)
-    lines = [f"### {title}", "", *_grid(headers, body), ""]
-    if task.paper_column is None:
-        lines.append(f"Paper values: {NOT_PAPER}.")
-    else:
-        lines.append(f"Paper values: column {task.paper_column} of the paper (SPEC §8).")
-    lines.extend(notes)
+    lines = [f"### {title}", "", *_grid(headers, body), "", *notes]
     return "\n".join(lines) + "\n"

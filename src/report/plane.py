@@ -11,7 +11,8 @@ has the higher precision at equal context.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 from src.paper import METHOD_NAMES, NOT_IN_PAPER
 from src.report.drawing import save_figure
 
+log = logging.getLogger(__name__)
 MTS, CONTEXT = "mts@10", "context"  # the two x axes
 X_LABELS = {MTS: "mTS@10", CONTEXT: "context preservation"}
 Y_LABEL = "paper mAP@10 (precision@10)"
@@ -34,7 +36,8 @@ POINT_METHODS = {  # metrics.json method → its name on the plane (methods with
     "student": "student",  # shorter than the tables' "Student (distilled)": it carries its λ here
 }
 TOLERANCE = 0.01  # "equal x" when comparing the curves
-FIGURES = ((MTS, "plane_mts.png"), (CONTEXT, "plane_context.png"))  # in <task>/figures/
+CONTEXT_FIGURE = "plane_context.png"
+FIGURES = ((MTS, "plane_mts.png"), (CONTEXT, CONTEXT_FIGURE))  # in <task>/figures/
 
 
 @dataclass
@@ -97,7 +100,7 @@ def plane(
 ) -> Plane | None:
     """The plane's data from E1's files; None when there is nothing to put on x (a context plane
     for a task whose every label attribute is conditioned)."""
-    attrs = sorted({a for s in methods.values() for a in (s.get("context_preservation") or {})})
+    attrs = context_attributes(methods)
     label = X_LABELS[MTS] if x_metric == MTS else f"{X_LABELS[CONTEXT]} ({', '.join(attrs)})"
     if x_metric == CONTEXT and not attrs:
         return None
@@ -222,27 +225,60 @@ def dominance_sentence(p: Plane, tolerance: float = TOLERANCE) -> str:
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.is_file() else None
+    """A sweep CSV, or None when it is missing or unreadable (the plane is then left out, and the
+    log says why)."""
+    try:
+        return pd.read_csv(path) if path.is_file() else None
+    except (OSError, ValueError) as e:
+        log.warning("%s is unreadable (%s): the trade-off plane leaves it out", path, e)
+        return None
 
 
-def task_planes(task_dir: str | Path) -> dict[str, Plane]:
-    """The planes of one E1 results folder (sweep.csv, sweep_alpha.csv, metrics.json), by the file
-    name each is drawn to (FIGURES); empty when E1 ran without --sweep."""
+def context_attributes(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The label attributes a task leaves unconditioned (E1 measures their preservation)."""
+    return sorted({a for s in methods.values() for a in (s.get("context_preservation") or {})})
+
+
+def no_context_plane(conditions: Sequence[str] = ()) -> str:
+    """Why a task has no context plane: it conditions on every label attribute (a multi-condition
+    task, or a dataset with one attribute), so no attribute is left whose preservation to plot."""
+    which = f" ({', '.join(conditions)})" if conditions else ""
+    return (
+        f"No context plane ({CONTEXT_FIGURE}): the task conditions on every label attribute"
+        f"{which}, so none is left unconditioned to preserve; mTS@10 is its only measure of context."
+    )
+
+
+def _methods(task_dir: Path) -> dict[str, Any] | None:
+    """The methods of a task's metrics.json, or None before E1 wrote it."""
+    path = task_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("methods") or {}
+
+
+def task_planes(
+    task_dir: str | Path, methods: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Plane]:
+    """The planes of one E1 results folder (sweep.csv, sweep_alpha.csv and the methods of its
+    metrics.json, read when not given), by the file name each is drawn to (FIGURES); empty when
+    E1 ran without --sweep."""
     task_dir = Path(task_dir)
     sweep, alpha = _csv(task_dir / "sweep.csv"), _csv(task_dir / "sweep_alpha.csv")
-    metrics_path = task_dir / "metrics.json"
-    if (sweep is None and alpha is None) or not metrics_path.is_file():
+    methods = _methods(task_dir) if methods is None else methods
+    if (sweep is None and alpha is None) or methods is None:
         return {}
-    methods = json.loads(metrics_path.read_text(encoding="utf-8")).get("methods") or {}
     planes = {name: plane(sweep, alpha, methods, x) for x, name in FIGURES}
     return {name: p for name, p in planes.items() if p is not None}
 
 
 def draw_task_planes(task_dir: str | Path, title: str = "") -> list[Path]:
     """E2: draw <task_dir>/figures/plane_mts.png (and plane_context.png where a label attribute
-    is not conditioned) from E1's files; returns the paths written."""
+    is not conditioned) from E1's files; returns the paths written. Its log says why a task has
+    no context plane, rather than leaving the figure silently out."""
     task_dir = Path(task_dir)
-    return [
-        draw_plane(p, task_dir / "figures" / name, title)
-        for name, p in task_planes(task_dir).items()
-    ]
+    methods = _methods(task_dir)
+    planes = task_planes(task_dir, methods)
+    if planes and methods and not context_attributes(methods):
+        log.info("E2: %s", no_context_plane())
+    return [draw_plane(p, task_dir / "figures" / name, title) for name, p in planes.items()]

@@ -87,15 +87,15 @@ def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> lis
     release = is_release(data_cfg)
     if task.user:
         notes.append(
-            f"{task.name} runs on your own images ({task.dataset}, A1 --dataset folder). Its "
-            "numbers measure the method on them; no column of the paper is about this data, so "
-            "they cannot be compared with the paper's (the paper columns say n/a)."
+            f"The data is your own images ({task.dataset}, A1 --dataset folder): the numbers "
+            "measure the method on them; no column of the paper is about this data, so they "
+            "cannot be compared with the paper's (the paper columns say n/a)."
         )
     elif task.paper_column is None:
         notes.append(
-            f"{task.name} runs on SynthArt, the suite's embedded procedural dataset. Its numbers show "
-            "that the method and the pipeline work end to end; they cannot be compared with any "
-            "column of the paper (the paper columns of the tables say n/a)."
+            "The data is SynthArt, the suite's embedded procedural dataset: its numbers show that "
+            "the method and the pipeline work end to end; they cannot be compared with any column "
+            "of the paper (the paper columns of the tables say n/a)."
         )
     data_cfg = data_cfg if isinstance(data_cfg, dict) else {}
     if "fallback" in str(data_cfg.get("tag_source", "")):
@@ -217,8 +217,22 @@ def student_line(data_cfg: Any, run_metrics: Any) -> str:
     )
 
 
-def source_line(base: Path, path: Path, e1_cfg: Any) -> str:
-    """Which artifact a table comes from and the E1 command that wrote it."""
+E1_FILES = (  # what E1 writes that REPORT.md shows, in the report's order
+    "metrics.json",
+    "table2.md",
+    "table3.md",
+    "table4.md",
+    "table5.md",
+    "table6.md",
+    "sweep.csv",
+    "sweep_alpha.csv",
+    "calibration.json",
+)
+
+
+def source_line(base: Path, tdir: Path, e1_cfg: Any) -> str:
+    """Which of E1's files a task's numbers come from, and the E1 command that wrote them."""
     cmd = e1_cfg.get("command") if isinstance(e1_cfg, dict) else None
     by = f", written by `{cmd}`" if cmd else ""
-    return f"Source: `{path.relative_to(base.parent).as_posix()}`{by}."
+    files = ", ".join(f for f in E1_FILES if (tdir / f).is_file()) or "none yet"
+    return f"Source: `{tdir.relative_to(base.parent).as_posix()}/`: {files}{by}."

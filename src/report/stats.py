@@ -5,7 +5,7 @@ spread across B1 seeds, each computed from E1's files (metrics.json, sweep*.csv,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,15 @@ from src.artifacts import read_json_or_none
 from src.evaluation.bootstrap import p_text
 from src.report import plane
 from src.report.markdown import fmt_cell, md_table, method_name, with_interval
-from src.report.protocol import lam_text, source_line
+from src.report.protocol import lam_text
 from src.tasks import Task
 
 PAIRED_NAMES = {"paper_map@10": "precision@10", "mts@10": "mTS@10"}
+
+
+def paired_cells(t: Mapping[str, Any]) -> tuple[str, str]:
+    """One paired difference of metrics.json as text: `+0.030 [0.010, 0.050]` and its p-value."""
+    return with_interval(f"{t['mean']:+.3f}", t.get("low"), t.get("high")), p_text(t["p"])
 
 
 def paired_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
@@ -37,8 +42,7 @@ def paired_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
             t = d.get(key) or {}
             if "mean" not in t:
                 continue
-            row[f"Δ {shown}"] = with_interval(f"{t['mean']:+.3f}", t.get("low"), t.get("high"))
-            row[f"p ({shown})"] = p_text(t["p"])
+            row[f"Δ {shown}"], row[f"p ({shown})"] = paired_cells(t)
             if t["low"] <= 0.0 <= t["high"]:
                 zero.append(shown)
         row["interval contains 0 (no difference shown)"] = ", ".join(zero) or "—"
@@ -46,19 +50,32 @@ def paired_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def _read_csv_or_none(path: Path) -> pd.DataFrame | None:
-    try:
-        return pd.read_csv(path) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
+def plane_sentences(
+    tdir: Path, metrics: Mapping[str, Any], conditions: Sequence[str] = ()
+) -> list[tuple[str, str, str | None]]:
+    """Per x axis of the trade-off plane: its label, the sentence computed from sweep.csv,
+    sweep_alpha.csv and metrics.json (never written by hand) and its figure's file name, or,
+    where the axis has no plane, why not (figure None)."""
+    methods = metrics.get("methods") or {}
+    planes = plane.task_planes(tdir, methods)
+    if not planes:
+        return []
+    out = []
+    for x_metric, name in plane.FIGURES:
+        p = planes.get(name)
+        if p is not None:
+            out.append((p.x_label, plane.dominance_sentence(p), name))
+        elif x_metric == plane.CONTEXT and methods and not plane.context_attributes(methods):
+            out.append((plane.X_LABELS[x_metric], plane.no_context_plane(conditions), None))
+    return out
 
 
-def plane_lines(base: Path, tdir: Path, metrics: Mapping[str, Any], e1_cfg: Any) -> list[str]:
-    """The trade-off plane: E2's figures (when drawn) and, per x axis, the sentence computed from
-    sweep.csv, sweep_alpha.csv and metrics.json (never written by hand)."""
-    sweep = _read_csv_or_none(tdir / "sweep.csv")
-    alpha = _read_csv_or_none(tdir / "sweep_alpha.csv")
-    if sweep is None and alpha is None:
+def plane_lines(
+    base: Path, tdir: Path, metrics: Mapping[str, Any], conditions: Sequence[str] = ()
+) -> list[str]:
+    """The trade-off plane section: per x axis its sentence and E2's figure (when drawn)."""
+    sentences = plane_sentences(tdir, metrics, conditions)
+    if not sentences:
         return []
     out = [
         "### Trade-off plane (Backward Search's λ against the class-centroid shift's α)",
@@ -68,17 +85,11 @@ def plane_lines(base: Path, tdir: Path, metrics: Mapping[str, Any], e1_cfg: Any)
         "the methods without a knob, the student at its λ.",
         "",
     ]
-    for x_metric, name in plane.FIGURES:
-        p = plane.plane(sweep, alpha, metrics.get("methods") or {}, x_metric)
-        if p is None:
-            continue
-        out += [f"**x = {p.x_label}.** {plane.dominance_sentence(p)}", ""]
-        fig = tdir / "figures" / name
-        if fig.is_file():
+    for label, sentence, name in sentences:
+        out += [f"**x = {label}.** {sentence}", ""]
+        fig = tdir / "figures" / name if name else None
+        if fig is not None and fig.is_file():
             out += [f"![{fig.stem}]({fig.relative_to(base).as_posix()})", ""]
-    for f in ("sweep.csv", "sweep_alpha.csv"):
-        if (tdir / f).is_file():
-            out += [source_line(base, tdir / f, e1_cfg), ""]
     return out
 
 

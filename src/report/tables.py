@@ -5,6 +5,7 @@ files E1 writes per task (tables, retrievals, sweeps, calibration, metrics.json)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +21,23 @@ from src.evaluation.timing import spread_notes
 from src.quirks import protocol_label
 from src.report.markdown import (
     LOW,
+    METRIC_NOTE,
     NOT_PAPER,
     RANDOM_BY_NATURE,
     TITLES,
     markdown,
     method_name,
+    paper_values,
     with_ci,
 )
 from src.tasks import Task
 
 BASELINES = tuple(paper.NOT_IN_PAPER)
+PEERS = ("searle", "pic2word", "covr", "clip4cir")  # the paper's CoIR runs: its numbers only
 TABLE_NOTES: dict[str, tuple[str, ...]] = {
     "table3": (
         "λ found by bisection on log2 λ (E1 --target-mts); the paper tuned λ per configuration "
         "so that mTS@10 ≈ 0.15 (its rows give only that target, not the mTS reached).",
-    ),
-    "table4": (
-        "The paper's Backward Search row is at the λ giving mTS@10 ≈ 0.15 (its Table 3 protocol): "
-        "compare it with the calibrated row (E1 --target-mts 0.15).",
-        "SEARLE, Pic2Word, CoVR and CLIP4CIR are the paper's runs; this suite does not run them.",
     ),
     "table5": (
         "The paper's iteration column comes from the authors' single-query `compute()` rule "
@@ -53,6 +52,15 @@ TABLE_NOTES: dict[str, tuple[str, ...]] = {
         "paper's one query at a time on an RTX 3090: compare orders of magnitude only.",
     ),
     "table6": ("Retrieved similarity: mean Jaccard of the teacher's and the student's top-10.",),
+}
+
+
+PAPER_NOTES: dict[str, tuple[str, ...]] = {  # about the paper's rows: only where the task has them
+    "table4": (
+        "The paper's Backward Search row is at the λ giving mTS@10 ≈ 0.15 (its Table 3 protocol): "
+        "compare it with the calibrated row (E1 --target-mts 0.15).",
+        "SEARLE, Pic2Word, CoVR and CLIP4CIR are the paper's runs; this suite does not run them.",
+    ),
 }
 
 
@@ -109,9 +117,10 @@ def table3(task: Task, config: Mapping[str, Any], calibration: dict) -> pd.DataF
 
 
 def table4(task: Task, ours: Mapping[str, dict], calibrated: dict | None = None) -> pd.DataFrame:
-    """Table 4: mAP@10 and mTS@10 per method; the CoIR baselines exist only in the paper."""
+    """Table 4: mAP@10 and mTS@10 per method. The CoIR peers (SEARLE …) exist only as the paper's
+    numbers, so their rows appear only on the paper's datasets."""
     col = _col(task)
-    order = ["random", "knn", "searle", "pic2word", "covr", "clip4cir", "backward_search"]
+    order = ["random", "knn", *(PEERS if col else ()), "backward_search"]
     rows = []
 
     def add(method: str, s: dict | None, name: str | None = None, paper_row: str | None = None):
@@ -248,77 +257,106 @@ def spreads(table: str, res: TaskResults) -> list[str]:
     return spread_notes(res.summary) if table == "table5" else []
 
 
+PEER_NOTE = (
+    "SEARLE, Pic2Word, CoVR and CLIP4CIR are the paper's runs; this suite does not run them."
+)
+
+
+@dataclass(frozen=True)
+class TableNotes:
+    """The notes under every E1 table of a task, from its metrics.json record. E1's table*.md carry
+    them so that each file reads alone; REPORT.md states each once and drops them from the tables
+    it embeds (src/report/document.py)."""
+
+    paper: str  # where the paper columns come from (or n/a)
+    metric: str  # mAP@10 is precision@10
+    queries: str  # queries, database, device
+    release: str | None  # the authors' released artifacts
+    protocol: str | None  # the mTS@10 quirks
+    intervals: str  # what [low, high] means
+
+    def lines(self) -> list[str]:
+        """Every note, in the order E1 writes them (the intervals' note last)."""
+        optional = [n for n in (self.release, self.protocol) if n]
+        return [self.paper, self.metric, self.queries, *optional, self.intervals]
+
+
+def table_notes(task: Task, record: Mapping[str, Any]) -> TableNotes:
+    """The shared notes of a task's tables from its metrics.json record (what E1 wrote)."""
+    kept = "excluded from" if record.get("exclude_query") else "kept in"
+    boot = record.get("bootstrap") or {}
+    return TableNotes(
+        paper=paper_values(task),
+        metric=METRIC_NOTE,
+        queries=f"Queries: {record.get('n_queries')}; database: {record.get('database_size')} "
+        f"tagged test images; query image {kept} the database; device {record.get('device')}.",
+        release="From the authors' released artifacts: their encoder heads, embeddings and queries "
+        "(converted by the release importer, src/release)."
+        if record.get("source") == RELEASE_SOURCE
+        else None,
+        protocol=f"mTS@10 protocol: {protocol_label(record['quirks'])} (E1 --authors-quirks)."
+        if record.get("quirks")
+        else None,
+        intervals=f"[low, high]: 95 % bootstrap interval over the queries "
+        f"({boot.get('resamples', bootstrap.RESAMPLES)} resamples).",
+    )
+
+
+def _record(res: TaskResults) -> dict[str, Any]:
+    """metrics.json: the task's numbers and the protocol that produced them."""
+    space, q = res.space, res.queries
+    return {
+        "task": space.task.name,
+        "run": space.run,
+        "lambda": res.lam,
+        "alpha": res.alpha,
+        "n_queries": len(q),
+        "database_size": len(space),
+        "exclude_query": q.exclude is not None,
+        "device": str(space.device),
+        "quirks": list(q.quirks),
+        "source": space.source,
+        "student_file": res.student_file,
+        "methods": res.summary,
+        "retrieved_similarity": res.similarity,
+        "bootstrap": {
+            "resamples": bootstrap.RESAMPLES,
+            "confidence": bootstrap.CONFIDENCE,
+            "seed": bootstrap.SEED,
+            "interval": "percentile, over queries",
+        },
+        "paired": {"backward_search_minus": res.paired},
+    }
+
+
 def write_results(out: Path, res: TaskResults) -> None:
     """results/<run>/<task>/: tables, retrievals, sweep, calibration, metrics.json (each atomic).
 
     The tables are computed before anything is written, so a failure leaves the folder as it was.
     """
-    space, q, task = res.space, res.queries, res.space.task
-    n_q, n_db = len(q), len(space)
-    kept = "excluded from" if q.exclude is not None else "kept in"
-    notes = [
-        "mAP@10 is the paper's metric (precision@10); true mAP@10 is AP@10 / min(10, #relevant).",
-        f"Queries: {n_q}; database: {n_db} tagged test images; query image {kept} the database; "
-        f"device {space.device}.",
-    ]
-    if space.source == RELEASE_SOURCE:
-        notes.append(
-            "From the authors' released artifacts: their encoder heads, embeddings and queries "
-            "(converted by the release importer, src/release)."
-        )
-    if q.quirks:
-        notes.append(f"mTS@10 protocol: {protocol_label(q.quirks)} (E1 --authors-quirks).")
+    space, task = res.space, res.space.task
+    record = _record(res)
+    shared = table_notes(task, record)
     frames = build_tables(res)
     for m, r in res.rankings.items():
         write_csv(out / f"retrievals_{m}.csv", retrievals_frame(res, r, res.scores[m]))
-    intervals = (
-        f"[low, high]: 95 % bootstrap interval over the queries ({bootstrap.RESAMPLES} resamples)."
-    )
     for name, df in frames.items():
-        if any(str(c).endswith(LOW) for c in df.columns):
-            notes_here = [*notes, intervals]
-        else:
-            notes_here = notes
+        notes = shared.lines()
+        if not any(str(c).endswith(LOW) for c in df.columns):
+            notes.remove(shared.intervals)  # no interval in this table
+        notes += TABLE_NOTES.get(name, ())
+        notes += PAPER_NOTES.get(name, ()) if task.paper_column else ()
         write_csv(out / f"{name}.csv", df)
         target = res.calibration["target_mts"] if res.calibration else None
         title = f"{TITLES[name].format(target=target)} — {task.name}, run {space.run}"
-        write_text(
-            out / f"{name}.md",
-            markdown(
-                df, title, task, [*notes_here, *TABLE_NOTES.get(name, ()), *spreads(name, res)]
-            ),
-        )
+        write_text(out / f"{name}.md", markdown(df, title, task, [*notes, *spreads(name, res)]))
     if res.sweep is not None:
         write_csv(out / "sweep.csv", res.sweep)
     if res.sweep_alpha is not None:
         write_csv(out / "sweep_alpha.csv", res.sweep_alpha)
     if res.calibration is not None:
         write_json(out / "calibration.json", res.calibration)
-    write_json(
-        out / "metrics.json",
-        {
-            "task": task.name,
-            "run": space.run,
-            "lambda": res.lam,
-            "alpha": res.alpha,
-            "n_queries": n_q,
-            "database_size": n_db,
-            "exclude_query": q.exclude is not None,
-            "device": str(space.device),
-            "quirks": list(q.quirks),
-            "source": space.source,
-            "student_file": res.student_file,
-            "methods": res.summary,
-            "retrieved_similarity": res.similarity,
-            "bootstrap": {
-                "resamples": bootstrap.RESAMPLES,
-                "confidence": bootstrap.CONFIDENCE,
-                "seed": bootstrap.SEED,
-                "interval": "percentile, over queries",
-            },
-            "paired": {"backward_search_minus": res.paired},
-        },
-    )
+    write_json(out / "metrics.json", record)
 
 
 def retrievals_frame(res: TaskResults, ranking: Ranking, scores: Scores) -> pd.DataFrame:
