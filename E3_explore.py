@@ -54,27 +54,35 @@ def parse_args(argv: list[str] | None):
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    setup_logging()
+def open_explorer(args) -> Explorer:
+    """The explorer over --task's run: its search space, map and default λ (E1's, else the task's)."""
     task = get_task(args.task, args.data_root)
     run = resolve_run(args.weights_root, task.dataset, args.run)
     device = resolve_device(args.device)
     space = load_space(args.data_root, args.weights_root, task, run, device, database=args.database)
     e1 = read_json_or_none(results_dir(args.results_root, run, task.name) / "metrics.json") or {}
-    explorer = Explorer(space, load_projection(space), e1.get("lambda", task.default_lambda))
-    sock = listen(args.host, args.port)
-    open_to_all = not is_loopback(args.host)
-    if open_to_all:
-        log.warning(
-            "E3: warning: --host %s lets every machine that reaches this one search run %s and "
-            "see its images, with no password",
-            args.host,
-            run,
-        )
-    log.info("E3: %s on run %s, %d %s images", task.name, run, len(space), args.database)
-    log.info("E3: the explorer is at %s (Ctrl-C stops it)", url_of(sock))
+    return Explorer(space, load_projection(space), e1.get("lambda", task.default_lambda))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging()
+    sock = listen(args.host, args.port)  # first: a port in use fails before the run is read
     try:
+        explorer = open_explorer(args)
+        space = explorer.space
+        open_to_all = not is_loopback(args.host)
+        if open_to_all:
+            log.warning(
+                "E3: warning: --host %s lets every machine that reaches this one search run %s "
+                "and see its images, with no password",
+                args.host,
+                space.run,
+            )
+        log.info(
+            "E3: %s, run %s: %d %s images", space.task.name, space.run, len(space), space.database
+        )
+        log.info("E3: the explorer is at %s (Ctrl-C stops it)", url_of(sock))
         serve(create_app(explorer, ["*"] if open_to_all else LOOPBACK_HOSTS), sock)
     finally:
         sock.close()
