@@ -61,7 +61,8 @@ def open_explorer(args) -> Explorer:
     device = resolve_device(args.device)
     space = load_space(args.data_root, args.weights_root, task, run, device, database=args.database)
     e1 = read_json_or_none(results_dir(args.results_root, run, task.name) / "metrics.json") or {}
-    return Explorer(space, load_projection(space), e1.get("lambda", task.default_lambda))
+    lam = next(v for v in (e1.get("lambda"), task.default_lambda) if v is not None)
+    return Explorer(space, load_projection(space), lam)
 
 
 def main(argv: list[str] | None = None) -> None:

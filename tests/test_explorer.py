@@ -20,7 +20,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 import E3_explore
-from src.artifacts import save_torch
+from src.artifacts import save_torch, write_json
 from src.errors import SuiteError
 from src.evaluation import methods
 from src.evaluation.space import embed_image, file_queries, load_space, picture_query
@@ -493,3 +493,14 @@ def test_the_stages_do_not_import_the_web_stack():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_e3_marks_e1s_lambda_when_e1_ran(pipe):
+    args = E3_explore.parse_args(pipe.argv("--task", TASK))
+    assert E3_explore.open_explorer(args).default_lambda == get_task(TASK).default_lambda
+    metrics_json = pipe.results_root / pipe.run / TASK / "metrics.json"
+    write_json(metrics_json, {"lambda": 0.5})
+    try:
+        assert E3_explore.open_explorer(args).meta()["default_lambda"] == 0.5
+    finally:
+        metrics_json.unlink()
