@@ -1,12 +1,14 @@
 """The README's screenshot of the explorer (docs/explorer.png), taken in headless chromium.
 
-    python scripts/explorer_screenshot.py [--task synthart-style] [--query 7] [--condition 3]
-                                          [--out docs/explorer.png]
+    python scripts/explorer_screenshot.py [--task synthart-style] [--query 7] [--condition NAME]
+                                          [--lambda-steps -8] [--out docs/explorer.png]
 
 Opens the explorer on the demo run (after `make demo`; the flags of E3_explore.py's run apply:
---data-root, --weights-root, --run, --database), picks the --query-th image of the query browser and
-condition class --condition of the first condition attribute, waits for the answer, hovers the
-result farthest from the query on the map (its image shows) and saves the page.
+--data-root, --weights-root, --run, --database), picks the --query-th image of the query browser, the
+condition class --condition of the first condition attribute (default: the page's, another class than
+the query's), moves λ by --lambda-steps marks from the task's (each a quarter octave; negative: less
+pull back, a longer walk), hovers the result farthest from the query on the map (its image shows)
+and saves the whole page.
 """
 
 from __future__ import annotations
@@ -36,24 +38,29 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="synthart-style")
     p.add_argument("--query", type=int, default=7, help="which image of the browser's first page")
-    p.add_argument("--condition", type=int, default=3, help="class id of the first condition")
+    p.add_argument("--condition", help="class name of the first condition attribute")
+    p.add_argument("--lambda-steps", type=int, default=-8, help="λ slider marks from the task's")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "explorer.png")
     own, rest = p.parse_known_args(argv)
     setup_logging()
     explorer = E3_explore.open_explorer(E3_explore.parse_args(["--task", own.task, *rest]))
     attr = explorer.space.task.conditions[0]
-    with serving(create_app(explorer)) as url, chromium_page(1560, 860) as page:
+    with serving(create_app(explorer)) as url, chromium_page(1560, 980) as page:
         page.goto(url)
         page.wait_for_selector("#results .tile")
         page.locator("#browser .thumb").nth(own.query).click()
         page.wait_for_selector("body[data-busy='0']")
-        page.select_option(f"#cond-{attr}", str(own.condition))
-        page.wait_for_selector("body[data-busy='0']")
+        if own.condition:
+            page.select_option(f"#cond-{attr}", label=own.condition)
+            page.wait_for_selector("body[data-busy='0']")
+        for _ in range(abs(own.lambda_steps)):
+            page.locator("#lam").press("ArrowLeft" if own.lambda_steps < 0 else "ArrowRight")
+            page.wait_for_selector("body[data-busy='0']")
         page.wait_for_load_state("networkidle")  # every picture of the grid drawn
         page.locator("#result-dots rect").nth(page.evaluate(FARTHEST)).hover()
         page.wait_for_timeout(300)
         own.out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(own.out))
+        page.screenshot(path=str(own.out), full_page=True)
     print(f"wrote {own.out}")
 
 

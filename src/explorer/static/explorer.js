@@ -376,8 +376,9 @@ function onHover(ev) {
   }
   if (!text) { tip.hidden = true; return; }
   tip.hidden = false;
-  tip.style.left = `${Math.min(mx + 12, SIZE - 140)}px`;
-  tip.style.top = `${Math.min(my + 12, SIZE - 150)}px`;
+  // beside the cursor, on the side with room (the tip is 130 px wide)
+  tip.style.left = `${mx > SIZE / 2 ? mx - 142 : mx + 12}px`;
+  tip.style.top = `${Math.max(0, Math.min(my + 12, SIZE - 160))}px`;
   $("tooltip-text").textContent = text;
   const img = $("tooltip-img");
   const src = row !== null ? `/image/${row}` : mark && mark.startsWith("z₀") && state.query.url ? state.query.url : "";
