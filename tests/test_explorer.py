@@ -130,6 +130,23 @@ def test_every_method_answers_what_the_methods_rank(pipe, space, client, method,
         assert got["condition"] == {"style": frame["style"][i]}
 
 
+def test_a_two_condition_task_gets_one_control_per_attribute_and_e2s_answer(pipe):
+    task = get_task("synthart-multi", pipe.data_root)
+    space = load_space(pipe.data_root, pipe.weights_root, task, pipe.run, torch.device("cpu"))
+    ex = Explorer(space, proj.load_projection(space), task.default_lambda)
+    frame = read_queries(pipe.data_root, task.name).iloc[:2].reset_index(drop=True)
+    with TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/meta").json()["conditions"] == ["style", "genre"]
+        for i, row in enumerate(space.rows_of(frame["image"].astype(str))):
+            cond = {a: space.labels[a].index(frame[a][i]) for a in ("style", "genre")}
+            body = {"row": int(row), "conditions": cond, "method": "backward_search", "lam": 2.0}
+            status, got = ask(c, **body)
+            assert status == 200
+            want = methods.rank_backward_search(space, file_queries(space, frame.iloc[[i]]), 2.0)
+            assert [r["row"] for r in got["results"]] == want.indices[0].tolist()
+            assert got["condition"] == {a: frame[a][i] for a in ("style", "genre")}
+
+
 def test_the_walk_runs_from_z0_through_every_iterate_to_the_searched_z(
     pipe, space, explorer, client
 ):
