@@ -22,6 +22,13 @@ CHROMIUM_ARGS = [
 ]
 
 
+def expect(locator: Any) -> Any:
+    """Playwright's auto-waiting assertions (imported only when a browser test runs)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
 def chromium_path() -> Path | None:
     """The system chromium, when there is one."""
     if CHROMIUM.is_file():

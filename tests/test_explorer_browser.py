@@ -4,10 +4,12 @@ move λ: the top-10 grid and the walk on the map must change. Skipped only witho
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
 import torch
+from PIL import Image
 
 from src.evaluation.space import load_space
 from src.explorer.app import create_app
@@ -15,7 +17,7 @@ from src.explorer.projection import load_projection
 from src.explorer.server import serving
 from src.explorer.session import Explorer
 from src.tasks import get_task
-from tests._browser import chromium_page, chromium_path
+from tests._browser import chromium_page, chromium_path, expect
 from tests._pipeline import build_pipeline
 
 pytestmark = pytest.mark.skipif(
@@ -28,6 +30,12 @@ FARTHEST_FROM_Z0 = """() => {  // the result square least covered by the query's
     (r) => (+r.getAttribute("x") + 4 - zx) ** 2 + (+r.getAttribute("y") + 4 - zy) ** 2);
   return d.indexOf(Math.max(...d));
 }"""
+
+
+def png_bytes() -> bytes:
+    b = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 90)).save(b, "PNG")
+    return b.getvalue()
 
 
 def shown(page) -> tuple[str, str]:
@@ -74,6 +82,19 @@ def test_pick_a_query_and_a_condition_then_move_lambda(tmp_path):
         assert re.fullmatch(r"/image/\d+", page.get_attribute("#tooltip-img", "src"))
         page.hover("#zfinal")
         assert "the vector ranked" in page.text_content("#tooltip-text")
+        bad = {"name": "notes.png", "mimeType": "image/png", "buffer": b"not a picture"}
+        page.set_input_files("#upload", files=[bad])  # a bad upload: its line on the page …
+        expect(page.locator("#upload-msg")).to_contain_text("cannot read image notes.png")
+        assert errors == [
+            "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+        ]
+        errors.clear()  # the refusal is the one expected console line
+        good = {"name": "mine.png", "mimeType": "image/png", "buffer": png_bytes()}
+        page.set_input_files("#upload", files=[good])  # … and the server goes on
+        expect(page.locator("#upload-msg")).to_contain_text("mine.png: the encoder sees")
+        uploaded = shown(page)
+        assert "mine.png (uploaded" in page.text_content("#query-labels")
+        assert uploaded[0] and uploaded != near
         page.screenshot(path=str(tmp_path / "explorer.png"))
     assert not errors, errors
     assert (tmp_path / "explorer.png").stat().st_size > 10_000

@@ -135,7 +135,6 @@ class Explorer:
             "methods": METHODS,
             "uploads": not s.config.get("backbone_absent"),
             "max_upload_bytes": MAX_UPLOAD_BYTES,
-            "upload_formats": list(UPLOAD_FORMATS),
         }
 
     def map_points(self) -> dict[str, Any]:

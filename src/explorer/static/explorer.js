@@ -83,6 +83,7 @@ function setupControls(meta) {
     : "; no student distilled (D1)";
   $("lam-default").textContent = `the task's λ = ${lamText(meta.default_lambda)} (marked)${students}`;
   lam.addEventListener("input", () => { showLambda(); ask(); });
+  $("alpha").max = 4 * meta.alpha_max; // quarter steps, as E1's α sweep
   $("alpha").addEventListener("input", () => { showAlpha(); ask(); });
   showLambda();
   showAlpha();
