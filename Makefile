@@ -1,5 +1,6 @@
 # make demo — the whole pipeline on the embedded SynthArt dataset (CPU, minutes); SEEDS=3 adds B1 seeds
 # make test — lint, the import-layer contracts (pyproject.toml) and the test suite
+# make explore [TASK=synthart-style] — the explorer (E3) on a finished run: http://127.0.0.1:8765/
 # make reproduce DATASET=cub|apy|wikiart — the paper's settings on a real dataset (GPU; see README)
 # make gpu-check — every CUDA path, benchmarks against their targets → bench/RESULTS-<gpu>.md (≤ 10 min)
 # make reproduce-release DATASET=cub|apy|wikiart RELEASE=DIR — the tables from the authors' release (CPU)
@@ -10,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format reproduce reproduce-release bench clean-demo gpu-check
+.PHONY: demo test lint format reproduce reproduce-release bench clean-demo gpu-check explore
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,10 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+
+# TASK reaches E3 through the environment, never through a shell string
+explore: $(VENV)/.installed
+	$(PY) E3_explore.py --task "$${TASK:-synthart-style}"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -45,6 +50,7 @@ reproduce-release: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/backward_search.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/explorer_latency.py
 
 gpu-check: $(VENV)/.installed
 	$(PY) scripts/gpu_check.py

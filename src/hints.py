@@ -12,6 +12,7 @@ STAGE_SCRIPTS = {
     "D1": "D1_train_distill.py",
     "E1": "E1_evaluate.py",
     "E2": "E2_visualize.py",
+    "E3": "E3_explore.py",
 }
 
 

@@ -179,6 +179,50 @@ def test_late_compaction_gives_the_same_answer(world, monkeypatch, interval):
     torch.testing.assert_close(late.z, every_step.z, rtol=0, atol=1e-12)
 
 
+# ---------------------------------------------------------------------------------------------
+# The walk (trace=True): the explorer's map draws it
+
+
+@pytest.mark.parametrize("rule", list(StopRule))
+@pytest.mark.parametrize("interval", [1, bs.CHECK_EVERY_ACCELERATOR])
+def test_trace_changes_nothing_and_each_walk_ends_at_its_answer(world, monkeypatch, rule, interval):
+    z, _, heads = world
+    n = 24
+    cond = _conditions(n, ["style", "genre"])
+    lam = torch.linspace(0.0, 4.0 if rule is StopRule.BATCH else 0.3, n, dtype=torch.float64)
+    monkeypatch.setattr(bs, "_check_interval", lambda device: interval)  # the CUDA branch too
+    plain = backward_search(heads, z[:n], cond, lam, rule=rule)
+    traced = backward_search(heads, z[:n], cond, lam, rule=rule, trace=True)
+    assert plain.trace is None and len(traced.trace) == n
+    for name in ("z", "iterations", "satisfied_at", "loss"):  # bit-identical
+        assert torch.equal(getattr(traced, name), getattr(plain, name)), name
+    lengths = []
+    for i, walk in enumerate(traced.trace):
+        assert torch.equal(walk[0], z[i]) and torch.equal(walk[-1], plain.z[i])
+        assert len(walk) - 1 <= int(plain.iterations[i])  # steps up to the answer, no further
+        lengths.append(len(walk))
+    assert len(set(lengths)) > 1  # queries answered at different steps: each walk its own
+
+
+def test_trace_is_the_reference_optimiser_step_by_step(world):
+    # every iterate of the walk is z after that many Adam steps of the plain reference loop
+    z, _, heads = world
+    cond = _conditions(1, ["style"])
+    walk = backward_search(heads, z[:1], cond, 0.5, trace=True).trace[0]
+    for steps in (1, len(walk) // 2, len(walk) - 1):
+        ref = backward_search_reference(
+            heads, z[:1], cond, 0.5, max_iter=steps, early_stopping=False
+        )
+        torch.testing.assert_close(walk[steps], ref.z[0], rtol=0, atol=1e-12)
+
+
+def test_trace_without_steps_is_z0(world):
+    z, _, heads = world
+    r = backward_search(heads, z[:3], _conditions(3, ["style"]), 1.0, max_iter=0, trace=True)
+    assert [len(w) for w in r.trace] == [1, 1, 1]
+    assert all(torch.equal(w[0], z[i]) for i, w in enumerate(r.trace))
+
+
 def test_three_conditions_are_met_together(world):
     z, labels, heads = world
     cond = _conditions(len(z), list(CLASSES), seed=7)

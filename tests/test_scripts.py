@@ -95,3 +95,23 @@ def test_reproduce_refuses_a_dataset_without_paper_tasks(tmp_path):
     rc, calls, err = run_script(tmp_path, "reproduce.sh", "synthart")
     assert rc == 2 and calls == []
     assert err.strip() == "error: DATASET must be one of cub, apy, wikiart (got 'synthart')"
+
+
+def test_make_explore_passes_the_task_as_one_argument(tmp_path):
+    # TASK reaches E3 through the environment: spaces and shell syntax stay one argument
+    exe, calls = fake_python(tmp_path)
+    task = "shop:colour;  touch pwned"  # two spaces survive only as one argument
+    proc = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "explore", f"PY={exe}", f"TASK={task}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert calls.read_text().splitlines() == [f"E3_explore.py --task {task}"]
+    assert not (REPO / "pwned").exists()
+    subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "explore", f"PY={exe}"], cwd=REPO, timeout=60
+    )
+    assert calls.read_text().splitlines()[-1] == "E3_explore.py --task synthart-style"

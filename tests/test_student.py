@@ -14,7 +14,14 @@ import D1_train_distill as d1
 from src.artifacts import save_torch
 from src.errors import SuiteError
 from src.method.backward_search import backward_search
-from src.method.student import Student, distill, load_student, student_input, student_path
+from src.method.student import (
+    Student,
+    distill,
+    load_student,
+    student_input,
+    student_lambdas,
+    student_path,
+)
 from src.method.toy import toy_space, train_heads
 
 CLASSES = {"style": 5, "genre": 3}
@@ -106,6 +113,15 @@ def test_distill_rejects_attribute_without_head(world):
     z_train, _, heads = world
     with pytest.raises(SuiteError, match="mood"):
         distill(heads, z_train, ["mood"], {"mood": 2}, 1.0, epochs=1, progress=False)
+
+
+def test_student_lambdas_are_the_ones_d1_wrote_for_the_task(tmp_path):
+    for task, lam in [("synthart-style", 1.0), ("synthart-style", 0.25), ("synthart-multi", 2.0)]:
+        student_path(tmp_path, task, lam).write_bytes(b"")
+    (tmp_path / "student_synthart-style_lamX.pt").write_bytes(b"")  # not D1's name
+    assert student_lambdas(tmp_path, "synthart-style") == [0.25, 1.0]
+    assert student_lambdas(tmp_path, "synthart-multi") == [2.0]
+    assert student_lambdas(tmp_path, "cub-bird") == []
 
 
 def test_load_student_round_trip(tmp_path):

@@ -125,29 +125,42 @@ def rank_centroid_shift(space: SearchSpace, q: Queries, alpha: float) -> Ranking
 
 
 def search(
-    space: SearchSpace, q: Queries, lam: float | Tensor, rule: StopRule = StopRule.BATCH
+    space: SearchSpace,
+    q: Queries,
+    lam: float | Tensor,
+    rule: StopRule = StopRule.BATCH,
+    *,
+    trace: bool = False,
 ) -> SearchResult:
-    """Backward Search of every query at once (λ a float, or one per query)."""
+    """Backward Search of every query at once (λ a float, or one per query); `trace` keeps each
+    query's walk of iterates (the explorer's map)."""
     if isinstance(lam, Tensor):
         lam = lam.to(space.device, q.z0.dtype)
     with torch.no_grad():
-        return backward_search(space.heads, q.z0, q.conditions, lam, rule=rule)
+        return backward_search(space.heads, q.z0, q.conditions, lam, rule=rule, trace=trace)
 
 
 def rank_backward_search(
-    space: SearchSpace, q: Queries, lam: float, *, single: bool = False, timed: bool = False
+    space: SearchSpace,
+    q: Queries,
+    lam: float,
+    *,
+    single: bool = False,
+    timed: bool = False,
+    trace: bool = False,
 ) -> Ranking:
     """Backward Search at λ for every query in one call.
 
     timed: also run the timing pass (src/timing.py) — only the reported λ needs it. single: also
     count the iterations of the authors' single-query rule (StopRule.SINGLE) on the same queries,
-    for Table 5; its z is not used (every retrieval number is the batched rule's).
+    for Table 5; its z is not used (every retrieval number is the batched rule's). trace: keep
+    each query's walk in `ranking.search.trace` (the same answer; the explorer draws it).
     """
     lam = float(lam)
     result, timing = (
-        _timed(lambda: search(space, q, lam), space.device)
+        _timed(lambda: search(space, q, lam, trace=trace), space.device)
         if timed
-        else (search(space, q, lam), None)
+        else (search(space, q, lam, trace=trace), None)
     )
     ranking = _ranked("backward_search", space, q, result.z, timing=timing, search=result, lam=lam)
     if single:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -357,21 +357,30 @@ def picture_query(space: SearchSpace, z0: Tensor, conditions: Mapping[str, int])
     return _queries(space, z0, {a: [c] for a, c in conditions.items()}, {}, None, None)
 
 
-def embed_image(space: SearchSpace, path: Path) -> Tensor:
-    """Embed a picture file with the trained encoder and the test transform (1×E)."""
+def embed_image(
+    space: SearchSpace,
+    path: Path | BinaryIO,
+    *,
+    name: str | None = None,
+    formats: Sequence[str] | None = None,
+) -> Tensor:
+    """Embed a picture (a file, or an open binary stream such as an upload named `name`) with
+    the trained encoder and the test transform (1×E); `formats` limits what Pillow may decode."""
+    name = name or str(path)
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as f:
+            with Image.open(path, formats=formats) as f:
                 f.draft("RGB", (4 * MAX_SIDE,) * 2)  # a huge JPEG: decode at a reduced scale
                 im = f.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise SuiteError(
-            f"{path} is too large to decode (> {Image.MAX_IMAGE_PIXELS} pixels): resize it"
+            f"{name} is too large to decode (> {Image.MAX_IMAGE_PIXELS} pixels): resize it"
         ) from None
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-        raise SuiteError(f"cannot read image {path}: {e}") from None
+    except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as e:
+        kinds = f" (it must be {', '.join(formats)})" if formats else ""
+        raise SuiteError(f"cannot read image {name}{kinds}: {e}") from None
     x = image_transform(space.config, train=False)(im).unsqueeze(0).to(space.device)
     with torch.no_grad():
         return space.encoder.embed(x)

@@ -62,12 +62,15 @@ class SearchResult:
     conditioned head's argmax equals its condition, among the iterates the query evaluated; -1
     if none did. loss: the best watched value (BATCH: the loss; SINGLE: the CE), the one recorded
     with the returned z (measured just before the step that produced it, as in the authors' code).
+    trace (only with `trace=True`): per query, its walk — z0, then z after each step up to the
+    step that produced the returned z (so its last row is z): a (T_i + 1)×E tensor.
     """
 
     z: Tensor
     iterations: Tensor
     satisfied_at: Tensor
     loss: Tensor
+    trace: list[Tensor] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,12 +199,15 @@ def backward_search(
     early_stopping: bool = True,
     patience: int = 10,
     rule: StopRule = StopRule.BATCH,
+    trace: bool = False,
 ) -> SearchResult:
     """Search every query at once (SPEC §5) on z0's device; finished queries leave the batch.
 
     heads: attribute → module mapping N×E embeddings to logits (used in eval mode, not updated).
     conditions: attribute → (N,) target class ids; lam: float or (N,) tensor.
     rule: the authors' batched loop (default) or their single-query `compute()` (Table 5).
+    trace: also keep every iterate (`SearchResult.trace`, the walk of the explorer's map); the
+    search itself is the same, bit for bit.
     """
     rule = StopRule(rule)
     attrs, conds, lam_t = _check_inputs(heads, z0, conditions, lam, lr, max_iter, patience)
@@ -216,8 +222,9 @@ def backward_search(
     out_iters = torch.zeros(n, dtype=torch.long, device=dev)
     out_sat = torch.full((n,), -1, dtype=torch.long, device=dev)
     out_loss = torch.full((n,), float("inf"), dtype=z0.dtype, device=dev)
+    walk = _Walk(z0) if trace else None
     if n == 0 or max_iter == 0:
-        return SearchResult(out_z, out_iters, out_sat, out_loss)
+        return SearchResult(out_z, out_iters, out_sat, out_loss, walk and walk.paths())
 
     check_every = _check_interval(dev)
     beta1, beta2 = BETAS
@@ -263,6 +270,8 @@ def backward_search(
                     done = counter >= stop_after
             else:
                 best, saved = loss, z
+            if walk is not None:
+                walk.step(rows, z, improved if keep_best else active, step)
             if early_stopping and (t + 1) % check_every == 0 and t + 1 < max_iter:
                 n_done = int(done.sum())
                 if n_done:
@@ -272,7 +281,8 @@ def backward_search(
                     out_sat[rows[fin]] = sat[fin]
                     out_loss[rows[fin]] = best[fin]
                     if n_done == len(rows):
-                        return SearchResult(out_z, out_iters, out_sat, out_loss)
+                        paths = walk and walk.paths()
+                        return SearchResult(out_z, out_iters, out_sat, out_loss, paths)
                     keep = (~done).nonzero().flatten()
                     rows, base, z, m, v, saved = (x[keep] for x in (rows, base, z, m, v, saved))
                     best, counter, iters, sat, done, lam_a = (
@@ -283,7 +293,31 @@ def backward_search(
     out_iters[rows] = iters
     out_sat[rows] = sat
     out_loss[rows] = best
-    return SearchResult(out_z, out_iters, out_sat, out_loss)
+    return SearchResult(out_z, out_iters, out_sat, out_loss, walk and walk.paths())
+
+
+class _Walk:
+    """The iterates of a traced search: z after every step of the active queries, and for each
+    query the step that produced its saved (returned) z — a walk ends at its answer."""
+
+    def __init__(self, z0: Tensor):
+        self.z0 = z0
+        self.steps: list[tuple[Tensor, Tensor]] = []  # (output rows, z of those rows) per step
+        self.last = torch.zeros(z0.shape[0], dtype=torch.long, device=z0.device)  # 0: z0 itself
+
+    def step(self, rows: Tensor, z: Tensor, improved: Tensor, step: int) -> None:
+        self.steps.append((rows, z.clone()))  # `rows` is replaced, never changed, on compaction
+        self.last[rows[improved]] = step
+
+    def paths(self) -> list[Tensor]:
+        """Per query: z0, then z after steps 1 … the step of its answer."""
+        per_query: list[list[Tensor]] = [[self.z0[i]] for i in range(self.z0.shape[0])]
+        last = self.last.tolist()
+        for t, (rows, z) in enumerate(self.steps, start=1):
+            for j, i in enumerate(rows.tolist()):
+                if t <= last[i]:
+                    per_query[i].append(z[j])
+        return [torch.stack(p) for p in per_query]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,19 @@ def student_path(run_dir: str | Path, task: str, lam: float) -> Path:
     return Path(run_dir) / f"student_{task}_lam{lam:g}.pt"
 
 
+def student_lambdas(run_dir: str | Path, task: str) -> list[float]:
+    """The λ of every student D1 wrote for `task` in the run folder (student_path's files), sorted."""
+    found = set()
+    for p in Path(run_dir).glob(f"student_{task}_lam*.pt"):
+        try:
+            lam = float(p.stem.removeprefix(f"student_{task}_lam"))
+        except ValueError:  # another task whose name extends this one's, or a stray file
+            continue
+        if student_path(run_dir, task, lam) == p:
+            found.add(lam)
+    return sorted(found)
+
+
 def student_input(
     z0: Tensor, conditions: Mapping[str, Tensor], num_classes: Mapping[str, int]
 ) -> Tensor:

@@ -1,0 +1,155 @@
+"""Benchmark: how fast the explorer answers an interaction on a 16k-image database (target ≤ 100 ms).
+
+    python bench/explorer_latency.py [--data-root data --weights-root weights] [--task synthart-style]
+                                     [--size 16384] [--queries 20] [--device cpu]
+
+Reads a finished run (after C1; `make demo` makes one) and grows its test split to --size images by
+tiling the embeddings with noise (labels and tags tiled with them), then serves the explorer on a
+free loopback port (uvicorn, as E3 does) and times, per query (a database image), each interaction
+the page sends for Backward Search: a new λ, a new condition, and a switch back to Backward Search
+from another method — from the POST to the parsed JSON answer (the top-10, the metrics, the walk
+on the map), in wall time and in the CPU time of the process (server and client). Writes nothing
+(the map is fitted in memory). Prints a markdown table and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.cli import resolve_device, run_stage, setup_logging  # noqa: E402
+from src.evaluation.space import SearchSpace, load_space  # noqa: E402
+from src.explorer.app import create_app  # noqa: E402
+from src.explorer.projection import fit_projection  # noqa: E402
+from src.explorer.server import serving  # noqa: E402
+from src.explorer.session import Explorer  # noqa: E402
+from src.runs import resolve_run  # noqa: E402
+from src.tags import tag_matrix  # noqa: E402
+from src.tasks import get_task  # noqa: E402
+
+LAMBDAS = (1 / 16, 0.25, 1.0, 4.0, 16.0)
+
+
+def grown(space: SearchSpace, size: int, seed: int = 0) -> SearchSpace:
+    """The space's database tiled to `size` rows; each copy's embeddings get Gaussian noise of a
+    tenth of the per-dimension spread, so that no two rows are the same."""
+    rng = np.random.default_rng(seed)
+    n = len(space)
+    idx = np.arange(size) % n
+    z = space.z.cpu().numpy()
+    noisy = z[idx] + (idx != np.arange(size))[:, None] * rng.normal(
+        0, 0.1 * z.std(0), (size, z.shape[1])
+    )
+    noisy = noisy.astype(np.float32)
+    keys = np.array([k if i < n else f"{k}~{i // n}" for i, k in enumerate(space.images[idx])])
+    cells = space.tag_cells[idx]
+    tags, _ = tag_matrix(cells, space.vocab)
+    labels = {a: ids[torch.as_tensor(idx)] for a, ids in space.label_ids.items()}
+    return dataclasses.replace(
+        space,
+        images=keys,
+        split=space.split[idx],
+        z=torch.as_tensor(noisy, device=space.device),
+        label_ids=labels,
+        tag_cells=cells,
+        tags=tags,
+        embedded=pd.Index(keys),  # the queries' z0 are read from here
+        embedded_z=noisy,
+        embedded_labels={a: ids.cpu().numpy() for a, ids in labels.items()},
+    )
+
+
+def post(conn: http.client.HTTPConnection, body: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) from sending one interaction to its parsed
+    answer. The server runs in this process, so the CPU time is its work and the client's: what
+    the wall time comes down to on a machine that nothing else is using."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    conn.request("POST", "/api/search", json.dumps(body), {"Content-Type": "application/json"})
+    answer = json.loads(conn.getresponse().read())
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if "error" in answer:
+        raise RuntimeError(answer["error"])
+    return seconds, cpu
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-root", type=Path, default=Path("data"))
+    p.add_argument("--weights-root", type=Path, default=Path("weights"))
+    p.add_argument("--task", default="synthart-style")
+    p.add_argument("--size", type=int, default=16384)
+    p.add_argument("--queries", type=int, default=20)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    setup_logging()
+    task = get_task(args.task, args.data_root)
+    run = resolve_run(args.weights_root, task.dataset, None)
+    base = load_space(args.data_root, args.weights_root, task, run, resolve_device(args.device))
+    space = grown(base, args.size)
+    t0 = time.perf_counter()
+    projection = fit_projection(space)
+    fit_s = time.perf_counter() - t0
+    explorer = Explorer(space, projection, task.default_lambda)
+    rng = np.random.default_rng(1)
+    rows = rng.choice(len(space), size=args.queries, replace=False)
+    n_cls = {a: len(space.labels[a]) for a in task.conditions}
+    times: dict[str, list[float]] = {
+        "new λ": [],
+        "new condition": [],
+        "method → Backward Search": [],
+    }
+    iterations = []
+    load_before = os.getloadavg()
+    with serving(create_app(explorer)) as url:
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for row in rows:
+            cond = {a: int(rng.integers(n)) for a, n in n_cls.items()}
+            body = {"row": int(row), "conditions": cond, "method": "backward_search", "lam": 1.0}
+            post(conn, body)  # the query is picked (not timed: a new query, not an interaction)
+            for lam in LAMBDAS:
+                times["new λ"].append(post(conn, {**body, "lam": lam}))
+            for a, n in n_cls.items():
+                cond = {**cond, a: (cond[a] + 1) % n}
+                times["new condition"].append(post(conn, {**body, "conditions": cond}))
+            body = {**body, "conditions": cond}
+            post(conn, {**body, "method": "knn"})
+            times["method → Backward Search"].append(post(conn, body))
+            iterations.append(explorer.answer(explorer.ask(body)).iterations)
+        conn.close()
+    load_after = os.getloadavg()
+    print(
+        f"\n{task.name}, run {run}: database of {len(space)} images (the test split's {len(base)} "
+        f"tiled with noise), E = {space.z.shape[1]}, device {args.device}, "
+        f"torch threads {torch.get_num_threads()}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; map fitted in {fit_s * 1000:.0f} ms; Backward Search "
+        f"iterations per answer {statistics.mean(iterations):.1f} (mean)."
+    )
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}\n")
+    print("| interaction | n | median ms | p90 ms | max ms | median CPU ms |")
+    print("|---|---|---|---|---|---|")
+    every = [t for pairs in times.values() for t in pairs]
+    for name, pairs in [*times.items(), ("all", every)]:
+        ms, cpu = (np.array(x) * 1000 for x in zip(*pairs, strict=True))
+        print(
+            f"| {name} | {len(ms)} | {np.median(ms):.1f} | {np.percentile(ms, 90):.1f} "
+            f"| {ms.max():.1f} | {np.median(cpu):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))
