@@ -115,6 +115,10 @@ def test_e2_grids_over_the_whole_collection_are_named_and_recorded(chain):
     assert not (figs / "results_q0.png").exists()  # the protocol's grid is a separate file
     assert json.loads((figs / "config.json").read_text())["database"] == "all"
     assert "train + test (the whole collection)" in (figs / "E2.log").read_text()
+    # REPORT.md's settings name what the small recipe changed, not only the authors' keys
+    report = (chain / "results" / RUN / "REPORT.md").read_text()
+    assert "optimizer = adamw" in report and f"flips = {SMALL_TRAINING.flips}" in report
+    assert "schedule = cosine" in report and "label_smoothing = " in report
 
 
 def test_d1_estimates_its_time_on_a_cpu_and_warns_past_ten_minutes(caplog):
@@ -133,6 +137,33 @@ def test_d1_estimates_its_time_on_a_cpu_and_warns_past_ten_minutes(caplog):
         "the first steps)",
     )
     assert d1.cpu_time_estimate(torch.device("cuda"), settings, n=3100) is None
+
+
+SPY_TORCH = """
+import importlib.abc, os, sys
+seen = []
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+sys.meta_path.insert(0, Spy())
+import {stages}
+print(seen[0])
+"""
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_stages_let_torch_threads_sleep_while_they_wait(given, seen):
+    """On a busy CPU, spinning OpenMP threads made D1 37× slower: every stage sets the passive
+    wait policy before torch loads (a policy the user set is kept)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env |= {"PYTHONPATH": str(ROOT)} | ({"OMP_WAIT_POLICY": given} if given else {})
+    stages = ", ".join(p.stem for p in sorted(ROOT.glob("[A-E][12]_*.py")))
+    code = SPY_TORCH.format(stages=stages)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [seen]
 
 
 def ignore_sigint() -> None:
