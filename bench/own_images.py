@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         closed = "http://127.0.0.1:9"
         env |= {k: closed for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
         env["TORCH_HOME"] = str(scratch / "torch_home")  # no cached weights either
-    env["PS4"] = "+ $(date +%s.%N) "  # bash -x: each command with its start time
-    (scratch / "own_images.sh").write_text(script)
+    # bash -x: each command with its start time (set in the script: bash ignores PS4 from the
+    # environment when run as root)
+    (scratch / "own_images.sh").write_text("PS4='+ $(date +%s.%N) '\n" + script)
     print(script)
     loads, done = [], threading.Event()
 

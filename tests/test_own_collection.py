@@ -121,6 +121,13 @@ def test_e2_grids_over_the_whole_collection_are_named_and_recorded(chain):
     assert "schedule = cosine" in report and "label_smoothing = " in report
 
 
+def test_d1_runs_one_thread_on_a_cpu(chain, monkeypatch):
+    threads = []
+    monkeypatch.setattr(d1.torch, "set_num_threads", threads.append)
+    d1.main(["--task", TASK, "--epochs", "1", "--lambda", "3", "--device", "cpu", *roots(chain)])
+    assert threads == [1]
+
+
 def test_d1_estimates_its_time_on_a_cpu_and_warns_past_ten_minutes(caplog):
     settings = DistillConfig(epochs=49)
     estimate = d1.cpu_time_estimate(torch.device("cpu"), settings, n=3100)  # 7 batches an epoch
