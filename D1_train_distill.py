@@ -32,7 +32,7 @@ from src.errors import SuiteError
 from src.method.student import HIDDEN, DistillConfig, batch_starts, distill, student_path
 from src.progress import run_estimate
 from src.runs import RUN_HELP, resolve_run
-from src.tasks import TASK_HELP, USER_DISTILL_EPOCHS, get_dataset, get_task
+from src.tasks import TASK_HELP, get_task
 
 log = logging.getLogger("src.D1")
 SLOW_D1_SECONDS = 600.0  # above this, D1 on a CPU warns after its first batches
@@ -51,10 +51,7 @@ def parse_args(argv: list[str] | None):
     )
     d = DistillConfig()
     p.add_argument(
-        "--epochs",
-        type=int_at_least(1),
-        help=f"distillation epochs (default: the dataset's: the authors' {d.epochs} for the "
-        f"paper's datasets and SynthArt, {USER_DISTILL_EPOCHS} for your own)",
+        "--epochs", type=int_at_least(1), default=d.epochs, help="the authors evaluate epoch 49"
     )
     p.add_argument(
         "--batch-size",
@@ -77,12 +74,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     task = get_task(args.task, args.data_root)
     lam = task.default_lambda if args.lam is None else args.lam
-    epochs = args.epochs or get_dataset(task.dataset, args.data_root).distill_epochs
-    settings = DistillConfig(
-        epochs=epochs or DistillConfig.epochs,
-        batch_size=args.batch_size,
-        student_reg=args.student_reg,
-    )
     run = resolve_run(args.weights_root, task.dataset, args.run)
     rdir = run_dir(args.weights_root, run)
     out = student_path(rdir, task.name, lam)
@@ -99,12 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     names = [out.name, out.with_suffix(".json").name, out.stem + "_log.csv", out.stem + ".log"]
     with stage_lock(out), atomic_files(rdir, names) as tmp:
         try:
-            train_student(args, task, run, lam, settings, rdir, tmp / out.name, device)
+            train_student(args, task, run, lam, rdir, tmp / out.name, device)
         finally:
             setup_logging()  # close the log file before it is moved (or dropped)
 
 
-def train_student(args, task, run: str, lam: float, settings, rdir, out, device) -> None:
+def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
     """Distill the student and write its files as `out` (.pt), .json, _log.csv (in staging)."""
     from src.embeddings import load_embeddings
     from src.method.encoder import load_encoder
@@ -124,8 +115,11 @@ def train_student(args, task, run: str, lam: float, settings, rdir, out, device)
         lam,
         len(z_train),
         z_train.shape[1],
-        settings.epochs,
+        args.epochs,
         device,
+    )
+    settings = DistillConfig(
+        epochs=args.epochs, batch_size=args.batch_size, student_reg=args.student_reg
     )
     t0 = time.time()
     student, epochs_log = distill(
@@ -179,7 +173,7 @@ def cpu_time_estimate(device, settings: DistillConfig, n: int):
         f"{settings.epochs} epochs of {n} train embeddings",
         len(batch_starts(n, settings.batch_size)) * settings.epochs,
         SLOW_D1_SECONDS,
-        f"pass fewer --epochs (your own datasets' default: {USER_DISTILL_EPOCHS}) or use a GPU "
+        "pass fewer --epochs (what they cost in precision@10: bench/RESULTS.md) or use a GPU "
         "(--device cuda)",
     )
 

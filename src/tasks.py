@@ -158,7 +158,6 @@ class Dataset:
     # on these) or its "test" transform; `C1_extract_embeddings.py --train-transform` overrides.
     c1_train_transform: str = "train"
     training: Recipe = AUTHORS_TRAINING
-    distill_epochs: int | None = None  # D1's default epochs; None: the authors' (DistillConfig)
     user: bool = False  # read from <data_root>/<name>/dataset.json (A1 --dataset folder)
     classes: dict[str, int] = field(default_factory=dict)  # class count per attribute (user only)
 
@@ -256,9 +255,6 @@ ATTR_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,27}")
 # B1's default recipe for a user dataset (--recipe default): the authors' (convnext_base from
 # ImageNet weights, E = 256, 30 epochs); every B1 override flag applies.
 USER_TRAINING = AUTHORS_TRAINING
-# D1's default epochs on a user dataset: within 0.01 precision@10 of the authors' 49 on SynthArt,
-# the glyph set and the icon themes, at a fraction of the time (bench/RESULTS.md).
-USER_DISTILL_EPOCHS = 20
 # λ of a user task: 1.0 for one condition, 2.0 for two (SynthArt's defaults); --lambda overrides.
 USER_LAMBDA = {1: 1.0, 2: 2.0}
 USER_TASK_SYNTAX = "NAME:attr or NAME:attr1+attr2"
@@ -320,7 +316,6 @@ def read_user_dataset(data_root: str | Path, name: str) -> Dataset | None:
         # as they are, not as randomly cropped and flipped training views
         c1_train_transform="test",
         training=USER_TRAINING,
-        distill_epochs=USER_DISTILL_EPOCHS,
         user=True,
         classes=classes,
     )

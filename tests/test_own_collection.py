@@ -1,6 +1,6 @@
 """Your own collection, not SynthArt (issue 19): glyphs of matplotlib's fonts as a folder dataset,
-`B1 --recipe small`, D1's default for your datasets, its estimate and SIGINT, and searching the
-whole collection (`E2 --database all`)."""
+`B1 --recipe small`, D1's threads, estimate and SIGINT, and searching the whole collection
+(`E2 --database all`)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import D1_train_distill as d1
 import E2_visualize as e2
 from src.artifacts import load_torch
 from src.method.student import DistillConfig
-from src.tasks import SMALL_TRAINING, USER_DISTILL_EPOCHS, get_dataset
+from src.tasks import SMALL_TRAINING
 from tests._fixtures_glyphs import write_glyphs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def chain(tmp_path_factory) -> Path:
              "--device", "cpu", *roots(root)])  # fmt: skip
     c1.main(["--dataset", NAME, "--device", "cpu", *roots(root)])
     a2.main(["--task", TASK, "--num-queries", "10", *roots(root)])
-    d1.main(["--task", TASK, "--device", "cpu", *roots(root)])  # your datasets' default epochs
+    d1.main(["--task", TASK, "--epochs", "2", "--device", "cpu", *roots(root)])
     return root
 
 
@@ -68,15 +68,6 @@ def test_the_small_recipe_trains_any_dataset_and_records_its_settings(chain):
     # your collection is searched whole: C1 embeds its train images as they are
     metrics = json.loads((chain / "weights" / RUN / "metrics.json").read_text())
     assert metrics["train_transform"] == "test"
-
-
-def test_d1_defaults_to_fewer_epochs_on_your_datasets_only(chain):
-    student = json.loads((chain / "weights" / RUN / STUDENT).with_suffix(".json").read_text())
-    assert student["epochs"] == USER_DISTILL_EPOCHS < DistillConfig.epochs
-    log = pd.read_csv(chain / "weights" / RUN / STUDENT.replace(".pt", "_log.csv"))
-    assert len(log) == USER_DISTILL_EPOCHS
-    for paper in ("cub", "apy", "wikiart", "synthart"):  # the authors' 49 (the demo's too)
-        assert get_dataset(paper).distill_epochs is None
 
 
 def a_train_picture(chain: Path) -> tuple[str, str, Path]:
@@ -137,7 +128,7 @@ def test_d1_estimates_its_time_on_a_cpu_and_warns_past_ten_minutes(caplog):
     (warning, info) = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert warning[0] == logging.WARNING and "\n" not in warning[1]
     assert warning[1].startswith("WARNING: D1 on the CPU: about 11 min for 49 epochs")
-    assert f"(your own datasets' default: {USER_DISTILL_EPOCHS})" in warning[1]
+    assert "pass fewer --epochs" in warning[1] and "--device cuda" in warning[1]
     assert info == (
         logging.INFO,
         "D1 on the CPU: about 34 s for 49 epochs of 3100 train embeddings (0.10 s/step over "
