@@ -3,6 +3,7 @@
     python B1_train_encoder.py --dataset synthart                     # the demo recipe (CPU, ~1 min)
     python B1_train_encoder.py --dataset cub                          # the authors' recipe (GPU)
     python B1_train_encoder.py --dataset cub --recipe paper           # the paper text's recipe
+    python B1_train_encoder.py --dataset shop --recipe small          # any dataset: CPU, offline
     python B1_train_encoder.py --dataset cub --backbone resnet50 --embedding-size 128 [--freeze-backbone]
     python B1_train_encoder.py --dataset cub --precision bf16         # mixed precision (authors: fp32)
     torchrun --nproc_per_node=4 B1_train_encoder.py --dataset wikiart # DDP, one process per GPU
@@ -47,6 +48,7 @@ from src.tasks import (
     AUTHORS_TRAINING,
     DATASET_HELP,
     PAPER_TEXT_TRAINING,
+    SMALL_TRAINING,
     SYNTHART_TRAINING,
     Recipe,
     get_dataset,
@@ -65,20 +67,22 @@ def override_flags() -> dict[str, tuple[Callable[[str], Any], str, tuple | None]
         if "help" not in f.metadata:
             continue
         text = f.metadata["help"] + (": " + ", ".join(BACKBONES) if f.name == "backbone" else "")
-        presets = {n: getattr(r, f.name) for n, r in RECIPES.items()}
+        # a None preset (flips) means the dataset's own value
+        presets = {n: getattr(r, f.name) or "dataset's" for n, r in RECIPES.items()}
         if len(set(map(str, presets.values()))) == 1:
             text += f" (preset: {presets['authors']})"
         else:
             text += " (presets: " + ", ".join(f"{n} {v}" for n, v in presets.items()) + ")"
-        typ = f.metadata.get("type", type(getattr(AUTHORS_TRAINING, f.name)))
+        typ = f.metadata.get("type", str if "choices" in f.metadata else type(f.default))
         out[f.name] = (typ, text, f.metadata.get("choices"))
     return out
 
 
-# The named recipes --recipe picks from (default: the dataset's preset).
+# The named recipes --recipe picks from (default: the dataset's preset), and the demo's.
 RECIPES = {
     "authors": AUTHORS_TRAINING,
     "paper": PAPER_TEXT_TRAINING,
+    "small": SMALL_TRAINING,
     "synthart demo": SYNTHART_TRAINING,
 }
 OVERRIDES = override_flags()
@@ -102,11 +106,12 @@ def parse_args(argv: list[str] | None):
     )
     p.add_argument(
         "--recipe",
-        choices=["default", "authors", "paper"],
+        choices=["default", "authors", "paper", "small"],
         default="default",
         help="default: the dataset's registry preset (authors' code; demo recipe for synthart); "
         "authors: the authors' code; paper: the paper text (100 epochs, wd 1e-4, StepLR 30, "
-        "RandomResizedCrop)",
+        "RandomResizedCrop); small: a small backbone from scratch for a CPU, offline, any "
+        "dataset (docs/stages.md)",
     )
     for key, (typ, text, choices) in OVERRIDES.items():
         flag = "--" + key.replace("_", "-")
@@ -133,8 +138,9 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     spec = get_dataset(args.dataset, args.data_root)
-    base = {"default": spec.training, "authors": AUTHORS_TRAINING, "paper": PAPER_TEXT_TRAINING}
-    recipe = replace(base[args.recipe], **{k: v for k, v in vars(args).items() if k in OVERRIDES})
+    base = spec.training if args.recipe == "default" else RECIPES[args.recipe]
+    recipe = replace(base, **{k: v for k, v in vars(args).items() if k in OVERRIDES})
+    recipe = replace(recipe, flips=recipe.flips or spec.flips)  # config.json records the flips
     if recipe.backbone not in BACKBONES:
         raise SuiteError(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         spec.square_resize,
         pretrained=str(recipe.pretrained),
         random_resized_crop=recipe.random_resized_crop,
-        vertical_flip=recipe.vertical_flip,
+        flips=recipe.flips,
         **extra,
     )
     run = args.run or run_name(
@@ -183,6 +189,13 @@ def main(argv: list[str] | None = None) -> None:
             rt.precision,
             ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items()),
         )
+        if recipe.schedule == "step" and recipe.lr_step >= recipe.epochs:
+            log.warning(
+                "WARNING: --lr-step %d with --epochs %d: the step schedule never lowers the "
+                "learning rate; pass a smaller --lr-step or --schedule cosine",
+                recipe.lr_step,
+                recipe.epochs,
+            )
         data_root = Path(args.data_root)
         result = train_encoder(
             config, recipe, data_root, stage, rt, args.seed, args.resume, checkpoint_dir=out

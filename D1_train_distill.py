@@ -29,11 +29,13 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
-from src.method.student import HIDDEN, DistillConfig, distill, student_path
+from src.method.student import HIDDEN, DistillConfig, batch_starts, distill, student_path
+from src.progress import run_estimate
 from src.runs import RUN_HELP, resolve_run
 from src.tasks import TASK_HELP, get_task
 
 log = logging.getLogger("src.D1")
+SLOW_D1_SECONDS = 600.0  # above this, D1 on a CPU warns after its first batches
 
 
 def parse_args(argv: list[str] | None):
@@ -78,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     seed_everything(args.seed)
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        # D1's tensors are small (512 × E): a second thread gains nothing, and on a busy machine
+        # every operation waits for it (an icon epoch: 60 s with two threads, 4 s with one)
+        torch.set_num_threads(1)
     require(rdir / "encoder.pt", f"B1_train_encoder.py --dataset {task.dataset}")
     # the student's four files are built aside and moved in together: a failed D1 leaves the
     # previous student, its config and its log exactly as they were
@@ -125,6 +131,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         **asdict(settings),
         seed=args.seed,
         device=device,
+        on_pace=cpu_time_estimate(device, settings, len(z_train)),
     )
     config = {
         "task": task.name,
@@ -153,6 +160,21 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         last["teacher_iterations"],
         rdir / out.name,
         time.time() - t0,
+    )
+
+
+def cpu_time_estimate(device, settings: DistillConfig, n: int):
+    """On a CPU, a pace callback that logs D1's time from its first batches and warns in one line
+    when the run would take more than SLOW_D1_SECONDS; None on an accelerator."""
+    if device.type != "cpu":
+        return None
+    return run_estimate(
+        "D1 on the CPU",
+        f"{settings.epochs} epochs of {n} train embeddings",
+        len(batch_starts(n, settings.batch_size)) * settings.epochs,
+        SLOW_D1_SECONDS,
+        "pass fewer --epochs (what they cost in precision@10: bench/RESULTS.md) or use a GPU "
+        "(--device cuda)",
     )
 
 

@@ -3,12 +3,15 @@
     python E2_visualize.py --task synthart-style [--query-id 3 --query-id 7] [--lambda 1]
     python E2_visualize.py --task wikiart-style --image my.jpg --condition style=Baroque
     python E2_visualize.py --task cub-bird --run cub_convnext_base_e256_ft --images DIR
+    python E2_visualize.py --task shop:colour --image my.jpg --condition colour=red --database all
 
 Writes results/<run>/<task>/figures/ (result grids, Fig 5), results/<run>/figures/ (Fig 6 from
 every task's sweep.csv, B1's training curves) and results/<run>/REPORT.md. With --image it embeds
 the picture with the trained encoder, runs Backward Search, prints the ranked results and saves
-results/<run>/<task>/figures/search_<name>.png. Without the dataset's images (a run imported from
-the authors' release) it draws Fig 6 and says that the result grids need --images DIR.
+results/<run>/<task>/figures/search_<name>.png (and .json: the ranked results). The database
+is the test split (the paper's protocol), or with --database all the whole collection (train +
+test). Without the dataset's images (a run imported from the authors' release) it draws Fig 6 and
+says that the result grids need --images DIR.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
-from src.evaluation.space import SearchSpace, embed_image, load_space
+from src.evaluation.space import DATABASES, SearchSpace, embed_image, load_space
 from src.labels import parse_conditions
 from src.queries import read_queries
 from src.report import figures, plane
@@ -56,6 +59,14 @@ def parse_args(argv: list[str] | None):
         help="query to draw (repeatable; default the first three)",
     )
     p.add_argument("--image", type=Path, help="search with this picture instead of a query")
+    p.add_argument(
+        "--database",
+        choices=DATABASES,
+        default="test",
+        help="what --image and the result grids search: test (the test split, the paper's "
+        "protocol, as in E1's tables) or all (train + test: your whole collection; figures "
+        "named *_all.png)",
+    )
     p.add_argument(
         "--condition",
         action="append",
@@ -101,18 +112,29 @@ def search_picture(
     """--image: print the ranked results of Backward Search for the picture (embedded as z0)
     and save the grid."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", args.image.stem)[:60] or "image"
-    path = figs / f"search_{stem}.png"
+    path = figs / f"search_{stem}{figures.database_suffix(space)}.png"
     found = figures.search_picture(space, args.image, z0, conditions, lam, path)
     named = {a: space.labels[a][c] for a, c in conditions.items()}
     log.info(
-        "%s → %s (λ = %g); the encoder sees it as %s",
+        "%s → %s (λ = %g) in %s; the encoder sees it as %s",
         args.image,
         figures.condition_text(named),
         lam,
+        space.describe(),
         figures.condition_text(found.seen_as),
     )
     log.info(found.results.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    log.info("E2: wrote %s", path)
+    record = stage_config(
+        args,
+        run=space.run,
+        database=space.database,
+        search_lambda=lam,
+        condition=named,
+        seen_as=found.seen_as,
+        results=found.results.to_dict(orient="records"),
+    )
+    write_json(path.with_suffix(".json"), record)
+    log.info("E2: wrote %s and %s", path, path.with_suffix(".json").name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,6 +159,7 @@ def visualize(args) -> None:
         task,
         run,
         resolve_device(args.device),
+        database=args.database,
         images=args.images,
     )
     if args.image is not None:  # checked and embedded before anything is written
@@ -191,15 +214,13 @@ def draw(args, space: SearchSpace, chosen, lam, lams, e1_lam, results: Path) -> 
         )
         log.warning("E2: %s is not there; %s", missing[0], not_drawn[-1])
     else:
-        paths += figures.result_grids(
-            space, chosen, lam, figs, e1_results=results if lam == e1_lam else None
-        )
+        log.info("E2: result grids search %s", space.describe())
+        # E1's rankings are of the test split: reused only for the same database and λ
+        e1_results = results if lam == e1_lam and space.database == "test" else None
+        paths += figures.result_grids(space, chosen, lam, figs, e1_results=e1_results)
         query = chosen.iloc[0]
-        paths.append(
-            figures.lambda_figure(
-                space, query, lams, figs / f"fig5_q{query['query_id']}.png", seed=args.seed
-            )
-        )
+        fig5 = figs / f"fig5_q{query['query_id']}{figures.database_suffix(space)}.png"
+        paths.append(figures.lambda_figure(space, query, lams, fig5, seed=args.seed))
     paths += figures.run_figures(
         results.parent,
         run_dir(args.weights_root, run),
@@ -213,6 +234,7 @@ def draw(args, space: SearchSpace, chosen, lam, lams, e1_lam, results: Path) -> 
             args,
             run=run,
             search_lambda=lam,
+            database=space.database,
             images=None if args.images is None else str(args.images),
             not_drawn=not_drawn,  # REPORT.md's figure list can say why a figure is missing
         ),

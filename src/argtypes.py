@@ -55,6 +55,14 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number ≥ 0 and < 1 (label smoothing)."""
+    value = _finite(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value:g} must be ≥ 0 and < 1")
+    return value
+
+
 def open_fraction(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1 (a target mTS@10)."""
     value = _finite(text)

@@ -9,6 +9,7 @@ import errno
 import logging
 import random
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -150,7 +151,12 @@ def environment_error(e: OSError) -> str | None:
 
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
     """Run a stage's main; a SuiteError or an error of the machine (disk full, read-only,
-    permissions) becomes a one-line message on stderr and exit code 2; bugs keep their traceback."""
+    permissions) becomes a one-line message on stderr and exit code 2; bugs keep their traceback.
+    SIGINT stops a stage (exit 130, finished artifacts intact) even where it started ignored."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # a background job of a shell script (`python D1_train_distill.py … &`) starts with SIGINT
+        # ignored, so `kill -INT` did nothing; a stage is safe to interrupt, so it listens
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main(argv)
     except SuiteError as e:

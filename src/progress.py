@@ -29,6 +29,32 @@ def _clock_text(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _duration_text(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def run_estimate(
+    stage: str, work: str, steps: int, limit_s: float, advice: str
+) -> Callable[[float], None]:
+    """An `on_pace` callback: from the first steps' pace, log in one line how long `steps` steps
+    of `work` will take, as a WARNING naming `advice` when that exceeds `limit_s`."""
+
+    def estimate(seconds_per_step: float) -> None:
+        total = seconds_per_step * steps
+        text = (
+            f"{stage}: about {_duration_text(total)} for {work} ({seconds_per_step:.2f} s/step "
+            "over the first steps)"
+        )
+        if total > limit_s:
+            log.warning("WARNING: %s; %s", text, advice)
+        else:
+            log.info(text)
+
+    return estimate
+
+
 class Progress:
     """Iterate `iterable`, showing progress; set `.loss` inside the loop to show it too.
 

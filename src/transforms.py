@@ -24,6 +24,19 @@ class ToFloat(nn.Module):
         return x.float().div_(255)
 
 
+def flips_of(config: Mapping[str, Any]) -> str:
+    """The train transform's flips recorded in an encoder config: none, h or hv (src/tasks.py FLIPS).
+
+    Configs written before B1 recorded `flips` used the authors' rule: hv, h without
+    `vertical_flip`, none with aPY's square resize.
+    """
+    if "flips" in config:
+        return str(config["flips"])
+    if config.get("square_resize", False):
+        return "none"
+    return "hv" if config.get("vertical_flip", True) else "h"
+
+
 def transform_parts(config: Mapping[str, Any], train: bool) -> tuple[list, list]:
     """(deterministic PIL part, tensor part) of the image transform.
 
@@ -34,15 +47,18 @@ def transform_parts(config: Mapping[str, Any], train: bool) -> tuple[list, list]
     square = bool(config.get("square_resize", False))
     resize = transforms.Resize((s, s) if square else s, antialias=True)
     norm = [ToFloat(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    flips = [transforms.RandomHorizontalFlip()]
-    if config.get("vertical_flip", True):  # the authors' transform flips vertically too
-        flips.insert(0, transforms.RandomVerticalFlip())
+    # vertical before horizontal, the authors' order (the random draws stay theirs)
+    flips = {
+        "none": [],
+        "h": [transforms.RandomHorizontalFlip()],
+        "hv": [transforms.RandomVerticalFlip(), transforms.RandomHorizontalFlip()],
+    }[flips_of(config)]
     if not train:
         return [resize, transforms.CenterCrop(s)], norm
     if config.get("random_resized_crop", False):  # the paper text's recipe
         return [], [transforms.RandomResizedCrop((s, s), antialias=True), *flips, *norm]
-    if square:  # the authors' train_square (aPY): the whole crop, no random crop, no flips
-        return [resize], norm
+    if square:  # the authors' train_square (aPY): the whole crop, no random crop
+        return [resize], [*flips, *norm]
     return [resize], [transforms.RandomCrop(s), *flips, *norm]
 
 

@@ -672,6 +672,11 @@ B1_PARSE_PROBES = [
     (["--checkpoint-every", "0"], "--checkpoint-every: 0 is too small"),
     (["--workers", "-1"], "--workers: -1 is too small"),
     (["--precision", "fp8"], "--precision: invalid choice: 'fp8'"),
+    (["--flips", "v"], "--flips: invalid choice: 'v'"),
+    (["--schedule", "linear"], "--schedule: invalid choice: 'linear'"),
+    (["--warmup-epochs=-1"], "--warmup-epochs: -1 must be ≥ 0"),
+    (["--label-smoothing", "1"], "--label-smoothing: 1 must be ≥ 0 and < 1"),
+    (["--recipe", "tiny"], "--recipe: invalid choice: 'tiny'"),
 ]
 
 
@@ -763,6 +768,7 @@ E2_PARSE_PROBES = [
     (["--lambda", "-1"], "--lambda: -1 must be ≥ 0"),
     (["--lambda", "nan"], "'nan' is not a finite number"),
     (["--run", "../../x"], "is not a run name"),
+    (["--database", "train"], "--database: invalid choice: 'train'"),
 ]
 
 

@@ -24,7 +24,7 @@ from src.method.encoder import (
     reduction,
 )
 from src.tasks import get_dataset
-from src.transforms import image_transform, transform_parts
+from src.transforms import flips_of, image_transform, transform_parts
 
 LABELS = {"style": ["a", "b", "c"], "genre": ["x", "y"]}
 
@@ -248,15 +248,30 @@ def test_load_encoder_errors(tmp_path):
         load_encoder(tmp_path)
 
 
-def test_vertical_flip_is_a_recipe_switch():
+def flipped(transform, img, axis: int) -> bool:
+    """Whether 20 draws of the train transform ever flip the white band of `img` along `axis`."""
+    return any(transform(img)[0].mean(axis)[0] < 0 for _ in range(20))
+
+
+def test_flips_are_a_recipe_switch_and_old_configs_keep_theirs():
     a = np.zeros((32, 32, 3), np.uint8)
-    a[:4] = 255  # a white band at the top
+    a[:4, :] = 255  # a white band at the top: seen at the bottom after a vertical flip
+    a[:, :4] = 255  # and at the left: at the right after a horizontal flip
     img = Image.fromarray(a)
     torch.manual_seed(0)
-    no_vflip = image_transform(tiny_config(vertical_flip=False), train=True)
-    assert all(no_vflip(img)[0, 0].min() > 2 for _ in range(20))
-    authors = image_transform(tiny_config(), train=True)  # RandomVerticalFlip on by default
-    assert any(authors(img)[0, 0].max() < 0 for _ in range(20))
+
+    def flips(config) -> tuple[bool, bool]:
+        t = image_transform(config, train=True)
+        return flipped(t, img, 1), flipped(t, img, 0)  # (vertical, horizontal)
+
+    assert flips(tiny_config(flips="none")) == (False, False)
+    assert flips(tiny_config(flips="h")) == (False, True)
+    assert flips(tiny_config(flips="hv")) == (True, True)
+    assert flips(tiny_config(flips="h", square_resize=True)) == (False, True)
+    # encoder.pt written before `flips`: the authors' hv, the demo's vertical_flip=False, aPY none
+    assert flips_of(tiny_config()) == "hv"
+    assert flips_of(tiny_config(vertical_flip=False)) == "h"
+    assert flips_of(tiny_config(square_resize=True)) == "none"
 
 
 def stochastic_backbone() -> nn.Module:

@@ -20,7 +20,14 @@ import src.training.engine as engine
 import src.training.loop as training
 from src.artifacts import load_torch
 from src.errors import SuiteError
-from src.tasks import AUTHORS_TRAINING, PAPER_TEXT_TRAINING, SYNTHART_TRAINING, Recipe
+from src.tasks import (
+    AUTHORS_TRAINING,
+    PAPER_TEXT_TRAINING,
+    SMALL_TRAINING,
+    SYNTHART_TRAINING,
+    Recipe,
+    get_dataset,
+)
 from tests._encoder import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +184,48 @@ def test_ddp_on_cpu_with_two_processes(data_root, tmp_path):
     assert list(pd.read_csv(tmp_path / RUN / "train_log.csv")["epoch"]) == [1]
 
 
+def test_flips_come_from_the_recipe_else_the_dataset_and_resume_keeps_them(data_root, tmp_path):
+    b1.main(b1_args(data_root, tmp_path / "demo", "--epochs", "1"))
+    conf = json.loads((tmp_path / "demo" / RUN / "config.json").read_text())
+    assert conf["recipe"]["flips"] == conf["encoder"]["flips"] == SYNTHART_TRAINING.flips == "h"
+    authors = ["--recipe", "authors", "--pretrained", "none", "--backbone", "convnext_atto"]
+    b1.main(b1_args(data_root, tmp_path / "authors", "--epochs", "1", *authors))
+    conf = json.loads((tmp_path / "authors" / RUN / "config.json").read_text())
+    assert AUTHORS_TRAINING.flips is None and conf["encoder"]["flips"] == "hv"  # the dataset's
+    assert get_dataset("apy").flips == "none"  # the authors' train_square
+    # the authors' StepLR(10) in a 1-epoch run never drops the learning rate: B1 says so
+    log = (tmp_path / "authors" / RUN / "train.log").read_text()
+    assert "WARNING: --lr-step 10 with --epochs 1: the step schedule never lowers" in log
+    b1.main(b1_args(data_root, tmp_path / "none", "--epochs", "1", "--flips", "none"))
+    conf = json.loads((tmp_path / "none" / RUN / "config.json").read_text())
+    assert conf["recipe"]["flips"] == conf["encoder"]["flips"] == "none"
+    with pytest.raises(SuiteError, match=r"flips: checkpoint 'none' vs flags 'h'"):
+        b1.main(b1_args(data_root, tmp_path / "none", "--epochs", "2", "--resume"))
+
+
+def test_the_small_recipe_trains_with_adamw_and_label_smoothing(data_root, tmp_path, monkeypatch):
+    smoothing, optimizers = [], []
+    real_ce, real_opt = engine.mean_ce, training.make_optimizer
+
+    def ce(logits, y, **kw):
+        smoothing.append(kw["label_smoothing"])
+        return real_ce(logits, y, **kw)
+
+    def opt(*args, **kw):
+        made = real_opt(*args, **kw)
+        optimizers.append(type(made[0]))
+        return made
+
+    monkeypatch.setattr(engine, "mean_ce", ce)
+    monkeypatch.setattr(training, "make_optimizer", opt)
+    argv = ["--epochs", "1", "--recipe", "small", "--label-smoothing", "0.2"]
+    b1.main(b1_args(data_root, tmp_path, *argv))
+    assert SMALL_TRAINING.optimizer == "adamw" and optimizers == [torch.optim.AdamW]
+    assert smoothing and set(smoothing) == {0.2}
+    b1.main(b1_args(data_root, tmp_path / "demo", "--epochs", "1"))  # the demo: the authors' Adam
+    assert optimizers[-1] is torch.optim.Adam and smoothing[-1] == 0.0
+
+
 def test_lr_schedules():
     authors = Recipe(epochs=30, lr_step=10, lr_gamma=0.1)
     f = engine.lr_factor(authors, steps_per_epoch=5)  # StepLR(10, 0.1) per epoch, per step
@@ -218,19 +267,18 @@ def test_a_non_finite_loss_stops_b1_naming_epoch_and_step():
 
 
 def test_recipes_are_typed_and_store_the_same_keys():
-    """config.json's "recipe": the authors' keys only for real datasets, plus the demo's own three."""
+    """config.json's "recipe": the authors' keys (and the flips) for real datasets; the small
+    recipe.s own settings (schedule, warm-up, optimizer, label smoothing) only where a recipe sets them."""
     authors = AUTHORS_TRAINING.as_dict()
     assert list(authors) == [
         "backbone", "pretrained", "embedding_size", "epochs", "batch_size", "lr", "weight_decay",
         "lr_step", "lr_gamma", "image_size", "random_resized_crop", "checkpoint_every",
-        "precision",
+        "precision", "flips",
     ]  # fmt: skip
-    assert list(SYNTHART_TRAINING.as_dict()) == [
-        *authors,
-        "schedule",
-        "warmup_epochs",
-        "vertical_flip",
-    ]
+    assert authors["flips"] is None  # the dataset's: B1 records the resolved value
+    own = ["schedule", "warmup_epochs"]
+    assert set(SYNTHART_TRAINING.as_dict()) == {*authors, *own}
+    assert set(SMALL_TRAINING.as_dict()) == {*authors, *own, "optimizer", "label_smoothing"}
     assert PAPER_TEXT_TRAINING.epochs == 100 and PAPER_TEXT_TRAINING.random_resized_crop
     # the authors trained in fp32 (issue 8); the demo keeps mixed precision on CUDA only
     assert AUTHORS_TRAINING.precision == PAPER_TEXT_TRAINING.precision == "fp32"
@@ -250,9 +298,9 @@ def spy_logits(monkeypatch) -> list[torch.dtype]:
     seen = []
     real = engine.mean_ce
 
-    def spy(logits, y):
+    def spy(logits, y, **kw):
         seen.append(next(iter(logits.values())).dtype)
-        return real(logits, y)
+        return real(logits, y, **kw)
 
     monkeypatch.setattr(engine, "mean_ce", spy)
     return seen

@@ -41,6 +41,10 @@ from src.tasks import Task, default_run
 from src.transforms import image_transform
 
 DATABASES = ("test", "all")  # test: the paper's protocol (E1's tables); all: train + test
+DATABASE_TEXT = {
+    "test": "the test split (the paper's protocol)",
+    "all": "train + test (the whole collection)",
+}
 MAX_SIDE = 512  # JPEGs are decoded at no less than 4× this side (the transforms resize to ~224)
 
 
@@ -85,6 +89,10 @@ class SearchSpace:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def describe(self) -> str:
+        """The database in words, for logs and figure titles: which splits, how many images."""
+        return f"{DATABASE_TEXT[self.database]}, {len(self):,} images"
 
     @cached_property
     def row_index(self) -> pd.Index:

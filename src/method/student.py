@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,11 @@ def student_lambdas(run_dir: str | Path, task: str) -> list[float]:
         if student_path(run_dir, task, lam) == p:
             found.add(lam)
     return sorted(found)
+
+
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Where D1's batches over n training embeddings start (a last batch of 1 is dropped: BN)."""
+    return [s for s in range(0, n, batch_size) if n - s >= 2]
 
 
 def student_input(
@@ -120,9 +125,12 @@ def distill(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    on_pace: Callable[[float], None] | None = None,
 ) -> tuple[Student, list[dict[str, Any]]]:
     """Train a student on the teacher's answers (SPEC §6); returns it (eval mode) and a per-epoch log.
 
+    on_pace(seconds per batch) is called once after the first batches (src/progress.py), so D1
+    can estimate the whole run.
     Each epoch every training embedding gets fresh uniformly random target classes; Backward Search
     (λ, default lr/iterations/early stopping) answers each batch; loss = MSE + student_reg·mean|s − z0|.
     """
@@ -152,8 +160,12 @@ def distill(
         order = torch.randperm(n, generator=gen).to(device)
         targets = {a: torch.randint(c, (n,), generator=gen).to(device) for a, c in n_cls.items()}
         sums = torch.zeros(5, dtype=torch.float64, device=device)  # mse, reg, iters, sat, count
-        starts = [s for s in range(0, n, batch_size) if n - s >= 2]  # BN needs ≥ 2 rows
-        bar = progress_bar(starts, f"D1 epoch {epoch}/{epochs}", enabled=progress)
+        bar = progress_bar(
+            batch_starts(n, batch_size),
+            f"D1 epoch {epoch}/{epochs}",
+            enabled=progress,
+            on_pace=on_pace if epoch == 1 else None,
+        )
         for s in bar:
             idx = order[s : s + batch_size]
             z0 = z_train[idx]

@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 BASELINE_ROWS = {m: f"{name} (not in the paper)" for m, name in NOT_IN_PAPER.items()}
 
 
+def database_suffix(space: SearchSpace) -> str:
+    """The figure-name suffix of a search space's database: '' for the paper's test split,
+    '_all' for train + test, so a whole-collection grid never replaces a protocol one."""
+    return "" if space.database == "test" else f"_{space.database}"
+
+
 def result_tiles(
     space: SearchSpace,
     rows: Sequence[int],
@@ -70,6 +76,8 @@ def result_tiles(
         caption = [head, *[str(item[a]) for a in attrs]]
         if query_image is not None and item["image"] == query_image:
             caption.append("(the query itself)")
+        if item["split"] == "train":  # only in a whole-collection database (--database all)
+            caption.append("(train split)")
         ok = all(item[a] == name for a, name in conditions.items())
         tiles.append(Tile(space.image_path(item["image"]), caption, ok))
     return tiles
@@ -147,8 +155,10 @@ def tsne_panel(
 
 def _title(space: SearchSpace, query: pd.Series, extra: str = "") -> str:
     cond = {a: query[a] for a in space.task.conditions}
+    where = "" if space.database == "test" else f" · database {space.describe()}"
     return (
-        f"{space.task.name} · query {query['query_id']} · condition {condition_text(cond)}{extra}"
+        f"{space.task.name} · query {query['query_id']} · condition {condition_text(cond)}"
+        f"{extra}{where}"
     )
 
 
@@ -207,7 +217,7 @@ def result_grids(
     paths = []
     for i, (_, query) in enumerate(q.frame.iterrows()):
         rows = [ranked_row(title, space, q, r, i) for title, r in ranks.items()]
-        path = out_dir / f"results_q{query['query_id']}.png"
+        path = out_dir / f"results_q{query['query_id']}{database_suffix(space)}.png"
         draw_grid(query_tile(space, query), rows, path, title=_title(space, query))
         paths.append(path)
     return paths
@@ -307,7 +317,8 @@ def search_picture(
     if student is not None:
         rankings[f"student λ={lam:g}"] = rank_student(space, q, student, lam)
     rows = [ranked_row(t, space, q, r.indices, 0, r.scores) for t, r in rankings.items()]
-    found = space.table.iloc[bs.indices[0].cpu().numpy()][["image", *space.labels]]
+    split = ["split"] if space.database != "test" else []  # which split each result is from
+    found = space.table.iloc[bs.indices[0].cpu().numpy()][["image", *space.labels, *split]]
     found = found.reset_index(drop=True)
     found.insert(0, "cosine", bs.scores[0].cpu().numpy())
     found.insert(0, "rank", np.arange(1, len(found) + 1))
@@ -317,7 +328,6 @@ def search_picture(
         *[f"seen as {a}: {v}" for a, v in seen.items()],
         f"condition: {condition_text(names)}",
     ]
-    draw_grid(
-        Tile(image, caption), rows, path, title=f"{image.name} · condition {condition_text(names)}"
-    )
+    title = f"{image.name} · condition {condition_text(names)} · database {space.describe()}"
+    draw_grid(Tile(image, caption), rows, path, title=title)
     return PictureSearch(seen, found)

@@ -30,6 +30,11 @@ TRAINING_KEYS = (
     "lr_gamma",
     "image_size",
     "random_resized_crop",
+    "flips",
+    "optimizer",  # these four only when a recipe departs from the authors' (Recipe.as_dict)
+    "schedule",
+    "warmup_epochs",
+    "label_smoothing",
 )
 
 

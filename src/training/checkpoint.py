@@ -17,6 +17,7 @@ from src.artifacts import load_torch, save_torch
 from src.errors import SuiteError
 from src.hints import B1_HINT
 from src.tasks import Recipe
+from src.transforms import flips_of
 
 # Settings a checkpoint must share with the flags to be resumed: the encoder's configuration…
 RESUME_KEYS = (
@@ -27,9 +28,11 @@ RESUME_KEYS = (
     "attributes",
     "num_classes",
     "image_size",
+    "flips",
 )
 # … and the recipe's optimisation settings (a changed one would splice two runs into one).
 RESUME_RECIPE_KEYS = (
+    "optimizer",
     "lr",
     "batch_size",
     "weight_decay",
@@ -37,6 +40,7 @@ RESUME_RECIPE_KEYS = (
     "lr_gamma",
     "schedule",
     "warmup_epochs",
+    "label_smoothing",
     "precision",
 )
 
@@ -89,10 +93,11 @@ def check_resumable(
 ) -> None:
     """A checkpoint must come from the same configuration and optimisation settings as the flags,
     and hold no more epochs than asked for; else say in one line what differs."""
+    stored_config = {**ck["config"], "flips": flips_of(ck["config"])}  # older ones lack it
     diff = [
-        f"{k}: checkpoint {ck['config'].get(k)!r} vs flags {config.get(k)!r}"
+        f"{k}: checkpoint {stored_config.get(k)!r} vs flags {config.get(k)!r}"
         for k in RESUME_KEYS
-        if ck["config"].get(k) != config.get(k)
+        if stored_config.get(k) != config.get(k)
     ]
     stored, given = full_recipe(ck.get("recipe", {})), full_recipe(recipe.as_dict())
     diff += [

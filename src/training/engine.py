@@ -139,9 +139,15 @@ def loader(table: ImageTable, rt: Runtime, batch_size: int, sampler, drop_last: 
 # One epoch
 
 
-def mean_ce(logits: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """The B1 loss: mean over attributes of the cross-entropy (SPEC §4)."""
-    losses = [F.cross_entropy(lg.float(), y[:, i]) for i, lg in enumerate(logits.values())]
+def mean_ce(
+    logits: Mapping[str, torch.Tensor], y: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """The B1 loss: mean over attributes of the cross-entropy (SPEC §4; the authors' without
+    label smoothing)."""
+    losses = [
+        F.cross_entropy(lg.float(), y[:, i], label_smoothing=label_smoothing)
+        for i, lg in enumerate(logits.values())
+    ]
     return torch.stack(losses).mean()
 
 
@@ -152,12 +158,12 @@ def to_device(x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[torch.Tens
     return x, y.to(rt.device, non_blocking=True)
 
 
-def train_step(model, x, y, optimizer, scheduler, scaler, rt: Runtime):
+def train_step(model, x, y, optimizer, scheduler, scaler, rt: Runtime, label_smoothing=0.0):
     """One optimisation step on a batch (autocast per rt.amp_dtype); returns (loss, logits), unsynced."""
     x, y = to_device(x, y, rt)
     with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
         _, logits = model(x)
-        loss = mean_ce(logits, y)
+        loss = mean_ce(logits, y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -176,6 +182,7 @@ def train_one_epoch(
     attrs: Sequence[str],
     epoch: int = 0,
     on_pace=None,
+    label_smoothing: float = 0.0,
 ):
     """One pass over the train loader; returns (mean loss, {attr: train accuracy}).
 
@@ -196,7 +203,7 @@ def train_one_epoch(
     )
     for step, (x, y) in enumerate(bar, 1):
         x, y = to_device(x, y, rt)  # once: train_step's own to_device is then a no-op
-        loss, logits = train_step(model, x, y, optimizer, scheduler, scaler, rt)
+        loss, logits = train_step(model, x, y, optimizer, scheduler, scaler, rt, label_smoothing)
         bar.loss = loss  # read only when a progress line is written
         with torch.no_grad():
             # torch.full, not torch.tensor(int, device=…): a blocking host→GPU copy syncs the stream
@@ -254,9 +261,11 @@ def lr_factor(recipe: Recipe, steps_per_epoch: int):
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe, rt: Runtime, steps_per_epoch: int = 1):
-    """Adam on the trainable parameters, the per-step schedule, a grad scaler for fp16 (SPEC §4)."""
+    """Adam (SPEC §4) or AdamW on the trainable parameters, the per-step schedule, a grad scaler
+    for fp16."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    adam = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[recipe.optimizer]
+    optimizer = adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe, steps_per_epoch))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
     return optimizer, scheduler, scaler

@@ -23,6 +23,7 @@ from torch.utils.data import DistributedSampler
 from src.artifacts import save_torch, write_csv
 from src.data import load_split, maybe_cache
 from src.method.encoder import build_encoder
+from src.progress import run_estimate
 from src.tasks import Recipe
 from src.training.checkpoint import resume_checkpoint, save_checkpoint
 from src.training.engine import Runtime, evaluate, loader, make_optimizer, train_one_epoch
@@ -101,6 +102,7 @@ def train_encoder(
             attrs,
             epoch,
             pace if epoch == start + 1 else None,
+            recipe.label_smoothing,
         )
         test_acc = evaluate(model, test_batches, rt, attrs)
         row = {"epoch": epoch, "lr": lr, "train_loss": loss}
@@ -139,27 +141,18 @@ SLOW_RUN_SECONDS = 3600.0  # above this, a CPU run warns before it goes on for h
 
 
 def cpu_time_warning(rt, recipe: Recipe, steps_per_epoch: int, epochs_left: int):
-    """A pace callback (for the first epoch's first steps) that warns in one line when B1 on a
-    CPU will take more than an hour, naming the ways out; None on an accelerator."""
+    """A pace callback (for the first epoch's first steps) that logs B1's time on a CPU and warns
+    in one line when it will take more than an hour, naming the ways out; None on an accelerator."""
     if rt.device.type != "cpu" or not rt.main:
         return None
-
-    def warn(seconds_per_step: float) -> None:
-        estimate = seconds_per_step * steps_per_epoch * epochs_left
-        if estimate > SLOW_RUN_SECONDS:
-            log.warning(
-                "WARNING: B1 on the CPU: about %.1f h for %d epochs of %s at %d px (%.2f s/step "
-                "over the first steps); use a GPU (--device cuda), a smaller backbone "
-                "(--backbone convnext_atto --image-size 64 --epochs 5) or the demo preset "
-                "(B1_train_encoder.py --dataset synthart)",
-                estimate / 3600,
-                epochs_left,
-                recipe.backbone,
-                recipe.image_size,
-                seconds_per_step,
-            )
-
-    return warn
+    return run_estimate(
+        "B1 on the CPU",
+        f"{epochs_left} epochs of {recipe.backbone} at {recipe.image_size} px",
+        steps_per_epoch * epochs_left,
+        SLOW_RUN_SECONDS,
+        "use a GPU (--device cuda) or --recipe small (a small backbone from scratch, sized for "
+        "a CPU; docs/stages.md)",
+    )
 
 
 def write_log(out_dir: Path, rows: list[dict[str, Any]]) -> None:
