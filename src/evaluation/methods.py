@@ -63,16 +63,17 @@ def rank_cosine(
     space: SearchSpace, q: Queries, vectors: Mapping[str, tuple[Tensor, dict[str, Any]]]
 ) -> dict[str, Ranking]:
     """Rankings of several Q×E vector sets for the queries `q`, in one pass over the database:
-    method name → (vectors, the Ranking's other fields)."""
+    method name → (vectors, the Ranking's other fields). A query's vectors go side by side (they
+    tend to share neighbours, so the float32 re-scoring of the screen stays small)."""
     if not vectors:
         return {}
-    zs = [z for z, _ in vectors.values()]
-    ex = None if q.exclude is None else q.exclude.repeat(len(zs))
-    scores, indices = rank(space, torch.cat(zs), ex)
-    n = len(q)
+    n_sets, n = len(vectors), len(q)
+    z = torch.stack([z for z, _ in vectors.values()], 1).flatten(0, 1)  # query-major
+    ex = None if q.exclude is None else q.exclude.repeat_interleave(n_sets)
+    scores, indices = (x.view(n, n_sets, -1) for x in rank(space, z, ex))
     return {
-        m: Ranking(m, indices[i * n : (i + 1) * n], scores[i * n : (i + 1) * n], z, **kw)
-        for i, (m, (z, kw)) in enumerate(vectors.items())
+        m: Ranking(m, indices[:, i].contiguous(), scores[:, i].contiguous(), z_m, **kw)
+        for i, (m, (z_m, kw)) in enumerate(vectors.items())
     }
 
 

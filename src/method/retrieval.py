@@ -176,16 +176,25 @@ def _screened(top: _TopK, qs: Tensor, d: Tensor, d_bf16: Tensor, cols: Tensor) -
     """
     m, w = len(qs), d.shape[0]
     s = top.q[qs].bfloat16() @ d_bf16.T
-    if (
-        top.boost is not None
-    ):  # boosted scores are compared in float32 (≈ 2-4 in bfloat16 is coarse)
-        s = top.adjust(s.float(), qs, cols)
     g = w // GROUP
-    group_max = s[:, : g * GROUP].view(m, GROUP, g).amax(1)
-    if g * GROUP < w:
-        group_max = torch.cat([group_max, s[:, g * GROUP :].amax(1, keepdim=True)], 1)
-    need = group_max.float() >= top.scores[qs, -1:] - MARGIN
-    need = need.view(m // MIN_ROWS, MIN_ROWS, -1).any(1)  # per sub-block of MIN_ROWS queries
+    thr = top.scores[qs, -1] - MARGIN
+    if top.boost is None:
+        # bfloat16 bits as int16 order like the scores wherever a score is ≥ 0, and integer
+        # maxima are several times cheaper; a query whose threshold is ≤ 0 takes every group
+        bits = s.view(torch.int16)
+        group_max = bits[:, : g * GROUP].view(m, GROUP, g).amax(1)
+        if g * GROUP < w:
+            group_max = torch.cat([group_max, bits[:, g * GROUP :].amax(1, keepdim=True)], 1)
+        floor = (thr.view(torch.int32) >> 16).to(torch.int16)  # the bfloat16 at or below thr
+        need = (group_max >= floor[:, None]) | (thr <= 0)[:, None]
+    else:  # boosted scores (≈ 2-4) are coarse in bfloat16: compared in float32
+        s = top.adjust(s.float(), qs, cols)
+        group_max = s[:, : g * GROUP].view(m, GROUP, g).amax(1)
+        if g * GROUP < w:
+            group_max = torch.cat([group_max, s[:, g * GROUP :].amax(1, keepdim=True)], 1)
+        need = group_max >= thr[:, None]
+    # per sub-block of MIN_ROWS queries (a max over uint8: bool reductions are slow)
+    need = need.view(torch.uint8).view(m // MIN_ROWS, MIN_ROWS, -1).amax(1)
     counts = need.sum(1)
     subs = counts.nonzero().flatten()
     if len(subs) == 0:
@@ -195,7 +204,7 @@ def _screened(top: _TopK, qs: Tensor, d: Tensor, d_bf16: Tensor, cols: Tensor) -
         top.merge(qs, top.adjust(top.q[qs] @ d.T, qs, cols), cols)
         return
     # each sub-block's needed groups first (a stable sort keeps them in order), padded to `width`
-    groups = need[subs].byte().argsort(dim=1, descending=True, stable=True)[:, :width]
+    groups = need[subs].argsort(dim=1, descending=True, stable=True)[:, :width]
     valid = torch.arange(width, device=d.device) < counts[subs, None]
     # the rows of each group: j + g·i (the tail group: g·MIN_ROWS + i, rows past the tile invalid)
     i = torch.arange(GROUP, device=d.device)
