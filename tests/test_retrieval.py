@@ -89,6 +89,24 @@ def test_the_screen_scores_few_rows_in_float32(monkeypatch):
     assert products and sum(products) < 0.2 * 64 * (6000 - 512)
 
 
+def test_queries_whose_best_scores_are_negative():
+    g = torch.Generator().manual_seed(6)
+    db = torch.rand(3000, 24, generator=g)  # all in the positive orthant
+    q = -torch.rand(40, 24, generator=g)  # every score < 0: bfloat16 bits do not order them
+    got = cosine_topk(q, db, k=10, tile_rows=256, screen=True)
+    assert (got[0] < 0).all()
+    same_up_to_ties(got, score_matrix(q, db))
+
+
+def test_a_boost_key_with_fewer_rows_than_k():
+    q, db, ex = clustered(32, 2000, 16, seed=7)
+    key = torch.zeros(2000, dtype=torch.long)
+    key[[5, 900, 1500]] = 1  # key 1: three rows only, the rest follow by plain score
+    boost = Boost(key, torch.ones(32, dtype=torch.long), 3.0)
+    got = cosine_topk(q, db, k=10, exclude=ex, boost=boost, screen=True, tile_rows=256)
+    same_up_to_ties(got, score_matrix(q, db, ex, boost))
+
+
 def test_boost_ranks_matching_rows_first():
     q, db, ex = clustered(40, 600, 16, seed=1)
     g = torch.Generator().manual_seed(2)

@@ -28,6 +28,7 @@ from src.threads import search_threads
 
 ALPHAS = tuple(i / 4 for i in range(9))  # the α sweep of the centroid shift: 0, 0.25, …, 2
 RANDOM_BUDGET = 1 << 24  # random keys drawn at once (64 MiB), whatever the database size
+HEAD_ROWS = 1 << 16  # rows through the heads at once (head_predictions)
 FILTER_BONUS = 3.0  # head-filtered kNN: cosine lies in [-1, 1], so every kept row outranks the rest
 
 
@@ -108,10 +109,16 @@ def rank_knn(space: SearchSpace, q: Queries) -> Ranking:
 
 
 def head_predictions(space: SearchSpace, z: Tensor) -> dict[str, Tensor]:
-    """Per conditioned attribute, the frozen heads' predicted class of each row of z."""
+    """Per conditioned attribute, the frozen heads' predicted class of each row of z (a database
+    of a million rows goes through in slices: the heads' hidden layers would take GBs)."""
     heads = {a: space.heads[a] for a in space.task.conditions}
     with torch.no_grad(), _EvalMode(heads):
-        return {a: h(z).argmax(1) for a, h in heads.items()}
+        return {
+            a: torch.cat(
+                [h(z[s : s + HEAD_ROWS]).argmax(1) for s in range(0, max(len(z), 1), HEAD_ROWS)]
+            )
+            for a, h in heads.items()
+        }
 
 
 def class_key(classes: Mapping[str, Tensor], sizes: Mapping[str, int]) -> Tensor:

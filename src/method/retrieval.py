@@ -166,33 +166,42 @@ def cosine_topk(
     return top.scores[: top.n_q], top.rows[: top.n_q]
 
 
+def _group_max(bits: Tensor) -> Tensor:
+    """Per query, the maximum of each group of GROUP rows (rows j, j + g, j + 2g, … of the tile's
+    w = g·GROUP + tail rows; a tail of < GROUP rows is one more group), on bfloat16 bits read as
+    int16: for scores ≥ 0 the integers order like the scores, and integer maxima are cheap."""
+    m, w = bits.shape
+    g = w // GROUP
+    out = bits[:, : g * GROUP].view(m, GROUP, g).amax(1)
+    if g * GROUP < w:
+        out = torch.cat([out, bits[:, g * GROUP :].amax(1, keepdim=True)], 1)
+    return out
+
+
+def _reaches(group_max: Tensor, thr: Tensor) -> Tensor:
+    """Whether a group's bfloat16 maximum may reach the query's threshold; a query whose threshold
+    is ≤ 0 takes every group (negative scores do not order as int16)."""
+    floor = (thr.view(torch.int32) >> 16).to(torch.int16)  # the bfloat16 at or below thr (> 0)
+    return (group_max >= floor[:, None]) | (thr <= 0)[:, None]
+
+
 def _screened(top: _TopK, qs: Tensor, d: Tensor, d_bf16: Tensor, cols: Tensor) -> None:
     """One query block against one tile: bfloat16 scores, then float32 only where it can matter.
 
-    The tile's rows form groups of MIN_ROWS (group j: rows j, j + g, j + 2g, … with g groups, so
-    a group's maximum is an elementwise max over slices; a short tail is one more group). A query
-    needs a group when the group's bfloat16 maximum ≥ its k-th best − MARGIN; a sub-block of
-    MIN_ROWS queries scores the union of the groups its queries need, in one batched product.
+    A query needs a group (`_group_max`) when the group's bfloat16 maximum ≥ its k-th best −
+    MARGIN; a sub-block of MIN_ROWS queries scores the union of the groups its queries need, in
+    one batched product.
     """
     m, w = len(qs), d.shape[0]
-    s = top.q[qs].bfloat16() @ d_bf16.T
     g = w // GROUP
+    s = top.q[qs].bfloat16() @ d_bf16.T
     thr = top.scores[qs, -1] - MARGIN
-    if top.boost is None:
-        # bfloat16 bits as int16 order like the scores wherever a score is ≥ 0, and integer
-        # maxima are several times cheaper; a query whose threshold is ≤ 0 takes every group
-        bits = s.view(torch.int16)
-        group_max = bits[:, : g * GROUP].view(m, GROUP, g).amax(1)
-        if g * GROUP < w:
-            group_max = torch.cat([group_max, bits[:, g * GROUP :].amax(1, keepdim=True)], 1)
-        floor = (thr.view(torch.int32) >> 16).to(torch.int16)  # the bfloat16 at or below thr
-        need = (group_max >= floor[:, None]) | (thr <= 0)[:, None]
-    else:  # boosted scores (≈ 2-4) are coarse in bfloat16: compared in float32
-        s = top.adjust(s.float(), qs, cols)
-        group_max = s[:, : g * GROUP].view(m, GROUP, g).amax(1)
-        if g * GROUP < w:
-            group_max = torch.cat([group_max, s[:, g * GROUP :].amax(1, keepdim=True)], 1)
-        need = group_max >= thr[:, None]
+    bits = s.view(torch.int16)
+    need = _reaches(_group_max(bits), thr)
+    if top.boost is not None:  # a boosted row: its plain score against the threshold − amount
+        match = top.boost.db_key.to(cols.device)[cols][None, :] == top.key[qs][:, None]
+        boosted = _group_max(bits.masked_fill(~match, torch.iinfo(torch.int16).min))
+        need |= _reaches(boosted, thr - top.boost.amount)
     # per sub-block of MIN_ROWS queries (a max over uint8: bool reductions are slow)
     need = need.view(torch.uint8).view(m // MIN_ROWS, MIN_ROWS, -1).amax(1)
     counts = need.sum(1)
