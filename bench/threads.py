@@ -5,11 +5,12 @@ with idle OpenMP threads sleeping (the suite's default) or spinning (libgomp's o
     python bench/threads.py --stages D1 --threads 1,2 --policies PASSIVE --loads none,1,2
 
 Needs the demo's data and run (`make demo`); B1 writes a run named bench_threads beside it. Each
-stage runs as a child process (D1: --epochs 3 on synthart-multi; B1: --epochs 1); a load of n
-starts n busy processes for the duration ("1": another developer's job beside ours; "none": no
-added load — on a shared machine that is not an idle one, hence the load average). The
-wait policy is set through OMP_WAIT_POLICY ("default": libgomp's spin-then-sleep, i.e. the suite
-before it set PASSIVE). Prints a markdown table: median wall time per condition and the load
+stage runs as a child process (D1: --epochs 3 on synthart-multi; B1: --epochs 1) with --threads 1,
+2, or none ("default": D1 then computes on two threads and runs Backward Search's loops on one). A
+load of n starts n busy processes for the duration ("1": another developer's job beside ours;
+"none": no added load — on a shared machine not an idle one, hence the load average). The wait
+policy is set through OMP_WAIT_POLICY ("default": libgomp's spin-then-sleep, i.e. the suite before
+it set PASSIVE). Prints a markdown table: median wall time per condition and the load
 average before each run.
 """
 
@@ -27,9 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SPIN = "while True: pass"
 
 
-def command(stage: str, args, threads: int) -> list[str]:
+def command(stage: str, args, threads: str) -> list[str]:
+    """The stage's command line; threads "default" passes no --threads (the suite's default)."""
     roots = ["--data-root", str(args.data_root), "--weights-root", str(args.weights_root)]
-    roots += ["--results-root", str(args.results_root), "--threads", str(threads)]
+    roots += ["--results-root", str(args.results_root)]
+    roots += [] if threads == "default" else ["--threads", threads]
     if stage == "D1":
         return [sys.executable, "D1_train_distill.py", "--task", "synthart-multi", "--epochs", "3"] + roots  # fmt: skip
     return [sys.executable, "B1_train_encoder.py", "--dataset", "synthart", "--epochs", "1",
@@ -49,7 +52,7 @@ def main() -> None:
     p.add_argument("--weights-root", type=Path, default=Path("weights"))
     p.add_argument("--results-root", type=Path, default=Path("results"))
     p.add_argument("--stages", default="D1,B1")
-    p.add_argument("--threads", default="1,2")
+    p.add_argument("--threads", default="1,2,default", help="counts, or default (no --threads)")
     p.add_argument("--policies", default="PASSIVE,default")
     p.add_argument("--loads", default="none,1", help="none, or a number of busy processes")
     p.add_argument("--repeats", type=int, default=3)
@@ -67,7 +70,7 @@ def main() -> None:
             time.sleep(2)
         try:
             for stage in args.stages.split(","):
-                for threads in map(int, args.threads.split(",")):
+                for threads in args.threads.split(","):
                     for policy in args.policies.split(","):
                         before = "/".join(f"{x:.2f}" for x in os.getloadavg())
                         cmd = command(stage, args, threads)
