@@ -34,7 +34,8 @@ def command(stage: str, args, threads: str) -> list[str]:
     roots += ["--results-root", str(args.results_root)]
     roots += [] if threads == "default" else ["--threads", threads]
     if stage == "D1":
-        return [sys.executable, "D1_train_distill.py", "--task", "synthart-multi", "--epochs", "3"] + roots  # fmt: skip
+        return [sys.executable, "D1_train_distill.py", "--task", "synthart-multi", "--epochs", "3",
+                "--run", args.run] + roots  # fmt: skip
     return [sys.executable, "B1_train_encoder.py", "--dataset", "synthart", "--epochs", "1",
             "--run", "bench_threads"] + roots  # fmt: skip
 
@@ -51,6 +52,7 @@ def main() -> None:
     p.add_argument("--data-root", type=Path, default=Path("data"))
     p.add_argument("--weights-root", type=Path, default=Path("weights"))
     p.add_argument("--results-root", type=Path, default=Path("results"))
+    p.add_argument("--run", default="synthart_convnext_atto_e64_ft", help="D1's encoder run")
     p.add_argument("--stages", default="D1,B1")
     p.add_argument("--threads", default="1,2,default", help="counts, or default (no --threads)")
     p.add_argument("--policies", default="PASSIVE,default")
