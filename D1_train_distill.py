@@ -80,10 +80,6 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    if device.type == "cpu":
-        # D1's tensors are small (512 × E): a second thread gains nothing, and on a busy machine
-        # every operation waits for it (an icon epoch: 60 s with two threads, 4 s with one)
-        torch.set_num_threads(1)
     require(rdir / "encoder.pt", f"B1_train_encoder.py --dataset {task.dataset}")
     # the student's four files are built aside and moved in together: a failed D1 leaves the
     # previous student, its config and its log exactly as they were

@@ -18,6 +18,7 @@ import numpy as np
 
 from src.argtypes import folder_arg, int_at_least
 from src.errors import SuiteError
+from src.threads import SEARCH_THREADS, use_threads
 
 ROOT_LOGGER = "src"  # every module logs to getLogger(__name__), every stage to "src.<stage>"
 
@@ -31,9 +32,19 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _StageParser(argparse.ArgumentParser):
+    """Applies --threads as soon as the arguments are parsed, before a stage computes anything."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, rest = super().parse_known_args(args, namespace)
+        if hasattr(parsed, "threads"):
+            use_threads(parsed.threads)
+        return parsed, rest
+
+
 def stage_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the flags every stage has."""
-    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    p = _StageParser(description=description, formatter_class=_HelpFormatter)
     p.add_argument(
         "--data-root",
         type=folder_arg,
@@ -54,6 +65,13 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
         type=int_at_least(0),
         default=0,
         help="random seed; the same seed gives the same artifacts",
+    )
+    p.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        metavar="N",
+        help="CPU threads of the arithmetic (default: OMP_NUM_THREADS, else the CPUs of the "
+        f"affinity mask; Backward Search's loops: {SEARCH_THREADS}, see docs/stages.md)",
     )
     return p
 

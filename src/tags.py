@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 TAG_SEP = "|"
@@ -53,15 +55,19 @@ def _cells(items: Sequence) -> pd.Series:
     return s
 
 
-def _pairs(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(row, tag) of every tag of every cell, each tag once per row, by split_tags' rule."""
-    parts = cells.str.split(TAG_SEP, regex=False).explode()  # '' → ['']; 'a|b|' → [a, b, '']
-    rows = parts.index.to_numpy(dtype=np.int64)
-    tags = parts.to_numpy(dtype=object)
-    trailing = cells.str.endswith(TAG_SEP).to_numpy(dtype=bool)
-    keep = (tags != "") | trailing[rows]  # an inner '' is no tag; a trailing one is (split_tags)
-    pairs = pd.DataFrame({"row": rows[keep], "tag": tags[keep]}).drop_duplicates()
-    return pairs["row"].to_numpy(dtype=np.int64), pairs["tag"].to_numpy(dtype=object)
+def _pairs(cells: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, tag code) of every tag of every cell by split_tags' rule (a tag may repeat within a
+    row), and the tags the codes stand for. Split and encoded in Arrow: no Python object per tag."""
+    arr = pa.array(cells.to_numpy(dtype=object), type=pa.string())
+    lists = pc.split_pattern(arr, TAG_SEP)  # '' → ['']; 'a|b|' → [a, b, '']
+    rows = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    encoded = pc.list_flatten(lists).dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    trailing = pc.ends_with(arr, TAG_SEP).to_numpy(zero_copy_only=False).astype(bool)
+    empty = np.flatnonzero(names == "")  # an inner '' is no tag; a trailing one is
+    keep = (codes != (empty[0] if len(empty) else -1)) | trailing[rows]
+    return rows[keep], codes[keep], names
 
 
 def tag_matrix(items: Sequence, vocab: pd.Index | None = None) -> tuple[sp.csr_matrix, pd.Index]:
@@ -72,21 +78,22 @@ def tag_matrix(items: Sequence, vocab: pd.Index | None = None) -> tuple[sp.csr_m
     made with the database's vocabulary can be compared with the database's (see tag_jaccard).
     """
     cells = _cells(items)
-    rows, tags = _pairs(cells)
+    rows, codes, names = _pairs(cells)
     vocab = pd.Index([], dtype=object) if vocab is None else vocab
-    cols = vocab.get_indexer(tags) if len(vocab) else np.full(len(tags), -1, dtype=np.int64)
-    new = cols < 0
-    if new.any():
-        extra, codes = pd.factorize(pd.Index(tags[new]))  # first-seen order
-        cols = cols.astype(np.int64)
-        cols[new] = len(vocab) + extra
-        vocab = vocab.append(pd.Index(codes, dtype=object))
-    order = np.lexsort((cols, rows))
-    rows, cols = rows[order], cols[order]
+    col_of = vocab.get_indexer(names) if len(vocab) else np.full(len(names), -1, dtype=np.int64)
+    col_of = col_of.astype(np.int64)
+    met = pd.unique(codes)  # the tags present, in first-seen order
+    new = met[col_of[met] < 0]
+    if len(new):  # the tags the vocabulary lacks get the next columns
+        col_of[new] = len(vocab) + np.arange(len(new))
+        vocab = vocab.append(pd.Index(names[new], dtype=object))
     indptr = np.zeros(len(cells) + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=len(cells)), out=indptr[1:])
-    data = np.ones(len(cols), dtype=np.float32)
-    return sp.csr_matrix((data, cols, indptr), shape=(len(cells), len(vocab))), vocab
+    data = np.ones(len(codes), dtype=np.float32)
+    out = sp.csr_matrix((data, col_of[codes], indptr), shape=(len(cells), len(vocab)))
+    out.sum_duplicates()  # sorts each row's columns; a tag twice in a cell counts once
+    out.data[:] = 1.0
+    return out, vocab
 
 
 def tag_matrices(*tag_lists: Sequence) -> tuple[sp.csr_matrix, ...]:

@@ -15,7 +15,7 @@ from PIL import Image
 import C1_extract_embeddings as c1
 from src.artifacts import save_torch
 from src.data import load_split
-from src.embeddings import SeededItems, extract_embeddings, load_embeddings
+from src.embeddings import SeededItems, extract_embeddings, item_seed, load_embeddings
 from src.errors import SuiteError
 from src.method.encoder import build_encoder, encoder_config
 from src.tasks import DATASETS, default_run
@@ -187,6 +187,20 @@ def test_seeded_items_ignore_batching_workers_and_order(setup):
     assert torch.equal(batched[1], batched[0])
     other = torch.stack([SeededItems(table, seed=6)[i][0] for i in range(len(items))])
     assert not torch.equal(other, batched[0])
+
+
+def test_seeded_items_draw_torch_manual_seeds_cpu_stream_without_calling_it(setup, monkeypatch):
+    """Item i is drawn as after torch.manual_seed(item_seed(seed, i)), which SeededItems does not
+    call (it seeds every accelerator's generator too: ~0.3 ms an image)."""
+    data, _, _, cfg = setup
+    table = load_split(data, "synthart", "train", cfg, train=True)
+    want = []
+    for i in range(3):
+        torch.manual_seed(item_seed(5, i))
+        want.append(table[i][0])
+    monkeypatch.setattr(torch, "manual_seed", lambda s: pytest.fail("torch.manual_seed called"))
+    items = SeededItems(table, seed=5)
+    assert all(torch.equal(items[i][0], want[i]) for i in range(3))
 
 
 def test_unknown_train_transform(setup):

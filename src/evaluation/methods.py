@@ -2,29 +2,34 @@
 Backward Search and the student (the paper's), and two baselines that are not in the paper
 (head-filtered kNN and the class-centroid shift), each giving the top-K database rows per query.
 
-Everything is batched on the space's device: one `backward_search` call for all queries, one
-cosine top-k (`rank`) against the database. A query keeps its own image in the database unless
-its `exclude` row says otherwise (the clean protocol, E1 --exclude-query).
+Everything is batched on the space's device: one `backward_search` call for all queries of a λ,
+one pass over the database (`rank_cosine`) for every set of vectors known at the time (E1 ranks
+kNN, the centroid shift and the student together, the λ values of its sweep together, the α values
+together). A query keeps its own image in the database unless its `exclude` row says otherwise
+(the clean protocol, E1 --exclude-query).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from src.evaluation.space import Queries, SearchSpace
 from src.evaluation.timing import Timing, time_repeated
 from src.method.backward_search import SearchResult, StopRule, _EvalMode, backward_search
-from src.method.retrieval import SCORE_BUDGET, cosine_topk
+from src.method.retrieval import Boost, cosine_topk
 from src.method.student import Student
 from src.paper import TOP_K as K
+from src.threads import search_threads
 
 ALPHAS = tuple(i / 4 for i in range(9))  # the α sweep of the centroid shift: 0, 0.25, …, 2
+RANDOM_BUDGET = 1 << 24  # random keys drawn at once (64 MiB), whatever the database size
+HEAD_ROWS = 1 << 16  # rows through the heads at once (head_predictions)
+FILTER_BONUS = 3.0  # head-filtered kNN: cosine lies in [-1, 1], so every kept row outranks the rest
 
 
 @dataclass
@@ -55,22 +60,47 @@ def rank(
         return cosine_topk(vectors.detach().to(space.device), space.z, k, exclude=exclude)
 
 
+def rank_cosine(
+    space: SearchSpace, q: Queries, vectors: Mapping[str, tuple[Tensor, dict[str, Any]]]
+) -> dict[str, Ranking]:
+    """Rankings of several Q×E vector sets for the queries `q`, in one pass over the database:
+    method name → (vectors, the Ranking's other fields). A query's vectors go side by side (they
+    tend to share neighbours, so the float32 re-scoring of the screen stays small)."""
+    if not vectors:
+        return {}
+    n_sets, n = len(vectors), len(q)
+    z = torch.stack([z for z, _ in vectors.values()], 1).flatten(0, 1)  # query-major
+    ex = None if q.exclude is None else q.exclude.repeat_interleave(n_sets)
+    scores, indices = (x.view(n, n_sets, -1) for x in rank(space, z, ex))
+    return {
+        m: Ranking(m, indices[:, i].contiguous(), scores[:, i].contiguous(), z_m, **kw)
+        for i, (m, (z_m, kw)) in enumerate(vectors.items())
+    }
+
+
 def _ranked(method: str, space: SearchSpace, q: Queries, z: Tensor, **kw: Any) -> Ranking:
-    scores, indices = rank(space, z, q.exclude)
-    return Ranking(method, indices, scores, z, **kw)
+    return rank_cosine(space, q, {method: (z, kw)})[method]
 
 
 def rank_random(space: SearchSpace, q: Queries, seed: int) -> Ranking:
     """K distinct random database items per query (seeded; the excluded row never drawn).
 
-    The top-K of i.i.d. uniform keys is a uniformly random K-subset, drawn for all queries at once.
+    The top-K of i.i.d. uniform keys is a uniformly random K-subset. The keys are drawn a few
+    queries at a time (RANDOM_BUDGET): one generator stream, so the same keys as one Q×N draw.
     """
-    keys = torch.rand(len(q), len(space), generator=torch.Generator().manual_seed(seed))
-    if q.exclude is not None:
-        ex = q.exclude.cpu()
-        has = ex >= 0
-        keys[has.nonzero().flatten(), ex[has]] = -1.0
-    return Ranking("random", keys.topk(K, dim=1).indices.to(space.device))
+    gen = torch.Generator().manual_seed(seed)
+    n_q, n_db = len(q), len(space)
+    ex = None if q.exclude is None else q.exclude.cpu()
+    step = max(1, RANDOM_BUDGET // max(n_db, 1))
+    out = torch.empty(n_q, K, dtype=torch.long)
+    for start in range(0, n_q, step):
+        stop = min(start + step, n_q)
+        keys = torch.rand(stop - start, n_db, generator=gen)
+        if ex is not None:
+            has = ex[start:stop] >= 0
+            keys[has.nonzero().flatten(), ex[start:stop][has]] = -1.0
+        out[start:stop] = keys.topk(K, dim=1).indices
+    return Ranking("random", out.to(space.device))
 
 
 def rank_knn(space: SearchSpace, q: Queries) -> Ranking:
@@ -79,34 +109,35 @@ def rank_knn(space: SearchSpace, q: Queries) -> Ranking:
 
 
 def head_predictions(space: SearchSpace, z: Tensor) -> dict[str, Tensor]:
-    """Per conditioned attribute, the frozen heads' predicted class of each row of z."""
+    """Per conditioned attribute, the frozen heads' predicted class of each row of z (a database
+    of a million rows goes through in slices: the heads' hidden layers would take GBs)."""
     heads = {a: space.heads[a] for a in space.task.conditions}
     with torch.no_grad(), _EvalMode(heads):
-        return {a: h(z).argmax(1) for a, h in heads.items()}
+        return {
+            a: torch.cat(
+                [h(z[s : s + HEAD_ROWS]).argmax(1) for s in range(0, max(len(z), 1), HEAD_ROWS)]
+            )
+            for a, h in heads.items()
+        }
+
+
+def class_key(classes: Mapping[str, Tensor], sizes: Mapping[str, int]) -> Tensor:
+    """One integer per combination of classes over the attributes of `sizes` (in its order)."""
+    key = None
+    for a, n in sizes.items():
+        key = classes[a].long() if key is None else key * n + classes[a].long()
+    return key
 
 
 def rank_filtered_knn(space: SearchSpace, q: Queries) -> Ranking:
     """kNN among the database images whose heads predict every condition class; the rest follow
     in similarity order when fewer than K qualify. No optimisation at all."""
-    db_pred = head_predictions(space, space.z)
-    db = F.normalize(space.z, dim=1)
-    z0 = F.normalize(q.z0, dim=1)
-    n_q, n_db = z0.shape[0], db.shape[0]
-    out = torch.empty(n_q, K, dtype=torch.long, device=z0.device)
-    chunk = max(1, SCORE_BUDGET // max(n_db, 1))
-    for start in range(0, n_q, chunk):
-        stop = min(start + chunk, n_q)
-        sim = z0[start:stop] @ db.T
-        keep = torch.ones_like(sim, dtype=torch.bool)
-        for a, pred in db_pred.items():
-            keep &= pred[None, :] == q.conditions[a][start:stop, None]
-        sim = sim + 3.0 * keep  # cosine lies in [-1, 1]: every kept row outranks every other
-        if q.exclude is not None:
-            ex = q.exclude[start:stop]
-            rows = (ex >= 0).nonzero().flatten()
-            sim[rows, ex[rows]] = float("-inf")
-        out[start:stop] = sim.topk(K, dim=1).indices
-    return Ranking("filtered_knn", out)
+    sizes = {a: len(space.labels[a]) for a in space.task.conditions}
+    db_key = class_key(head_predictions(space, space.z), sizes)
+    boost = Boost(db_key, class_key(q.conditions, sizes), FILTER_BONUS)
+    with torch.no_grad():
+        _, rows = cosine_topk(q.z0, space.z, K, exclude=q.exclude, boost=boost)
+    return Ranking("filtered_knn", rows)
 
 
 def centroid_shift(space: SearchSpace, q: Queries, alpha: float) -> Tensor:
@@ -121,7 +152,19 @@ def centroid_shift(space: SearchSpace, q: Queries, alpha: float) -> Tensor:
 
 def rank_centroid_shift(space: SearchSpace, q: Queries, alpha: float) -> Ranking:
     """The class-centroid shift at α, ranked by cosine: one vector addition per query."""
-    return _ranked("centroid_shift", space, q, centroid_shift(space, q, alpha), alpha=float(alpha))
+    return rank_centroid_shifts(space, q, [alpha])[0]
+
+
+def rank_centroid_shifts(space: SearchSpace, q: Queries, alphas: Iterable[float]) -> list[Ranking]:
+    """The centroid shift at each α, ranked in one pass over the database."""
+    vectors = {
+        f"α={a!r}": (centroid_shift(space, q, a), {"alpha": float(a)})
+        for a in dict.fromkeys(alphas)
+    }
+    ranked = {r.alpha: r for r in rank_cosine(space, q, vectors).values()}
+    for r in ranked.values():
+        r.method = "centroid_shift"
+    return [ranked[float(a)] for a in alphas]
 
 
 def search(
@@ -136,7 +179,7 @@ def search(
     query's walk of iterates (the explorer's map)."""
     if isinstance(lam, Tensor):
         lam = lam.to(space.device, q.z0.dtype)
-    with torch.no_grad():
+    with torch.no_grad(), search_threads():
         return backward_search(space.heads, q.z0, q.conditions, lam, rule=rule, trace=trace)
 
 
@@ -168,11 +211,16 @@ def rank_backward_search(
     return ranking
 
 
-def rank_student(space: SearchSpace, q: Queries, student: Student, lam: float) -> Ranking:
-    """The distilled student: one forward pass for all queries."""
+def student_search(space: SearchSpace, q: Queries, student: Student) -> tuple[Tensor, Timing]:
+    """The distilled student's vectors (one forward pass for all queries) and their timing."""
     student = student.to(space.device).eval()
     with torch.no_grad():
-        z, timing = _timed(lambda: student.search(q.z0, q.conditions), space.device)
+        return _timed(lambda: student.search(q.z0, q.conditions), space.device)
+
+
+def rank_student(space: SearchSpace, q: Queries, student: Student, lam: float) -> Ranking:
+    """The distilled student: one forward pass for all queries."""
+    z, timing = student_search(space, q, student)
     return _ranked("student", space, q, z, timing=timing, lam=lam)
 
 
@@ -187,9 +235,21 @@ class BackwardSearches:
     def __call__(self, lam: float, *, single: bool = False, timed: bool = False) -> Ranking:
         lam = float(lam)
         have = self.done.get(lam)
-        if have is None or (timed and have.timing is None):
+        if have is None:
             have = rank_backward_search(self.space, self.q, lam, timed=timed)
             self.done[lam] = have
+        elif timed and have.timing is None:  # searched already: only the timing pass is missing
+            have.timing = _timed(lambda: search(self.space, self.q, lam), self.space.device)[1]
         if single and have.single is None:
             have.single = search(self.space, self.q, lam, rule=StopRule.SINGLE)
         return have
+
+    def prefetch(self, lams: Iterable[float]) -> None:
+        """Search every λ not searched yet (one `backward_search` call each: a call's z does not
+        depend on the others) and rank them all in one pass over the database."""
+        todo = [lam for lam in dict.fromkeys(map(float, lams)) if lam not in self.done]
+        found = {f"λ={lam!r}": (search(self.space, self.q, lam), lam) for lam in todo}
+        vectors = {k: (r.z, {"search": r, "lam": lam}) for k, (r, lam) in found.items()}
+        for r in rank_cosine(self.space, self.q, vectors).values():
+            r.method = "backward_search"
+            self.done[r.lam] = r

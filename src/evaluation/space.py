@@ -170,7 +170,7 @@ def database_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the embeddings that form the database — images of `splits` with tags (SPEC §7) —
     in embeddings.npz order, and their tag cells."""
-    keys = emb["image"].astype(str)
+    keys = emb["image"].astype(str, copy=False)
     rows = np.flatnonzero(np.isin(emb["split"], list(splits)))
     pos = pd.Index(tables["image"]).get_indexer(keys[rows])
     if (pos < 0).any():
@@ -182,6 +182,15 @@ def database_rows(
     cells = tables["tags"].to_numpy(dtype=object)[pos]
     tagged = cells != ""
     return rows[tagged], cells[tagged]
+
+
+def database_z(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The database rows of the embeddings: a view when they are one run of rows (the test split
+    with every image tagged), so a million rows are held once, not twice."""
+    z = z.astype(np.float32, copy=False)
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        return z[rows[0] : rows[-1] + 1]
+    return z[rows]
 
 
 def load_space(
@@ -224,7 +233,7 @@ def load_space(
     )
 
     def dev(x: np.ndarray) -> Tensor:
-        return torch.tensor(np.asarray(x), device=device)  # a copy: npz arrays are read-only
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)  # shares memory on a CPU
 
     return SearchSpace(
         task=task,
@@ -236,14 +245,14 @@ def load_space(
         encoder=encoder,
         device=device,
         database=database,
-        images=emb["image"].astype(str)[rows],
-        split=emb["split"].astype(str)[rows],
-        z=dev(z[rows].astype(np.float32)),
+        images=emb["image"].astype(str, copy=False)[rows],
+        split=emb["split"].astype(str, copy=False)[rows],
+        z=dev(database_z(z, rows)),
         label_ids={a: dev(emb[f"label_{a}"][rows]) for a in label_attrs},
         tag_cells=cells,
         tags=tags,
         vocab=vocab,
-        embedded=pd.Index(emb["image"].astype(str)),
+        embedded=pd.Index(emb["image"].astype(str, copy=False)),
         embedded_z=z,
         embedded_labels={a: emb[f"label_{a}"] for a in label_attrs},
         centroids={

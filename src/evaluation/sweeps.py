@@ -1,6 +1,7 @@
 """Backward Search along λ and the centroid shift along α: the λ sweep (paper Fig 6), the α sweep
 (the trade-off plane) and Table 3's calibration of λ to a target mTS@10. Every λ is searched once
-(`BackwardSearches`), whichever of them asks for it first.
+(`BackwardSearches`), whichever of them asks for it first; the λ values known in advance (a
+sweep's grid, the calibration's two ends) and the α grid are each ranked in one database pass.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from typing import Any
 
 import pandas as pd
 
-from src.evaluation.methods import BackwardSearches, rank_centroid_shift
+from src.evaluation.methods import BackwardSearches, rank_centroid_shifts
 from src.evaluation.scoring import score
 from src.evaluation.space import Queries, SearchSpace
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_RANGE = (-8.0, 8.0)  # log2 λ bracketed by Table 3's bisection
 
 
 def evaluate_lambda(searches: BackwardSearches, lam: float) -> dict[str, Any]:
@@ -36,6 +39,8 @@ def _sweep_row(key: str, value: float, s: dict[str, Any]) -> dict[str, Any]:
 
 def sweep(searches: BackwardSearches, lambdas: Iterable[float]) -> pd.DataFrame:
     """Fig 6: the metrics of Backward Search along a λ grid, one row per λ."""
+    lambdas = list(lambdas)
+    searches.prefetch(lambdas)
     rows = []
     for lam in lambdas:
         s = evaluate_lambda(searches, lam)
@@ -46,9 +51,10 @@ def sweep(searches: BackwardSearches, lambdas: Iterable[float]) -> pd.DataFrame:
 
 def sweep_alpha(space: SearchSpace, q: Queries, alphas: Iterable[float]) -> pd.DataFrame:
     """The trade-off curve of the class-centroid shift: its metrics along an α grid."""
+    alphas = list(alphas)
     rows = []
-    for alpha in alphas:
-        s = score(space, q, rank_centroid_shift(space, q, alpha)).summary
+    for alpha, ranking in zip(alphas, rank_centroid_shifts(space, q, alphas), strict=True):
+        s = score(space, q, ranking).summary
         rows.append(_sweep_row("alpha", alpha, s))
         log.info("  α=%-7g mAP@10 %.3f  mTS@10 %.3f", alpha, s["paper_map@10"], s["mts@10"])
     return pd.DataFrame(rows)
@@ -58,7 +64,7 @@ def calibrate(
     searches: BackwardSearches,
     target_mts: float,
     *,
-    log2_range: tuple[float, float] = (-8.0, 8.0),
+    log2_range: tuple[float, float] = CALIBRATION_RANGE,
     tolerance: float = 0.005,
     max_steps: int = 12,
 ) -> dict[str, Any]:
@@ -85,6 +91,7 @@ def calibrate(
         return s["mts@10"] - target_mts
 
     lo, hi = log2_range
+    searches.prefetch([2.0**lo, 2.0**hi])  # both ends in one database pass
     f_lo, f_hi = at(lo), at(hi)
     reached = f_lo * f_hi <= 0
     if reached:

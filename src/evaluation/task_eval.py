@@ -16,15 +16,15 @@ from src.evaluation import bootstrap
 from src.evaluation.methods import (
     BackwardSearches,
     Ranking,
-    rank_centroid_shift,
+    centroid_shift,
+    rank_cosine,
     rank_filtered_knn,
-    rank_knn,
     rank_random,
-    rank_student,
+    student_search,
 )
 from src.evaluation.scoring import Scores, score
 from src.evaluation.space import Queries, SearchSpace
-from src.evaluation.sweeps import calibrate, evaluate_lambda, sweep, sweep_alpha
+from src.evaluation.sweeps import CALIBRATION_RANGE, calibrate, evaluate_lambda, sweep, sweep_alpha
 from src.method import metrics
 from src.method.student import Student
 
@@ -83,16 +83,24 @@ def evaluate(
 ) -> TaskResults:
     """Run and score the methods, test Backward Search against each, Table 2's λ = 0; optionally
     the λ and α sweeps and the mTS calibration."""
+    methods = list(methods)
+    sweep_lambdas = None if sweep_lambdas is None else list(sweep_lambdas)
     searches = BackwardSearches(space, q)  # each λ searched once, whoever asks first
+    # every λ known now in one database pass: the reported one, Table 2's 0, the sweep's grid and
+    # the calibration's two ends; kNN, the centroid shift and the student in another
+    lams = [lam, 0.0] if "backward_search" in methods else []
+    lams += [
+        *(sweep_lambdas or ()),
+        *([2.0**x for x in CALIBRATION_RANGE] if target_mts is not None else []),
+    ]
+    searches.prefetch(lams)
+    cosine = rank_cosine(space, q, _cosine_vectors(space, q, methods, alpha, student, lam))
     rankers: dict[str, Callable[[], Ranking]] = {
         "random": lambda: rank_random(space, q, seed),
-        "knn": lambda: rank_knn(space, q),
         "filtered_knn": lambda: rank_filtered_knn(space, q),
-        "centroid_shift": lambda: rank_centroid_shift(space, q, alpha),
         "backward_search": lambda: searches(lam, single=True, timed=True),
-        "student": lambda: rank_student(space, q, student, lam),
     }
-    rankings = {m: rankers[m]() for m in methods}
+    rankings = {m: cosine[m] if m in cosine else rankers[m]() for m in methods}
     scores = {m: score(space, q, r) for m, r in rankings.items()}
     res = TaskResults(space, q, lam, rankings, scores, alpha=float(alpha))
     res.paired = paired_tests(res.scores)
@@ -119,6 +127,26 @@ def evaluate(
             cal["paper_map@10"],
         )
     return res
+
+
+def _cosine_vectors(
+    space: SearchSpace,
+    q: Queries,
+    methods: list[str],
+    alpha: float,
+    student: Student | None,
+    lam: float,
+) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The vectors of the chosen methods that rank by plain cosine and need no search."""
+    out: dict[str, tuple[Any, dict[str, Any]]] = {}
+    if "knn" in methods:
+        out["knn"] = (q.z0, {})
+    if "centroid_shift" in methods:
+        out["centroid_shift"] = (centroid_shift(space, q, alpha), {"alpha": float(alpha)})
+    if "student" in methods:
+        z, timing = student_search(space, q, student)
+        out["student"] = (z, {"timing": timing, "lam": lam})
+    return out
 
 
 def summary_lines(res: TaskResults) -> list[str]:

@@ -24,6 +24,7 @@ from src.errors import SuiteError
 from src.hints import hint
 from src.method.backward_search import backward_search
 from src.progress import progress as progress_bar
+from src.threads import search_threads
 
 HIDDEN = 128
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def distill(
             idx = order[s : s + batch_size]
             z0 = z_train[idx]
             cond = {a: y[idx] for a, y in targets.items()}
-            with torch.no_grad():
+            with torch.no_grad(), search_threads():  # tiny steps: same bits on any thread count
                 teacher = backward_search(heads, z0, cond, lam)
             out = student(student_input(z0, cond, n_cls))
             mse = F.mse_loss(out, teacher.z)
