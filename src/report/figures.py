@@ -318,6 +318,14 @@ def search_picture(
         seen = {a: space.labels[a][int(h(q.z0).argmax(1))] for a, h in space.heads.items()}
     rankings = {"k-nearest (kNN)": rank_knn(space, q), f"Backward Search λ={lam:g}": bs}
     student = space.student(lam)
+    if student is not None and set(student.num_classes) != set(conditions):
+        log.info(
+            "the student of %s takes every condition (%s) at once: the picture is searched by "
+            "Backward Search alone (give each --condition for the student's row)",
+            space.task.name,
+            ", ".join(student.num_classes),
+        )
+        student = None
     if student is not None:
         rankings[f"student λ={lam:g}"] = rank_student(space, q, student, lam)
     rows = [ranked_row(t, space, q, r.indices, 0, r.scores) for t, r in rankings.items()]
