@@ -186,7 +186,13 @@ class ImageWriter:
                 else:
                     im.save(dst, format=self.fmt)
             return True
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        except (
+            UnidentifiedImageError,
+            Image.DecompressionBombError,
+            OSError,
+            ValueError,
+            SyntaxError,
+        ) as e:  # a bomb (> 2× Pillow's pixel limit) is skipped like the rest
             name = src if isinstance(src, (str, Path)) else rel
             if self.strict:
                 raise SuiteError(
