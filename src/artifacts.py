@@ -80,11 +80,15 @@ def results_dir(results_root: str | Path, run: str, task: str | None = None) -> 
 
 
 def require(path: str | Path, stage: str, what: str = "") -> Path:
-    """Return `path` if it exists, else fail saying which stage writes it."""
+    """Return `path` if it is a file, else fail saying which stage writes it."""
     path = Path(path)
+    thing = f"{what} " if what else ""
     if not path.exists():
-        thing = f"{what} " if what else ""
         raise SuiteError(f"{thing}{path} not found: run {stage} first")
+    if not path.is_file():  # reading a pipe or a device would block forever
+        raise SuiteError(
+            f"{thing}{path} is not a regular file (a folder, pipe or device); re-run {stage}"
+        )
     return path
 
 

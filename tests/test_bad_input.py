@@ -881,14 +881,17 @@ def sha256s(*paths: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def no_hang(seconds: int, fifo: Path | None = None):
-    """Fail (TimeoutError) instead of hanging when the block blocks longer than `seconds`; a
+    """Fail (Blocked) instead of hanging when the block blocks longer than `seconds`; a
     reader blocked on `fifo` (maybe in a worker thread) is released by opening its other end."""
+
+    class Blocked(BaseException):  # not an OSError (TimeoutError is): no handler swallows it
+        pass
 
     def timeout(*_):
         if fifo is not None:
             with contextlib.suppress(OSError):  # ENXIO: no reader waits
                 os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        raise TimeoutError(f"blocked for {seconds} s")
+        raise Blocked(f"blocked for {seconds} s")
 
     old = signal.signal(signal.SIGALRM, timeout)
     signal.alarm(seconds)
@@ -1352,3 +1355,15 @@ def test_a1_skips_a_decompression_bomb_in_a_folder(tmp_path, capsys, monkeypatch
     strict = folder_argv(src, tmp_path / "data", "--strict", "--seed", "1")
     assert run_stage(A1_preprocess.main, strict) == 2
     assert "could be decompression bomb" in one_error_line(capsys.readouterr().err)
+
+
+def test_an_input_that_is_a_pipe_is_refused_not_read(pipe, capsys):
+    """Every loader goes through artifacts.require: a FIFO as --pretrained (or any input) would
+    block the stage forever."""
+    fifo = pipe.root / "weights.pth"
+    os.mkfifo(fifo)
+    with no_hang(120, fifo=fifo):
+        assert run_stage(B1_train_encoder.main, b1_argv(pipe, "--pretrained", str(fifo))) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"{fifo} is not a regular file (a folder, pipe or device)" in err
+    assert sorted(p.name for p in pipe.weights_root.iterdir()) == [pipe.run]
