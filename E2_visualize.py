@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from src.argtypes import int_at_least, nonnegative_float, run_name_arg
-from src.artifacts import read_json_or_none, results_dir, run_dir, stage_config, write_json
+from src.artifacts import read_metrics, results_dir, run_dir, stage_config, write_json
 from src.atomic import atomic_path, stage_lock
 from src.cli import (
     add_device_arg,
@@ -149,7 +149,7 @@ def visualize(args) -> None:
         conditions = parse_conditions(args.condition, space.labels, task.conditions)
         z0 = embed_image(space, args.image)
     results = results_dir(args.results_root, run, task.name)
-    e1_lam = (read_json_or_none(results / "metrics.json") or {}).get("lambda")
+    e1_lam = (read_metrics(results / "metrics.json") or {}).get("lambda")
     lam = next(v for v in (args.lam, e1_lam, task.default_lambda) if v is not None)
     chosen = None if args.image is not None else chosen_queries(args, task.name)
     log_file = results / "figures" / "E2.log"

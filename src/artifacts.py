@@ -124,6 +124,19 @@ def read_json(path: str | Path, stage: str) -> Any:
         ) from None
 
 
+def read_metrics(path: str | Path, stage: str = "E1_evaluate.py") -> dict[str, Any] | None:
+    """E1's metrics.json, or None when there is none yet; a damaged one (truncated, not an object,
+    `methods` not a table of methods) fails in one line naming the file and `stage` to re-run."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    metrics = read_json(path, stage)
+    methods = metrics.get("methods", {}) if isinstance(metrics, dict) else None
+    if not isinstance(methods, dict) or not all(isinstance(m, dict) for m in methods.values()):
+        raise SuiteError(f"{path} is damaged (not E1's table of methods); re-run {stage}")
+    return metrics
+
+
 def read_json_or_none(path: str | Path) -> Any:
     """A JSON file's content, or None when it is missing or unreadable (REPORT.md and E2 say so)."""
     try:

@@ -1367,3 +1367,25 @@ def test_an_input_that_is_a_pipe_is_refused_not_read(pipe, capsys):
     err = one_error_line(capsys.readouterr().err)
     assert f"{fifo} is not a regular file (a folder, pipe or device)" in err
     assert sorted(p.name for p in pipe.weights_root.iterdir()) == [pipe.run]
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [("TRUNCATE", "is not readable JSON"), ('{"methods": 5}', "is damaged (not E1's table"),
+     ('{"methods": {"knn": 3}}', "is damaged"), ("[]", "is damaged")],
+)  # fmt: skip
+def test_e2_with_a_damaged_e1_metrics_json_is_one_line(content, said, pipe, capsys):
+    """REPORT.md and E2's figures read E1's metrics.json through artifacts.read_metrics."""
+    import E2_visualize
+
+    e2 = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, [*e2, "--methods", "random,knn"]) == 0
+    metrics = pipe.results_root / pipe.run / "synthart-style" / "metrics.json"
+    text = metrics.read_text()
+    metrics.write_text(text[: len(text) // 2] if content == "TRUNCATE" else content)
+    before = sha256s(pipe.results_root)
+    capsys.readouterr()
+    assert run_stage(E2_visualize.main, [*e2, "--query-id", "0"]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"{metrics} {said}" in err and "re-run E1_evaluate.py" in err
+    assert sha256s(pipe.results_root) == before

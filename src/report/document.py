@@ -19,6 +19,7 @@ from src.artifacts import (
     dataset_dir,
     queries_path,
     read_json_or_none,
+    read_metrics,
     results_dir,
     run_dir,
     write_text,
@@ -127,7 +128,7 @@ def task_section(
     The config.json records come from build_report, which reads each once for the whole report.
     """
     tdir = base / task.name
-    metrics = read_json_or_none(tdir / "metrics.json")
+    metrics = read_metrics(tdir / "metrics.json")
     out = [f"## Task `{task.name}`", ""]
     differs = setting_differences(task, data_cfg, enc_cfg, metrics)  # not the paper's: banner, †
     out += setting_banner(differs)

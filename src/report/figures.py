@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from src.artifacts import read_json_or_none
+from src.artifacts import read_metrics
 from src.evaluation.methods import (
     Ranking,
     rank,
@@ -278,7 +278,7 @@ def run_figures(results: Path, weights: Path, tasks: Sequence[str], title: str) 
     for t in tasks:
         if (results / t / "sweep.csv").exists():
             sweeps[t] = pd.read_csv(results / t / "sweep.csv")
-            rnd = (read_json_or_none(results / t / "metrics.json") or {}).get("methods", {})
+            rnd = (read_metrics(results / t / "metrics.json") or {}).get("methods", {})
             rnd = rnd.get("random") or {}
             if rnd.get("paper_map@10") is not None and rnd.get("mts@10") is not None:
                 baselines[t] = {"random": (rnd["paper_map@10"], rnd["mts@10"])}

@@ -10,7 +10,6 @@ has the higher precision at equal context.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from src.artifacts import read_metrics
 from src.paper import METHOD_NAMES, NOT_IN_PAPER
 from src.report.drawing import save_figure
 
@@ -233,7 +233,7 @@ def task_planes(task_dir: str | Path) -> dict[str, Plane]:
     metrics_path = task_dir / "metrics.json"
     if (sweep is None and alpha is None) or not metrics_path.is_file():
         return {}
-    methods = json.loads(metrics_path.read_text(encoding="utf-8")).get("methods") or {}
+    methods = (read_metrics(metrics_path) or {}).get("methods") or {}
     planes = {name: plane(sweep, alpha, methods, x) for x, name in FIGURES}
     return {name: p for name, p in planes.items() if p is not None}
 
