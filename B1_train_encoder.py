@@ -41,7 +41,7 @@ from src.cli import (
 from src.datasets.common import read_labels
 from src.errors import SuiteError
 from src.hints import a1_hint
-from src.method.encoder import BACKBONES, encoder_config
+from src.method.encoder import BACKBONES, check_image_size, encoder_config
 from src.quirks import parse_quirks
 from src.report.drawing import draw_training_curves
 from src.tasks import (
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SuiteError(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
         )
+    check_image_size(recipe.backbone, recipe.image_size, recipe.pretrained)  # before weights/<run>
     labels = read_labels(args.data_root, spec.name)
     missing = [a for a in spec.attributes if a not in labels]
     if missing:

@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SuiteError(
             f"the database has {len(space)} tagged test images; retrieval needs more than {TOP_K}"
         )
+    student = space.student(lam) if "student" in methods else None  # checked before writing
     for name in sorted(set(quirks) - set(q.quirks)):
         log.info("--authors-quirks %s changes nothing on %s: not applied", name, task.dataset)
     # the task's folder is built aside and swapped in whole (E2's figures/ carried over): no
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
                 methods,
                 lam,
                 seed=args.seed,
-                student=space.student(lam) if "student" in methods else None,
+                student=student,
                 sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
                 target_mts=args.target_mts,
                 alpha=args.alpha,

@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 import sys
 from pathlib import Path
 
 from src.argtypes import int_at_least, nonnegative_float, run_name_arg
-from src.artifacts import read_json_or_none, results_dir, run_dir, stage_config, write_json
-from src.atomic import stage_lock
+from src.artifacts import read_metrics, results_dir, run_dir, stage_config, write_json
+from src.atomic import atomic_path, stage_lock
 from src.cli import (
     add_device_arg,
     resolve_device,
@@ -171,11 +172,16 @@ def visualize(args) -> None:
         conditions = parse_conditions(args.condition, space.labels, task.conditions)
         z0 = embed_image(space, args.image)
     results = results_dir(args.results_root, run, task.name)
-    e1_lam = (read_json_or_none(results / "metrics.json") or {}).get("lambda")
+    e1_lam = (read_metrics(results / "metrics.json") or {}).get("lambda")
     lam = next(v for v in (args.lam, e1_lam, task.default_lambda) if v is not None)
     chosen = None if args.image is not None else chosen_queries(args, task.name)
-    with stage_lock(results):  # E1's lock: no E1 swaps the task's folder while E2 writes into it
-        setup_logging(results / "figures" / "E2.log")  # only now: bad inputs leave no file behind
+    log_file = results / "figures" / "E2.log"
+    # E1's lock: no E1 swaps the task's folder while E2 writes into it. E2.log goes on across runs
+    # but is staged: a failed or killed run leaves the earlier log byte-identical.
+    with stage_lock(results), atomic_path(log_file) as staged_log:
+        if log_file.is_file():
+            shutil.copyfile(log_file, staged_log)
+        setup_logging(staged_log)  # only now: bad inputs leave no file behind
         try:
             if args.image is not None:
                 return search_picture(args, space, conditions, z0, lam, results / "figures")

@@ -13,8 +13,8 @@ from pathlib import Path
 from src.errors import SuiteError
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer ≥ `low` (epochs ≥ 1, workers ≥ 0, …)."""
+def int_at_least(low: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer ≥ `low` (epochs ≥ 1, workers ≥ 0, …), and ≤ `most` if given."""
 
     def parse(text: str) -> int:
         try:
@@ -23,6 +23,8 @@ def int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is too small: use an integer ≥ {low}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{value} is too large: use an integer ≤ {most}")
         return value
 
     parse.__name__ = f"integer ≥ {low}"  # argparse names the type in its message
@@ -71,7 +73,7 @@ def open_fraction(text: str) -> float:
     return value
 
 
-MIN_IMAGE_SIZE = 16  # below this the backbones' stride-32 stages have nothing left to pool
+MIN_IMAGE_SIZE = 16  # no backbone takes less; each one's own minimum: method/encoder.py BACKBONES
 image_size = int_at_least(MIN_IMAGE_SIZE)
 image_size.__name__ = "image size"
 

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import importlib.metadata
 import json
+import os
 import pickle
 import platform
 import sys
@@ -29,9 +30,23 @@ from src.errors import SuiteError
 # Paths
 
 
+def not_a_link(path: Path, root_flag: str) -> Path:
+    """`path`, a folder the suite keeps inside a root (data/<dataset>, weights/<run>,
+    results/<run>[/<task>][/figures]), unless it is a symbolic link: the one rule for links. A
+    root may be a link (you named it); a link inside one is refused, so nothing is written
+    outside the roots and no whole-folder swap replaces a link."""
+    if path.is_symlink():
+        raise SuiteError(
+            f"{path} is a symbolic link to {os.readlink(path)}; the suite does not follow links "
+            f"inside its roots: put the folder itself there (not a link), or point {root_flag} "
+            "at a folder that holds it"
+        )
+    return path
+
+
 def dataset_dir(data_root: str | Path, dataset: str) -> Path:
-    """data/<dataset>: the processed dataset written by A1."""
-    return Path(data_root) / dataset
+    """data/<dataset>: the processed dataset written by A1 (not a link: see not_a_link)."""
+    return not_a_link(Path(data_root) / dataset, "--data-root")
 
 
 def queries_path(data_root: str | Path, dataset: str, task: str) -> Path:
@@ -49,21 +64,31 @@ def run_name(dataset: str, backbone: str, embedding_size: int, frozen: bool) -> 
 
 def run_dir(weights_root: str | Path, run: str) -> Path:
     """weights/<run>: encoder, checkpoints, embeddings and students of one configuration."""
-    return Path(weights_root) / check_run_name(run)
+    return not_a_link(Path(weights_root) / check_run_name(run), "--weights-root")
 
 
 def results_dir(results_root: str | Path, run: str, task: str | None = None) -> Path:
-    """results/<run>[/<task>]: metrics, tables and figures."""
-    base = Path(results_root) / check_run_name(run)
-    return base / check_run_name(task, "task") if task else base
+    """results/<run>[/<task>]: metrics, tables and figures (none of these folders a link)."""
+    out = Path(results_root) / check_run_name(run)
+    folders = [out, out / "figures"]  # E2 writes both figures/ folders; E1 carries the task's
+    if task:
+        out = out / check_run_name(task, "task")
+        folders += [out, out / "figures"]
+    for folder in folders:
+        not_a_link(folder, "--results-root")
+    return out
 
 
 def require(path: str | Path, stage: str, what: str = "") -> Path:
-    """Return `path` if it exists, else fail saying which stage writes it."""
+    """Return `path` if it is a file, else fail saying which stage writes it."""
     path = Path(path)
+    thing = f"{what} " if what else ""
     if not path.exists():
-        thing = f"{what} " if what else ""
         raise SuiteError(f"{thing}{path} not found: run {stage} first")
+    if not path.is_file():  # reading a pipe or a device would block forever
+        raise SuiteError(
+            f"{thing}{path} is not a regular file (a folder, pipe or device); re-run {stage}"
+        )
     return path
 
 
@@ -91,10 +116,25 @@ def read_json(path: str | Path, stage: str) -> Any:
     path = require(path, stage)
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
+    except PermissionError:  # the machine's, not the file's: run_stage says so
+        raise
     except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise SuiteError(
             f"{path} is not readable JSON ({_first_line(e)}); re-run {stage}"
         ) from None
+
+
+def read_metrics(path: str | Path, stage: str = "E1_evaluate.py") -> dict[str, Any] | None:
+    """E1's metrics.json, or None when there is none yet; a damaged one (truncated, not an object,
+    `methods` not a table of methods) fails in one line naming the file and `stage` to re-run."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    metrics = read_json(path, stage)
+    methods = metrics.get("methods", {}) if isinstance(metrics, dict) else None
+    if not isinstance(methods, dict) or not all(isinstance(m, dict) for m in methods.values()):
+        raise SuiteError(f"{path} is damaged (not E1's table of methods); re-run {stage}")
+    return metrics
 
 
 def read_json_or_none(path: str | Path) -> Any:
@@ -124,6 +164,8 @@ def read_table(path: str | Path, required: list[str] | tuple[str, ...], stage: s
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise SuiteError(f"{path} is empty; re-run {stage}") from None
+    except PermissionError:  # the machine's, not the file's: run_stage says so
+        raise
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise SuiteError(
             f"{path} is not a readable CSV ({_first_line(e)}); re-run {stage}"
@@ -154,6 +196,8 @@ def load_npz(path: str | Path, stage: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
+    except PermissionError:  # the machine's, not the file's: run_stage says so
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, AttributeError) as e:
         # every way numpy/zipfile report a truncated, empty, bit-flipped or pickled array
         raise SuiteError(
@@ -193,6 +237,8 @@ def load_torch(path: str | Path, stage: str, map_location: Any = "cpu") -> Any:
     _check_crc(path, stage)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:  # the machine's, not the file's: run_stage says so
+        raise
     except pickle.UnpicklingError:  # weights_only refused a class: the unsafe file
         raise SuiteError(
             f"{path} cannot be loaded safely (it holds Python objects, not only weights); "

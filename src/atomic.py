@@ -99,11 +99,23 @@ def lock_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
+MAX_PID = 1 << 22  # Linux's pid_max ceiling: a larger "pid" cannot be a process
+
+
 def _lock_holder(lock: Path) -> dict:
+    """Who holds `lock` (pid, host, command, started), or {} when the file does not say: empty,
+    unreadable, or anything but our JSON object (a lock edited or damaged by hand)."""
     try:
-        return json.loads(lock.read_text(encoding="utf-8"))
+        holder = json.loads(lock.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    if not isinstance(holder, dict):
+        return {}
+    pid = holder.get("pid")  # only a pid a process can have (bool is an int: refused too)
+    ok_pid = isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < MAX_PID
+    if not ok_pid or not isinstance(holder.get("host"), str):
+        return {}
+    return holder
 
 
 @contextlib.contextmanager
@@ -131,14 +143,14 @@ def stage_lock(path: str | Path) -> Iterator[Path]:
             holder = _lock_holder(lock)
             pid, host = holder.get("pid"), holder.get("host")
             stale = (host == me["host"] and isinstance(pid, int) and not _pid_alive(pid)) or (
-                not holder and _age(lock) > 60  # killed between creating and filling it
+                not holder and _age(lock) > 60  # killed while filling it, or damaged: says no one
             )
             if attempt == 0 and stale and _break_lock(lock, holder):
                 log.warning("taking over the stale lock %s of dead process %s", lock, pid)
                 continue
             who = f"pid {pid} on {host} ({holder.get('command', '?')}, since {holder.get('started', '?')})"
             raise SuiteError(
-                f"{path} is being written by {who if holder else 'another process'}: wait for it "
+                f"{path} is being written by {who if holder else 'another process (unnamed)'}: wait for it "
                 f"to finish; if that process is gone, delete {lock}"
             ) from None
     try:
@@ -212,9 +224,9 @@ def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     path = Path(path)
     old = path.with_name(f".{path.name}.old")
     with stage_lock(path):
-        if old.exists():
+        if old.is_symlink() or old.exists():
             if path.exists():
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old)  # a link (left by older versions) is unlinked, its target kept
             else:  # killed between the two renames: the old folder is the last whole one
                 os.replace(old, path)
                 log.warning("restored %s, left aside by a run killed while swapping", path)
@@ -248,6 +260,7 @@ def atomic_files(folder: str | Path, names: list[str] | tuple[str, ...]) -> Iter
     Use inside stage_lock of the output (the lock makes the short run of renames exclusive).
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(folder)
     tmp = _temp_name(folder / "files")
@@ -259,5 +272,11 @@ def atomic_files(folder: str | Path, names: list[str] | tuple[str, ...]) -> Iter
                 os.replace(tmp / name, folder / name)
             else:
                 (folder / name).unlink(missing_ok=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:  # a first run that failed leaves no empty folder (rmdir: only if empty)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

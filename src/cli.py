@@ -20,6 +20,7 @@ from src.argtypes import folder_arg, int_at_least
 from src.errors import SuiteError
 from src.threads import SEARCH_THREADS, use_threads
 
+SEED_MAX = 2**32 - 1  # NumPy's legacy seed (np.random.seed) takes no more
 ROOT_LOGGER = "src"  # every module logs to getLogger(__name__), every stage to "src.<stage>"
 
 
@@ -62,7 +63,7 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seed",
-        type=int_at_least(0),
+        type=int_at_least(0, most=SEED_MAX),
         default=0,
         help="random seed; the same seed gives the same artifacts",
     )
@@ -97,7 +98,12 @@ def resolve_device(name: str):  # -> torch.device
         raise SuiteError(f"--device {name!r} is not a device name; use auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:  # e.g. an index past what torch parses (cuda:99999999999999999999)
+        raise SuiteError(
+            f"--device {name!r} is not a device torch can name; use cpu or cuda:N"
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise SuiteError(
@@ -131,6 +137,8 @@ def setup_logging(log_file: Path | None = None) -> None:
     for h in list(root.handlers):
         root.removeHandler(h)
         h.close()
+    if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 terminal shows λ as \u03bb, no error
+        sys.stdout.reconfigure(errors="backslashreplace")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +163,8 @@ ENVIRONMENT_ERRNOS = {
     errno.EISDIR: "a folder is where a file should be: remove it or choose other roots",
     errno.ENAMETOOLONG: "the path is too long: choose shorter roots",
     errno.EIO: "an input/output error from the disk: check the device",
+    errno.EFBIG: "a file outgrew the size limit (ulimit -f) or the file system: raise the limit",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) or use fewer --workers",
 }
 
 
@@ -167,10 +177,24 @@ def environment_error(e: OSError) -> str | None:
     return f"{where}{e.strerror or e}; {hint}"
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """Whether `e` says the machine ran out of memory (host RAM, or a CUDA device's)."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch's, CUDA
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)  # torch, CPU
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other unprintable characters escaped (a path or a name may
+    hold them), so an error stays one line."""
+    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
+
+
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
     """Run a stage's main; a SuiteError or an error of the machine (disk full, read-only,
-    permissions) becomes a one-line message on stderr and exit code 2; bugs keep their traceback.
-    SIGINT stops a stage (exit 130, finished artifacts intact) even where it started ignored."""
+    permissions, out of memory) becomes a one-line message on stderr and exit code 2; bugs keep
+    their traceback. SIGINT stops a stage (exit 130, finished artifacts intact) even where it
+    started ignored."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         # a background job of a shell script (`python D1_train_distill.py … &`) starts with SIGINT
         # ignored, so `kill -INT` did nothing; a stage is safe to interrupt, so it listens
@@ -178,13 +202,23 @@ def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None =
     try:
         main(argv)
     except SuiteError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:
         line = environment_error(e)
         if line is None:
             raise
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {one_line(line)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        first = one_line(str(e).strip().splitlines()[0][:200]) if str(e).strip() else ""
+        print(
+            f"error: out of memory ({type(e).__name__}: {first}); lower --batch-size (or the "
+            "model's sizes), or use a machine with more memory",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

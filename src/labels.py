@@ -3,17 +3,48 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from src.errors import SuiteError
 
+# Characters no name may hold: controls (newline, tab, NUL…), invisible format characters (bidi
+# overrides, zero-width spaces) and line/paragraph separators; they would split one-line messages
+# and CSV rows, or make two names look alike.
+UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
+
+
+def unprintable(text: str) -> str | None:
+    """The first character of `text` no name may hold, as U+XXXX, or None."""
+    for ch in text:
+        if unicodedata.category(ch) in UNPRINTABLE:
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def nfc_names(names: Iterable[str], what: str) -> dict[str, str]:
+    """Each name → its NFC form (how A1 stores class names, so 'café' typed either way is one
+    class); fails when two different names become one."""
+    out: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for name in names:
+        norm = unicodedata.normalize("NFC", name)
+        if seen.setdefault(norm, name) != name:
+            raise SuiteError(
+                f"{what}: {seen[norm]!r} and {name!r} are the same name in different Unicode "
+                "forms (NFC and NFD); write them the same way"
+            )
+        out[name] = norm
+    return out
+
 
 def _loose(name: str) -> str:
-    """A typed class name without case, spaces, '_' or '-' ('Art Nouveau' ~ 'art_nouveau')."""
-    return "".join(ch for ch in name.lower() if ch.isalnum())
+    """A typed class name without case, accents, spaces, '_' or '-' ('Art Nouveau' ~
+    'art_nouveau', 'cafe' ~ 'café' in either Unicode form)."""
+    return "".join(ch for ch in unicodedata.normalize("NFKD", name.lower()) if ch.isalnum())
 
 
 NUMBERED = re.compile(r"^(?P<num>\d+)[._ -](?P<rest>.+)$")  # CUB's "008.Digit_seven"
@@ -62,6 +93,8 @@ def class_ids(
     out = np.empty(len(names), dtype=np.int64)
     for j, name in enumerate(names):
         i = index.get(name, -1)
+        if i < 0 and loose:  # a typed name in NFD (e.g. a macOS terminal) is the NFC class
+            i = index.get(unicodedata.normalize("NFC", str(name)), -1)
         if i < 0 and loose:
             i = folded.get(_loose(str(name)), -1)
         if i < 0:

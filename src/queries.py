@@ -69,12 +69,23 @@ def make_queries(
         [class_ids(test[a], a, labels[a], "the test split") for a in conditions], axis=1
     )  # n × m
     sizes = [len(labels[a]) for a in conditions]
+    pairs = n * int(np.prod(sizes))  # distinct (query image, condition) pairs there can be
+    if num_queries > pairs:  # else the draws would go on for a budget of 50 per query
+        raise SuiteError(
+            f"--num-queries {num_queries} is more than the {pairs} (test image, condition) pairs "
+            f"the test split ({n} images) has; lower --num-queries"
+        )
     key = np.ravel_multi_index(ids.T, sizes)  # one integer per class tuple
     # candidates: p ∝ 1 / frequency of the candidate's class tuple
     freq = np.bincount(key, minlength=int(np.prod(sizes)))
     p = 1.0 / freq[key]
     p /= p.sum()
     rules = _Rules(key, freq.size, test["tags"])
+    if not rules.tagged.any():  # rule 5 measures context by tags: no tags, no query
+        raise SuiteError(
+            f"none of the {n} test images has tags (the tags column is empty), and a query needs "
+            "tags (SPEC §3); re-run A1 with tags for this dataset"
+        )
 
     rng = np.random.default_rng(seed)
     budget = max_draws if max_draws is not None else max(MIN_DRAWS, DRAWS_PER_QUERY * num_queries)
@@ -159,8 +170,12 @@ def read_queries(data_root: str | Path, task: str) -> pd.DataFrame:
     a2 = hint("A2", "--task", task)
     df = read_table(path, ["query_id", "image", *spec.conditions, "tags"], a2)
     ids = pd.to_numeric(df["query_id"], errors="coerce")
-    if ids.isna().any() or (ids != ids.round()).any():
-        raise SuiteError(f"{path} has a query_id that is not an integer; re-run {a2}")
+    if ids.isna().any() or (ids != ids.round()).any() or (ids < 0).any() or (ids >= 2**53).any():
+        raise SuiteError(f"{path} has a query_id that is not an integer ≥ 0; re-run {a2}")
+    if ids.duplicated().any():  # E2 --query-id and the retrievals name queries by their id
+        raise SuiteError(
+            f"{path} has query_id {int(ids[ids.duplicated()].iloc[0])} twice; re-run {a2}"
+        )
     df["query_id"] = ids.astype(np.int64)
     train = read_split(data_root, spec.dataset, "train")
     test = read_split(data_root, spec.dataset, "test")

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.argtypes import check_run_name
+from src.artifacts import run_dir
 from src.errors import SuiteError
 from src.hints import hint
 
@@ -80,8 +80,7 @@ def resolve_run(weights_root: str | Path, dataset: str | None, run_flag: str | N
     """The run a stage uses: `run_flag` when given (it must hold encoder.pt), else the dataset's
     only run; several or none fail in one line naming `--run` and the candidates."""
     if run_flag:
-        check_run_name(run_flag)
-        if (Path(weights_root) / run_flag / "encoder.pt").is_file():
+        if (run_dir(weights_root, run_flag) / "encoder.pt").is_file():
             return run_flag
         runs = find_runs(weights_root, dataset)
         where = f"runs of {dataset}" if dataset else "runs"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from src.argtypes import fraction, image_size, int_at_least, nonnegative_float, positive_float
-from src.artifacts import run_name
+from src.artifacts import dataset_dir, run_name
 from src.errors import SuiteError
 from src.quirks import QUIRKS
 
@@ -293,21 +293,27 @@ def read_user_dataset(data_root: str | Path, name: str) -> Dataset | None:
     """The user dataset `name` from <data_root>/<name>/dataset.json, None when there is none."""
     if name in RESERVED or not NAME_RE.fullmatch(name):
         return None
-    path = Path(data_root) / name / DATASET_FILE
+    path = dataset_dir(data_root, name) / DATASET_FILE
     if not path.is_file():
         return None
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta["attributes"], list):  # a string would be read as its letters
+            raise TypeError("'attributes' is not a list")
         attrs = tuple(meta["attributes"])
         classes = {a: len(meta["classes"][a]) for a in attrs}
         description = str(meta.get("description", "your own images"))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SuiteError(
-            f"{path} is not a dataset entry ({e}); re-run A1_preprocess.py --dataset folder "
-            f"--source DIR --name {name}"
+            f"{path} is not a dataset entry ({type(e).__name__}: {e}); re-run A1_preprocess.py "
+            f"--dataset folder --source DIR --name {name}"
         ) from None
-    if not attrs or not all(isinstance(a, str) and ATTR_RE.fullmatch(a) for a in attrs):
-        raise SuiteError(f"{path} lists no usable attributes; re-run A1 --dataset folder")
+    usable = all(isinstance(a, str) and ATTR_RE.fullmatch(a) for a in attrs)
+    if not attrs or not usable or len(set(attrs)) < len(attrs):
+        raise SuiteError(
+            f"{path} lists no usable attributes (names of A-Z a-z 0-9 _, each once); re-run "
+            f"A1_preprocess.py --dataset folder --source DIR --name {name}"
+        )
     return Dataset(
         name,
         attrs,
@@ -459,12 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=Path("data"))
     p.add_argument("--paper-tasks", metavar="DATASET", help="print a paper dataset's tasks")
     args = p.parse_args(argv)
-    if args.paper_tasks is None:
-        print(describe_tasks(args.data_root))
-        return 0
     try:
+        if args.paper_tasks is None:
+            print(describe_tasks(args.data_root))
+            return 0
         names = paper_tasks(args.paper_tasks)
-    except SuiteError as e:
+    except SuiteError as e:  # e.g. a damaged dataset.json under --data-root
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(" ".join(names))

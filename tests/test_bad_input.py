@@ -9,13 +9,17 @@ and the stage to re-run; a full or read-only disk is one line, the old artifacts
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +123,7 @@ PARSE_PROBES = [
     ("E1", ["--task", "synthart-style", "--lambda", "inf"], "'inf' is not a finite number"),
     ("E1", ["--task", "synthart-style", "--target-mts", "1.5"], "between 0 and 1"),
     ("E1", ["--task", "synthart-style", "--target-mts", "0"], "between 0 and 1"),
+    ("E1", ["--task", "synthart-style", "--seed", str(2**32)], "is too large: use an integer ≤"),
 ]
 
 
@@ -468,6 +473,12 @@ TABLE_PROBES = [
     ("queries with a bad id", "queries_synthart-style.csv",
      "query_id,image,style,tags\nx,a.png,flat,t\n", "query_id that is not an integer"),
     ("binary queries", "queries_synthart-style.csv", "\x00\xff\xfe garbage", "re-run A2"),
+    ("queries with a repeated id", "queries_synthart-style.csv",
+     "query_id,image,style,tags\n0,a.png,flat,t\n0,b.png,dots,t\n", "has query_id 0 twice"),
+    ("queries with a negative id", "queries_synthart-style.csv",
+     "query_id,image,style,tags\n-3,a.png,flat,t\n", "not an integer ≥ 0"),
+    ("queries with a huge id", "queries_synthart-style.csv",
+     "query_id,image,style,tags\n1e30,a.png,flat,t\n", "not an integer ≥ 0"),
 ]  # fmt: skip
 
 
@@ -562,7 +573,9 @@ def test_new_folders_and_files_have_the_umasks_mode(tmp_path):
 @pytest.mark.parametrize(("code", "said"), [(errno.ENOSPC, "the disk is full"),
                                             (errno.EROFS, "read-only"),
                                             (errno.EACCES, "permission denied"),
-                                            (errno.ENOTDIR, "is a file, not a folder")])  # fmt: skip
+                                            (errno.ENOTDIR, "is a file, not a folder"),
+                                            (errno.EFBIG, "size limit (ulimit -f)"),
+                                            (errno.EMFILE, "too many open files")])  # fmt: skip
 def test_machine_errors_are_one_line(code, said, capsys):
     def main(argv):
         raise OSError(code, os.strerror(code), "weights/run/encoder.pt")
@@ -857,3 +870,528 @@ def test_e2_with_nan_embeddings_keeps_its_figures(pipe, capsys):
     assert run_stage(E2_visualize.main, [*e2, "--query-id", "0"]) == 2
     assert "NaN" in one_error_line(capsys.readouterr().err)
     assert {p.name: p.read_bytes() for p in figs.glob("*.png")} == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 21: the third round of hostile inputs, one test per row of its table, then our own probes
+
+
+def sha256s(*paths: Path) -> dict[str, str]:
+    """sha256 of every file under `paths` (files or folders), by path: the byte-identical check."""
+    out = {}
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        out.update({str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
+    return out
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int, fifo: Path | None = None):
+    """Fail (Blocked) instead of hanging when the block blocks longer than `seconds`; a
+    reader blocked on `fifo` (maybe in a worker thread) is released by opening its other end."""
+
+    class Blocked(BaseException):  # not an OSError (TimeoutError is): no handler swallows it
+        pass
+
+    def timeout(*_):
+        if fifo is not None:
+            with contextlib.suppress(OSError):  # ENXIO: no reader waits
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        raise Blocked(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def write_labels_csv(src: Path, rows: list[list[str]], images: bool = False) -> Path:
+    """DIR/labels.csv with `rows` (the first is the header), optionally 8×8 PNGs for the images."""
+    src.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows[1:], columns=range(len(rows[0]))).to_csv(
+        src / "labels.csv", index=False, header=rows[0]
+    )
+    if images:
+        from PIL import Image
+
+        for k, row in enumerate(rows[1:]):
+            (src / row[0]).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (k * 9 % 256, 40, 90)).save(src / row[0])
+    return src
+
+
+def folder_argv(src: Path, data: Path, *extra: str) -> list[str]:
+    return ["--dataset", "folder", "--source", str(src), "--name", "mine", "--data-root",
+            str(data), *extra]  # fmt: skip
+
+
+# Row 1: a lock file holding JSON that names no holder ([], 123, "text", null, a bad pid)
+@pytest.mark.parametrize(
+    "content",
+    ["[]", "123", '"text"', "null", '{"pid": "7", "host": 5}',
+     '{"pid": 99999999999999999999, "host": "HOST"}', '{"pid": true, "host": "HOST"}'],
+)  # fmt: skip
+def test_a_lock_naming_no_holder_is_one_line_then_stale(content, pipe, capsys):
+    data = pipe.data_root / "synthart"
+    before = sha256s(data)
+    lock = lock_path(data)
+    lock.write_text(content.replace("HOST", socket.gethostname()))
+    argv = [*roots(pipe), "--task", "synthart-style", "--num-queries", "5"]
+    assert run_stage(A2_make_queries.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "is being written by another process (unnamed)" in err and f"delete {lock}" in err
+    assert sha256s(data) == before and lock.exists()
+    os.utime(lock, (1, 1))  # a minute on, a lock that names no one is stale: taken over
+    assert run_stage(A2_make_queries.main, argv) == 0
+    assert not lock.exists()
+
+
+# Row 2: labels.csv columns that become one name once spaces are stripped
+@pytest.mark.parametrize(
+    ("header", "said"),
+    [(["image", "colour", " colour"], "the header has 'colour' and ' colour'"),
+     (["image", "colour", "image "], "the header has 'image' and 'image '"),
+     (["image", "colour", "colour"], "the header has 'colour' twice")],
+)  # fmt: skip
+def test_labels_csv_columns_that_are_one_name_are_one_line(header, said, tmp_path, capsys):
+    src = write_labels_csv(tmp_path / "src", [header, ["a.png", "red", "blue"]])
+    assert run_stage(A1_preprocess.main, folder_argv(src, tmp_path / "data")) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert said in err and "rename or merge them" in err
+    assert not (tmp_path / "data" / "mine").exists()
+
+
+# Row 3: an image size the backbone cannot take (its minimum comes from BACKBONES)
+def test_b1_image_size_below_the_backbones_minimum_is_one_line(pipe, capsys):
+    assert run_stage(B1_train_encoder.main, b1_argv(pipe, "--image-size", "16")) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "--image-size 16 is too small for convnext_atto: it takes ≥ 32 px" in err
+    assert sorted(p.name for p in pipe.weights_root.iterdir()) == [pipe.run]  # no run, no lock
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "pretrained", "said"),
+    [("vgg16_bn", 24, "none", "too small for vgg16_bn: it takes ≥ 32 px"),
+     ("vit_b_16", 40, "none", "it takes multiples of 16 px"),
+     ("vit_b_16", 160, "imagenet", "its weights take 224 px only"),
+     ("resnet50", 16, "imagenet", None), ("vit_b_16", 160, "none", None)],
+)  # fmt: skip
+def test_the_backbone_table_says_which_sizes_fit(backbone, size, pretrained, said):
+    from src.method.encoder import build_backbone, check_image_size
+
+    if said is None:
+        check_image_size(backbone, size, pretrained)
+        if pretrained == "none":  # what the table allows really runs
+            build_backbone(backbone, "none", size).eval()(torch.zeros(1, 3, size, size))
+        return
+    with pytest.raises(SuiteError, match=said):
+        check_image_size(backbone, size, pretrained)
+
+
+def test_atomic_files_removes_the_folder_a_failed_first_run_made(tmp_path):
+    with pytest.raises(RuntimeError), atomic_files(tmp_path / "run", ["encoder.pt"]) as tmp:
+        (tmp / "encoder.pt").write_text("half")
+        raise RuntimeError("diverged in epoch 1")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "run").mkdir()  # an existing folder stays, even empty
+    with pytest.raises(RuntimeError), atomic_files(tmp_path / "run", ["encoder.pt"]):
+        raise RuntimeError("again")
+    assert (tmp_path / "run").is_dir()
+
+
+# Row 4 (and the symlink rule): data/<dataset> a link to a folder outside the data root
+def test_a1_refuses_a_linked_dataset_folder_and_repairs_an_old_link(tmp_path, capsys):
+    a1 = ["--dataset", "synthart", "--num-images", "20", "--image-size", "16"]
+    outside = tmp_path / "outside" / "synthart"
+    assert run_stage(A1_preprocess.main, [*a1, "--data-root", str(outside.parent)]) == 0
+    before = sha256s(outside)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "synthart").symlink_to(outside)
+    capsys.readouterr()
+    for _ in range(2):  # the old code's 1st run left .synthart.old, every later one failed late
+        assert run_stage(A1_preprocess.main, [*a1, "--data-root", str(data)]) == 2
+        err = one_error_line(capsys.readouterr().err)
+        assert f"{data / 'synthart'} is a symbolic link to {outside}" in err
+        assert "does not follow links inside its roots" in err and "--data-root" in err
+        assert sorted(p.name for p in data.iterdir()) == ["synthart"]
+        assert sha256s(outside) == before
+    # what the old code left behind: a real data/synthart and data/.synthart.old linking outside
+    (data / "synthart").unlink()
+    shutil.copytree(outside, data / "synthart")
+    (data / ".synthart.old").symlink_to(outside)
+    assert run_stage(A1_preprocess.main, [*a1, "--data-root", str(data), "--seed", "1"]) == 0
+    assert sorted(p.name for p in data.iterdir()) == ["synthart"]  # the link unlinked…
+    assert sha256s(outside) == before  # …and nothing behind it removed
+
+
+# Row 5: weights/<run> a link outside the weights root (and the same rule for results/)
+def test_stages_refuse_linked_run_and_results_folders(pipe, tmp_path, capsys):
+    rdir = pipe.weights_root / pipe.run
+    outside = tmp_path / "outside_run"
+    shutil.move(rdir, outside)
+    rdir.symlink_to(outside)
+    before = sha256s(outside)
+    argv = [*roots(pipe), "--run", pipe.run, "--device", "cpu"]
+    assert run_stage(C1_extract_embeddings.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"{rdir} is a symbolic link to {outside}" in err and "--weights-root" in err
+    assert sha256s(outside) == before  # no embeddings.npz written through the link
+    rdir.unlink()
+    shutil.move(outside, rdir)
+    elsewhere = tmp_path / "elsewhere"
+    for linked in ["figures", "synthart-style/figures", "synthart-style", ""]:
+        link = (pipe.results_root / pipe.run / linked).resolve()
+        shutil.rmtree(pipe.results_root, ignore_errors=True)
+        link.parent.mkdir(parents=True)
+        elsewhere.mkdir(exist_ok=True)
+        link.symlink_to(elsewhere)
+        assert run_stage(E1_evaluate.main, [*argv, "--task", "synthart-style"]) == 2
+        assert f"{link} is a symbolic link" in one_error_line(capsys.readouterr().err)
+        assert list(elsewhere.iterdir()) == []
+
+
+# Row 6: a FIFO (or any file that is not a regular one) as E2's picture
+def test_e2_refuses_a_fifo_as_its_picture(pipe, capsys):
+    import E2_visualize
+
+    fifo = pipe.root / "pipe.png"
+    os.mkfifo(fifo)
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--image", str(fifo),
+            "--condition", "style=dots", "--device", "cpu"]  # fmt: skip
+    with no_hang(120, fifo=fifo):
+        assert run_stage(E2_visualize.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"--image {fifo} is not a regular file" in err
+    assert not pipe.results_root.exists()
+
+
+# Row 7: SIGTERM during E2 leaves the finished run's E2.log (and the rest) byte-identical
+def test_e2_killed_leaves_the_earlier_log_byte_identical(pipe, capsys):
+    import E2_visualize
+
+    e2 = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, [*e2, "--methods", "random,knn"]) == 0
+    assert run_stage(E2_visualize.main, [*e2, "--query-id", "0"]) == 0
+    results = pipe.results_root / pipe.run
+    e2_log = results / "synthart-style" / "figures" / "E2.log"
+    kept = [e2_log, results / "REPORT.md", *(results / "synthart-style").glob("*.*")]
+    before, old_log = sha256s(*kept), e2_log.read_bytes()
+    ids = [a for i in range(1, 9) for a in ("--query-id", str(i))]  # drawn long enough to kill
+    proc = subprocess.Popen([sys.executable, "E2_visualize.py", *e2, *ids],
+                            cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while not any(p.stat().st_size for p in e2_log.parent.glob(".E2.log.*.tmp")):
+            assert proc.poll() is None and time.time() < deadline, "E2 ended before it logged"
+            time.sleep(0.05)
+        proc.terminate()  # SIGTERM while E2 logs and draws
+    finally:
+        assert proc.wait(timeout=120) == -signal.SIGTERM
+    assert sha256s(*kept) == before  # the killed run's lines are not in E2.log
+    assert run_stage(E2_visualize.main, [*e2, "--query-id", "1", "--lambdas", "knn"]) == 0
+    assert not list(e2_log.parent.glob(".E2.log.*"))  # the killed run's staged log: cleaned
+    assert e2_log.read_bytes().startswith(old_log)  # a finished run's log goes on after it
+
+
+# Row 8: a class name holding a line break (or another unprintable character)
+@pytest.mark.parametrize(("name", "code"), [("fl\nat", "U+000A"), ("fl\tat", "U+0009"),
+                                            ("fl\u202eat", "U+202E"), ("fl\u2028at", "U+2028")])  # fmt: skip
+def test_a1_refuses_unprintable_characters_in_labels_csv(name, code, tmp_path, capsys):
+    rows = [["image", "colour"], ["a.png", name], ["b.png", "red"]]
+    src = write_labels_csv(tmp_path / "src", rows)
+    assert run_stage(A1_preprocess.main, folder_argv(src, tmp_path / "data")) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"row 2, column 'colour' holds the unprintable character {code}" in err
+    assert not (tmp_path / "data" / "mine").exists()
+
+
+# Row 9: café in NFC and in NFD, two classes that look the same
+def test_a1_refuses_two_classes_that_differ_only_in_unicode_form(tmp_path, capsys):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    rows = [["image", "colour"], ["a.png", nfc], ["b.png", nfd], ["c.png", "tea"]]
+    src = write_labels_csv(tmp_path / "src", rows)
+    assert run_stage(A1_preprocess.main, folder_argv(src, tmp_path / "data")) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"{nfc!r} and {nfd!r} are the same name in different Unicode forms" in err
+    assert not (tmp_path / "data" / "mine").exists()
+
+
+def test_class_names_are_stored_in_nfc_and_found_however_typed(tmp_path):
+    from src.datasets.folder import read_labels_csv
+    from src.labels import class_id
+
+    nfd = "cafe\u0301"
+    rows = [["image", "colour", "tags"], ["a.png", nfd, f"{nfd}|x"], ["b.png", "tea", "y"]]
+    df, _ = read_labels_csv(write_labels_csv(tmp_path / "src", rows))
+    assert list(df["colour"]) == ["caf\u00e9", "tea"] and df["tags"][0] == "caf\u00e9|x"
+    labels = {"colour": ["caf\u00e9", "tea"]}
+    for typed in ["caf\u00e9", nfd, "cafe", "CAFE"]:  # NFC, NFD, without the accent
+        assert class_id(labels, "colour", typed) == 0
+
+
+# Row 10: no test image has tags
+def test_a2_names_missing_tags_as_the_cause(pipe, capsys):
+    data = pipe.data_root / "synthart"
+    test = pd.read_csv(data / "test.csv", dtype=str, keep_default_na=False)
+    test["tags"] = ""
+    test.to_csv(data / "test.csv", index=False)
+    queries = sha256s(*data.glob("queries_*"))
+    argv = [*roots(pipe), "--task", "synthart-style", "--num-queries", "5"]
+    assert run_stage(A2_make_queries.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"none of the {len(test)} test images has tags (the tags column is empty)" in err
+    assert "too small" not in err and sha256s(*data.glob("queries_*")) == queries
+
+
+def test_a1_refuses_an_empty_tags_column(tmp_path, capsys):
+    rows = [["image", "colour", "tags"]] + [[f"{c}{k}.png", c, ""] for c in "ab" for k in range(12)]
+    src = write_labels_csv(tmp_path / "src", rows, images=True)
+    assert run_stage(A1_preprocess.main, folder_argv(src, tmp_path / "data")) == 2
+    assert "the tags column is empty" in one_error_line(capsys.readouterr().err)
+
+
+# Row 11: a student of another task (or attribute set), and E2 --image with one of two conditions
+def test_a_student_of_another_task_names_the_file_and_d1(pipe, capsys):
+    multi = [*roots(pipe), "--run", pipe.run, "--task", "synthart-multi", "--epochs", "1",
+             "--batch-size", "64", "--device", "cpu"]  # fmt: skip
+    assert run_stage(D1_train_distill.main, multi) == 0
+    rdir = pipe.weights_root / pipe.run
+    wrong = student_path(rdir, "synthart-style", 1.0)
+    shutil.copy(student_path(rdir, "synthart-multi", 2.0), wrong)
+    capsys.readouterr()
+    e1 = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, e1) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"{wrong} is a student for genre+style (task synthart-multi), but synthart-style " in err
+    assert "re-run D1_train_distill.py --task synthart-style --run tiny_e18 --lambda 1" in err
+    assert not pipe.results_root.exists()
+
+
+def test_e2_picture_with_one_of_two_conditions_searches_without_the_student(pipe, capsys):
+    from PIL import Image
+
+    import E2_visualize
+
+    d1 = [*roots(pipe), "--run", pipe.run, "--task", "synthart-multi", "--epochs", "1",
+          "--batch-size", "64", "--device", "cpu"]  # fmt: skip
+    assert run_stage(D1_train_distill.main, d1) == 0
+    pic = pipe.root / "photo.png"
+    Image.new("RGB", (32, 32), (120, 60, 30)).save(pic)
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-multi", "--image", str(pic),
+            "--condition", "style=dots", "--device", "cpu"]  # fmt: skip
+    assert run_stage(E2_visualize.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "searched by Backward Search alone" in out and "style, genre" in out
+    assert (
+        pipe.results_root / pipe.run / "synthart-multi" / "figures" / "search_photo.png"
+    ).exists()
+
+
+# Our own round of probes (issue 21's closing note lists each with its verdict)
+
+
+def test_an_error_stays_one_line_whatever_a_path_holds(capsys):
+    def main(argv):
+        raise SuiteError("results/a\nb\u2028c/metrics.json not found: run E1 first")
+
+    assert run_stage(main, []) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "results/a\\nb\\u2028c/metrics.json" in err
+
+
+@pytest.mark.parametrize(
+    "oom",
+    [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: "
+                                 "can't allocate memory: you tried to allocate 2560000000000 bytes"),
+     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")],
+)  # fmt: skip
+def test_out_of_memory_is_one_line(oom, capsys):
+    """Host RAM, or (the CPU twin of) a CUDA device's: a machine limit like a full disk."""
+
+    def main(argv):
+        raise oom
+
+    assert run_stage(main, []) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith("error: out of memory (") and "lower --batch-size" in err
+
+
+def test_a_device_index_torch_cannot_parse_is_one_line():
+    from src.cli import resolve_device
+
+    with pytest.raises(SuiteError, match="is not a device torch can name"):
+        resolve_device("cuda:99999999999999999999")
+
+
+def test_more_queries_than_pairs_is_refused_at_once(pipe, capsys):
+    argv = [*roots(pipe), "--task", "synthart-style", "--num-queries", "1000000000"]
+    with no_hang(120):  # it used to draw for a budget of 50 draws per query
+        assert run_stage(A2_make_queries.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "--num-queries 1000000000 is more than the 384 (test image, condition) pairs" in err
+
+
+def test_embeddings_of_another_run_are_one_line(pipe, capsys):
+    from src.embeddings import load_embeddings
+
+    path = pipe.weights_root / pipe.run / "embeddings.npz"
+    arrays = load_embeddings(path.parent)
+    arrays["z"] = np.concatenate([arrays["z"], arrays["z"][:, :5]], axis=1)  # another run's E
+    save_npz(path, **arrays)
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "holds embeddings of shape (192, 23), but the encoder of run tiny_e18 makes 18-d" in err
+
+
+@pytest.mark.parametrize(
+    ("styles", "said"),
+    [(["flat", "flat", "hatch", "mosaic"], "a class of style twice"),
+     ([1, 2, 3, 4], "the class 1 of style"), ([None, "dots"], "the class None of style"),
+     (["flat", "do\nts"], "the class 'do\\nts' of style"), (["flat", ""], "the class ''")],
+)  # fmt: skip
+def test_a_hand_edited_labels_json_is_one_line(styles, said, pipe, capsys):
+    path = pipe.data_root / "synthart" / "labels.json"
+    path.write_text(json.dumps({"style": styles, "genre": ["portrait", "landscape", "still_life"]}))
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"labels.json lists {said}" in err and "re-run A1" in err
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [({"attributes": "style", "classes": {c: [1] for c in "style"}}, "'attributes' is not a list"),
+     ({"attributes": ["style", "style"], "classes": {"style": [1, 2]}}, "each once"),
+     ({"attributes": ["style"]}, "KeyError: 'classes'"), ([], "TypeError")],
+)  # fmt: skip
+def test_a_hand_edited_dataset_json_is_one_line(entry, said, tmp_path, capsys):
+    from src.tasks import main as list_tasks
+
+    (tmp_path / "data" / "mine").mkdir(parents=True)
+    (tmp_path / "data" / "mine" / "dataset.json").write_text(json.dumps(entry))
+    argv = ["--task", "mine:style", "--data-root", str(tmp_path / "data")]
+    assert run_stage(A2_make_queries.main, argv) == 2
+    assert said in one_error_line(capsys.readouterr().err)
+    assert list_tasks(["--data-root", str(tmp_path / "data")]) == 2  # the listing too
+    assert said in one_error_line(capsys.readouterr().err)
+
+
+def test_an_unreadable_input_says_permission_not_rerun(pipe, capsys, monkeypatch):
+    real = Path.read_text
+
+    def denied(self, *a, **k):
+        if self.name == "labels.json":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, argv) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert "labels.json: Permission denied; permission denied: fix the permissions" in err
+    assert "re-run" not in err
+
+
+def test_logging_survives_a_terminal_that_is_not_utf8(monkeypatch):
+    import io
+    import logging
+
+    from src.cli import setup_logging
+
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="ascii"))
+    setup_logging()
+    logging.getLogger("src.E1").info("λ = 1 ≥ 0")
+    sys.stdout.flush()
+    setup_logging()
+    assert raw.getvalue() == b"\\u03bb = 1 \\u2265 0\n"
+
+
+def test_a1_skips_a_fifo_named_in_labels_csv(tmp_path, capsys):
+    rows = [["image", "colour"]] + [[f"{c}{k}.png", c] for c in "ab" for k in range(12)]
+    src = write_labels_csv(tmp_path / "src", rows, images=True)
+    write_labels_csv(src, [*rows, ["pipe.png", "a"]])  # labels.csv names it too
+    os.mkfifo(src / "pipe.png")
+    with no_hang(120, fifo=src / "pipe.png"):
+        assert run_stage(A1_preprocess.main, folder_argv(src, tmp_path / "data")) == 0
+        assert "skipping unreadable image" in capsys.readouterr().out
+        strict = folder_argv(src, tmp_path / "data", "--strict")
+        assert run_stage(A1_preprocess.main, strict) == 2
+    assert "pipe.png: not a regular file" in one_error_line(capsys.readouterr().err)
+
+
+# Row 12: the memory floor is documented, not promised; the documented number must hold
+def test_the_documented_memory_floor_runs_a_stage(tmp_path):
+    import re
+    import resource
+
+    repo = Path(__file__).resolve().parents[1]
+    promises = (repo / "docs" / "promises.md").read_text(encoding="utf-8")
+    floor_kib = int(re.search(r"`ulimit -v (\d+)` \(KiB, ≈ [\d.]+ GiB\) runs", promises)[1])
+    assert f"`ulimit -v {floor_kib}`" in (repo / "README.md").read_text(encoding="utf-8")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (floor_kib * 1024, floor_kib * 1024))
+
+    a1 = [sys.executable, "A1_preprocess.py", "--dataset", "synthart", "--num-images", "20",
+          "--image-size", "16", "--data-root", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(a1, cwd=repo, preexec_fn=limit, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "synthart" / "train.csv").is_file()
+
+
+def test_a1_skips_a_decompression_bomb_in_a_folder(tmp_path, capsys, monkeypatch):
+    """Pillow raises DecompressionBombError (not an OSError) above twice its pixel limit."""
+    from PIL import Image
+
+    rows = [["image", "colour"]] + [[f"{c}{k}.png", c] for c in "ab" for k in range(12)]
+    src = write_labels_csv(tmp_path / "src", rows, images=True)
+    Image.new("RGB", (12, 12)).save(src / "a0.png")  # 144 px > 2 × 64: a bomb here
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64)  # the others: 8×8
+    assert run_stage(A1_preprocess.main, folder_argv(src, tmp_path / "data")) == 0
+    assert "skipping unreadable image" in capsys.readouterr().out
+    mine = tmp_path / "data" / "mine"
+    assert "a0.png" not in (mine / "train.csv").read_text() + (mine / "test.csv").read_text()
+    strict = folder_argv(src, tmp_path / "data", "--strict", "--seed", "1")
+    assert run_stage(A1_preprocess.main, strict) == 2
+    assert "could be decompression bomb" in one_error_line(capsys.readouterr().err)
+
+
+def test_an_input_that_is_a_pipe_is_refused_not_read(pipe, capsys):
+    """Every loader goes through artifacts.require: a FIFO as --pretrained (or any input) would
+    block the stage forever."""
+    fifo = pipe.root / "weights.pth"
+    os.mkfifo(fifo)
+    with no_hang(120, fifo=fifo):
+        assert run_stage(B1_train_encoder.main, b1_argv(pipe, "--pretrained", str(fifo))) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"{fifo} is not a regular file (a folder, pipe or device)" in err
+    assert sorted(p.name for p in pipe.weights_root.iterdir()) == [pipe.run]
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [("TRUNCATE", "is not readable JSON"), ('{"methods": 5}', "is damaged (not E1's table"),
+     ('{"methods": {"knn": 3}}', "is damaged"), ("[]", "is damaged")],
+)  # fmt: skip
+def test_e2_with_a_damaged_e1_metrics_json_is_one_line(content, said, pipe, capsys):
+    """REPORT.md and E2's figures read E1's metrics.json through artifacts.read_metrics."""
+    import E2_visualize
+
+    e2 = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
+    assert run_stage(E1_evaluate.main, [*e2, "--methods", "random,knn"]) == 0
+    metrics = pipe.results_root / pipe.run / "synthart-style" / "metrics.json"
+    text = metrics.read_text()
+    metrics.write_text(text[: len(text) // 2] if content == "TRUNCATE" else content)
+    before = sha256s(pipe.results_root)
+    capsys.readouterr()
+    assert run_stage(E2_visualize.main, [*e2, "--query-id", "0"]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"{metrics} {said}" in err and "re-run E1_evaluate.py" in err
+    assert sha256s(pipe.results_root) == before

@@ -153,9 +153,9 @@ def test_same_seed_same_queries_other_seed_other_queries():
 
 def test_too_small_a_split_fails_with_the_count_found():
     rng = np.random.default_rng(13)
-    test = table({"style": ["A"] * 11 + ["B"] * 11}, random_tags(rng, 22, vocab=200))
-    with pytest.raises(SuiteError, match=r"found only \d+ of 100 queries after \d+ draws"):
-        make_queries(test, {"style": ["A", "B"]}, ["style"], 100, seed=0, max_draws=5000)
+    test = table({"style": ["A"] * 11 + ["B"] * 9}, random_tags(rng, 20, vocab=200))
+    with pytest.raises(SuiteError, match=r"found only \d+ of 30 queries after \d+ draws"):
+        make_queries(test, {"style": ["A", "B"]}, ["style"], 30, seed=0, max_draws=5000)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_read_queries_before_a2_says_to_run_a2(tmp_path):
 
 def test_a2_failure_leaves_no_query_file(tmp_path, capsys):
     write_dataset(tmp_path, n=40)
-    argv = ["--data-root", str(tmp_path), "--task", "synthart-multi", "--num-queries", "500"]
+    argv = ["--data-root", str(tmp_path), "--task", "synthart-multi", "--num-queries", "400"]
     assert A2.run_stage(A2.main, argv) == 2
     assert "found only" in capsys.readouterr().err
     assert not list((tmp_path / "synthart").glob("queries_*"))

@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from src.artifacts import dataset_dir, read_json, read_table, write_csv, write_json
 from src.errors import SuiteError
 from src.hints import a1_hint
+from src.labels import unprintable
 from src.progress import progress
 from src.tasks import get_dataset
 
@@ -95,6 +96,12 @@ def read_labels(data_root: str | Path, dataset: str) -> dict[str, list[str]]:
         raise SuiteError(
             f"{path} does not list the classes of {', '.join(attrs)}; re-run {a1_hint(dataset)}"
         )
+    for a in attrs:  # a class is one printable name, listed once
+        names = labels[a]
+        bad = [n for n in names if not isinstance(n, str) or not n or unprintable(n)]
+        if bad or len(set(names)) < len(names):
+            what = f"the class {bad[0]!r} of {a}" if bad else f"a class of {a} twice"
+            raise SuiteError(f"{path} lists {what}; re-run {a1_hint(dataset)}")
     return labels
 
 
@@ -158,6 +165,8 @@ class ImageWriter:
     def save(self, src, rel: str, box: tuple[int, int, int, int] | None = None) -> bool:
         """Write `src` (a path or a file-like object) to images/<rel>; False if unreadable."""
         try:
+            if isinstance(src, (str, Path)) and Path(src).exists() and not Path(src).is_file():
+                raise OSError(f"not a regular file: {src}")  # a pipe or device would block
             with Image.open(src) as im:
                 im.load()  # decode fully: a truncated file fails here, not in B1
                 dst = self.out_dir / "images" / rel
@@ -177,7 +186,13 @@ class ImageWriter:
                 else:
                     im.save(dst, format=self.fmt)
             return True
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        except (
+            UnidentifiedImageError,
+            Image.DecompressionBombError,
+            OSError,
+            ValueError,
+            SyntaxError,
+        ) as e:  # a bomb (> 2× Pillow's pixel limit) is skipped like the rest
             name = src if isinstance(src, (str, Path)) else rel
             if self.strict:
                 raise SuiteError(

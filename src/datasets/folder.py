@@ -9,6 +9,7 @@ Besides the processed format, it writes dataset.json: the registry entry (src/ta
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 from src.artifacts import write_json
 from src.datasets.common import SPLITS, ImageWriter, Processed, SourceOptions, save_all
 from src.errors import SuiteError
+from src.labels import nfc_names, unprintable
 from src.paper import QUERY_MIN_TARGETS as MIN_TARGETS
 from src.tags import TAG_SEP, join_tags
 from src.tasks import DATASET_FILE, check_attribute_name, check_dataset_name
@@ -35,13 +37,14 @@ def read_labels_csv(source: Path) -> tuple[pd.DataFrame, list[str]]:
     path = source / LABELS_CSV
     if not path.is_file():
         raise SuiteError(f"{path} not found: --source must be a folder holding {LABELS_CSV}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:  # header=None: pandas would rename a repeated column ('a', 'a.1') before we see it
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, header=None)
     except pd.errors.EmptyDataError:
         raise SuiteError(f"{path} is empty: write a header (image, attributes…) and rows") from None
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise SuiteError(f"{path} is not a readable CSV ({str(e).splitlines()[0]})") from None
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = header_names(path, list(df.iloc[0]))
+    df = df.iloc[1:].reset_index(drop=True)
     if "image" not in df.columns:
         raise SuiteError(f"{path} has no 'image' column (the image paths, relative to {source})")
     attrs = [c for c in df.columns if c not in RESERVED_COLUMNS]
@@ -54,10 +57,22 @@ def read_labels_csv(source: Path) -> tuple[pd.DataFrame, list[str]]:
     if df.empty:
         raise SuiteError(f"{path} has a header but no rows")
     df = df.map(str.strip)
+    for col in df.columns:  # names end up in files and one-line messages: printable only
+        bad = df[col].map(unprintable)
+        if bad.notna().any():
+            row = int(np.argmax(bad.notna()))
+            raise SuiteError(
+                f"{path}: row {row + 2}, column {col!r} holds the unprintable character "
+                f"{bad.iloc[row]} (a line break, tab or invisible mark); remove it"
+            )
     for col in ("image", *attrs):
         blank = df[col] == ""
         if blank.any():
             raise SuiteError(f"{path}: row {int(np.argmax(blank)) + 2} has an empty {col!r}")
+    for a in attrs:  # class names in NFC: one spelling per class, whatever the editor wrote
+        df[a] = df[a].map(nfc_names(df[a].unique(), f"{path}, column {a!r}"))
+    if "tags" in df.columns:  # a tag typed in NFD is the same tag as in NFC
+        df["tags"] = [unicodedata.normalize("NFC", c) for c in df["tags"]]
     for rel in df["image"]:
         if not inside(rel):
             raise SuiteError(
@@ -78,6 +93,23 @@ def read_labels_csv(source: Path) -> tuple[pd.DataFrame, list[str]]:
         if bad:
             raise SuiteError(f"{path}: split {bad[0]!r} is not train or test")
     return df, attrs
+
+
+def header_names(path: Path, raw: list[str]) -> list[str]:
+    """labels.csv's column names without surrounding spaces; two that become one name fail."""
+    names: dict[str, str] = {}
+    for column in raw:
+        name = str(column).strip()
+        if name in names:
+            same = (
+                f"{column!r} twice" if names[name] == column else f"{names[name]!r} and {column!r}"
+            )
+            raise SuiteError(
+                f"{path}: the header has {same}, one column name once spaces are dropped; "
+                "rename or merge them"
+            )
+        names[name] = column
+    return list(names)
 
 
 def inside(rel: str) -> bool:
@@ -131,6 +163,11 @@ def prepare(out_dir: Path, opts: SourceOptions) -> Processed:
         rule = f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} on {attrs[0]}, seed {opts.seed}"
         is_test = stratified_test(df[attrs[0]], opts.seed)
     if "tags" in df.columns:
+        if (df["tags"] == "").all():  # A2 could draw no query, E1 search no database
+            raise SuiteError(
+                f"{source / LABELS_CSV}: the tags column is empty; give images tags, or drop the "
+                "column (each image's label values then are its tags)"
+            )
         tag_source = "the 'tags' column of labels.csv"
         df["tags"] = [join_tags(c.split(TAG_SEP)) for c in df["tags"]]
     else:

@@ -132,8 +132,32 @@ class SearchSpace:
         """D1's student of the task at λ on the device (loaded once), or None when not trained."""
         if lam not in self.students:
             path = self.student_file(lam)
-            self.students[lam] = load_student(path, self.device)[0] if path.exists() else None
+            self.students[lam] = self._checked_student(path, lam) if path.exists() else None
         return self.students[lam]
+
+    def _checked_student(self, path: Path, lam: float) -> Student:
+        """The student in `path`, refused in one line when it was distilled for another task,
+        label set or embedding size (a file copied or renamed by hand)."""
+        student, cfg = load_student(path, self.device)
+        d1 = f"{hint('D1', '--task', self.task.name, '--run', self.run)} --lambda {lam:g}"
+        have, want = sorted(student.num_classes), sorted(self.task.conditions)
+        if have != want:
+            raise SuiteError(
+                f"{path} is a student for {'+'.join(have)} (task {cfg.get('task', '?')}), but "
+                f"{self.task.name} conditions on {'+'.join(want)}; re-run {d1}"
+            )
+        for a, n in student.num_classes.items():
+            if n != len(self.labels[a]):
+                raise SuiteError(
+                    f"{path} was distilled for {n} {a} classes, labels.json lists "
+                    f"{len(self.labels[a])}; re-run {d1}"
+                )
+        if student.embedding_size != self.z.shape[1]:
+            raise SuiteError(
+                f"{path} was distilled on {student.embedding_size}-d embeddings, run {self.run}'s "
+                f"are {self.z.shape[1]}-d; re-run {d1}"
+            )
+        return student
 
 
 def _check_heads(task: Task, run: str, space_cfg, heads, labels, emb, c1: str) -> None:
@@ -214,6 +238,11 @@ def load_space(
     require(rdir / "encoder.pt", stage_hint("B1", task, run))
     encoder, config = load_encoder(rdir, device)
     _check_heads(task, run, config, encoder.heads, labels, emb, c1)
+    if emb["z"].ndim != 2 or emb["z"].shape[1] != int(config["embedding_size"]):
+        raise SuiteError(  # e.g. embeddings.npz copied from another run
+            f"{rdir / 'embeddings.npz'} holds embeddings of shape {emb['z'].shape}, but the "
+            f"encoder of run {run} makes {config['embedding_size']}-d ones; re-run {c1}"
+        )
     label_attrs = [a for a in labels if f"label_{a}" in emb]
 
     splits = ("test",) if database == "test" else ("train", "test")
@@ -384,6 +413,9 @@ def embed_image(
     """Embed a picture (a file, or an open binary stream such as an upload named `name`) with
     the trained encoder and the test transform (1×E); `formats` limits what Pillow may decode."""
     name = name or str(path)
+    if isinstance(path, Path) and path.exists() and not path.is_file():
+        # reading a pipe or a device would never end
+        raise SuiteError(f"--image {path} is not a regular file (a folder, pipe or device)")
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too

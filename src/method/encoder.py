@@ -18,6 +18,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
+from src.argtypes import MIN_IMAGE_SIZE
 from src.artifacts import load_torch
 from src.errors import SuiteError
 from src.hints import B1_HINT
@@ -52,6 +53,9 @@ class Backbone:
     strip: Callable[[nn.Module], nn.Module]  # drop the classifier: the model then returns features
     feature_size: int
     weights: str | None  # torchvision weights enum, e.g. "ConvNeXt_Base_Weights.IMAGENET1K_V1"
+    min_image_size: int = 32  # smallest input side its layers take (stride 32: 32 px → 1×1)
+    image_size_step: int = 1  # the side must be a multiple of this (ViT: its 16 px patches)
+    weights_image_size: int | None = None  # the only side its pretrained weights fit (ViT: 224)
 
 
 def _tv(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -73,8 +77,12 @@ BACKBONES: dict[str, Backbone] = {
         "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
     ),
     # The authors' resnet50(pretrained=True) is torchvision's legacy alias for IMAGENET1K_V1.
-    "resnet50": Backbone(
-        _tv(models.resnet50), _strip("fc", nn.Identity), 2048, "ResNet50_Weights.IMAGENET1K_V1"
+    "resnet50": Backbone(  # padded stride-2 convolutions: any side ≥ 16 (MIN_IMAGE_SIZE) runs
+        _tv(models.resnet50),
+        _strip("fc", nn.Identity),
+        2048,
+        "ResNet50_Weights.IMAGENET1K_V1",
+        min_image_size=MIN_IMAGE_SIZE,
     ),
     # VGG's adaptive 7×7 pool flattened: 512·7·7 = 25,088 features.
     "vgg16_bn": Backbone(
@@ -91,6 +99,9 @@ BACKBONES: dict[str, Backbone] = {
         _strip("heads", nn.Identity),
         768,
         "ViT_B_16_Weights.IMAGENET1K_V1",
+        min_image_size=16,
+        image_size_step=16,
+        weights_image_size=224,
     ),
     # Small ConvNeXt configurations (ConvNeXt-V2 naming), trained from scratch in the demo.
     "convnext_atto": Backbone(
@@ -118,6 +129,28 @@ def get_backbone(name: str) -> Backbone:
     if name not in BACKBONES:
         raise SuiteError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
     return BACKBONES[name]
+
+
+def check_image_size(name: str, image_size: int, pretrained: str = "none") -> None:
+    """Fail, before anything is built or written, when `image_size` does not fit backbone `name`
+    (its table row: minimum side, step, the side its pretrained weights were made for)."""
+    spec = get_backbone(name)
+    fix = "choose another --image-size (or --backbone)"
+    if image_size < spec.min_image_size:
+        raise SuiteError(
+            f"--image-size {image_size} is too small for {name}: it takes ≥ "
+            f"{spec.min_image_size} px; {fix}"
+        )
+    if image_size % spec.image_size_step:
+        raise SuiteError(
+            f"--image-size {image_size} does not fit {name}: it takes multiples of "
+            f"{spec.image_size_step} px; {fix}"
+        )
+    if spec.weights_image_size and pretrained != "none" and image_size != spec.weights_image_size:
+        raise SuiteError(
+            f"--image-size {image_size} does not fit {name} with --pretrained {pretrained}: its "
+            f"weights take {spec.weights_image_size} px only; use that size or --pretrained none"
+        )
 
 
 def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:

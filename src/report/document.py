@@ -20,6 +20,7 @@ from src.artifacts import (
     dataset_dir,
     queries_path,
     read_json_or_none,
+    read_metrics,
     results_dir,
     run_dir,
     write_text,
@@ -302,7 +303,7 @@ def build_report(
     enc_cfg = read_json_or_none(wdir / "config.json")
     heads = read_json_or_none(wdir / "metrics.json")
     tasks = [t for t in tasks_of(dataset, data_root) if (base / t.name).is_dir()]
-    metrics = {t.name: read_json_or_none(base / t.name / "metrics.json") for t in tasks}
+    metrics = {t.name: read_metrics(base / t.name / "metrics.json") for t in tasks}
     differs = {  # how each task's setting differs from the paper's: banner, † on every Δ
         t.name: setting_differences(t, data_cfg, enc_cfg, metrics[t.name]) for t in tasks
     }

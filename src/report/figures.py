@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from src.artifacts import read_json_or_none
+from src.artifacts import read_metrics
 from src.evaluation.methods import (
     Ranking,
     rank,
@@ -274,7 +274,7 @@ def run_figures(results: Path, weights: Path, tasks: Sequence[str], title: str) 
     for t in tasks:
         if (results / t / "sweep.csv").exists():
             sweeps[t] = pd.read_csv(results / t / "sweep.csv")
-            rnd = (read_json_or_none(results / t / "metrics.json") or {}).get("methods", {})
+            rnd = (read_metrics(results / t / "metrics.json") or {}).get("methods", {})
             rnd = rnd.get("random") or {}
             if rnd.get("paper_map@10") is not None and rnd.get("mts@10") is not None:
                 baselines[t] = {"random": (rnd["paper_map@10"], rnd["mts@10"])}
@@ -314,6 +314,14 @@ def search_picture(
         seen = {a: space.labels[a][int(h(q.z0).argmax(1))] for a, h in space.heads.items()}
     rankings = {"k-nearest (kNN)": rank_knn(space, q), f"Backward Search λ={lam:g}": bs}
     student = space.student(lam)
+    if student is not None and set(student.num_classes) != set(conditions):
+        log.info(
+            "the student of %s takes every condition (%s) at once: the picture is searched by "
+            "Backward Search alone (give each --condition for the student's row)",
+            space.task.name,
+            ", ".join(student.num_classes),
+        )
+        student = None
     if student is not None:
         rankings[f"student λ={lam:g}"] = rank_student(space, q, student, lam)
     rows = [ranked_row(t, space, q, r.indices, 0, r.scores) for t, r in rankings.items()]

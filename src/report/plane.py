@@ -10,7 +10,6 @@ has the higher precision at equal context.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from src.artifacts import read_metrics
 from src.paper import METHOD_NAMES, NOT_IN_PAPER
 from src.report.drawing import save_figure
 
@@ -254,7 +254,7 @@ def _methods(task_dir: Path) -> dict[str, Any] | None:
     path = task_dir / "metrics.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8")).get("methods") or {}
+    return (read_metrics(path) or {}).get("methods") or {}
 
 
 def task_planes(

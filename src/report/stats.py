@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.artifacts import read_json_or_none
+from src.artifacts import read_metrics
 from src.evaluation.bootstrap import p_text
 from src.report import plane
 from src.report.markdown import fmt_cell, md_table, method_name, with_interval
@@ -169,7 +169,7 @@ def seeds_table(runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame | None:
 def seeds_lines(results_root: Path, run: str, task: Task, metrics: Any) -> list[str]:
     """The across-seeds table of one task, when replicate runs results/<run>-seed<N>/ exist."""
     reps = {
-        name: read_json_or_none(d / task.name / "metrics.json")
+        name: read_metrics(d / task.name / "metrics.json")
         for name, d in seed_runs(results_root, run).items()
     }
     reps = {n: m for n, m in reps.items() if isinstance(m, dict)}
