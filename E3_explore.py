@@ -21,10 +21,11 @@ from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, st
 from src.evaluation.space import DATABASES, load_space
 from src.explorer.app import LOOPBACK_HOSTS, create_app
 from src.explorer.projection import load_projection
-from src.explorer.server import is_loopback, listen, serve, url_of
+from src.explorer.server import THREADS, is_loopback, listen, serve, url_of
 from src.explorer.session import Explorer
 from src.runs import RUN_HELP, resolve_run
 from src.tasks import TASK_HELP, get_task
+from src.threads import use_threads
 
 log = logging.getLogger("src.E3")
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
@@ -67,6 +68,8 @@ def open_explorer(args) -> Explorer:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads is None:  # the stages' default suits batches; E3 answers one query at a time
+        use_threads(THREADS)
     setup_logging()
     sock = listen(args.host, args.port)  # first: a port in use fails before the run is read
     try:

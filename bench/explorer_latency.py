@@ -35,11 +35,12 @@ from src.cli import resolve_device, run_stage, setup_logging  # noqa: E402
 from src.evaluation.space import SearchSpace, load_space  # noqa: E402
 from src.explorer.app import create_app  # noqa: E402
 from src.explorer.projection import fit_projection  # noqa: E402
-from src.explorer.server import serving  # noqa: E402
+from src.explorer.server import THREADS, serving  # noqa: E402
 from src.explorer.session import Explorer  # noqa: E402
 from src.runs import resolve_run  # noqa: E402
 from src.tags import tag_matrix  # noqa: E402
 from src.tasks import get_task  # noqa: E402
+from src.threads import use_threads  # noqa: E402
 
 LAMBDAS = (1 / 16, 0.25, 1.0, 4.0, 16.0)
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     iterations = []
     load_before = os.getloadavg()
+    use_threads(THREADS)  # as E3 serves it
     with serving(create_app(explorer)) as url:
         port = int(url.rstrip("/").rsplit(":", 1)[1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

@@ -34,6 +34,7 @@ from src.method import metrics
 from src.method.student import Student, student_path
 from src.queries import read_queries
 from src.tasks import get_task
+from src.threads import use_threads
 from tests._pipeline import build_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -523,3 +524,19 @@ def test_e3_marks_e1s_lambda_when_e1_ran(pipe):
         assert E3_explore.open_explorer(args).meta()["default_lambda"] == 0.5
     finally:
         metrics_json.unlink()
+
+
+def test_e3_serves_on_one_thread_unless_threads_is_given(pipe, monkeypatch):
+    threads = []
+    monkeypatch.setattr(
+        E3_explore, "serve", lambda app, sock: threads.append(torch.get_num_threads())
+    )
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the stages' default here would be two threads
+    before = torch.get_num_threads()
+    try:
+        E3_explore.main(pipe.argv("--task", TASK, "--port", "0"))
+        E3_explore.main(pipe.argv("--task", TASK, "--port", "0", "--threads", "2"))
+    finally:
+        use_threads(None)  # the other tests' default
+        torch.set_num_threads(before)
+    assert threads == [1, 2]

@@ -12,12 +12,16 @@ import threading
 import time
 from collections.abc import Iterator
 
-import torch
 import uvicorn
 from starlette.applications import Starlette
 
 from src.errors import SuiteError
 from src.explorer.app import LOOPBACK_HOSTS
+
+# E3's CPU threads unless --threads says otherwise: every interaction is one query's small tensors,
+# where a second intra-op thread costs more in OpenMP hand-offs than it saves (and on a busy machine
+# those stall for tens of ms)
+THREADS = 1
 
 
 def is_loopback(host: str) -> bool:
@@ -52,9 +56,6 @@ def url_of(sock: socket.socket) -> str:
 
 
 def _server(app: Starlette) -> uvicorn.Server:
-    # Every interaction is one query's small tensors: on the CPU a second intra-op thread costs
-    # more in OpenMP hand-offs than it saves, and on a busy machine those stall for tens of ms.
-    torch.set_num_threads(1)
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
 
 
