@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from src.argtypes import int_at_least, nonnegative_float, run_name_arg
-from src.artifacts import require, run_dir, save_torch, stage_config, write_csv, write_json
+from src.artifacts import require, save_torch, stage_config, write_csv, write_json
 from src.atomic import atomic_files, stage_lock
 from src.cli import (
     add_device_arg,
@@ -29,10 +29,11 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
+from src.evaluation.task_run import open_task_run, resolve_lambda
 from src.method.student import HIDDEN, DistillConfig, batch_starts, distill, student_path
 from src.progress import run_estimate
-from src.runs import RUN_HELP, resolve_run
-from src.tasks import TASK_HELP, get_task
+from src.runs import RUN_HELP
+from src.tasks import TASK_HELP
 
 log = logging.getLogger("src.D1")
 SLOW_D1_SECONDS = 600.0  # above this, D1 on a CPU warns after its first batches
@@ -72,10 +73,9 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    task = get_task(args.task, args.data_root)
-    lam = task.default_lambda if args.lam is None else args.lam
-    run = resolve_run(args.weights_root, task.dataset, args.run)
-    rdir = run_dir(args.weights_root, run)
+    tr = open_task_run(args)
+    task, run, rdir = tr.task, tr.run, tr.weights
+    lam, _ = resolve_lambda(task, args.lam)  # D1 makes a student: it reads no other λ
     out = student_path(rdir, task.name, lam)
     setup_logging()
     seed_everything(args.seed)

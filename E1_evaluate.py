@@ -22,9 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from src import paper
 from src.argtypes import nonnegative_float, open_fraction, run_name_arg
-from src.artifacts import RELEASE_SOURCE, read_json, results_dir, run_dir, stage_config, write_json
+from src.artifacts import stage_config, write_json
 from src.atomic import atomic_dir
 from src.cli import (
     add_device_arg,
@@ -36,16 +35,17 @@ from src.cli import (
 )
 from src.errors import SuiteError
 from src.evaluation import task_eval
-from src.evaluation.methods import ALPHAS
-from src.evaluation.space import file_queries, load_space
+from src.evaluation.registry import METHODS, STUDENT
+from src.evaluation.space import file_queries
+from src.evaluation.task_run import open_task_run
 from src.hints import hint
 from src.method.student import student_path
 from src.paper import TOP_K
 from src.queries import read_queries
 from src.quirks import parse_quirks, protocol_label
 from src.report import tables
-from src.runs import RUN_HELP, resolve_run
-from src.tasks import TASK_HELP, get_task
+from src.runs import RUN_HELP
+from src.tasks import TASK_HELP
 
 log = logging.getLogger("src.E1")
 
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--lambda", dest="lam", type=nonnegative_float, help="λ (default: the task's)")
     p.add_argument(
         "--methods",
-        help=f"comma-separated subset of {','.join(paper.METHODS)} "
+        help=f"comma-separated subset of {','.join(METHODS)} "
         "(default: all; the student only when D1 trained one)",
     )
     p.add_argument(
@@ -92,50 +92,15 @@ def parse_args(argv: list[str] | None):
     return p.parse_args(argv)
 
 
-def student_lambdas(rdir: Path, task: str) -> dict[float, Path]:
-    """The students of `task` in a run folder, by the λ in their file names (sorted)."""
-    prefix = f"student_{task}_lam"
-    found = {}
-    for f in rdir.glob(f"{prefix}*.pt"):
-        try:
-            found[float(f.stem.removeprefix(prefix))] = f
-        except ValueError:
-            continue  # not a name D1 or the importer writes
-    return dict(sorted(found.items()))
-
-
-def resolve_lambda(args, task, rdir: Path, imported: bool) -> tuple[float, str]:
-    """λ and where it came from: --lambda, the imported student's file name, or the task's default."""
-    if args.lam is not None:
-        return args.lam, "--lambda"
-    found = student_lambdas(rdir, task.name)
-    if not imported or not found or task.default_lambda in found:
-        return task.default_lambda, "the task's default"
-    if len(found) > 1:
-        raise SuiteError(
-            f"{rdir} holds students of {task.name} at λ = {', '.join(f'{x:g}' for x in found)}: "
-            "choose one with --lambda"
-        )
-    lam, path = next(iter(found.items()))
-    return lam, f"the imported student's file name ({path.name})"
-
-
-def run_source(rdir: Path) -> str | None:
-    """weights/<run>/config.json "source" ("authors-release" for an imported run), if any."""
-    path = rdir / "config.json"
-    cfg = read_json(path, hint("B1", "--run", rdir.name)) if path.is_file() else {}
-    return cfg.get("source") if isinstance(cfg, dict) else None
-
-
 def chosen_methods(args, student_file: Path, lam: float) -> list[str]:
     """--methods checked; by default every method, the student only when its file exists."""
     if args.methods is None:
-        return [m for m in paper.METHODS if m != "student" or student_file.exists()]
+        return [m for m, r in METHODS.items() if not r.trained or student_file.exists()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in paper.METHODS]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise SuiteError(f"--methods {args.methods!r}: choose from {', '.join(paper.METHODS)}")
-    if "student" in methods and not student_file.exists():
+        raise SuiteError(f"--methods {args.methods!r}: choose from {', '.join(METHODS)}")
+    if any(METHODS[m].trained for m in methods) and not student_file.exists():
         raise SuiteError(
             f"{student_file} not found: run {hint('D1', '--task', args.task)} "
             f"--lambda {lam:g} first"
@@ -145,13 +110,10 @@ def chosen_methods(args, student_file: Path, lam: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    task = get_task(args.task, args.data_root)
+    tr = open_task_run(args)
+    task, run, rdir, out = tr.task, tr.run, tr.weights, tr.results
     quirks = parse_quirks(args.authors_quirks, "E1")
-    run = resolve_run(args.weights_root, task.dataset, args.run)
-    rdir = run_dir(args.weights_root, run)
-    imported = run_source(rdir) == RELEASE_SOURCE
-    lam, lam_source = resolve_lambda(args, task, rdir, imported)
-    out = results_dir(args.results_root, run, task.name)
+    lam, lam_source = tr.lam(args.lam, after_e1=False)
     setup_logging()
     seed_everything(args.seed)
     device = resolve_device(args.device)
@@ -159,14 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     methods = chosen_methods(args, student_file, lam)
     t0 = time.time()
 
-    space = load_space(args.data_root, args.weights_root, task, run, device)
+    space = tr.space(device)
     queries = read_queries(args.data_root, task.name)
     q = file_queries(space, queries, exclude_query=args.exclude_query, quirks=quirks)
     if len(space) < TOP_K + int(args.exclude_query):
         raise SuiteError(
             f"the database has {len(space)} tagged test images; retrieval needs more than {TOP_K}"
         )
-    student = space.student(lam) if "student" in methods else None  # checked before writing
+    if STUDENT in methods:
+        space.student(lam)  # loaded and checked before anything is written
     for name in sorted(set(quirks) - set(q.quirks)):
         log.info("--authors-quirks %s changes nothing on %s: not applied", name, task.dataset)
     # the task's folder is built aside and swapped in whole (E2's figures/ carried over): no
@@ -183,10 +146,10 @@ def main(argv: list[str] | None = None) -> None:
                 device,
             )
             log.info("λ = %g (%s); mTS@10 protocol: %s", lam, lam_source, protocol_label(q.quirks))
-            if "student" in methods:
+            if STUDENT in methods:
                 log.info("student: %s (λ = %g)", student_file.name, lam)
             else:
-                whose = "the release has" if imported else "D1 trained"
+                whose = "the release has" if tr.imported else "D1 trained"
                 log.info(
                     "no student: %s none for %s at λ = %g (%s)",
                     whose,
@@ -200,13 +163,11 @@ def main(argv: list[str] | None = None) -> None:
                 methods,
                 lam,
                 seed=args.seed,
-                student=student,
-                sweep_lambdas=(0.0, *paper.FIG6_LAMBDAS) if args.sweep else None,
+                sweep=args.sweep,
                 target_mts=args.target_mts,
                 alpha=args.alpha,
-                sweep_alphas=ALPHAS if args.sweep else None,
             )
-            if "student" in methods:
+            if STUDENT in methods:
                 results.student_file = student_file.name
             tables.write_results(tmp, results)
             resolved = {"lambda": lam, "lambda_source": lam_source, "quirks": list(q.quirks)}

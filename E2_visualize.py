@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from src.argtypes import int_at_least, nonnegative_float, run_name_arg
-from src.artifacts import read_metrics, results_dir, run_dir, stage_config, write_json
+from src.artifacts import stage_config, write_json
 from src.atomic import atomic_path, stage_lock
 from src.cli import (
     add_device_arg,
@@ -35,13 +35,15 @@ from src.cli import (
     stage_parser,
 )
 from src.errors import SuiteError
-from src.evaluation.space import DATABASES, SearchSpace, embed_image, load_space
+from src.evaluation import shown
+from src.evaluation.space import DATABASES, SearchSpace, embed_image
+from src.evaluation.task_run import TaskRun, open_task_run
 from src.labels import parse_conditions
 from src.queries import read_queries
 from src.report import figures, plane
 from src.report.document import write_report
-from src.runs import RUN_HELP, resolve_run
-from src.tasks import TASK_HELP, get_task, tasks_of
+from src.runs import RUN_HELP
+from src.tasks import TASK_HELP, tasks_of
 
 log = logging.getLogger("src.E2")
 
@@ -114,8 +116,9 @@ def search_picture(
     and save the grid."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", args.image.stem)[:60] or "image"
     path = figs / f"search_{stem}{figures.database_suffix(space)}.png"
-    found = figures.search_picture(space, args.image, z0, conditions, lam, path)
+    found = shown.search_picture(space, z0, conditions, lam)
     named = {a: space.labels[a][c] for a, c in conditions.items()}
+    figures.picture_grid(space, args.image, found, named, path)
     log.info(
         "%s → %s (λ = %g) in %s; the encoder sees it as %s",
         args.image,
@@ -147,33 +150,18 @@ def main(argv: list[str] | None = None) -> None:
 
 def visualize(args) -> None:
     """Draw the figures of --task (or search --image) and write REPORT.md."""
-    task = get_task(args.task, args.data_root)
     lams = fig5_rows(args.lambdas)
     if args.condition and args.image is None:
         raise SuiteError("--condition goes with --image; a query's condition is in its query file")
     if args.images is not None and not args.images.is_dir():
         raise SuiteError(f"--images {args.images} is not a folder: give the dataset's image folder")
-    run = resolve_run(args.weights_root, task.dataset, args.run)
-    space = load_space(
-        args.data_root,
-        args.weights_root,
-        task,
-        run,
-        resolve_device(args.device),
-        database=args.database,
-        images=args.images,
-    )
+    tr = open_task_run(args)
+    task, results = tr.task, tr.results
+    space = tr.space(resolve_device(args.device), database=args.database, images=args.images)
     if args.image is not None:  # checked and embedded before anything is written
-        if space.config.get("backbone_absent"):
-            raise SuiteError(
-                f"--image: run {run} was imported from the authors' release without its "
-                "backbone, so it cannot embed a new picture; use a run trained by B1_train_encoder.py"
-            )
         conditions = parse_conditions(args.condition, space.labels, task.conditions)
         z0 = embed_image(space, args.image)
-    results = results_dir(args.results_root, run, task.name)
-    e1_lam = (read_metrics(results / "metrics.json") or {}).get("lambda")
-    lam = next(v for v in (args.lam, e1_lam, task.default_lambda) if v is not None)
+    lam, _ = tr.lam(args.lam)
     chosen = None if args.image is not None else chosen_queries(args, task.name)
     log_file = results / "figures" / "E2.log"
     # E1's lock: no E1 swaps the task's folder while E2 writes into it. E2.log goes on across runs
@@ -185,7 +173,7 @@ def visualize(args) -> None:
         try:
             if args.image is not None:
                 return search_picture(args, space, conditions, z0, lam, results / "figures")
-            draw(args, space, chosen, lam, lams, e1_lam, results)
+            draw(args, tr, space, chosen, lam, lams)
         finally:
             setup_logging()  # close E2.log
 
@@ -201,9 +189,9 @@ def chosen_queries(args, task_name: str):
     return queries.loc[ids].reset_index(drop=True)
 
 
-def draw(args, space: SearchSpace, chosen, lam, lams, e1_lam, results: Path) -> None:
+def draw(args, tr: TaskRun, space: SearchSpace, chosen, lam, lams) -> None:
     """Result grids and Fig 5 (when the images are at hand), Fig 6, config.json, REPORT.md."""
-    run, task = space.run, space.task
+    run, task, results = tr.run, tr.task, tr.results
     figs = results / "figures"
     paths, not_drawn = [], []
     missing = space.missing_images(chosen["image"])
@@ -221,15 +209,20 @@ def draw(args, space: SearchSpace, chosen, lam, lams, e1_lam, results: Path) -> 
         log.warning("E2: %s is not there; %s", missing[0], not_drawn[-1])
     else:
         log.info("E2: result grids search %s", space.describe())
+        e1 = tr.evaluated()
         # E1's rankings are of the test split: reused only for the same database and λ
-        e1_results = results if lam == e1_lam and space.database == "test" else None
-        paths += figures.result_grids(space, chosen, lam, figs, e1_results=e1_results)
+        reuse = lam == e1.get("lambda") and space.database == "test"
+        grids = shown.result_grids(
+            space, chosen, lam, e1_results=results if reuse else None, alpha=e1.get("alpha", 1.0)
+        )
+        paths += figures.result_grids(space, grids, figs)
         query = chosen.iloc[0]
         fig5 = figs / f"fig5_q{query['query_id']}{figures.database_suffix(space)}.png"
-        paths.append(figures.lambda_figure(space, query, lams, fig5, seed=args.seed))
+        rows = shown.lambda_rows(space, query, lams)
+        paths.append(figures.lambda_figure(space, rows, fig5, seed=args.seed))
     paths += figures.run_figures(
         results.parent,
-        run_dir(args.weights_root, run),
+        tr.weights,
         [t.name for t in tasks_of(task.dataset, args.data_root)],
         run,
     )

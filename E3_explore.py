@@ -16,15 +16,15 @@ import logging
 import sys
 
 from src.argtypes import int_at_least, run_name_arg
-from src.artifacts import read_json_or_none, results_dir
 from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
-from src.evaluation.space import DATABASES, load_space
+from src.evaluation.space import DATABASES
+from src.evaluation.task_run import open_task_run
 from src.explorer.app import LOOPBACK_HOSTS, create_app
 from src.explorer.projection import load_projection
 from src.explorer.server import THREADS, is_loopback, listen, serve, url_of
 from src.explorer.session import Explorer
-from src.runs import RUN_HELP, resolve_run
-from src.tasks import TASK_HELP, get_task
+from src.runs import RUN_HELP
+from src.tasks import TASK_HELP
 from src.threads import use_threads
 
 log = logging.getLogger("src.E3")
@@ -57,12 +57,9 @@ def parse_args(argv: list[str] | None):
 
 def open_explorer(args) -> Explorer:
     """The explorer over --task's run: its search space, map and default λ (E1's, else the task's)."""
-    task = get_task(args.task, args.data_root)
-    run = resolve_run(args.weights_root, task.dataset, args.run)
-    device = resolve_device(args.device)
-    space = load_space(args.data_root, args.weights_root, task, run, device, database=args.database)
-    e1 = read_json_or_none(results_dir(args.results_root, run, task.name) / "metrics.json") or {}
-    lam = next(v for v in (e1.get("lambda"), task.default_lambda) if v is not None)
+    tr = open_task_run(args)
+    space = tr.space(resolve_device(args.device), database=args.database)
+    lam, _ = tr.lam(None)
     return Explorer(space, load_projection(space), lam)
 
 

@@ -57,6 +57,13 @@ def queries_path(data_root: str | Path, dataset: str, task: str) -> Path:
 RELEASE_SOURCE = "authors-release"  # config.json "source" of artifacts imported from their release
 
 
+def is_release(record: Any) -> bool:
+    """Whether artifacts came from the authors' release: a record (a config.json or metrics.json,
+    its "source") or that source itself. The one test every stage and the report ask."""
+    source = record.get("source") if isinstance(record, dict) else record
+    return source == RELEASE_SOURCE
+
+
 def run_name(dataset: str, backbone: str, embedding_size: int, frozen: bool) -> str:
     """The encoder configuration's name, e.g. `cub_convnext_base_e256_ft`."""
     return f"{dataset}_{backbone}_e{embedding_size}_{'frozen' if frozen else 'ft'}"

@@ -1,9 +1,9 @@
 """The paper's published numbers (Lee & Kim 2024, Tables 2–6; SPEC §8) as plain data.
 
 Keyed by the registry's `Task.paper_column` ("CUB", "aPY", "WikiArt-style", "WikiArt-multi") and by
-the method names E1 uses (random, knn, backward_search, student, plus the CoIR baselines of Table 4),
-so the evaluation can print the paper's value beside ours. Values are transcribed, never computed;
-beside them, the protocol's constants and the names of the methods E1 ranks with.
+the keys of the methods E1 ranks with (src/evaluation/registry.py: random, knn, backward_search,
+student), plus the CoIR peers of Table 4, so the evaluation can print the paper's value beside ours.
+Values are transcribed, never computed; beside them, the protocol's constants.
 """
 
 from __future__ import annotations
@@ -18,17 +18,8 @@ TOP_K = 10  # retrieval is scored on the top-10 (mAP@10, mTS@10)
 QUERY_MIN_TARGETS = 10  # a query needs this many other database images carrying its condition
 QUERY_MAX_JACCARD = 0.1  # … and one of them sharing less than this tag-Jaccard with it
 
-# The methods E1 ranks with, in the order tables list them: the paper's, and two baselines that
-# are not in the paper (they use only what Backward Search uses: the heads and the embeddings).
-METHODS = ("random", "knn", "filtered_knn", "centroid_shift", "backward_search", "student")
-NOT_IN_PAPER = {"filtered_knn": "head-filtered kNN", "centroid_shift": "class-centroid shift"}
-
-# How a method is named in the tables (paper wording).
-METHOD_NAMES: dict[str, str] = {
-    "random": "random search",
-    "knn": "k-nearest search",
-    "backward_search": "Backward Search",
-    "student": "Student (distilled)",
+# The paper's CoIR runs (Table 4), by their names there: only their numbers are in this suite.
+PEERS: dict[str, str] = {
     "searle": "SEARLE",
     "pic2word": "Pic2Word",
     "covr": "CoVR",

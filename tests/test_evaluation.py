@@ -27,6 +27,8 @@ from src.cli import run_stage
 from src.evaluation import methods as ev
 from src.evaluation import task_eval
 from src.evaluation.methods import BackwardSearches
+from src.evaluation.registry import METHODS as REGISTRY
+from src.evaluation.registry import Setting, rank
 from src.evaluation.scoring import score
 from src.evaluation.space import Queries, SearchSpace, file_queries, load_space
 from src.evaluation.sweeps import calibrate, evaluate_lambda
@@ -220,7 +222,7 @@ def test_alpha_sweep_beside_the_lambda_sweep(synth_style):
 def test_baselines_have_rows_of_their_own_marked_not_in_the_paper(synth_style):
     names = [
         "head-filtered kNN (not in the paper)",
-        "class-centroid shift, α = 1 (not in the paper)",
+        "class-centroid shift at α = 1 (not in the paper)",
     ]
     for name in ("table2", "table4"):
         t = pd.read_csv(synth_style / f"{name}.csv").set_index("method")
@@ -231,7 +233,7 @@ def test_baselines_have_rows_of_their_own_marked_not_in_the_paper(synth_style):
         row = t.loc["k-nearest search"]
         cell = f"{row['mAP@10 (ours)']:.3f} [{row['mAP@10 (ours) 95% low']:.3f}, "
         assert cell in md and "95% low" not in md
-    for m in paper.NOT_IN_PAPER:
+    for m in (k for k, r in REGISTRY.items() if not r.in_paper):
         assert (synth_style / f"retrievals_{m}.csv").is_file()
 
 
@@ -349,12 +351,12 @@ def test_paper_task_tables_hold_the_papers_values(wiki_style):
     col = "WikiArt-style"
     t2 = pd.read_csv(wiki_style / "table2.csv").set_index("method")
     for method in ("random", "knn", "backward_search"):
-        row = t2.loc[paper.METHOD_NAMES[method]]
+        row = t2.loc[REGISTRY[method].label]
         assert row["mAP@10 (paper)"] == paper.TABLE2[method][col]
         assert row["Δ mAP@10"] == pytest.approx(row["mAP@10 (ours)"] - row["mAP@10 (paper)"])
     t4 = pd.read_csv(wiki_style / "table4.csv").set_index("method")
     for method in ("random", "searle", "pic2word", "covr", "clip4cir", "backward_search"):
-        row = t4.loc[paper.METHOD_NAMES[method]]
+        row = t4.loc[REGISTRY[method].label if method in REGISTRY else paper.PEERS[method]]
         assert (row["mAP@10 (paper)"], row["mTS@10 (paper)"]) == paper.TABLE4[method][col]
     assert np.isnan(t4.loc["k-nearest search", "mAP@10 (paper)"])  # not in the paper's Table 4
     t5 = pd.read_csv(wiki_style / "table5.csv").set_index("source")
@@ -463,7 +465,7 @@ def test_student_is_evaluated_when_trained(synth, tmp_path, capsys):
     assert run_stage(D1_train_distill.main, d1) == 0
     out = e1(p, "--task", "synthart-style", "--device", "cpu")
     m = read_metrics(out)
-    assert set(m["methods"]) == {"random", "knn", "backward_search", "student", *paper.NOT_IN_PAPER}
+    assert set(m["methods"]) == set(REGISTRY)  # every method, the student once D1 trained it
     st = m["methods"]["student"]
     assert st["ms_per_query"] > 0 and st["iterations_mean"] is None and st["lambda"] == 1.0
     assert 0 <= m["retrieved_similarity"] <= 1
@@ -633,7 +635,7 @@ def test_empty_tag_token_lowers_mts_only_for_queries_without_attributes(tmp_path
     bare = without_attributes(tmp_path, [0, 1, 4])
     out = tmp_path / "results" / run / "cub-bird"
     assert run_stage(E1_evaluate.main, argv) == 0
-    fixed = {m: pd.read_csv(out / f"retrievals_{m}.csv") for m in paper.METHODS}
+    fixed = {m: pd.read_csv(out / f"retrievals_{m}.csv") for m in REGISTRY}
     m_fixed = read_metrics(out)
     assert m_fixed["quirks"] == [] and m_fixed["source"] == "authors-release"
     assert run_stage(E1_evaluate.main, [*argv, "--authors-quirks", "empty-tag-token"]) == 0
@@ -641,7 +643,7 @@ def test_empty_tag_token_lowers_mts_only_for_queries_without_attributes(tmp_path
     assert m_quirk["quirks"] == ["empty-tag-token"]
     assert json.loads((out / "config.json").read_text())["quirks"] == ["empty-tag-token"]
     lowered = 0
-    for m in paper.METHODS:
+    for m in REGISTRY:
         quirk = pd.read_csv(out / f"retrievals_{m}.csv")
         same = [c for c in quirk.columns if c != "tag_similarity"]
         pd.testing.assert_frame_equal(quirk[same], fixed[m][same])  # ranks, precision unchanged
@@ -760,7 +762,7 @@ def test_filtered_knn_keeps_condition_images_while_enough_exist_then_pads_by_sim
     rest = np.flatnonzero(pred != 2)
     assert got[1][4:].tolist() == rest[np.argsort(-sim[rest])][:6].tolist()
     # plain kNN returns no b at all here: the filter does the work
-    assert not (pred[ev.rank_knn(space, queries).indices.numpy()[0]] == 1).any()
+    assert not (pred[ev.rank(space, queries.z0)[1].numpy()[0]] == 1).any()
 
 
 def test_filtered_knn_never_returns_the_excluded_row():
@@ -775,18 +777,21 @@ def test_centroid_shift_at_alpha_0_is_knn_and_moves_towards_the_condition():
     db_z = rng.normal(size=(40, 3)).tolist()
     z0 = [[1.0, 0.1, 0.0], [0.0, 0.2, 1.0], [0.3, 1.0, 0.1]]
     space, q = hand_made(db_z, z0, [1, 0, 2])
-    assert torch.equal(ev.rank_centroid_shift(space, q, 0.0).indices, ev.rank_knn(space, q).indices)
+    at_0 = rank(Setting(space, q, 1.0, alpha=0.0), ["centroid_shift", "knn"])
+    assert torch.equal(at_0["centroid_shift"].indices, at_0["knn"].indices)
     # z0 predicted a, b... shifted by α (μ[cond] − μ[pred]) = α · 2 (e_cond − e_pred)
     z = ev.centroid_shift(space, q, 0.5)
     expected = torch.tensor(z0) + torch.tensor(
         [[-1.0, 1.0, 0.0], [1.0, 0.0, -1.0], [0.0, -1.0, 1.0]]
     )
     assert torch.allclose(z, expected)
-    assert ev.rank_centroid_shift(space, q, 0.5).alpha == 0.5
+    assert (
+        rank(Setting(space, q, 1.0, alpha=0.5), ["centroid_shift"])["centroid_shift"].alpha == 0.5
+    )
 
 
 def test_the_papers_peer_rows_only_on_the_papers_datasets(synth_style, wiki_style):
-    peers = [paper.METHOD_NAMES[m] for m in tables.PEERS]
+    peers = list(paper.PEERS.values())
     assert peers == ["SEARLE", "Pic2Word", "CoVR", "CLIP4CIR"]
     synth4 = pd.read_csv(synth_style / "table4.csv")
     assert not set(peers) & set(synth4["method"])  # SynthArt: the paper has no such numbers

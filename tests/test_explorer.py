@@ -23,6 +23,7 @@ import E3_explore
 from src.artifacts import save_torch, write_json
 from src.errors import SuiteError
 from src.evaluation import methods
+from src.evaluation.registry import METHODS as REGISTRY
 from src.evaluation.space import embed_image, file_queries, load_space, picture_query
 from src.explorer import app as app_module
 from src.explorer import projection as proj
@@ -82,15 +83,21 @@ def ask(client, **body):
     return r.status_code, r.json()
 
 
-def expected(space, q, method: str, lam: float, alpha: float) -> methods.Ranking:
-    """What E1/E2's ranking function of `method` gives the queries q."""
+def expected(space, q, method: str, lam: float, alpha: float) -> torch.Tensor:
+    """The top-10 rows E1/E2's ranking of `method` gives the queries q, from the ranking functions
+    (the searched or shifted vector ranked by the one cosine `rank`), not through the registry."""
     if method == "backward_search":
-        return methods.rank_backward_search(space, q, lam)
+        return methods.rank_backward_search(space, q, lam).indices
+    if method == "filtered_knn":
+        return methods.rank_filtered_knn(space, q).indices
+    if method == "random":
+        return methods.rank_random(space, q, 0).indices
     if method == "student":
-        return methods.rank_student(space, q, space.student(lam), lam)
-    if method == "centroid_shift":
-        return methods.rank_centroid_shift(space, q, alpha)
-    return {"filtered_knn": methods.rank_filtered_knn, "knn": methods.rank_knn}[method](space, q)
+        with torch.no_grad():
+            z = space.student(lam).eval().search(q.z0, q.conditions)
+    else:
+        z = {"knn": q.z0, "centroid_shift": methods.centroid_shift(space, q, alpha)}[method]
+    return methods.rank(space, z)[1]
 
 
 def style_id(space, name: str) -> int:
@@ -111,6 +118,7 @@ def style_id(space, name: str) -> int:
         ("centroid_shift", {"alpha": 0.75}),
         ("filtered_knn", {}),
         ("knn", {}),
+        ("random", {}),
     ],
 )
 def test_every_method_answers_what_the_methods_rank(pipe, space, client, method, extra):
@@ -122,11 +130,11 @@ def test_every_method_answers_what_the_methods_rank(pipe, space, client, method,
         q = file_queries(space, frame.iloc[[i]])  # the query file's row, as E1 and E2 read it
         lam, alpha = extra.get("lam", 1.0), extra.get("alpha", 1.0)
         want = expected(space, q, method, lam, alpha)
-        assert [r["row"] for r in got["results"]] == want.indices[0].tolist()
-        hits = metrics.condition_hits(want.indices, space.label_ids, q.conditions)
+        assert [r["row"] for r in got["results"]] == want[0].tolist()
+        hits = metrics.condition_hits(want, space.label_ids, q.conditions)
         assert [r["hit"] for r in got["results"]] == hits[0].tolist()
         assert got["precision"] == pytest.approx(float(metrics.precision_at_k(hits)[0]))
-        jac = metrics.tag_jaccard(q.tags, space.tags, want.indices)[0]
+        jac = metrics.tag_jaccard(q.tags, space.tags, want)[0]
         assert got["mean_jaccard"] == pytest.approx(float(jac.mean()))
         assert got["condition"] == {"style": frame["style"][i]}
 
@@ -164,7 +172,8 @@ def test_the_walk_runs_from_z0_through_every_iterate_to_the_searched_z(
     np.testing.assert_allclose(walk[0], explorer.projection.xy[rows[0]], atol=1e-4)
     assert got["iterations"] == int(result.iterations[0])
     assert got["satisfied_at"] == int(result.satisfied_at[0])
-    assert got["answer_as"] == {"style": frame["style"][0]}  # λ = 0.5 reaches the condition
+    assert got["answer_as"]["style"] == frame["style"][0]  # λ = 0.5 reaches the condition
+    assert list(got["answer_as"]) == list(space.heads)  # how every head sees the answer
 
 
 def test_moving_lambda_changes_the_walk_and_the_grid(pipe, space, client):
@@ -226,7 +235,7 @@ def test_an_uploaded_picture_of_any_mode_is_searched_like_e2_searches_it(space, 
     r = client.post("/api/upload", content=data, headers={"X-Filename": "my%20photo.png"})
     assert r.status_code == 200, r.text
     up = r.json()
-    assert up["name"] == "my photo.png" and set(up["seen_as"]) == {"style"}
+    assert up["name"] == "my photo.png" and list(up["seen_as"]) == list(space.heads)
     status, got = ask(
         client, upload=up["token"], conditions={"style": 2}, method="backward_search", lam=1.0
     )
@@ -384,7 +393,16 @@ def test_meta_and_map_describe_the_task(space, client):
     meta = client.get("/api/meta").json()
     assert meta["conditions"] == ["style"] and meta["database"] == "test"
     assert meta["attributes"]["style"] == space.labels["style"] and meta["size"] == len(space)
-    assert list(meta["methods"])[0] == "backward_search"
+    assert list(meta["methods"]) == list(REGISTRY) and meta["default_method"] == "backward_search"
+    for key, m in meta["methods"].items():  # the registry's title, knob and trained flag
+        r = REGISTRY[key]
+        assert m == {"label": r.title(), "knob": r.knob and r.knob.key, "trained": r.trained}
+    assert meta["methods"]["centroid_shift"]["knob"] == "alpha"
+    assert meta["methods"]["student"] == {
+        "label": "Student (distilled)",
+        "knob": "lambda",
+        "trained": True,
+    }
     m = client.get("/api/map").json()
     assert len(m["xy"]) == len(space) and m["colour"] == space.label_ids["style"].tolist()
 

@@ -221,7 +221,11 @@ def test_student_row_appears_once_d1_trained_it(pipe, monkeypatch):
         E2_visualize.run_stage(E2_visualize.main, [*argv, "--lambda", "3", "--device", "cpu"]) == 0
     )
     titles = [r.title for r in drawn[0]]
-    assert titles == ["k-nearest (kNN)", "Backward Search λ=3", "student λ=3"]
+    assert titles == [
+        "k-nearest search",
+        "Backward Search at λ = 3",
+        "Student (distilled) at λ = 3",
+    ]
     assert all(len(r.tiles) == 10 for r in drawn[0])
 
 
@@ -242,7 +246,7 @@ def test_rankings_come_from_e1_when_it_ran_at_that_lambda(pipe, tmp_path, monkey
     assert E2_visualize.run_stage(E2_visualize.main, argv) == 0
     knn = drawn[0][0]
     assert [str(t.image.relative_to(pipe.data_root / "synthart")) for t in knn.tiles] == e1_keys
-    assert drawn[0][1].title == "Backward Search λ=0.5"  # E1's λ, computed here (no CSV for it)
+    assert drawn[0][1].title == "Backward Search at λ = 0.5"  # E1's λ, computed here (no CSV)
     # asked for another λ than E1's: E1's rankings are not used
     drawn.clear()
     assert E2_visualize.run_stage(E2_visualize.main, [*argv, "--lambda", "2"]) == 0
@@ -260,7 +264,7 @@ def test_fig5_marks_query_and_each_rows_top3_mean(pipe, monkeypatch):
     argv = pipe.argv("--task", "synthart-style", "--query-id", "1", "--lambdas", "knn,8,0")
     assert E2_visualize.run_stage(E2_visualize.main, [*argv, "--device", "cpu"]) == 0
     (panel,) = panels
-    assert list(panel.marks) == ["kNN", "λ=8", "λ=0"]
+    assert list(panel.marks) == ["k-nearest search", "λ=8", "λ=0"]
     q = pd.read_csv(pipe.data_root / "synthart" / "queries_synthart-style.csv").iloc[1]
     test = pd.read_csv(pipe.data_root / "synthart" / "test.csv").set_index("image")
     assert set(panel.classes) == {test.loc[q["image"], "style"], q["style"]}
@@ -387,6 +391,6 @@ def test_image_search_shows_the_student_row_when_it_exists(pipe, tmp_path, monke
             == 0
         )
         titles = [r.title for r in drawn[0]]
-        expected = ["k-nearest (kNN)", f"Backward Search λ={lam}"]
-        assert titles == expected + ([f"student λ={lam}"] if student else [])
+        expected = ["k-nearest search", f"Backward Search at λ = {lam}"]
+        assert titles == expected + ([f"Student (distilled) at λ = {lam}"] if student else [])
         assert all(len(r.tiles) == 10 for r in drawn[0])

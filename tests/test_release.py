@@ -472,7 +472,7 @@ def test_e2_images_dir_draws_the_grids_from_test_csv_paths(imported, tmp_path, m
     q = q.set_index("query_id").loc["3"]
     assert query.image == pictures / q["image"].removeprefix("images/")
     titles = [r.title.split()[0] for r in rows]  # the baselines come from E1's rankings
-    assert titles == ["k-nearest", "head-filtered", "class-centroid", "Backward", "student"]
+    assert titles == ["k-nearest", "head-filtered", "class-centroid", "Backward", "Student"]
     assert all(Path(t.image).is_relative_to(pictures) for r in rows for t in r.tiles)
     assert json.loads((figs / "config.json").read_text())["not_drawn"] == []
 

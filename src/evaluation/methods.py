@@ -1,6 +1,7 @@
-"""The ranking methods, one function each, shared by E1, E2 and the explorer: random search, kNN,
-Backward Search and the student (the paper's), and two baselines that are not in the paper
-(head-filtered kNN and the class-centroid shift), each giving the top-K database rows per query.
+"""The ranking functions, shared by E1, E2 and the explorer through the registry of methods
+(src/evaluation/registry.py): random search, kNN, Backward Search and the student (the paper's),
+and two baselines that are not in the paper (head-filtered kNN and the class-centroid shift), each
+giving the top-K database rows per query.
 
 Everything is batched on the space's device: one `backward_search` call for all queries of a λ,
 one pass over the database (`rank_cosine`) for every set of vectors known at the time (E1 ranks
@@ -26,7 +27,6 @@ from src.method.student import Student
 from src.paper import TOP_K as K
 from src.threads import search_threads
 
-ALPHAS = tuple(i / 4 for i in range(9))  # the α sweep of the centroid shift: 0, 0.25, …, 2
 RANDOM_BUDGET = 1 << 24  # random keys drawn at once (64 MiB), whatever the database size
 HEAD_ROWS = 1 << 16  # rows through the heads at once (head_predictions)
 FILTER_BONUS = 3.0  # head-filtered kNN: cosine lies in [-1, 1], so every kept row outranks the rest
@@ -103,15 +103,13 @@ def rank_random(space: SearchSpace, q: Queries, seed: int) -> Ranking:
     return Ranking("random", out.to(space.device))
 
 
-def rank_knn(space: SearchSpace, q: Queries) -> Ranking:
-    """k-nearest search: the query's own embedding, unchanged."""
-    return _ranked("knn", space, q, q.z0)
-
-
-def head_predictions(space: SearchSpace, z: Tensor) -> dict[str, Tensor]:
-    """Per conditioned attribute, the frozen heads' predicted class of each row of z (a database
-    of a million rows goes through in slices: the heads' hidden layers would take GBs)."""
-    heads = {a: space.heads[a] for a in space.task.conditions}
+def head_predictions(
+    space: SearchSpace, z: Tensor, attrs: Iterable[str] | None = None
+) -> dict[str, Tensor]:
+    """Per attribute (default: the conditioned ones), the frozen heads' predicted class of each
+    row of z (a database of a million rows goes through in slices: the heads' hidden layers would
+    take GBs)."""
+    heads = {a: space.heads[a] for a in (space.task.conditions if attrs is None else attrs)}
     with torch.no_grad(), _EvalMode(heads):
         return {
             a: torch.cat(
@@ -119,6 +117,13 @@ def head_predictions(space: SearchSpace, z: Tensor) -> dict[str, Tensor]:
             )
             for a, h in heads.items()
         }
+
+
+def seen_as(space: SearchSpace, z: Tensor) -> dict[str, str]:
+    """How the encoder's heads see one vector (1×E): the class name it predicts for every
+    attribute it has a head for (an outside picture in E2 and the explorer, a walk's answer)."""
+    pred = head_predictions(space, z.to(space.device), space.heads)
+    return {a: space.labels[a][int(p[0])] for a, p in pred.items()}
 
 
 def class_key(classes: Mapping[str, Tensor], sizes: Mapping[str, int]) -> Tensor:
@@ -148,11 +153,6 @@ def centroid_shift(space: SearchSpace, q: Queries, alpha: float) -> Tensor:
         mu = space.centroids[a]
         shift += mu[cond] - mu[pred[a]]
     return q.z0 + alpha * shift
-
-
-def rank_centroid_shift(space: SearchSpace, q: Queries, alpha: float) -> Ranking:
-    """The class-centroid shift at α, ranked by cosine: one vector addition per query."""
-    return rank_centroid_shifts(space, q, [alpha])[0]
 
 
 def rank_centroid_shifts(space: SearchSpace, q: Queries, alphas: Iterable[float]) -> list[Ranking]:
@@ -218,25 +218,19 @@ def student_search(space: SearchSpace, q: Queries, student: Student) -> tuple[Te
         return _timed(lambda: student.search(q.z0, q.conditions), space.device)
 
 
-def rank_student(space: SearchSpace, q: Queries, student: Student, lam: float) -> Ranking:
-    """The distilled student: one forward pass for all queries."""
-    z, timing = student_search(space, q, student)
-    return _ranked("student", space, q, z, timing=timing, lam=lam)
-
-
 class BackwardSearches:
     """Backward Search rankings of one query set, each λ searched once: the reported λ, Table 2's
-    λ = 0, the sweep and the calibration share them."""
+    λ = 0, the sweep and the calibration share them; `trace` keeps each query's walk."""
 
-    def __init__(self, space: SearchSpace, q: Queries):
-        self.space, self.q = space, q
+    def __init__(self, space: SearchSpace, q: Queries, *, trace: bool = False):
+        self.space, self.q, self.trace = space, q, trace
         self.done: dict[float, Ranking] = {}
 
     def __call__(self, lam: float, *, single: bool = False, timed: bool = False) -> Ranking:
         lam = float(lam)
         have = self.done.get(lam)
         if have is None:
-            have = rank_backward_search(self.space, self.q, lam, timed=timed)
+            have = rank_backward_search(self.space, self.q, lam, timed=timed, trace=self.trace)
             self.done[lam] = have
         elif timed and have.timing is None:  # searched already: only the timing pass is missing
             have.timing = _timed(lambda: search(self.space, self.q, lam), self.space.device)[1]
@@ -248,7 +242,9 @@ class BackwardSearches:
         """Search every λ not searched yet (one `backward_search` call each: a call's z does not
         depend on the others) and rank them all in one pass over the database."""
         todo = [lam for lam in dict.fromkeys(map(float, lams)) if lam not in self.done]
-        found = {f"λ={lam!r}": (search(self.space, self.q, lam), lam) for lam in todo}
+        found = {
+            f"λ={lam!r}": (search(self.space, self.q, lam, trace=self.trace), lam) for lam in todo
+        }
         vectors = {k: (r.z, {"search": r, "lam": lam}) for k, (r, lam) in found.items()}
         for r in rank_cosine(self.space, self.q, vectors).values():
             r.method = "backward_search"

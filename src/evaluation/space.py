@@ -79,7 +79,7 @@ class SearchSpace:
     embedded_z: np.ndarray  # their embeddings
     embedded_labels: dict[str, np.ndarray]  # attr → their class ids
     centroids: dict[str, Tensor]  # attr → C×E train-class means (the centroid shift's μ)
-    source: str | None = None  # data/<ds>/config.json "source" ("authors-release": imported)
+    source: str | None = None  # data/<ds>/config.json "source" (artifacts.is_release: imported)
     image_root: Path | None = None  # E2 --images: the pictures outside data/<dataset>
     students: dict[float, Student | None] = field(default_factory=dict, repr=False)
 
@@ -412,6 +412,11 @@ def embed_image(
 ) -> Tensor:
     """Embed a picture (a file, or an open binary stream such as an upload named `name`) with
     the trained encoder and the test transform (1×E); `formats` limits what Pillow may decode."""
+    if not space.encoder.has_backbone:  # checked before the picture is read
+        raise SuiteError(
+            f"run {space.run} was imported from the authors' release without its backbone, so it "
+            "cannot embed a new picture: use a run trained by B1_train_encoder.py"
+        )
     name = name or str(path)
     if isinstance(path, Path) and path.exists() and not path.is_file():
         # reading a pipe or a device would never end

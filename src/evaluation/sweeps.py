@@ -1,18 +1,19 @@
-"""Backward Search along λ and the centroid shift along α: the λ sweep (paper Fig 6), the α sweep
-(the trade-off plane) and Table 3's calibration of λ to a target mTS@10. Every λ is searched once
-(`BackwardSearches`), whichever of them asks for it first; the λ values known in advance (a
-sweep's grid, the calibration's two ends) and the α grid are each ranked in one database pass.
+"""A method along its knob: E1 --sweep's metrics at every step of a grid (Backward Search's λ
+sweep is paper Fig 6; the class-centroid shift's α sweep draws the trade-off plane; the registry
+says how each is ranked along its grid), and Table 3's calibration of λ to a target mTS@10. Every
+λ is searched once (`BackwardSearches`), whichever of them asks for it first; the λ values known
+in advance (a sweep's grid, the calibration's two ends) are ranked in one database pass.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
-from src.evaluation.methods import BackwardSearches, rank_centroid_shifts
+from src.evaluation.methods import BackwardSearches, Ranking
 from src.evaluation.scoring import score
 from src.evaluation.space import Queries, SearchSpace
 
@@ -26,37 +27,32 @@ def evaluate_lambda(searches: BackwardSearches, lam: float) -> dict[str, Any]:
     return score(searches.space, searches.q, searches(lam)).summary
 
 
-def _sweep_row(key: str, value: float, s: dict[str, Any]) -> dict[str, Any]:
-    """One sweep.csv / sweep_alpha.csv row: the step and the metrics at it."""
-    return {
-        key: value,
-        "paper_map@10": s["paper_map@10"],
-        "map@10": s["map@10"],
-        "mts@10": s["mts@10"],
-        **{f"context_{a}": v for a, v in s["context_preservation"].items()},
-    }
-
-
-def sweep(searches: BackwardSearches, lambdas: Iterable[float]) -> pd.DataFrame:
-    """Fig 6: the metrics of Backward Search along a λ grid, one row per λ."""
-    lambdas = list(lambdas)
-    searches.prefetch(lambdas)
+def sweep(
+    space: SearchSpace,
+    q: Queries,
+    knob: tuple[str, str],
+    steps: Sequence[float],
+    rankings: Iterable[Ranking],
+) -> pd.DataFrame:
+    """A method's metrics along its knob (`knob`: its column and symbol, e.g. ("lambda", "λ")),
+    one row per step: the step, the metrics at it and, for a search, its mean iterations."""
+    key, symbol = knob
     rows = []
-    for lam in lambdas:
-        s = evaluate_lambda(searches, lam)
-        rows.append(_sweep_row("lambda", lam, s) | {"iterations_mean": s["iterations_mean"]})
-        log.info("  λ=%-7g mAP@10 %.3f  mTS@10 %.3f", lam, s["paper_map@10"], s["mts@10"])
-    return pd.DataFrame(rows)
-
-
-def sweep_alpha(space: SearchSpace, q: Queries, alphas: Iterable[float]) -> pd.DataFrame:
-    """The trade-off curve of the class-centroid shift: its metrics along an α grid."""
-    alphas = list(alphas)
-    rows = []
-    for alpha, ranking in zip(alphas, rank_centroid_shifts(space, q, alphas), strict=True):
+    for value, ranking in zip(steps, rankings, strict=True):
         s = score(space, q, ranking).summary
-        rows.append(_sweep_row("alpha", alpha, s))
-        log.info("  α=%-7g mAP@10 %.3f  mTS@10 %.3f", alpha, s["paper_map@10"], s["mts@10"])
+        row = {
+            key: value,
+            "paper_map@10": s["paper_map@10"],
+            "map@10": s["map@10"],
+            "mts@10": s["mts@10"],
+            **{f"context_{a}": v for a, v in s["context_preservation"].items()},
+        }
+        if s["iterations_mean"] is not None:
+            row["iterations_mean"] = s["iterations_mean"]
+        rows.append(row)
+        log.info(
+            "  %s=%-7g mAP@10 %.3f  mTS@10 %.3f", symbol, value, s["paper_map@10"], s["mts@10"]
+        )
     return pd.DataFrame(rows)
 
 

@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 
 from src.errors import SuiteError
-from src.evaluation.methods import head_predictions
+from src.evaluation import registry
+from src.evaluation.methods import seen_as
+from src.evaluation.shown import shown_rows
 from src.evaluation.space import Queries, SearchSpace, embed_image, file_queries, picture_query
 from src.explorer.projection import Projection
-from src.explorer.walk import METHODS, walk
-from src.method import metrics
+from src.explorer.walk import walk
 from src.method.student import student_lambdas
 from src.tags import split_tags
 
@@ -58,7 +59,7 @@ class Shown:
     rank: int
     row: int
     image: str
-    score: float | None  # cosine to the ranked vector (None: head-filtered kNN ranks by rule)
+    score: float | None  # cosine to the ranked vector (None: a method that ranks by a rule)
     hit: bool  # carries every condition class
     labels: dict[str, str]
     tags: list[str]
@@ -132,8 +133,12 @@ class Explorer:
             "lambda_max": LAMBDA_MAX,
             "alpha_max": ALPHA_MAX,
             "student_lambdas": self.student_lambdas,
-            "methods": METHODS,
-            "uploads": not s.config.get("backbone_absent"),
+            "methods": {  # the registry's, in its order: the page's method switch
+                k: {"label": m.title(), "knob": m.knob and m.knob.key, "trained": m.trained}
+                for k, m in registry.METHODS.items()
+            },
+            "default_method": registry.BACKWARD_SEARCH,
+            "uploads": s.encoder.has_backbone,
             "max_upload_bytes": MAX_UPLOAD_BYTES,
         }
 
@@ -180,11 +185,6 @@ class Explorer:
 
     def upload(self, data: bytes, name: str) -> dict[str, Any]:
         """Embed an uploaded picture (kept in memory only); its token and how the heads see it."""
-        if self.space.config.get("backbone_absent"):
-            raise SuiteError(
-                f"run {self.space.run} was imported without its backbone: it cannot embed a "
-                "new picture; pick a database image"
-            )
         if len(data) > MAX_UPLOAD_BYTES:
             raise SuiteError(f"{name} is larger than {MAX_UPLOAD_BYTES >> 20} MiB: resize it")
         with self.lock:
@@ -193,7 +193,7 @@ class Explorer:
             self.uploads[token] = z0
             while len(self.uploads) > MAX_UPLOADS:
                 self.uploads.popitem(last=False)
-            seen = self._classes(z0)
+            seen = seen_as(self.space, z0)
         return {"token": token, "name": name, "seen_as": seen}
 
     def ask(self, body: Mapping[str, Any]) -> Ask:
@@ -210,9 +210,7 @@ class Explorer:
             if not 0 <= c < len(s.labels[a]):
                 raise SuiteError(f"{a} class {c} out of range (0 … {len(s.labels[a]) - 1})")
             conditions[a] = c
-        method = body.get("method")
-        if method not in METHODS:
-            raise SuiteError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+        method = registry.method(body.get("method")).key
         row, upload = body.get("row"), body.get("upload")
         if (row is None) == (upload is None):
             raise SuiteError("give the query as a database row or an uploaded picture")
@@ -248,28 +246,25 @@ class Explorer:
                 self.last = (key, self.queries(ask))
             q = self.last[1]
             w = walk(s, q, ask.method, ask.lam, ask.alpha)
-            indices = w.ranking.indices
-            hit = metrics.condition_hits(indices, s.label_ids, q.conditions)
-            jac = None if q.tags is None else metrics.tag_jaccard(q.tags, s.tags, indices)[0]
-            query_as, answer_as = self._classes(w.path[:1]), self._classes(w.path[-1:])
-        rows, hits = indices[0].tolist(), hit[0].tolist()
-        scores = None if w.ranking.scores is None else w.ranking.scores[0].tolist()
+            r = w.ranking
+            top = shown_rows(s, q, ask.method, r.indices, r.scores)[0]
+            query_as, answer_as = seen_as(s, w.path[:1]), seen_as(s, w.path[-1:])
         own = set() if ask.row is None else split_tags(s.tag_cells[ask.row])
         shown = []
-        for i, r in enumerate(rows):
-            d = self.describe(r)
+        for i, row in enumerate(top.rows.tolist()):
+            d = self.describe(row)
             shown.append(
                 Shown(
                     rank=i + 1,
-                    row=r,
+                    row=row,
                     image=d["image"],
-                    score=None if scores is None else round(scores[i], 4),
-                    hit=bool(hits[i]),
+                    score=None if top.scores is None else round(float(top.scores[i]), 4),
+                    hit=bool(top.hits[i]),
                     labels=d["labels"],
                     tags=d["tags"],
                     shared=sorted(own & set(d["tags"])),
-                    jaccard=None if jac is None else round(float(jac[i]), 4),
-                    is_query=r == ask.row,
+                    jaccard=None if top.similarity is None else round(float(top.similarity[i]), 4),
+                    is_query=row == ask.row,
                 )
             )
         return Answer(
@@ -278,8 +273,8 @@ class Explorer:
             alpha=ask.alpha,
             condition={a: s.labels[a][c] for a, c in ask.conditions.items()},
             results=shown,
-            precision=float(metrics.precision_at_k(hit)[0]),
-            mean_jaccard=None if jac is None else float(np.mean(jac)),
+            precision=float(np.mean(top.hits)),
+            mean_jaccard=None if top.similarity is None else float(np.mean(top.similarity)),
             walk=np.round(self.projection.project(w.path), 4).tolist(),
             query_as=query_as,
             answer_as=answer_as,
@@ -287,8 +282,3 @@ class Explorer:
             satisfied_at=w.satisfied_at,
             query={} if ask.row is None else self.describe(ask.row),
         )
-
-    def _classes(self, z) -> dict[str, str]:
-        """The heads' class names for one vector (1×E), per condition attribute."""
-        pred = head_predictions(self.space, z.to(self.space.device))
-        return {a: self.space.labels[a][int(p[0])] for a, p in pred.items()}

@@ -259,6 +259,12 @@ class Encoder(nn.Module):
             self.backbone.eval()  # frozen rows of Table 3: BN statistics and dropout fixed too
         return self
 
+    @property
+    def has_backbone(self) -> bool:
+        """False for a run imported from the authors' release: their heads and embeddings, but no
+        backbone to embed a new picture with."""
+        return not isinstance(self.backbone, AbsentBackbone)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding z (N×E, in [-1, 1]) of a batch of normalised images."""
         if self.frozen:

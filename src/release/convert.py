@@ -37,7 +37,7 @@ from src.datasets.common import Processed, write_processed
 from src.datasets.wikiart import image_key
 from src.errors import SuiteError
 from src.method.encoder import build_encoder, encoder_config
-from src.method.student import HIDDEN, Student
+from src.method.student import HIDDEN, Student, student_path
 from src.quirks import parse_quirks
 from src.release.reader import ATTRIBUTE, AUTHORS_DATASET, THEIRS, Release, ReleaseRun, find_release
 from src.release.tables import as_int, read_labels, read_queries, read_split
@@ -386,7 +386,7 @@ def _write_run(
     )
     for st in run.students:
         cfg, model = convert_student(st, run, name, config)
-        path = rdir / f"student_{st.task}_lam{st.lam:g}.pt"
+        path = student_path(rdir, st.task, st.lam)
         save_torch(path, {"config": cfg, "model": model})
         write_json(path.with_suffix(".json"), _provenance(release, **cfg))
     log.info("imported %s → %s (%d students)", run.name, name, len(run.students))

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from src.artifacts import (
-    RELEASE_SOURCE,
     dataset_dir,
+    is_release,
     queries_path,
     read_json_or_none,
     read_metrics,
@@ -25,8 +25,10 @@ from src.artifacts import (
     run_dir,
     write_text,
 )
+from src.evaluation.registry import METHODS, RANDOM
 from src.hints import hint
-from src.paper import METHODS, NOT_IN_PAPER, TABLE3_TARGET_MTS
+from src.method.student import student_lambdas, student_path
+from src.paper import TABLE3_TARGET_MTS
 from src.report import plane
 from src.report.markdown import (
     METRIC_NOTE,
@@ -40,7 +42,6 @@ from src.report.markdown import (
 from src.report.protocol import (
     TRAINING_KEYS,
     config_line,
-    is_release,
     lam_text,
     not_comparable,
     protocol_block,
@@ -80,7 +81,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     On imported data the random row says it cannot match (the authors' random search is unseeded).
     """
     methods = metrics.get("methods", {})
-    release = metrics.get("source") == RELEASE_SOURCE
+    release = is_release(metrics)
     order = [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
     context_attrs = sorted(
         {a for m in methods.values() for a in (m.get("context_preservation") or {})}
@@ -91,7 +92,7 @@ def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
         shown = method_name(name, m)
         ci = m.get("ci") or {}
         row = {
-            "method": f"{shown} ({RANDOM_BY_NATURE})" if release and name == "random" else shown,
+            "method": f"{shown} ({RANDOM_BY_NATURE})" if release and name == RANDOM else shown,
             "λ": lam_text(m.get("lambda")),
         }
         with_ci(row, "paper mAP@10 (precision@10)", m.get("paper_map@10"), ci.get("paper_map@10"))
@@ -251,10 +252,11 @@ def _reading_notes(metrics: Mapping[str, Any], tasks: list[Task], marked: bool) 
         *_once(intervals),
     ]
     methods = {m for t in tasks for m in ((metrics.get(t.name) or {}).get("methods") or {})}
-    if methods & set(NOT_IN_PAPER):
-        out.append(
-            "- Head-filtered kNN and the class-centroid shift are baselines the paper does not have."
-        )
+    extra = [m.label for k, m in METHODS.items() if not m.in_paper and k in methods]
+    if extra:
+        names = extra[0] if len(extra) == 1 else f"{', '.join(extra[:-1])} and {extra[-1]}"
+        verb = "is a baseline" if len(extra) == 1 else "are baselines"
+        out.append(f"- {names[0].upper()}{names[1:]} {verb} the paper does not have.")
     if any(t.paper_column for t in tasks):
         out.append("- Δ in Tables 2–6: ours minus the paper's value.")
     out += [f"- {n}" for n in dict.fromkeys(paper_values(t) for t in tasks if not t.paper_column)]
@@ -344,7 +346,8 @@ def build_report(
     configs["B1 encoder"] = enc_cfg
     configs["C1 embeddings"] = heads  # C1's metrics.json carries its command and arguments
     for t in tasks:
-        for d1 in sorted(wdir.glob(f"student_{t.name}_lam*.json")):
+        for lam in student_lambdas(wdir, t.name):
+            d1 = student_path(wdir, t.name, lam).with_suffix(".json")
             configs[f"D1 {d1.stem}"] = read_json_or_none(d1)
     configs.update({f"E1 {name}": cfg for name, cfg in e1_cfgs.items()})
     configs.update(

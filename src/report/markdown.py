@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from src import paper
+from src.evaluation.registry import LAMBDA, METHODS
 from src.tasks import Task
 
 NOT_PAPER = "n/a (not a dataset of the paper: SynthArt or your own images)"
@@ -29,13 +30,14 @@ TITLES = {  # E1's tables, as E1 and REPORT.md title them
 
 
 def method_name(method: str, summary: Mapping[str, Any] | None = None) -> str:
-    """A method's name in tables; the baselines the paper does not have say so (and the centroid
-    shift its α, from its metrics.json summary)."""
-    if method in paper.NOT_IN_PAPER:
-        alpha = (summary or {}).get("alpha")
-        step = f", α = {alpha:g}" if alpha is not None else ""
-        return f"{paper.NOT_IN_PAPER[method]}{step} (not in the paper)"
-    return paper.METHOD_NAMES.get(method, method)
+    """A method's name in tables: the registry's title (the methods the paper does not have say
+    so), the paper's peers by their names there. λ has a column of its own; another knob's value
+    (the α of its metrics.json summary) goes in the name."""
+    m = METHODS.get(method)
+    if m is None:
+        return paper.PEERS.get(method, method)
+    shown = (summary or {}).get(m.knob.key) if m.knob not in (None, LAMBDA) else None
+    return m.title(shown)
 
 
 def with_ci(row: dict[str, Any], header: str, value: Any, ci: Any) -> None:

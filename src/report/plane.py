@@ -1,11 +1,12 @@
 """The trade-off plane: context kept (x: mTS@10, or context preservation) against condition met
 (y: the paper's mAP@10, precision@10). A single λ cannot say which method is better; the plane
-can: Backward Search's λ curve, the class-centroid shift's α curve, and one point per method that
-has no knob (kNN, head-filtered kNN, random) or a fixed one (the student at its λ).
+can: one curve per method E1 swept along its knob (Backward Search's λ, the class-centroid
+shift's α: the registry's sweeps), and one point per other method of metrics.json (those without
+a knob, the student at its λ).
 
-`plane` gathers the data from E1's sweep.csv, sweep_alpha.csv and metrics.json; `draw_plane`
-draws it (pure matplotlib, no models); `dominance_sentence` says from the numbers which method
-has the higher precision at equal context.
+`plane` gathers the data from E1's sweep files and metrics.json; `draw_plane` draws it (pure
+matplotlib, no models); `dominance_sentence` says from the numbers which method has the higher
+precision at equal context.
 """
 
 from __future__ import annotations
@@ -21,20 +22,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from src.artifacts import read_metrics
-from src.paper import METHOD_NAMES, NOT_IN_PAPER
+from src.evaluation.registry import BACKWARD_SEARCH, METHODS, Method
 from src.report.drawing import save_figure
 
 log = logging.getLogger(__name__)
 MTS, CONTEXT = "mts@10", "context"  # the two x axes
 X_LABELS = {MTS: "mTS@10", CONTEXT: "context preservation"}
 Y_LABEL = "paper mAP@10 (precision@10)"
-BS, CS = METHOD_NAMES["backward_search"], NOT_IN_PAPER["centroid_shift"]
-POINT_METHODS = {  # metrics.json method → its name on the plane (methods without a curve)
-    "knn": METHOD_NAMES["knn"],
-    "filtered_knn": NOT_IN_PAPER["filtered_knn"],
-    "random": METHOD_NAMES["random"],
-    "student": "student",  # shorter than the tables' "Student (distilled)": it carries its λ here
-}
+BS = METHODS[BACKWARD_SEARCH].label  # the curve every other is compared with
 TOLERANCE = 0.01  # "equal x" when comparing the curves
 CONTEXT_FIGURE = "plane_context.png"
 FIGURES = ((MTS, "plane_mts.png"), (CONTEXT, CONTEXT_FIGURE))  # in <task>/figures/
@@ -92,32 +87,38 @@ def _x_of_method(s: Mapping[str, Any], x_metric: str) -> float | None:
     return float(np.mean([ctx[a] for a in sorted(ctx)])) if ctx else None
 
 
+def swept() -> list[Method]:
+    """The methods E1 sweeps along their knob (the plane's curves), Backward Search first."""
+    return sorted((m for m in METHODS.values() if m.sweep), key=lambda m: m.key != BACKWARD_SEARCH)
+
+
 def plane(
-    sweep: pd.DataFrame | None,
-    sweep_alpha: pd.DataFrame | None,
+    sweeps: Mapping[str, pd.DataFrame | None],
     methods: Mapping[str, Mapping[str, Any]],
     x_metric: str = MTS,
 ) -> Plane | None:
-    """The plane's data from E1's files; None when there is nothing to put on x (a context plane
-    for a task whose every label attribute is conditioned)."""
+    """The plane's data from E1's files (`sweeps`: method → its sweep, metrics.json's `methods`);
+    None when there is nothing to put on x (a context plane for a task whose every label
+    attribute is conditioned)."""
     attrs = context_attributes(methods)
     label = X_LABELS[MTS] if x_metric == MTS else f"{X_LABELS[CONTEXT]} ({', '.join(attrs)})"
     if x_metric == CONTEXT and not attrs:
         return None
     out = Plane(x_metric, label)
-    for df, name, key, knob in ((sweep, BS, "lambda", "λ"), (sweep_alpha, CS, "alpha", "α")):
-        if df is None or not len(df):
-            continue
-        x = _x_of_frame(df, x_metric)
+    curves = set()
+    for m in swept():
+        df = sweeps.get(m.key)
+        x = None if df is None or not len(df) else _x_of_frame(df, x_metric)
         if x is not None:
             y = df["paper_map@10"].to_numpy(dtype=float)
-            out.curves.append(Curve(name, knob, df[key].to_numpy(dtype=float), x, y))
-    for m, name in POINT_METHODS.items():
-        s = methods.get(m)
-        x = _x_of_method(s, x_metric) if s else None
-        if s and x is not None:
-            lam = s.get("lambda")
-            shown = f"{name} (λ={lam:g})" if m == "student" and lam is not None else name
+            steps = df[m.knob.key].to_numpy(dtype=float)
+            out.curves.append(Curve(m.label, m.knob.symbol, steps, x, y))
+            curves.add(m.key)
+    for key, m in METHODS.items():  # every other method of metrics.json: one point
+        s = methods.get(key)
+        x = _x_of_method(s, x_metric) if s and key not in curves else None
+        if x is not None:
+            shown = m.title(s.get(m.knob.key) if m.knob else None)
             out.points.append(Point(shown, float(x), float(s["paper_map@10"])))
     if not out.curves and not out.points:
         return None
@@ -185,11 +186,13 @@ def dominance_sentence(p: Plane, tolerance: float = TOLERANCE) -> str:
     """One sentence, from the numbers: at equal x (± tolerance) which curve has the higher
     precision@10 at how many matched points, and which single points lie above the λ curve."""
     x_name = p.x_label.split(" (")[0]
-    bs, cs = p.curve(BS), p.curve(CS)
+    bs = p.curve(BS)
     if bs is None:
-        return f"No λ sweep of Backward Search (E1 --sweep): the {x_name} plane has no curve to compare."
+        return f"No λ sweep of {BS} (E1 --sweep): the {x_name} plane has no curve to compare."
     parts = []
-    if cs is not None:
+    for cs in p.curves:
+        if cs is bs:
+            continue
         better = worse = tied = 0
         for x, y in zip(cs.x, cs.y, strict=True):
             gap = np.abs(bs.x - x)
@@ -200,13 +203,16 @@ def dominance_sentence(p: Plane, tolerance: float = TOLERANCE) -> str:
         matched = better + worse + tied
         if matched == 0:
             parts.append(
-                f"no α point of the {CS} lies within ±{tolerance:g} {x_name} of a λ point of {BS}"
+                f"no {cs.knob} point of the {cs.name} lies within ±{tolerance:g} {x_name} of a "
+                f"{bs.knob} point of {BS}"
             )
         else:
-            lead = BS if better > worse else f"the {CS}" if worse > better else "neither method"
+            lead = (
+                BS if better > worse else f"the {cs.name}" if worse > better else "neither method"
+            )
             parts.append(
                 f"at equal {x_name} (±{tolerance:g}), {BS} has the higher precision@10 at "
-                f"{better} of {matched} matched points and the {CS} at {worse}"
+                f"{better} of {matched} matched points and the {cs.name} at {worse}"
                 + (f" (equal at {tied})" if tied else "")
                 + f", so {lead} leads there"
             )
@@ -260,15 +266,15 @@ def _methods(task_dir: Path) -> dict[str, Any] | None:
 def task_planes(
     task_dir: str | Path, methods: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, Plane]:
-    """The planes of one E1 results folder (sweep.csv, sweep_alpha.csv and the methods of its
-    metrics.json, read when not given), by the file name each is drawn to (FIGURES); empty when
-    E1 ran without --sweep."""
+    """The planes of one E1 results folder (its sweep files and the methods of its metrics.json,
+    read when not given), by the file name each is drawn to (FIGURES); empty when E1 ran without
+    --sweep."""
     task_dir = Path(task_dir)
-    sweep, alpha = _csv(task_dir / "sweep.csv"), _csv(task_dir / "sweep_alpha.csv")
+    sweeps = {m.key: _csv(task_dir / m.sweep.file) for m in swept()}
     methods = _methods(task_dir) if methods is None else methods
-    if (sweep is None and alpha is None) or methods is None:
+    if all(df is None for df in sweeps.values()) or methods is None:
         return {}
-    planes = {name: plane(sweep, alpha, methods, x) for x, name in FIGURES}
+    planes = {name: plane(sweeps, methods, x) for x, name in FIGURES}
     return {name: p for name, p in planes.items() if p is not None}
 
 

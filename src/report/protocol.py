@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from src.artifacts import RELEASE_SOURCE
+from src.artifacts import is_release
+from src.evaluation.registry import BACKWARD_SEARCH, RANDOM, STUDENT
 from src.paper import TABLE5_DEVICE
 from src.quirks import protocol_label
 from src.report.markdown import RANDOM_BY_NATURE
@@ -45,7 +46,7 @@ def lam_text(v: Any) -> str:
 def config_line(name: str, cfg: Any) -> str:
     if not isinstance(cfg, dict):
         return f"- {name}: no config.json found"
-    if cfg.get("source") == RELEASE_SOURCE and "command" not in cfg:
+    if is_release(cfg) and "command" not in cfg:
         return f"- {name}: imported from the authors' release `{cfg.get('release', '?')}` ({cfg.get('created', '?')})"
     args = cfg.get("args", {})
     seed = args.get("seed", "—")
@@ -63,10 +64,6 @@ def training_settings(enc_cfg: Any) -> dict[str, Any]:
     if "frozen" in enc:
         out["frozen"] = enc["frozen"]
     return out
-
-
-def is_release(cfg: Any) -> bool:
-    return isinstance(cfg, dict) and cfg.get("source") == RELEASE_SOURCE
 
 
 def _release_encoder_differences(task: Task, enc_cfg: Any) -> list[str]:
@@ -126,16 +123,16 @@ def not_comparable(task: Task, data_cfg: Any, enc_cfg: Any, metrics: Any) -> lis
             "so it could retrieve itself."
         )
     methods = metrics.get("methods", {})
-    if methods.get("backward_search", {}).get("ms_per_query") is not None:
+    if methods.get(BACKWARD_SEARCH, {}).get("ms_per_query") is not None:
         notes.append(
             f"Times per query are this machine's (batched search), not the paper's {TABLE5_DEVICE} "
             "one query at a time: compare orders of magnitude only."
         )
-    if release and "random" in methods:
+    if release and RANDOM in methods:
         notes.append(
             f'Random search rows are marked "{RANDOM_BY_NATURE}": no run can match its numbers.'
         )
-    if release and metrics and "student" not in methods:
+    if release and metrics and STUDENT not in methods:
         notes.append(
             "The release has no student for this task at this λ: Table 6's student columns are "
             "empty."

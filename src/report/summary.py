@@ -10,23 +10,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from src.artifacts import RELEASE_SOURCE, read_json_or_none
+from src.artifacts import is_release, read_json_or_none
+from src.evaluation.registry import BACKWARD_SEARCH, METHODS, STUDENT, baselines
 from src.hints import hint
-from src.paper import METHODS, TABLE4, TABLE6
+from src.paper import TABLE4, TABLE6
 from src.report.markdown import fmt_cell, method_name, with_interval
 from src.report.protocol import lam_text
 from src.report.setting import MARK
 from src.report.stats import PAIRED_NAMES, paired_cells, plane_sentences
 from src.tasks import Task
 
-KNOBBED = ("backward_search", "student")  # the method and its distillation
-BASELINES = tuple(m for m in METHODS if m not in KNOBBED)  # random, kNN and the two extras
-
 
 def best_baseline(methods: Mapping[str, Mapping[str, Any]]) -> str | None:
     """The baseline with the highest precision@10 (the paper's mAP@10); on a tie the first in the
     tables' order; None when E1 ran none."""
-    scored = [m for m in BASELINES if (methods.get(m) or {}).get("paper_map@10") is not None]
+    scored = [m for m in baselines() if (methods.get(m) or {}).get("paper_map@10") is not None]
     return max(scored, key=lambda m: methods[m]["paper_map@10"]) if scored else None
 
 
@@ -39,7 +37,7 @@ def _value(v: Any, ci: Any) -> str:
 def _at(method: str, s: Mapping[str, Any], lam: Any) -> str:
     """`Backward Search at λ = 1`: a method with the λ it ran at (else the task's, `lam`)."""
     own = s.get("lambda")
-    return f"{method_name(method, s)} at λ = {lam_text(lam if own is None else own)}"
+    return METHODS[method].title(lam if own is None else own)
 
 
 def _ours(s: Mapping[str, Any]) -> str:
@@ -72,11 +70,11 @@ def _paper_lines(task: Task, metrics: Mapping[str, Any], cal: Any, mark: str) ->
     """Backward Search (at the task's λ and calibrated) and the student beside the paper's."""
     col, lam = task.paper_column, metrics.get("lambda")
     methods = metrics.get("methods") or {}
-    paper_bs, paper6 = TABLE4["backward_search"][col], TABLE6[col]
+    paper_bs, paper6 = TABLE4[BACKWARD_SEARCH][col], TABLE6[col]
     out = []
-    bs = methods.get("backward_search")
+    bs = methods.get(BACKWARD_SEARCH)
     if bs:
-        out.append(f"- {_at('backward_search', bs, lam)}: {_versus_paper(bs, paper_bs, mark)}.")
+        out.append(f"- {_at(BACKWARD_SEARCH, bs, lam)}: {_versus_paper(bs, paper_bs, mark)}.")
     if isinstance(cal, dict) and cal.get("paper_map@10") is not None:
         missed = "" if cal.get("reached", True) else ", not reached"
         ci = {"paper_map@10": cal.get("paper_map@10_ci"), "mts@10": cal.get("mts@10_ci")}
@@ -86,11 +84,9 @@ def _paper_lines(task: Task, metrics: Mapping[str, Any], cal: Any, mark: str) ->
             f"{lam_text(cal.get('lambda'))}{missed}): "
             f"{_versus_paper({**cal, 'ci': ci}, paper_bs, mark)}."
         )
-    student = methods.get("student")
+    student = methods.get(STUDENT)
     if student:
-        line = (
-            f"- {_at('student', student, lam)}: {_versus_paper(student, paper6['student'], mark)}"
-        )
+        line = f"- {_at(STUDENT, student, lam)}: {_versus_paper(student, paper6[STUDENT], mark)}"
         rs = metrics.get("retrieved_similarity")
         if rs is not None:
             similar = _beside(fmt_cell(rs), rs, paper6["retrieved_similarity"], mark)
@@ -107,7 +103,7 @@ def _baseline_lines(metrics: Mapping[str, Any]) -> list[str]:
     """Backward Search and the student, then the best baseline and the paired difference."""
     methods = metrics.get("methods") or {}
     out = []
-    for m in KNOBBED:
+    for m in (BACKWARD_SEARCH, STUDENT):  # the paper's method and its distillation
         s = methods.get(m)
         if s:
             ms = s.get("ms_per_query")
@@ -136,7 +132,7 @@ def task_summary(tdir: Path, task: Task, metrics: Any, differs: list[str]) -> li
     head = (
         f"{link} — conditions: {', '.join(task.conditions)}; λ = {lam_text(metrics.get('lambda'))}"
     )
-    if metrics.get("source") == RELEASE_SOURCE:
+    if is_release(metrics):
         head += "; computed by our E1 from the authors' released artifacts"
     if task.paper_column:
         head += f"; beside the paper's column {task.paper_column} (Δ = ours − paper)"

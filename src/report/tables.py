@@ -12,10 +12,9 @@ from typing import Any
 import pandas as pd
 
 from src import paper
-from src.artifacts import RELEASE_SOURCE, write_csv, write_json, write_text
+from src.artifacts import is_release, write_csv, write_json, write_text
 from src.evaluation import bootstrap
-from src.evaluation.methods import Ranking
-from src.evaluation.scoring import Scores
+from src.evaluation.registry import BACKWARD_SEARCH, METHODS, RANDOM, STUDENT
 from src.evaluation.task_eval import TaskResults
 from src.evaluation.timing import spread_notes
 from src.quirks import protocol_label
@@ -32,8 +31,6 @@ from src.report.markdown import (
 )
 from src.tasks import Task
 
-BASELINES = tuple(paper.NOT_IN_PAPER)
-PEERS = ("searle", "pic2word", "covr", "clip4cir")  # the paper's CoIR runs: its numbers only
 TABLE_NOTES: dict[str, tuple[str, ...]] = {
     "table3": (
         "λ found by bisection on log2 λ (E1 --target-mts); the paper tuned λ per configuration "
@@ -77,16 +74,17 @@ def _col(task: Task) -> str | None:
 
 
 def table2(task: Task, ours: Mapping[str, dict], bs0: dict) -> pd.DataFrame:
-    """Table 2: mAP@10 (precision@10) at λ = 0 — random, kNN (when run), Backward Search."""
+    """Table 2: mAP@10 (precision@10) at λ = 0 — the paper's rows (random, kNN when run, Backward
+    Search), then the methods the paper does not have."""
     col = _col(task)
     rows = []
-    runs = [(m, ours[m]) for m in ("random", "knn") if m in ours]
-    extra = [(m, ours[m]) for m in BASELINES if m in ours]
-    for method, s in [*runs, ("backward_search", bs0), *extra]:
+    runs = [(m, bs0 if m == BACKWARD_SEARCH else ours[m]) for m in paper.TABLE2 if m in ours]
+    extra = [(m, ours[m]) for m, r in METHODS.items() if not r.in_paper and m in ours]
+    for method, s in [*runs, *extra]:
         theirs = paper.TABLE2[method][col] if col and method in paper.TABLE2 else None
         row: dict[str, Any] = {
             "method": method_name(method, s),
-            "λ": 0.0 if method == "backward_search" else None,
+            "λ": 0.0 if method == BACKWARD_SEARCH else None,
         }
         with_ci(row, "mAP@10 (ours)", s["paper_map@10"], _ci(s, "paper_map@10"))
         row |= {"mAP@10 (paper)": theirs, "Δ mAP@10": _diff(s["paper_map@10"], theirs)}
@@ -117,10 +115,12 @@ def table3(task: Task, config: Mapping[str, Any], calibration: dict) -> pd.DataF
 
 
 def table4(task: Task, ours: Mapping[str, dict], calibrated: dict | None = None) -> pd.DataFrame:
-    """Table 4: mAP@10 and mTS@10 per method. The CoIR peers (SEARLE …) exist only as the paper's
-    numbers, so their rows appear only on the paper's datasets."""
+    """Table 4: mAP@10 and mTS@10 per method: the paper's Table 2 rows with its CoIR peers (SEARLE …)
+    before Backward Search (the peers exist only as the paper's numbers, so only on its datasets),
+    the calibrated Backward Search, then every other method E1 ran, in the registry's order."""
     col = _col(task)
-    order = ["random", "knn", *(PEERS if col else ()), "backward_search"]
+    first = [m for m in paper.TABLE2 if m != BACKWARD_SEARCH]
+    order = [*first, *(paper.PEERS if col else ()), BACKWARD_SEARCH]
     rows = []
 
     def add(method: str, s: dict | None, name: str | None = None, paper_row: str | None = None):
@@ -144,12 +144,10 @@ def table4(task: Task, ours: Mapping[str, dict], calibrated: dict | None = None)
             "paper_map@10": calibrated.get("paper_map@10_ci"),
             "mts@10": calibrated.get("mts@10_ci"),
         }
-        add("backward_search", {**calibrated, "ci": ci}, name, "backward_search")
-    for method in BASELINES:
-        if method in ours:
+        add(BACKWARD_SEARCH, {**calibrated, "ci": ci}, name, BACKWARD_SEARCH)
+    for method in METHODS:
+        if method in ours and method not in order:
             add(method, ours[method])
-    if "student" in ours:
-        add("student", ours["student"])
     return pd.DataFrame(rows)
 
 
@@ -214,7 +212,7 @@ def table6(task: Task, teacher: dict, student: dict | None, similarity: float | 
     if col:
         p = paper.TABLE6[col]
         theirs = {"source": f"paper (E{paper.TABLE6_EMBEDDING_SIZE})"}
-        theirs |= dict(zip(cols + scols, [*p["backward_search"], *p["student"]], strict=True))
+        theirs |= dict(zip(cols + scols, [*p[BACKWARD_SEARCH], *p[STUDENT]], strict=True))
         theirs["retrieved similarity"] = p["retrieved_similarity"]
         rows.append(theirs)
         diff = {"source": "Δ (ours − paper)"}
@@ -238,14 +236,12 @@ def build_tables(res: TaskResults) -> dict[str, pd.DataFrame]:
     if res.calibration is not None:
         out["table3"] = table3(task, res.space.config, res.calibration)
     out["table4"] = table4(task, summary, res.calibration)
-    if "backward_search" in summary:
-        bs, e = summary["backward_search"], int(res.space.config["embedding_size"])
+    if BACKWARD_SEARCH in summary:
+        bs, e = summary[BACKWARD_SEARCH], int(res.space.config["embedding_size"])
         out["table5"] = table5(task, bs, e, str(res.space.device))
-        out["table6"] = table6(task, bs, summary.get("student"), res.similarity)
-    if (
-        res.space.source == RELEASE_SOURCE
-    ):  # their random search has no seed: no number can match it
-        name = paper.METHOD_NAMES["random"]
+        out["table6"] = table6(task, bs, summary.get(STUDENT), res.similarity)
+    if is_release(res.space.source):  # their random search has no seed: no number can match it
+        name = method_name(RANDOM)
         for df in (out.get("table2"), out["table4"]):
             if df is not None:
                 df.loc[df["method"] == name, "method"] = f"{name} ({RANDOM_BY_NATURE})"
@@ -292,7 +288,7 @@ def table_notes(task: Task, record: Mapping[str, Any]) -> TableNotes:
         f"tagged test images; query image {kept} the database; device {record.get('device')}.",
         release="From the authors' released artifacts: their encoder heads, embeddings and queries "
         "(converted by the release importer, src/release)."
-        if record.get("source") == RELEASE_SOURCE
+        if is_release(record)
         else None,
         protocol=f"mTS@10 protocol: {protocol_label(record['quirks'])} (E1 --authors-quirks)."
         if record.get("quirks")
@@ -338,8 +334,8 @@ def write_results(out: Path, res: TaskResults) -> None:
     record = _record(res)
     shared = table_notes(task, record)
     frames = build_tables(res)
-    for m, r in res.rankings.items():
-        write_csv(out / f"retrievals_{m}.csv", retrievals_frame(res, r, res.scores[m]))
+    for m in res.rankings:
+        write_csv(out / f"retrievals_{m}.csv", retrievals_frame(res, m))
     for name, df in frames.items():
         notes = shared.lines()
         if not any(str(c).endswith(LOW) for c in df.columns):
@@ -350,17 +346,16 @@ def write_results(out: Path, res: TaskResults) -> None:
         target = res.calibration["target_mts"] if res.calibration else None
         title = f"{TITLES[name].format(target=target)} — {task.name}, run {space.run}"
         write_text(out / f"{name}.md", markdown(df, title, task, [*notes, *spreads(name, res)]))
-    if res.sweep is not None:
-        write_csv(out / "sweep.csv", res.sweep)
-    if res.sweep_alpha is not None:
-        write_csv(out / "sweep_alpha.csv", res.sweep_alpha)
+    for m, df in res.sweeps.items():
+        write_csv(out / METHODS[m].sweep.file, df)
     if res.calibration is not None:
         write_json(out / "calibration.json", res.calibration)
     write_json(out / "metrics.json", record)
 
 
-def retrievals_frame(res: TaskResults, ranking: Ranking, scores: Scores) -> pd.DataFrame:
+def retrievals_frame(res: TaskResults, method: str) -> pd.DataFrame:
     """retrievals_<method>.csv: per query its condition, the ranked image keys and its scores."""
+    ranking, scores = res.rankings[method], res.scores[method]
     frame = res.queries.frame
     out = pd.DataFrame(
         {"query_id": frame["query_id"].to_numpy(), "image": frame["image"].to_numpy()}

@@ -63,12 +63,12 @@ function setupControls(meta) {
     label.append(sel);
     $("conditions").append(label);
   }
-  for (const [key, name] of Object.entries(meta.methods)) {
+  for (const [key, m] of Object.entries(meta.methods)) { // the registry's methods, in its order
     const label = el("label", { class: "method" });
     const input = el("input", { type: "radio", name: "method", value: key, id: `method-${key}` });
-    if (key === "backward_search") input.checked = true;
+    if (key === meta.default_method) input.checked = true;
     input.addEventListener("change", onMethod);
-    label.append(input, document.createTextNode(` ${name}`));
+    label.append(input, document.createTextNode(` ${m.label}`));
     $("methods").append(label);
   }
   state.lams = lambdaScale(meta);
@@ -113,11 +113,11 @@ function showAlpha() {
 }
 
 function onMethod() {
-  const m = currentMethod();
-  $("alpha-box").hidden = m !== "centroid_shift";
-  $("lambda-box").classList.toggle("unused", !["backward_search", "student"].includes(m));
+  const m = state.meta.methods[currentMethod()];
+  $("alpha-box").hidden = m.knob !== "alpha";
+  $("lambda-box").classList.toggle("unused", m.knob !== "lambda");
   const students = state.meta.student_lambdas;
-  if (m === "student" && students.length && !students.includes(currentLambda())) {
+  if (m.trained && students.length && !students.includes(currentLambda())) {
     // a student exists only at the λ D1 distilled it at: go to the nearest one
     const x = students.reduce((b, v) => (Math.abs(v - currentLambda()) < Math.abs(b - currentLambda()) ? v : b));
     $("lam").value = state.lams.indexOf(x);
