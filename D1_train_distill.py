@@ -124,7 +124,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         task.conditions,
         enc_cfg["num_classes"],
         lam,
-        **asdict(settings),
+        settings,
         seed=args.seed,
         device=device,
         on_pace=cpu_time_estimate(device, settings, len(z_train)),
@@ -138,10 +138,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         "num_classes": {a: int(enc_cfg["num_classes"][a]) for a in task.conditions},
         "hidden": HIDDEN,
         "lambda": lam,
-        "epochs": settings.epochs,
-        "batch_size": settings.batch_size,
-        "lr": settings.lr,
-        "student_reg": settings.student_reg,
+        **asdict(settings),
         "seed": args.seed,
     }
     model = {k: v.cpu() for k, v in student.state_dict().items()}

@@ -11,7 +11,7 @@ import torch
 from src.cli import resolve_device
 from src.errors import SuiteError
 from src.method.encoder import build_encoder, encoder_config
-from src.method.student import distill
+from src.method.student import DistillConfig, distill
 from src.method.toy import toy_space, train_heads
 from src.tasks import AUTHORS_TRAINING
 from src.training.engine import Runtime, make_train_state, to_device, train_step
@@ -111,8 +111,8 @@ def test_student_distils_on_the_device_and_agrees_with_the_cpu(student_world, de
     classes, z_train, z_test, heads = student_world
     heads = {a: copy.deepcopy(h) for a, h in heads.items()}  # distill moves them to the device
     student, log = distill(
-        heads, z_train, ["style"], classes, 1.0, epochs=4, batch_size=100, device=device,
-        progress=False,
+        heads, z_train, ["style"], classes, 1.0, DistillConfig(epochs=4, batch_size=100),
+        device=device, progress=False,
     )  # fmt: skip
     assert next(student.parameters()).device.type == device
     assert log[-1]["mse"] < 0.7 * log[0]["mse"]
