@@ -675,6 +675,7 @@ def test_imported_run_uses_its_students_lambda(tmp_path):
     assert m["student_file"] == "student_cub-bird_lam0.75.pt"
     cfg = json.loads((out / "config.json").read_text())
     assert "student_cub-bird_lam0.75.pt" in cfg["lambda_source"]
+    assert cfg["resolved"] == {"lambda": 0.75} and cfg["quirks"] == []  # each recorded once
     assert "student_cub-bird_lam0.75.pt (λ = 0.75)" in (out / "E1.log").read_text()
 
 
