@@ -8,11 +8,11 @@ import copy
 import pytest
 import torch
 
+from bench.toy import toy_space, train_heads
 from src.cli import resolve_device
 from src.errors import SuiteError
 from src.method.encoder import build_encoder, encoder_config
 from src.method.student import DistillConfig, distill
-from src.method.toy import toy_space, train_heads
 from src.tasks import AUTHORS_TRAINING
 from src.training.engine import Runtime, make_train_state, to_device, train_step
 

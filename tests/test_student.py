@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import D1_train_distill as d1
+from bench.toy import toy_space, train_heads
 from src.artifacts import save_torch
 from src.errors import SuiteError
 from src.method.backward_search import backward_search
@@ -24,7 +25,6 @@ from src.method.student import (
     student_lambdas,
     student_path,
 )
-from src.method.toy import toy_space, train_heads
 
 CLASSES = {"style": 5, "genre": 3}
 

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from bench.toy import toy_space, train_heads
 from src import threads
 from src.cli import stage_parser
 from src.evaluation import methods
 from src.method import student
 from src.method.backward_search import backward_search
-from src.method.toy import toy_space, train_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 
