@@ -158,7 +158,7 @@ def test_metrics_json_fields_and_ranges(synth_style):
     assert 0 <= bs["satisfied_at_mean"] <= bs["iterations_mean"]
     assert bs["ms_per_query"] > 0 and bs["queries_per_s"] > 0
     assert bs["ms_per_query"] * bs["queries_per_s"] == pytest.approx(1000)
-    # the timing pass: median of ≥ 3 repeats, with its min and max (src/timing.py)
+    # the timing pass: median of ≥ 3 repeats, with its min and max (src/evaluation/timing.py)
     assert bs["timing_repeats"] >= 3
     assert bs["ms_per_query_min"] <= bs["ms_per_query"] <= bs["ms_per_query_max"]
     assert bs["lambda"] == task.default_lambda
