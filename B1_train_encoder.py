@@ -17,7 +17,6 @@ from it.
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from argparse import SUPPRESS
 from collections.abc import Callable
@@ -35,8 +34,8 @@ from src.cli import (
     resolve_device,
     run_stage,
     seed_everything,
-    setup_logging,
     stage_parser,
+    staged_log,
 )
 from src.datasets.common import read_labels
 from src.errors import SuiteError
@@ -232,13 +231,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     # The run folder's files are built aside and moved in together; checkpoint.pt stays in `out`.
     with stage_lock(out), atomic_files(out, OUTPUTS) as stage:
-        if args.resume and (out / "train.log").exists():
-            shutil.copy2(out / "train.log", stage / "train.log")  # the log goes on where it was
-        setup_logging(stage / "train.log")
-        try:
+        # with --resume the log goes on where it was
+        with staged_log(stage / "train.log", out / "train.log" if args.resume else None):
             train(stage)
-        finally:
-            setup_logging()  # release the staged log file before the folder is moved
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from src.cli import (
     seed_everything,
     setup_logging,
     stage_parser,
+    staged_log,
 )
 from src.errors import SuiteError
 from src.evaluation.task_run import open_task_run, resolve_lambda
@@ -85,10 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     # previous student, its config and its log exactly as they were
     names = [out.name, out.with_suffix(".json").name, out.stem + "_log.csv", out.stem + ".log"]
     with stage_lock(out), atomic_files(rdir, names) as tmp:
-        try:
+        with staged_log(tmp / f"{out.stem}.log"):  # closed before the files are moved (or dropped)
             train_student(args, task, run, lam, rdir, tmp / out.name, device)
-        finally:
-            setup_logging()  # close the log file before it is moved (or dropped)
 
 
 def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
@@ -103,7 +102,6 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
             f"{task.dataset}: pass --run of a {task.dataset} encoder"
         )
     emb = load_embeddings(rdir)
-    setup_logging(out.with_suffix(".log"))
     z_train = torch.from_numpy(emb["z"][emb["split"] == "train"])
     log.info(
         "D1 %s: λ=%g, %d train embeddings of size %d, %d epochs on %s",
@@ -124,7 +122,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         task.conditions,
         enc_cfg["num_classes"],
         lam,
-        **asdict(settings),
+        settings,
         seed=args.seed,
         device=device,
         on_pace=cpu_time_estimate(device, settings, len(z_train)),
@@ -138,10 +136,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         "num_classes": {a: int(enc_cfg["num_classes"][a]) for a in task.conditions},
         "hidden": HIDDEN,
         "lambda": lam,
-        "epochs": settings.epochs,
-        "batch_size": settings.batch_size,
-        "lr": settings.lr,
-        "student_reg": settings.student_reg,
+        **asdict(settings),
         "seed": args.seed,
     }
     model = {k: v.cpu() for k, v in student.state_dict().items()}

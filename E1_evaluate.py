@@ -32,6 +32,7 @@ from src.cli import (
     seed_everything,
     setup_logging,
     stage_parser,
+    staged_log,
 )
 from src.errors import SuiteError
 from src.evaluation import task_eval
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     # the task's folder is built aside and swapped in whole (E2's figures/ carried over): no
     # file of an earlier run (a stale sweep.csv, retrievals_student.csv) survives beside new ones
     with atomic_dir(out, keep=("figures",)) as tmp:
-        setup_logging(tmp / "E1.log")
-        try:
+        with staged_log(tmp / "E1.log"):  # closed before the folder is swapped in (or dropped)
             log.info(
                 "E1 %s, run %s: %d queries, database %d (%s)",
                 task.name,
@@ -170,10 +170,9 @@ def main(argv: list[str] | None = None) -> None:
             if STUDENT in methods:
                 results.student_file = student_file.name
             tables.write_results(tmp, results)
-            resolved = {"lambda": lam, "lambda_source": lam_source, "quirks": list(q.quirks)}
             config = stage_config(
                 args,
-                resolved,
+                {"lambda": lam},  # its source and the quirks applied: once, beside run and device
                 run=run,
                 device=str(device),
                 quirks=list(q.quirks),
@@ -183,8 +182,6 @@ def main(argv: list[str] | None = None) -> None:
             write_json(tmp / "config.json", config)
             for line in task_eval.summary_lines(results):
                 log.info(line)
-        finally:
-            setup_logging()  # close E1.log before the folder is swapped in (or dropped)
     log.info("E1 wrote %s (%.1f s)", out, time.time() - t0)
 
 

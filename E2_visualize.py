@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from src.cli import (
     seed_everything,
     setup_logging,
     stage_parser,
+    staged_log,
 )
 from src.errors import SuiteError
 from src.evaluation import shown
@@ -166,16 +166,11 @@ def visualize(args) -> None:
     log_file = results / "figures" / "E2.log"
     # E1's lock: no E1 swaps the task's folder while E2 writes into it. E2.log goes on across runs
     # but is staged: a failed or killed run leaves the earlier log byte-identical.
-    with stage_lock(results), atomic_path(log_file) as staged_log:
-        if log_file.is_file():
-            shutil.copyfile(log_file, staged_log)
-        setup_logging(staged_log)  # only now: bad inputs leave no file behind
-        try:
+    with stage_lock(results), atomic_path(log_file) as staged:
+        with staged_log(staged, previous=log_file):  # only now: bad inputs leave no file behind
             if args.image is not None:
                 return search_picture(args, space, conditions, z0, lam, results / "figures")
             draw(args, tr, space, chosen, lam, lams)
-        finally:
-            setup_logging()  # close E2.log
 
 
 def chosen_queries(args, task_name: str):

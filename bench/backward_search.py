@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.toy import accuracy, toy_space, train_heads  # noqa: E402
 from src.cli import resolve_device, run_stage  # noqa: E402
 from src.method import metrics  # noqa: E402
 from src.method.backward_search import StopRule, backward_search, backward_search_reference  # noqa: E402
 from src.method.retrieval import cosine_topk  # noqa: E402
-from src.method.toy import accuracy, toy_space, train_heads  # noqa: E402
 from src.tags import tag_matrices  # noqa: E402
 
 CLASSES = {"style": 27, "genre": 11}

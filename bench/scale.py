@@ -39,9 +39,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from bench.toy import accuracy, train_heads  # noqa: E402
 from src.artifacts import run_dir, save_npz, save_torch, write_json  # noqa: E402
 from src.method.encoder import build_encoder, encoder_config  # noqa: E402
-from src.method.toy import accuracy, train_heads  # noqa: E402
 from src.tags import TAG_SEP  # noqa: E402
 from src.tasks import DATASET_FILE, default_run  # noqa: E402
 

@@ -3,8 +3,8 @@
     python bench/small_recipe.py --glyphs --root SCRATCH                 # matplotlib's fonts' glyphs
     python bench/small_recipe.py --source DIR --name icons --root SCRATCH [-- --flips none]
 
---glyphs writes the suite's non-SynthArt test collection (tests/_fixtures_glyphs.py: 19 faces ×
-62 characters × --renders) as SCRATCH/source first. Then A1 (--dataset folder) and B1 with
+--glyphs writes the glyph collection (src/glyphs.py, as scripts/glyphs.py does: 19 faces ×
+62 characters × --renders) as SCRATCH/source first (a new SCRATCH). Then A1 (--dataset folder) and B1 with
 --recipe small (and any B1 flags after `--`) under SCRATCH/{data,weights}, on the CPU; prints one
 markdown row: images, per-attribute test accuracy, chance (the majority test class), seconds, load.
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import A1_preprocess as a1  # noqa: E402
 import B1_train_encoder as b1  # noqa: E402
-from tests._fixtures_glyphs import write_glyphs  # noqa: E402
+from src.glyphs import write_glyphs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,9 @@ from src.tasks import AUTHORS_TRAINING  # noqa: E402
 from src.training.engine import (  # noqa: E402
     Runtime,
     loader,
-    make_optimizer,
     make_runtime,
+    make_train_state,
+    to_device,
     train_step,
 )
 
@@ -61,15 +62,15 @@ def sync(dev: torch.device) -> None:
 
 def measure(model, batches, rt: Runtime, recipe: dict, steps: int, warmup: int) -> float:
     """Images/s of `steps` train steps after `warmup` steps; `batches` is an endless iterator."""
-    optimizer, scheduler, scaler = make_optimizer(model, recipe, rt)
+    state = make_train_state(model, recipe, rt)
     model.train()
     for _ in range(warmup):
-        train_step(model, *next(batches), optimizer, scheduler, scaler, rt)
+        train_step(state, *to_device(*next(batches), rt), rt)
     sync(rt.device)
     n, t0 = 0, time.perf_counter()
     for _ in range(steps):
-        x, y = next(batches)
-        train_step(model, x, y, optimizer, scheduler, scaler, rt)
+        x, y = to_device(*next(batches), rt)  # the loader's host→device copy is timed, as in B1
+        train_step(state, x, y, rt)
         n += x.shape[0]
     sync(rt.device)
     return n / (time.perf_counter() - t0)

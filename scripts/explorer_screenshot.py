@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import E3_explore  # noqa: E402
+from scripts.browser import chromium_page  # noqa: E402
 from src.cli import run_stage, setup_logging  # noqa: E402
 from src.explorer.app import create_app  # noqa: E402
 from src.explorer.server import serving  # noqa: E402
-from tests._browser import chromium_page  # noqa: E402
 
 FARTHEST = """() => {
   const z = document.getElementById("z0"), zx = +z.getAttribute("cx"), zy = +z.getAttribute("cy");

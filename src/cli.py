@@ -5,13 +5,15 @@ The top of the library: only stage scripts (and the explorer's) import it."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import random
 import re
+import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +149,19 @@ def setup_logging(log_file: Path | None = None) -> None:
         h.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(h)
     root.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def staged_log(log_file: Path, previous: Path | None = None) -> Iterator[None]:
+    """Log to a staged `log_file` (beside the artifacts being built) for the block, then close it
+    so the stage's files can be moved into place, or dropped; `previous`: a log to go on from."""
+    if previous is not None and previous.is_file():
+        shutil.copyfile(previous, log_file)
+    setup_logging(log_file)
+    try:
+        yield
+    finally:
+        setup_logging()  # the file is closed, whether the block finished or failed
 
 
 # The errors of the machine, not of our code: a full or read-only disk, permissions, a path that

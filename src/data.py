@@ -39,6 +39,12 @@ def label_ids(
     return torch.stack(cols, dim=1)
 
 
+def head_hits(logits: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """Per attribute, how many of a batch's label ids (label_ids' columns, the heads' order) the
+    head's argmax gets right: the one accuracy count of B1's epochs and evaluation and of C1."""
+    return torch.stack([(lg.argmax(1) == y[:, i]).sum() for i, lg in enumerate(logits.values())])
+
+
 class ImageTable(torch.utils.data.Dataset):
     """Images of one split with their label ids; returns (image tensor, labels) per item.
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from src.artifacts import load_npz, save_npz
-from src.data import load_split
+from src.data import head_hits, load_split
 from src.datasets.common import read_labels
 from src.errors import SuiteError
 from src.hints import C1_HINT, hint
@@ -112,9 +112,7 @@ def extract_embeddings(
         for x, y in progress(batches, f"C1 {split}", unit="img", per_step=batch_size):
             z, logits = model(x.to(device, non_blocking=True))
             y = y.to(device, non_blocking=True)
-            correct += torch.stack(
-                [(lg.argmax(1) == y[:, i]).sum() for i, lg in enumerate(logits.values())]
-            )
+            correct += head_hits(logits, y)
             zs.append(z.float())
         parts["z"].append(torch.cat(zs).cpu().numpy())
         parts["image"].append(np.asarray(table.images, dtype=str))

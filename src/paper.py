@@ -144,7 +144,7 @@ FIG6_LAMBDAS: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0,
 
 # The setting behind the paper's numbers, per dataset (SPEC §2–§4; the authors' code, which
 # produced them): data, split, encoder recipe and the query count. REPORT.md compares a run's
-# facts with these and marks every Δ where any differs (src/setting.py).
+# facts with these and marks every Δ where any differs (src/report/setting.py).
 @dataclass(frozen=True)
 class PaperSetting:
     """One dataset's setting in the paper: what a run must match for its Δ to mean something."""

@@ -1,5 +1,5 @@
-"""The toy embedding space of the Backward Search / student tests (it lives in src/toy.py), and the
-one-query-at-a-time reference of the authors' single-query rule."""
+"""The toy embedding space of the Backward Search / student tests (it lives in bench/toy.py), and
+the one-query-at-a-time reference of the authors' single-query rule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.method.toy import accuracy, toy_space, train_heads
+from bench.toy import accuracy, toy_space, train_heads
 
 __all__ = ["accuracy", "single_query_reference", "toy_space", "train_heads"]
 

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -52,7 +53,7 @@ from src.atomic import (
     lock_path,
     stage_lock,
 )
-from src.cli import run_stage
+from src.cli import run_stage, staged_log
 from src.errors import SuiteError
 from src.method.student import student_path
 from src.queries import read_queries
@@ -227,6 +228,22 @@ def test_atomic_files_moves_a_set_in_together(tmp_path):
         (tmp / "a.pt").write_text("new a")
     assert (tmp_path / "a.pt").read_text() == "new a"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "other.npz"]  # stale log gone
+
+
+def test_a_staged_log_goes_on_from_the_previous_one_and_is_closed_on_failure(tmp_path):
+    """B1 --resume and E2 continue their log; a failed stage's staged log is complete and closed
+    (so it can be dropped or moved) and the finished log is untouched."""
+    previous, staged = tmp_path / "E2.log", tmp_path / ".E2.log.~tmp"
+    previous.write_text("an earlier run\n")
+    with pytest.raises(ValueError), staged_log(staged, previous=previous):
+        logging.getLogger("src.E2").info("this run")
+        raise ValueError("drawing failed")
+    logging.getLogger("src.E2").info("after the block")
+    assert staged.read_text() == "an earlier run\nthis run\n"  # and nothing after the block
+    assert previous.read_text() == "an earlier run\n"
+    with staged_log(tmp_path / "B1.log"):  # no previous log: a fresh one
+        logging.getLogger("src.B1").info("epoch 1/1")
+    assert (tmp_path / "B1.log").read_text() == "epoch 1/1\n"
 
 
 def write_lock(path: Path, pid: int, host: str | None = None) -> Path:

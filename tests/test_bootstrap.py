@@ -1,4 +1,4 @@
-"""Bootstrap intervals over queries and the paired test (src/bootstrap.py)."""
+"""Bootstrap intervals over queries and the paired test (src/evaluation/bootstrap.py)."""
 
 from __future__ import annotations
 

@@ -8,13 +8,13 @@ import copy
 import pytest
 import torch
 
+from bench.toy import toy_space, train_heads
 from src.cli import resolve_device
 from src.errors import SuiteError
 from src.method.encoder import build_encoder, encoder_config
-from src.method.student import distill
-from src.method.toy import toy_space, train_heads
+from src.method.student import DistillConfig, distill
 from src.tasks import AUTHORS_TRAINING
-from src.training.engine import Runtime, make_optimizer, train_step
+from src.training.engine import Runtime, make_train_state, to_device, train_step
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = [
@@ -111,8 +111,8 @@ def test_student_distils_on_the_device_and_agrees_with_the_cpu(student_world, de
     classes, z_train, z_test, heads = student_world
     heads = {a: copy.deepcopy(h) for a, h in heads.items()}  # distill moves them to the device
     student, log = distill(
-        heads, z_train, ["style"], classes, 1.0, epochs=4, batch_size=100, device=device,
-        progress=False,
+        heads, z_train, ["style"], classes, 1.0, DistillConfig(epochs=4, batch_size=100),
+        device=device, progress=False,
     )  # fmt: skip
     assert next(student.parameters()).device.type == device
     assert log[-1]["mse"] < 0.7 * log[0]["mse"]
@@ -158,12 +158,12 @@ def test_an_autocast_step_is_finite_and_moves_the_weights(device, amp):
     if rt.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # as B1 does on CUDA
     before = [p.detach().clone() for p in model.parameters()]
-    optimizer, scheduler, scaler = make_optimizer(model, AUTHORS_TRAINING, rt)
-    assert scaler.is_enabled() == (amp == torch.float16)
+    state = make_train_state(model, AUTHORS_TRAINING, rt)
+    assert state.scaler.is_enabled() == (amp == torch.float16)
     model.train()
-    x, y = _batch()
+    x, y = to_device(*_batch(), rt)
     for _ in range(4):  # fp16: the scaler may skip a first overflowing step, then rescale
-        loss, logits = train_step(model, x, y, optimizer, scheduler, scaler, rt)
+        loss, logits = train_step(state, x, y, rt)
         assert torch.isfinite(loss).item()
         assert all(lg.dtype == amp for lg in logits.values())  # autocast was on
     after = list(model.parameters())

@@ -81,3 +81,27 @@ def test_readme_links_every_docs_page():
     linked = {(ROOT / t.partition("#")[0]).resolve() for t in local_links(README)}
     assert DOCS, "docs/ holds no page"
     assert [p.name for p in DOCS if p.resolve() not in linked] == []
+
+
+# a file of the repository named in a docstring, comment or page: src/<…>.py, docs/<…>.md, A1_….py
+NAMED_FILE = re.compile(
+    r"(?<![\w./-])((?:src|tests|bench|scripts|docs)/[\w./-]*\.(?:py|md)|[A-E][0-9]_[a-z_]+\.py)\b"
+)
+SCANNED = [
+    *ROOT.glob("*.py"), *ROOT.glob("*.md"), ROOT / "Makefile", ROOT / "pyproject.toml",
+    *(p for d in ("src", "tests", "bench", "scripts", "docs") for p in (ROOT / d).rglob("*")
+      if p.suffix in (".py", ".md", ".sh", ".js", ".html")),
+]  # fmt: skip
+
+
+def test_every_file_named_in_the_code_and_docs_exists():
+    """A docstring or page that names a moved or deleted file misleads the next reader."""
+    missing = [
+        f"{path.relative_to(ROOT)}:{i}: {m.group(1)}"
+        for path in SCANNED
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for m in NAMED_FILE.finditer(line)
+        if not line[: m.start()].endswith("--out ")  # a file a command would write
+        and not (ROOT / m.group(1)).exists()
+    ]
+    assert len(SCANNED) > 150 and missing == []

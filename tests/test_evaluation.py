@@ -160,7 +160,7 @@ def test_metrics_json_fields_and_ranges(synth_style):
     assert 0 <= bs["satisfied_at_mean"] <= bs["iterations_mean"]
     assert bs["ms_per_query"] > 0 and bs["queries_per_s"] > 0
     assert bs["ms_per_query"] * bs["queries_per_s"] == pytest.approx(1000)
-    # the timing pass: median of ≥ 3 repeats, with its min and max (src/timing.py)
+    # the timing pass: median of ≥ 3 repeats, with its min and max (src/evaluation/timing.py)
     assert bs["timing_repeats"] >= 3
     assert bs["ms_per_query_min"] <= bs["ms_per_query"] <= bs["ms_per_query_max"]
     assert bs["lambda"] == task.default_lambda
@@ -677,6 +677,7 @@ def test_imported_run_uses_its_students_lambda(tmp_path):
     assert m["student_file"] == "student_cub-bird_lam0.75.pt"
     cfg = json.loads((out / "config.json").read_text())
     assert "student_cub-bird_lam0.75.pt" in cfg["lambda_source"]
+    assert cfg["resolved"] == {"lambda": 0.75} and cfg["quirks"] == []  # each recorded once
     assert "student_cub-bird_lam0.75.pt (λ = 0.75)" in (out / "E1.log").read_text()
 
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from scripts.browser import chromium_page, chromium_path, expect
 from src.evaluation.space import load_space
 from src.explorer.app import create_app
 from src.explorer.projection import load_projection
 from src.explorer.server import serving
 from src.explorer.session import Explorer
 from src.tasks import get_task
-from tests._browser import chromium_page, chromium_path, expect
 from tests._pipeline import build_pipeline
 
 pytestmark = pytest.mark.skipif(

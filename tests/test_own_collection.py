@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import A1_preprocess as a1
 import A2_make_queries as a2
@@ -24,10 +26,12 @@ import B1_train_encoder as b1
 import C1_extract_embeddings as c1
 import D1_train_distill as d1
 import E2_visualize as e2
+from src import glyphs
 from src.artifacts import load_torch
+from src.cli import run_stage
+from src.glyphs import write_glyphs
 from src.method.student import DistillConfig
 from src.tasks import SMALL_TRAINING
-from tests._fixtures_glyphs import write_glyphs
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "glyphs"
@@ -196,3 +200,39 @@ def test_sigint_stops_d1_within_an_epoch_and_keeps_the_old_student(chain, tmp_pa
     assert "interrupted" in err.strip().splitlines()[-1]
     assert {f: (wdir / f).read_bytes() for f in files} == before
     assert not [p for p in wdir.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_scripts_glyphs_writes_a_new_folder_dataset_and_overwrites_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    """scripts/glyphs.py, the collection README's own-images commands can be tried on."""
+    from scripts import glyphs as script
+
+    out = tmp_path / "glyphs"
+    assert run_stage(script.main, [str(out), "--renders", "2", "--size", "16"]) == 0
+    labels = pd.read_csv(out / "labels.csv", dtype=str)
+    assert list(labels.columns) == ["image", "family", "style", "tags"]
+    assert len(labels) == 19 * 62 * 2 and labels["image"].is_unique
+    assert set(labels["family"]) == {"sans", "mono", "serif", "stix", "cm"}
+    assert set(labels["style"]) == {"regular", "bold", "italic", "bolditalic"}
+    assert labels["tags"].str.fullmatch(r"char_[a-z0-9]\|(upper|lower|digit)").all()
+    assert all(Image.open(out / p).size == (16, 16) for p in labels["image"][::97])
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    # a folder that holds anything is refused in one line and left as it was
+    assert run_stage(script.main, [str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "glyphs already exists and is not empty" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == written
+    # a run that fails half-way (a full disk) leaves no folder, temporary or lock behind
+    real, calls = glyphs.render, []
+
+    def fills_the_disk(*a):
+        calls.append(1)
+        if len(calls) == 50:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a)
+
+    monkeypatch.setattr(glyphs, "render", fills_the_disk)
+    assert run_stage(script.main, [str(tmp_path / "half")]) == 2
+    assert "the disk is full" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["glyphs"]

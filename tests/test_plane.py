@@ -1,4 +1,4 @@
-"""The trade-off plane (src/plane.py): its data from E1's files, the drawing, the sentence."""
+"""The trade-off plane (src/report/plane.py): its data from E1's files, the drawing, the sentence."""
 
 from __future__ import annotations
 

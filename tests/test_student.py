@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -11,10 +12,12 @@ import torch
 from torch import nn
 
 import D1_train_distill as d1
+from bench.toy import toy_space, train_heads
 from src.artifacts import save_torch
 from src.errors import SuiteError
 from src.method.backward_search import backward_search
 from src.method.student import (
+    DistillConfig,
     Student,
     distill,
     load_student,
@@ -22,7 +25,6 @@ from src.method.student import (
     student_lambdas,
     student_path,
 )
-from src.method.toy import toy_space, train_heads
 
 CLASSES = {"style": 5, "genre": 3}
 
@@ -78,7 +80,14 @@ def test_architecture_matches_spec():
 def test_distill_learns_the_teacher(world):
     z_train, z_test, heads = world
     student, log = distill(
-        heads, z_train, ["style"], CLASSES, 1.0, epochs=6, batch_size=100, seed=0, progress=False
+        heads,
+        z_train,
+        ["style"],
+        CLASSES,
+        1.0,
+        DistillConfig(epochs=6, batch_size=100),
+        seed=0,
+        progress=False,
     )
     assert [r["epoch"] for r in log] == list(range(1, 7))
     assert log[-1]["mse"] < 0.5 * log[0]["mse"]
@@ -97,12 +106,11 @@ def test_distill_learns_the_teacher(world):
 
 def test_distill_is_seeded_and_student_reg_pulls_towards_z0(world):
     z_train, _, heads = world
-    kw = {"epochs": 2, "batch_size": 128, "progress": False}
-    a, log_a = distill(heads, z_train, ["style", "genre"], CLASSES, 2.0, seed=1, **kw)
-    b, _ = distill(heads, z_train, ["style", "genre"], CLASSES, 2.0, seed=1, **kw)
-    c, log_c = distill(
-        heads, z_train, ["style", "genre"], CLASSES, 2.0, seed=1, student_reg=5, **kw
-    )
+    settings = DistillConfig(epochs=2, batch_size=128)
+    args = (heads, z_train, ["style", "genre"], CLASSES, 2.0)
+    a, log_a = distill(*args, settings, seed=1, progress=False)
+    b, _ = distill(*args, settings, seed=1, progress=False)
+    c, log_c = distill(*args, replace(settings, student_reg=5), seed=1, progress=False)
     for (k, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), k
     assert log_c[-1]["l1_to_z0"] < log_a[-1]["l1_to_z0"]
@@ -112,7 +120,9 @@ def test_distill_is_seeded_and_student_reg_pulls_towards_z0(world):
 def test_distill_rejects_attribute_without_head(world):
     z_train, _, heads = world
     with pytest.raises(SuiteError, match="mood"):
-        distill(heads, z_train, ["mood"], {"mood": 2}, 1.0, epochs=1, progress=False)
+        distill(heads, z_train, ["mood"], {"mood": 2}, 1.0, DistillConfig(epochs=1), progress=False)
+    with pytest.raises(SuiteError, match="batch_size ≥ 2"):
+        DistillConfig(batch_size=1)  # BatchNorm needs two rows: refused before any training
 
 
 def test_student_lambdas_are_the_ones_d1_wrote_for_the_task(tmp_path):

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from bench.toy import toy_space, train_heads
 from src import threads
 from src.cli import stage_parser
 from src.evaluation import methods
 from src.method import student
 from src.method.backward_search import backward_search
-from src.method.toy import toy_space, train_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,6 +115,7 @@ def test_d1_searches_on_the_search_threads_and_trains_on_the_stage_threads(monke
     monkeypatch.setattr(student, "backward_search", spy)
     threads.use_threads(None)
     torch.set_num_threads(2)
-    student.distill(heads, z, ["style"], {"style": 3}, 1.0, epochs=1, batch_size=32, progress=False)
+    settings = student.DistillConfig(epochs=1, batch_size=32)
+    student.distill(heads, z, ["style"], {"style": 3}, 1.0, settings, progress=False)
     assert seen and set(seen) == {threads.SEARCH_THREADS}
     assert torch.get_num_threads() == 2  # the student's own steps: the stage's threads

@@ -138,6 +138,28 @@ def test_resume_with_other_settings_names_both(data_root, tmp_path):
         b1.main(b1_args(data_root, tmp_path, "--epochs", "2", "--resume"))
 
 
+# checkpoint.pt as every B1 has written it since checkpoints began (git 7db1aa1; "recipe" since
+# the recipe checks): the training state under these keys, so an older checkpoint still resumes
+OLD_LAYOUT = ("config", "recipe", "epoch", "model", "optimizer", "scheduler", "scaler", "rng",
+              "sampler", "log")  # fmt: skip
+
+
+def test_a_checkpoint_of_the_old_layout_resumes_and_a_foreign_one_is_refused(data_root, tmp_path):
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "1"))
+    path = tmp_path / RUN / "checkpoint.pt"
+    ck = load_torch(path, "B1")
+    assert tuple(ck) == OLD_LAYOUT  # the training state is still saved under the old keys
+    torch.save({k: ck[k] for k in OLD_LAYOUT}, path)  # written without save_checkpoint
+    b1.main(b1_args(data_root, tmp_path, "--epochs", "2", "--resume"))
+    assert list(pd.read_csv(tmp_path / RUN / "train_log.csv")["epoch"]) == [1, 2]
+    ck = load_torch(path, "B1")
+    del ck["scheduler"]
+    torch.save(ck, path)
+    with pytest.raises(SuiteError, match=r"checkpoint.pt is not a B1 checkpoint \(it lacks "
+                       r"scheduler\); drop --resume to start over"):  # fmt: skip
+        b1.main(b1_args(data_root, tmp_path, "--epochs", "3", "--resume"))
+
+
 def test_resume_without_checkpoint(data_root, tmp_path):
     with pytest.raises(SuiteError, match=r"checkpoint.pt not found: run B1_train_encoder.py"):
         b1.main(b1_args(data_root, tmp_path, "--epochs", "1", "--resume"))
@@ -205,19 +227,19 @@ def test_flips_come_from_the_recipe_else_the_dataset_and_resume_keeps_them(data_
 
 def test_the_small_recipe_trains_with_adamw_and_label_smoothing(data_root, tmp_path, monkeypatch):
     smoothing, optimizers = [], []
-    real_ce, real_opt = engine.mean_ce, training.make_optimizer
+    real_ce, real_state = engine.mean_ce, training.make_train_state
 
     def ce(logits, y, **kw):
         smoothing.append(kw["label_smoothing"])
         return real_ce(logits, y, **kw)
 
-    def opt(*args, **kw):
-        made = real_opt(*args, **kw)
-        optimizers.append(type(made[0]))
+    def state(*args, **kw):
+        made = real_state(*args, **kw)
+        optimizers.append(type(made.optimizer))
         return made
 
     monkeypatch.setattr(engine, "mean_ce", ce)
-    monkeypatch.setattr(training, "make_optimizer", opt)
+    monkeypatch.setattr(training, "make_train_state", state)
     argv = ["--epochs", "1", "--recipe", "small", "--label-smoothing", "0.2"]
     b1.main(b1_args(data_root, tmp_path, *argv))
     assert SMALL_TRAINING.optimizer == "adamw" and optimizers == [torch.optim.AdamW]
@@ -254,15 +276,14 @@ def test_a_non_finite_loss_stops_b1_naming_epoch_and_step():
     model = Diverging()
     rt = engine.Runtime(torch.device("cpu"))
     recipe = Recipe(epochs=1, lr=0.5, weight_decay=0.0, lr_step=1, lr_gamma=1.0)
-    optimizer, scheduler, scaler = engine.make_optimizer(model, recipe, rt, 3)
+    state = engine.make_train_state(model, recipe, rt, 3)
     y = torch.zeros(4, 1, dtype=torch.int64)
     batches = [(torch.ones(4, 2), y), (torch.full((4, 2), float("inf")), y), (torch.ones(4, 2), y)]
     with pytest.raises(SuiteError, match=r"not finite at epoch 7, step 2 \(lr 0\.5\).*--lr 0\.05"):
-        engine.train_one_epoch(model, batches, optimizer, scheduler, scaler, rt, ["a"], epoch=7)
+        engine.train_one_epoch(state, batches, rt, ["a"], epoch=7)
     good = [(torch.ones(4, 2), y)]
-    model = Diverging()
-    optimizer, scheduler, scaler = engine.make_optimizer(model, recipe, rt, 1)
-    loss, acc = engine.train_one_epoch(model, good, optimizer, scheduler, scaler, rt, ["a"])
+    state = engine.make_train_state(Diverging(), recipe, rt, 1)
+    loss, acc = engine.train_one_epoch(state, good, rt, ["a"])
     assert math.isfinite(loss) and set(acc) == {"a"}
 
 
@@ -331,14 +352,14 @@ def test_b1_with_autocast_on_the_cpu(precision, dtype, data_root, tmp_path, monk
     """The CUDA branch's code path on the CPU: autocast in every step, fp16 through the GradScaler."""
     seen = spy_logits(monkeypatch)
     scalers = []
-    real_make = engine.make_optimizer
+    real_make = engine.make_train_state
 
     def keep_scaler(*a, **k):
         made = real_make(*a, **k)
-        scalers.append(made[2])
+        scalers.append(made.scaler)
         return made
 
-    monkeypatch.setattr(training, "make_optimizer", keep_scaler)
+    monkeypatch.setattr(training, "make_train_state", keep_scaler)
     b1.main(b1_args(data_root, tmp_path, "--epochs", "2", "--precision", precision))
     assert seen and set(seen) == {dtype}
     assert scalers[0].is_enabled() == (precision == "fp16")  # bf16 needs no loss scaling
@@ -372,10 +393,10 @@ def test_channels_last_forced_on_the_cpu(data_root, tmp_path, monkeypatch):
     conv = []
     real_epoch = training.train_one_epoch
 
-    def epoch(model, *a, **k):
-        stem = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    def epoch(state, *a, **k):
+        stem = next(m for m in state.forward.modules() if isinstance(m, torch.nn.Conv2d))
         conv.append(stem.weight.is_contiguous(memory_format=torch.channels_last))
-        return real_epoch(model, *a, **k)
+        return real_epoch(state, *a, **k)
 
     monkeypatch.setattr(training, "train_one_epoch", epoch)
     recipe = replace(SYNTHART_TRAINING, epochs=1, batch_size=8, image_size=32, embedding_size=16)

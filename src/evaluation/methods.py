@@ -48,7 +48,7 @@ class Ranking:
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, Timing]:
-    """fn's result and its Timing: a warm-up call, then the median of repeats (src/timing.py)."""
+    """fn's result and Timing: a warm-up, then the median of repeats (src/evaluation/timing.py)."""
     return time_repeated(fn, torch.cuda.synchronize if device.type == "cuda" else (lambda: None))
 
 
@@ -194,7 +194,7 @@ def rank_backward_search(
 ) -> Ranking:
     """Backward Search at λ for every query in one call.
 
-    timed: also run the timing pass (src/timing.py) — only the reported λ needs it. single: also
+    timed: also the timing pass (src/evaluation/timing.py), only the reported λ needs it. single:
     count the iterations of the authors' single-query rule (StopRule.SINGLE) on the same queries,
     for Table 5; its z is not used (every retrieval number is the batched rule's). trace: keep
     each query's walk in `ranking.search.trace` (the same answer; the explorer draws it).

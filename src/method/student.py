@@ -33,12 +33,17 @@ D1 = hint("D1")
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """D1's distillation settings (the authors' code); `distill(..., **asdict(config))` takes them."""
+    """D1's distillation settings (the authors' code), what `distill` takes; their defaults live
+    here only."""
 
     epochs: int = 49  # the authors evaluate epoch 49
     batch_size: int = 512  # teacher and student batch
     lr: float = 1e-3  # Adam on the student
     student_reg: float = 0.0  # weight of mean|s − z0|
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise SuiteError("distill: epochs must be ≥ 1 and batch_size ≥ 2")
 
 
 def student_path(run_dir: str | Path, task: str, lam: float) -> Path:
@@ -118,11 +123,8 @@ def distill(
     conditions_attrs: Sequence[str],
     num_classes: Mapping[str, int],
     lam: float,
+    settings: DistillConfig | None = None,  # None: DistillConfig()
     *,
-    epochs: int = 49,
-    batch_size: int = 512,
-    lr: float = 1e-3,
-    student_reg: float = 0.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -135,12 +137,12 @@ def distill(
     Each epoch every training embedding gets fresh uniformly random target classes; Backward Search
     (λ, default lr/iterations/early stopping) answers each batch; loss = MSE + student_reg·mean|s − z0|.
     """
+    settings = settings or DistillConfig()
+    epochs, batch_size, student_reg = settings.epochs, settings.batch_size, settings.student_reg
     attrs = list(conditions_attrs)
     missing = [a for a in attrs if a not in num_classes or a not in heads]
     if not attrs or missing:
         raise SuiteError(f"distill: no head / class count for condition attribute(s) {missing}")
-    if epochs < 1 or batch_size < 2:
-        raise SuiteError("distill: epochs must be ≥ 1 and batch_size ≥ 2")
     device = torch.device(device)
     z_train = z_train.to(device=device, dtype=torch.float32)
     if not torch.isfinite(z_train).all():
@@ -153,7 +155,7 @@ def distill(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     student = Student(emb, n_cls).to(device)
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    opt = torch.optim.Adam(student.parameters(), lr=settings.lr)
     log: list[dict[str, Any]] = []
     for epoch in range(1, epochs + 1):
         t0 = time.time()

@@ -47,7 +47,8 @@ from src.tasks import get_dataset, get_task
 log = logging.getLogger(__name__)
 
 
-# Their module names → ours (SPEC §10 keys → Sequential indices of src/encoder.py, src/student.py).
+# Their module names → ours (SPEC §10 keys → Sequential indices of src/method/encoder.py and
+# src/method/student.py).
 REDUCTION_KEYS = {
     "enc_linear_1": "0",
     "enc_batchnorm_1": "2",

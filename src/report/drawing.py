@@ -5,7 +5,7 @@ Callers pass images, captions and numbers; nothing here loads a model. Figures a
 matplotlib's object API on the Agg canvas (no pyplot, no display). Grid layouts are computed in
 inches from a few constants, so the pixel box of every image cell is known (`GridLayout`) and
 tests can check the PNG for the green frames that mark results satisfying the condition.
-src/figures.py gathers what they show from the artifacts.
+src/report/figures.py gathers what they show from the artifacts.
 """
 
 from __future__ import annotations

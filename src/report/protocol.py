@@ -68,7 +68,7 @@ def training_settings(enc_cfg: Any) -> dict[str, Any]:
 
 def _release_encoder_differences(task: Task, enc_cfg: Any) -> list[str]:
     """How an imported encoder's configuration differs from the paper's main setting (a trained
-    encoder's differences are the setting banner's, src/setting.py: not repeated here)."""
+    encoder's differences are the setting banner's, src/report/setting.py: not repeated here)."""
     recipe = training_settings(enc_cfg)
     if task.paper_column is None or not recipe or not is_release(enc_cfg):
         return []

@@ -249,7 +249,7 @@ def build_tables(res: TaskResults) -> dict[str, pd.DataFrame]:
 
 
 def spreads(table: str, res: TaskResults) -> list[str]:
-    """Table 5 says when a method's repeated times spread widely (src/timing.py)."""
+    """Table 5 says when a method's repeated times spread widely (src/evaluation/timing.py)."""
     return spread_notes(res.summary) if table == "table5" else []
 
 

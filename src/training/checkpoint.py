@@ -17,6 +17,7 @@ from src.artifacts import load_torch, save_torch
 from src.errors import SuiteError
 from src.hints import B1_HINT
 from src.tasks import Recipe
+from src.training.engine import STATE_KEYS, TrainState
 from src.transforms import flips_of
 
 # Settings a checkpoint must share with the flags to be resumed: the encoder's configuration…
@@ -43,6 +44,11 @@ RESUME_RECIPE_KEYS = (
     "label_smoothing",
     "precision",
 )
+
+
+# What checkpoint.pt holds (every B1 since checkpoints began writes these keys; `resume_checkpoint`
+# refuses a file without them in one line).
+CHECKPOINT_KEYS = ("config", "epoch", *STATE_KEYS, "rng", "log")
 
 
 def rng_state() -> dict[str, Any]:
@@ -122,10 +128,7 @@ def save_checkpoint(
     config: Mapping[str, Any],
     recipe: Recipe,
     epoch: int,
-    model,
-    optimizer,
-    scheduler,
-    scaler,
+    state: TrainState,
     seed: int,
     rows: list,
 ) -> None:
@@ -136,10 +139,7 @@ def save_checkpoint(
             "config": config,
             "recipe": recipe.as_dict(),
             "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
+            **state.state_dict(),  # model, optimizer, scheduler, scaler: the keys as ever
             "rng": rng_state(),
             "sampler": {"seed": seed, "epoch": epoch},
             "log": rows,
@@ -148,14 +148,17 @@ def save_checkpoint(
 
 
 def resume_checkpoint(
-    path: Path, config: Mapping[str, Any], recipe: Recipe, model, optimizer, scheduler, scaler
+    path: Path, config: Mapping[str, Any], recipe: Recipe, state: TrainState
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Load checkpoint.pt into the model and optimiser state; returns (last epoch, log rows)."""
+    """Load checkpoint.pt into the training state; returns (last epoch, log rows)."""
     ck = load_torch(path, f"{B1_HINT} (without --resume)", map_location="cpu")
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise SuiteError(
+            f"{path} is not a B1 checkpoint (it lacks {', '.join(missing)}); drop --resume to "
+            "start over"
+        )
     check_resumable(ck, config, recipe, path)
-    model.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
-    scheduler.load_state_dict(ck["scheduler"])
-    scaler.load_state_dict(ck["scaler"])
+    state.load_state_dict(ck)
     set_rng_state(ck["rng"])
     return int(ck["epoch"]), list(ck["log"])

@@ -1,9 +1,9 @@
-"""The B1 engine: one training step, one epoch, the per-epoch evaluation and the LR schedule.
+"""The B1 engine: the training state, one step, one epoch, the evaluation and the LR schedule.
 
-Kept apart from the data (src/data.py), the checkpoints (src/checkpoint.py) and the loop that ties
-them together (src/training.py), as in ConvNeXt's and MAE's engine.py. One code path for CPU, one
-GPU and `torchrun` (DDP): bf16/fp16 autocast (the Recipe's precision, on any device) and
-channels_last (on CUDA by default).
+Kept apart from the data (src/data.py), the checkpoints (src/training/checkpoint.py) and the loop
+that ties them together (src/training/loop.py), as in ConvNeXt's and MAE's engine.py. One code
+path for CPU, one GPU and `torchrun` (DDP): bf16/fp16 autocast (the Recipe's precision, on any
+device) and channels_last (on CUDA by default).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from src.data import ImageTable
+from src.data import ImageTable, head_hits
 from src.errors import SuiteError
 from src.method.encoder import Encoder
 from src.progress import progress
@@ -138,6 +139,32 @@ def loader(table: ImageTable, rt: Runtime, batch_size: int, sampler, drop_last: 
 
 
 # ---------------------------------------------------------------------------------------------
+# The training state
+
+STATE_KEYS = ("model", "optimizer", "scheduler", "scaler")  # checkpoint.pt's keys for TrainState
+
+
+@dataclass
+class TrainState:
+    """What training updates, as one object: the encoder, its optimiser, the per-step LR schedule
+    and the fp16 grad scaler; checkpoint.pt saves and restores the four together."""
+
+    model: nn.Module  # the encoder itself: what checkpoints save and `evaluate` runs
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    forward: nn.Module  # what a step calls: `model`, or its DDP wrapper under torchrun
+
+    def state_dict(self) -> dict[str, Any]:
+        """The four states under checkpoint.pt's keys (STATE_KEYS)."""
+        return {k: getattr(self, k).state_dict() for k in STATE_KEYS}
+
+    def load_state_dict(self, ck: Mapping[str, Any]) -> None:
+        for k in STATE_KEYS:
+            getattr(self, k).load_state_dict(ck[k])
+
+
+# ---------------------------------------------------------------------------------------------
 # One epoch
 
 
@@ -154,43 +181,43 @@ def mean_ce(
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch on the runtime's device (and in its memory layout)."""
     x = x.to(rt.device, non_blocking=True)  # asynchronous from pinned memory on CUDA
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(rt.device, non_blocking=True)
 
 
-def train_step(model, x, y, optimizer, scheduler, scaler, rt: Runtime, label_smoothing=0.0):
-    """One optimisation step on a batch (autocast per rt.amp_dtype); returns (loss, logits), unsynced."""
-    x, y = to_device(x, y, rt)
+def train_step(
+    state: TrainState, x: torch.Tensor, y: torch.Tensor, rt: Runtime, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimisation step on a batch already on the device (`to_device`), autocast per
+    rt.amp_dtype; returns (loss, logits), unsynced."""
     with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
-        _, logits = model(x)
+        _, logits = state.forward(x)
         loss = mean_ce(logits, y, label_smoothing=label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
     return loss.detach(), logits
 
 
 def train_one_epoch(
-    model,
+    state: TrainState,
     batches,
-    optimizer,
-    scheduler,
-    scaler,
     rt: Runtime,
     attrs: Sequence[str],
     epoch: int = 0,
     on_pace=None,
     label_smoothing: float = 0.0,
-):
+) -> tuple[float, dict[str, float]]:
     """One pass over the train loader; returns (mean loss, {attr: train accuracy}).
 
     Stops with a SuiteError when a step's loss was not finite (a diverged run, SPEC §4's loss).
     """
-    model.train()
+    state.forward.train()
     total = torch.zeros(2 + len(attrs), dtype=torch.float64, device=rt.device)  # loss, n, correct…
     # first step whose loss was not finite; kept on the device so no step waits for a sync
     first_bad = torch.full((), math.inf, dtype=torch.float64, device=rt.device)
@@ -204,16 +231,15 @@ def train_one_epoch(
         on_pace=on_pace,
     )
     for step, (x, y) in enumerate(bar, 1):
-        x, y = to_device(x, y, rt)  # once: train_step's own to_device is then a no-op
-        loss, logits = train_step(model, x, y, optimizer, scheduler, scaler, rt, label_smoothing)
+        x, y = to_device(x, y, rt)
+        loss, logits = train_step(state, x, y, rt, label_smoothing)
         bar.loss = loss  # read only when a progress line is written
         with torch.no_grad():
             # torch.full, not torch.tensor(int, device=…): a blocking host→GPU copy syncs the stream
             n = torch.full((), y.shape[0], device=rt.device)
-            correct = [(lg.argmax(1) == y[:, i]).sum() for i, lg in enumerate(logits.values())]
-            total += torch.stack([loss * n, n, *correct])
+            total += torch.cat([torch.stack([loss * n, n]), head_hits(logits, y)])
             first_bad = torch.where(torch.isfinite(loss), first_bad, first_bad.clamp(max=step))
-    check_finite(all_min(rt, first_bad).item(), epoch, optimizer)
+    check_finite(all_min(rt, first_bad).item(), epoch, state.optimizer)
     total = all_sum(rt, total).tolist()
     n = max(total[1], 1)
     return total[0] / n, {a: c / n for a, c in zip(attrs, total[2:], strict=True)}
@@ -238,8 +264,7 @@ def evaluate(model: Encoder, batches, rt: Runtime, attrs: Sequence[str]) -> dict
         x, y = to_device(x, y, rt)
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
             _, logits = model(x)
-        correct = [(lg.argmax(1) == y[:, i]).sum() for i, lg in enumerate(logits.values())]
-        total += torch.stack([torch.full((), y.shape[0], device=rt.device), *correct])
+        total += torch.cat([torch.full((1,), y.shape[0], device=rt.device), head_hits(logits, y)])
     total = all_sum(rt, total).tolist()
     n = max(total[0], 1)
     return {a: c / n for a, c in zip(attrs, total[1:], strict=True)}
@@ -262,12 +287,18 @@ def lr_factor(recipe: Recipe, steps_per_epoch: int):
     return factor
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe, rt: Runtime, steps_per_epoch: int = 1):
+def make_train_state(
+    model: nn.Module,
+    recipe: Recipe,
+    rt: Runtime,
+    steps_per_epoch: int = 1,
+    forward: nn.Module | None = None,
+) -> TrainState:
     """Adam (SPEC §4) or AdamW on the trainable parameters, the per-step schedule, a grad scaler
-    for fp16."""
+    for fp16; `forward`: the module steps call when not `model` (its DDP wrapper)."""
     params = [p for p in model.parameters() if p.requires_grad]
     adam = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[recipe.optimizer]
     optimizer = adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe, steps_per_epoch))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-    return optimizer, scheduler, scaler
+    return TrainState(model, optimizer, scheduler, scaler, forward or model)

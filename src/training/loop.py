@@ -26,7 +26,7 @@ from src.method.encoder import build_encoder
 from src.progress import run_estimate
 from src.tasks import Recipe
 from src.training.checkpoint import resume_checkpoint, save_checkpoint
-from src.training.engine import Runtime, evaluate, loader, make_optimizer, train_one_epoch
+from src.training.engine import Runtime, evaluate, loader, make_train_state, train_one_epoch
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,11 @@ def train_encoder(
     test_part = torch.utils.data.Subset(test_set, range(rt.rank, len(test_set), rt.world))
     test_batches = loader(test_part, rt, max(batch, 256), None)
 
-    optimizer, scheduler, scaler = make_optimizer(model, recipe, rt, len(train_batches))
+    state = make_train_state(model, recipe, rt, len(train_batches), forward=ddp)
     ckpt_path = (checkpoint_dir or out_dir) / "checkpoint.pt"
     start, rows = 0, []
     if resume:
-        start, rows = resume_checkpoint(
-            ckpt_path, config, recipe, model, optimizer, scheduler, scaler
-        )
+        start, rows = resume_checkpoint(ckpt_path, config, recipe, state)
         if rt.rank:
             torch.manual_seed(seed + rt.rank + 7919 * start)
         log.info("resumed from %s at epoch %d", ckpt_path, start)
@@ -91,13 +89,10 @@ def train_encoder(
     for epoch in range(start + 1, epochs + 1):
         t0 = time.time()
         sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = state.optimizer.param_groups[0]["lr"]
         loss, train_acc = train_one_epoch(
-            ddp,
+            state,
             train_batches,
-            optimizer,
-            scheduler,
-            scaler,
             rt,
             attrs,
             epoch,
@@ -121,9 +116,7 @@ def train_encoder(
             row["seconds"],
         )
         if rt.main and (epoch % every == 0 or epoch == epochs):
-            save_checkpoint(
-                ckpt_path, config, recipe, epoch, model, optimizer, scheduler, scaler, seed, rows
-            )
+            save_checkpoint(ckpt_path, config, recipe, epoch, state, seed, rows)
         if rt.main:
             write_log(out_dir, rows)
 

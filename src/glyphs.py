@@ -1,9 +1,9 @@
-"""A small real image collection that is not SynthArt: letters and digits rendered from the fonts
-matplotlib ships (DejaVu, STIX, Computer Modern), written as a folder dataset (labels.csv).
+"""The glyph collection: letters and digits rendered from the fonts matplotlib ships (DejaVu, STIX,
+Computer Modern), written as a folder dataset (labels.csv), the own-images path's second demo.
 
 Labels: `family` (sans, mono, serif, stix, cm) and `style` (regular, bold, italic, bolditalic);
 tags: the character (case-insensitive) and its kind (upper, lower, digit), so "this letter, but
-bold" keeps its context. Used by the tests and by bench/own_collection.py.
+bold" keeps its context. Written by scripts/glyphs.py; used by the tests and bench/small_recipe.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
+
+from src.atomic import atomic_dir
+from src.errors import SuiteError
 
 FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 # (family, style) → font file; Computer Modern has no bold italic
@@ -43,6 +46,7 @@ CHARACTERS = string.ascii_uppercase + string.ascii_lowercase + string.digits
 
 
 def kind(c: str) -> str:
+    """A character's kind tag: digit, upper or lower."""
     return "digit" if c.isdigit() else "upper" if c.isupper() else "lower"
 
 
@@ -62,17 +66,25 @@ def write_glyphs(
     root: Path, characters: str = CHARACTERS, renders: int = 1, size: int = 32, seed: int = 0
 ) -> Path:
     """root/<family>/<style>/<i>_<k>.png: `renders` renders of each character in every face,
-    and root/labels.csv (image, family, style, tags)."""
+    and root/labels.csv (image, family, style, tags). `root` must be new or empty (a folder that
+    holds anything is never overwritten); the collection is built aside and moved in whole."""
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise SuiteError(
+            f"{root} already exists and is not empty: give a new folder for the glyphs"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
-    for (family, style), face in FACES.items():
-        for i, c in enumerate(characters):
-            for k in range(renders):
-                # 'A' and 'a' would clash on a case-insensitive file system: name by position
-                rel = f"{family}/{style}/{i:02d}_{k}.png"
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                render(face, c, size, rng).save(root / rel)
-                tags = f"char_{c.lower()}|{kind(c)}"
-                rows.append({"image": rel, "family": family, "style": style, "tags": tags})
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    with atomic_dir(root) as tmp:
+        for (family, style), face in FACES.items():
+            for i, c in enumerate(characters):
+                for k in range(renders):
+                    # 'A' and 'a' would clash on a case-insensitive file system: name by position
+                    rel = f"{family}/{style}/{i:02d}_{k}.png"
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    render(face, c, size, rng).save(tmp / rel)
+                    tags = f"char_{c.lower()}|{kind(c)}"
+                    rows.append({"image": rel, "family": family, "style": style, "tags": tags})
+        pd.DataFrame(rows).to_csv(tmp / "labels.csv", index=False)
     return root

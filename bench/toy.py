@@ -1,8 +1,10 @@
 """A clustered toy embedding space with heads trained on it: the teacher's world in seconds.
 
-Used by the Backward Search / student tests and by bench/backward_search.py (no dataset needed). Each label attribute
-has one random centre per class; z = tanh(Σ_attr centre[class] + noise), so classes form clusters
-the SPEC-shaped heads learn to high accuracy in a few hundred Adam steps.
+The world of bench/backward_search.py and bench/scale.py (no dataset needed), and of the Backward
+Search, student and device tests, which import it from here (the product never imports tests/;
+nothing in src/ needs a toy). Each label attribute has one random centre per class;
+z = tanh(Σ_attr centre[class] + noise), so classes form clusters the SPEC-shaped heads learn to
+high accuracy in a few hundred Adam steps.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.data import head_hits
 from src.method.encoder import head
 
 
@@ -58,7 +61,11 @@ def train_heads(
     return heads
 
 
-def accuracy(heads: Mapping[str, nn.Module], z: Tensor, labels: Mapping[str, Tensor]) -> dict:
-    """Per-attribute accuracy of the heads' argmax."""
+def accuracy(
+    heads: Mapping[str, nn.Module], z: Tensor, labels: Mapping[str, Tensor]
+) -> dict[str, float]:
+    """Per-attribute accuracy of the heads' argmax (counted as B1 and C1 count it)."""
     with torch.no_grad():
-        return {a: float((h(z).argmax(1) == labels[a]).float().mean()) for a, h in heads.items()}
+        logits = {a: h(z) for a, h in heads.items()}
+        hits = head_hits(logits, torch.stack([labels[a] for a in heads], 1))
+    return {a: c / len(z) for a, c in zip(heads, hits.tolist(), strict=True)}
