@@ -38,7 +38,7 @@ from src.cli import (
     setup_logging,
     stage_parser,
 )
-from src.datasets.common import read_labels
+from src.datasets.common import read_labels, read_split
 from src.errors import SuiteError
 from src.hints import a1_hint
 from src.method.encoder import BACKBONES, check_image_size, encoder_config
@@ -141,6 +141,15 @@ def main(argv: list[str] | None = None) -> None:
     base = spec.training if args.recipe == "default" else RECIPES[args.recipe]
     recipe = replace(base, **{k: v for k, v in vars(args).items() if k in OVERRIDES})
     recipe = replace(recipe, flips=recipe.flips or spec.flips)  # config.json records the flips
+    resolved = {}
+    if "epochs" not in vars(args) and recipe.images_seen:  # epochs from the collection's size
+        n_train, floor = len(read_split(args.data_root, spec.name, "train")), recipe.epochs
+        recipe = replace(recipe, epochs=recipe.epochs_for(n_train))
+        resolved["epochs"] = recipe.epochs
+        resolved["epochs_rule"] = (
+            f"{recipe.epochs} epochs for {n_train} train images ({recipe.images_seen:,} images "
+            f"seen, at least {floor} and at most {recipe.max_epochs} epochs; --epochs sets them)"
+        )
     if recipe.backbone not in BACKBONES:
         raise SuiteError(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
@@ -190,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
             rt.precision,
             ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items()),
         )
+        if "epochs_rule" in resolved:
+            log.info("B1: %s", resolved["epochs_rule"])
         if recipe.schedule == "step" and recipe.lr_step >= recipe.epochs:
             log.warning(
                 "WARNING: --lr-step %d with --epochs %d: the step schedule never lowers the "
@@ -208,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             stage / "config.json",
             stage_config(
                 args,
+                resolved,
                 run=run,
                 recipe=recipe.as_dict(),
                 encoder=config,

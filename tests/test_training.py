@@ -278,7 +278,8 @@ def test_recipes_are_typed_and_store_the_same_keys():
     assert authors["flips"] is None  # the dataset's: B1 records the resolved value
     own = ["schedule", "warmup_epochs"]
     assert set(SYNTHART_TRAINING.as_dict()) == {*authors, *own}
-    assert set(SMALL_TRAINING.as_dict()) == {*authors, *own, "optimizer", "label_smoothing"}
+    small = {"optimizer", "label_smoothing", "mix", "images_seen", "max_epochs"}
+    assert set(SMALL_TRAINING.as_dict()) == {*authors, *own, *small}
     assert PAPER_TEXT_TRAINING.epochs == 100 and PAPER_TEXT_TRAINING.random_resized_crop
     # the authors trained in fp32 (issue 8); the demo keeps mixed precision on CUDA only
     assert AUTHORS_TRAINING.precision == PAPER_TEXT_TRAINING.precision == "fp32"
@@ -480,3 +481,34 @@ def test_resume_refuses_changed_optimisation_settings(data_root, tmp_path):
                         "--pretrained", "none", "--backbone", "convnext_atto"))  # fmt: skip
     with pytest.raises(SuiteError, match=r"--epochs 1 is fewer than the 2 epochs .* --epochs 2"):
         b1.main(b1_args(data_root, tmp_path, "--epochs", "1", "--resume"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs from the collection's size (issue 30)
+
+
+def test_the_small_recipe_takes_its_epochs_from_the_collections_size():
+    """60,000 images seen, at least 20 and at most 100 epochs; other recipes keep their epochs."""
+    assert SMALL_TRAINING.epochs_for(3110) == 20  # the icons: 20 epochs already show 62,200
+    assert SMALL_TRAINING.epochs_for(1000) == 60
+    assert SMALL_TRAINING.epochs_for(600) == SMALL_TRAINING.epochs_for(601) == 100
+    assert SMALL_TRAINING.epochs_for(599) == SMALL_TRAINING.epochs_for(20) == 100  # the cap
+    assert SMALL_TRAINING.epochs_for(100_000) == 20  # the floor
+    for fixed in (AUTHORS_TRAINING, PAPER_TEXT_TRAINING, SYNTHART_TRAINING):
+        assert fixed.epochs_for(600) == fixed.epochs_for(100_000) == fixed.epochs
+
+
+def test_b1_records_the_epochs_it_took_from_the_size_and_epochs_sets_them(
+    data_root, tmp_path, monkeypatch
+):
+    # the tiny split has 24 train images: 60 images seen = 3 epochs, capped at 2, floor 1
+    rule = replace(SMALL_TRAINING, epochs=1, images_seen=60, max_epochs=2)
+    monkeypatch.setitem(b1.RECIPES, "small", rule)
+    b1.main(b1_args(data_root, tmp_path / "sized", "--recipe", "small"))
+    conf = json.loads((tmp_path / "sized" / RUN / "config.json").read_text())
+    assert conf["recipe"]["epochs"] == conf["resolved"]["epochs"] == 2
+    assert conf["resolved"]["epochs_rule"].startswith("2 epochs for 24 train images")
+    assert len(pd.read_csv(tmp_path / "sized" / RUN / "train_log.csv")) == 2
+    b1.main(b1_args(data_root, tmp_path / "given", "--recipe", "small", "--epochs", "3"))
+    conf = json.loads((tmp_path / "given" / RUN / "config.json").read_text())
+    assert conf["recipe"]["epochs"] == 3 and "epochs" not in conf["resolved"]

@@ -35,6 +35,7 @@ TRAINING_KEYS = (
     "schedule",
     "warmup_epochs",
     "label_smoothing",
+    "mix",
 )
 
 

@@ -41,6 +41,7 @@ RESUME_RECIPE_KEYS = (
     "schedule",
     "warmup_epochs",
     "label_smoothing",
+    "mix",
     "precision",
 )
 
