@@ -512,3 +512,48 @@ def test_b1_records_the_epochs_it_took_from_the_size_and_epochs_sets_them(
     b1.main(b1_args(data_root, tmp_path / "given", "--recipe", "small", "--epochs", "3"))
     conf = json.loads((tmp_path / "given" / RUN / "config.json").read_text())
     assert conf["recipe"]["epochs"] == 3 and "epochs" not in conf["resolved"]
+
+
+def test_cutmix_pastes_a_partners_box_and_shares_the_loss_by_its_area(monkeypatch):
+    """Issue 30: each image keeps its pixels outside one box, the box is its partner's, and the
+    step's loss is λ·CE(own labels) + (1 − λ)·CE(partner's) with 1 − λ the box's share."""
+    torch.manual_seed(3)
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8).clone()
+    mixed, perm, lam = engine.cutmix(x)
+    partner = (mixed != x).any(1)  # pixels that came from another image
+    for i in range(4):
+        box = partner[i].nonzero()
+        if perm[i] != i:
+            assert (mixed[i][:, partner[i]] == x[perm[i]][:, partner[i]]).all()
+            area = (box[:, 0].max() - box[:, 0].min() + 1) * (box[:, 1].max() - box[:, 1].min() + 1)
+            assert len(box) == area == round((1 - lam) * 64)  # one rectangle, λ from its area
+    seen = []
+    monkeypatch.setattr(engine, "cutmix", lambda x: (x, torch.tensor([1, 0]), 0.25))
+    real = engine.mean_ce
+    monkeypatch.setattr(
+        engine, "mean_ce", lambda lg, y, **kw: seen.append(y[:, 0].tolist()) or real(lg, y, **kw)
+    )
+
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(3, 2))
+
+        def forward(self, x):
+            return None, {"a": x.flatten(1)[:, :3] @ self.w}
+
+    model, y = Heads(), torch.tensor([[0], [1]])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    rt = engine.Runtime(torch.device("cpu"))
+    x = torch.randn(2, 3, 4, 4)
+    loss, _ = engine.train_step(model, x, y, opt, sched, scaler, rt, 0.0, "cutmix")
+    assert seen == [[0, 1], [1, 0]]  # own labels, then the partners'
+    logits = model(x)[1]["a"]
+    own, other = (torch.nn.functional.cross_entropy(logits, t) for t in (y[:, 0], y[[1, 0], 0]))
+    assert not math.isclose(float(own), float(other))
+    assert math.isclose(float(loss), float(0.25 * own + 0.75 * other), rel_tol=1e-5)
+    seen.clear()
+    engine.train_step(model, x, y, opt, sched, scaler, rt, 0.0, "none")
+    assert seen == [[0, 1]]

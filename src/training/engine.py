@@ -187,7 +187,9 @@ def train_step(
         _, logits = model(x)
         loss = mean_ce(logits, y, label_smoothing=label_smoothing)
         if perm is not None:  # each image's labels by its share of the pixels
-            loss = lam * loss + (1 - lam) * mean_ce(logits, y[perm], label_smoothing)
+            loss = lam * loss + (1 - lam) * mean_ce(
+                logits, y[perm], label_smoothing=label_smoothing
+            )
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
