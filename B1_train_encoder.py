@@ -139,17 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     spec = get_dataset(args.dataset, args.data_root)
     base = spec.training if args.recipe == "default" else RECIPES[args.recipe]
+    resolved = {}
+    if base.images_seen:  # epochs and mixing from the collection's size (the small recipe)
+        base, rule = base.sized(len(read_split(args.data_root, spec.name, "train")))
+        resolved = {"epochs": base.epochs, "mix": base.mix, "size_rule": rule}
     recipe = replace(base, **{k: v for k, v in vars(args).items() if k in OVERRIDES})
     recipe = replace(recipe, flips=recipe.flips or spec.flips)  # config.json records the flips
-    resolved = {}
-    if "epochs" not in vars(args) and recipe.images_seen:  # epochs from the collection's size
-        n_train, floor = len(read_split(args.data_root, spec.name, "train")), recipe.epochs
-        recipe = replace(recipe, epochs=recipe.epochs_for(n_train))
-        resolved["epochs"] = recipe.epochs
-        resolved["epochs_rule"] = (
-            f"{recipe.epochs} epochs for {n_train} train images ({recipe.images_seen:,} images "
-            f"seen, at least {floor} and at most {recipe.max_epochs} epochs; --epochs sets them)"
-        )
     if recipe.backbone not in BACKBONES:
         raise SuiteError(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
@@ -199,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
             rt.precision,
             ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items()),
         )
-        if "epochs_rule" in resolved:
-            log.info("B1: %s", resolved["epochs_rule"])
+        if "size_rule" in resolved:
+            log.info("B1: %s", resolved["size_rule"])
         if recipe.schedule == "step" and recipe.lr_step >= recipe.epochs:
             log.warning(
                 "WARNING: --lr-step %d with --epochs %d: the step schedule never lowers the "

@@ -62,7 +62,8 @@ def test_readme_own_images_block_runs_verbatim_on_a_small_collection(tmp_path):
     config = json.loads((weights / "config.json").read_text())
     train = len(pd.read_csv(data / "train.csv"))
     assert config["recipe"]["epochs"] == SMALL_TRAINING.epochs_for(train) == 100
-    assert config["resolved"]["epochs"] == 100 and "100 epochs" in config["resolved"]["epochs_rule"]
+    assert config["recipe"]["mix"] == "cutmix"  # a small collection: CutMix (Recipe.sized)
+    assert config["resolved"]["size_rule"].startswith("100 epochs, mix cutmix")
     assert (weights / "metrics.json").exists()  # C1
     meta = json.loads((data / f"queries_{TASK}.json").read_text())
     queries = pd.read_csv(data / f"queries_{TASK}.csv")
