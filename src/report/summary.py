@@ -140,7 +140,8 @@ def small_split_lines(queries_meta: Any) -> list[str]:
     per_class, never = [], []
     for attr, c in counts.items():
         if isinstance(c, dict) and c:
-            per_class.append(f"{min(c.values())}–{max(c.values())} per class of {attr}")
+            lo, hi = min(c.values()), max(c.values())
+            per_class.append(f"{lo}{'' if lo == hi else f'–{hi}'} per class of {attr}")
             never += [f"{attr} {k}" for k, v in c.items() if v <= QUERY_MIN_TARGETS]
     if n_q >= QUERIES and not never:
         return []
