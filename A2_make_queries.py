@@ -1,6 +1,6 @@
 """A2 — draw a task's queries: balanced (test image, condition) pairs by the paper's protocol.
 
-    python A2_make_queries.py --task synthart-style [--num-queries 1000] [--seed 777]
+    python A2_make_queries.py --task synthart-style [--num-queries N] [--seed 777]
 
 Reads data/<dataset>/test.csv and labels.json (A1) and writes data/<dataset>/queries_<task>.csv
 (query_id, image, one column per conditioned attribute holding the condition's class name, tags)
@@ -18,6 +18,7 @@ from src.artifacts import dataset_dir, queries_path, stage_config, write_csv, wr
 from src.atomic import atomic_files, stage_lock
 from src.cli import run_stage, setup_logging, stage_parser
 from src.errors import SuiteError
+from src.paper import QUERIES
 from src.queries import DEFAULT_SEED, load_test_split, make_queries
 from src.tasks import TASK_HELP, describe_tasks, get_task
 
@@ -33,8 +34,10 @@ def parse_args(argv: list[str] | None):
     p.add_argument(
         "--num-queries",
         type=int_at_least(1),
-        default=1000,
-        help="distinct (query, condition) pairs to draw",
+        default=None,
+        help=f"distinct (query, condition) pairs to draw, exactly (refused when the test split "
+        f"cannot give them); default: the protocol's {QUERIES}, or every valid pair of a test "
+        "split that has fewer (with a note in the log, the .json and REPORT.md)",
     )
     p.set_defaults(seed=DEFAULT_SEED)
     return p.parse_args(argv)
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     # the dataset's lock: A1 must not swap the folder while its queries are drawn
     with stage_lock(dataset_dir(args.data_root, task.dataset)):
         draw, test = draw_queries(args, task, out)
+    if draw.note:
+        log.info("A2 %s: %s", task.name, draw.note)
     log.info(
         "A2 %s: %d queries from %d test images (%d draws; skipped %s) → %s (%.1f s)",
         task.name,
@@ -83,8 +88,11 @@ def draw_queries(args, task, out):
                 task=task.name,
                 dataset=task.dataset,
                 conditions=list(task.conditions),
+                resolved={"num_queries": len(draw.queries)},
                 num_queries=len(draw.queries),
+                note=draw.note,
                 test_images=len(test),
+                test_class_counts={a: test[a].value_counts().to_dict() for a in task.conditions},
                 draws=draw.draws,
                 skipped=draw.skipped,
                 query_class_counts=balance,

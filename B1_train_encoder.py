@@ -37,7 +37,7 @@ from src.cli import (
     stage_parser,
     staged_log,
 )
-from src.datasets.common import read_labels
+from src.datasets.common import read_labels, read_split
 from src.errors import SuiteError
 from src.hints import a1_hint
 from src.method.encoder import BACKBONES, check_image_size, encoder_config
@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     spec = get_dataset(args.dataset, args.data_root)
     base = spec.training if args.recipe == "default" else RECIPES[args.recipe]
+    resolved = {}
+    if base.images_seen:  # epochs and mixing from the collection's size (the small recipe)
+        base, rule = base.sized(len(read_split(args.data_root, spec.name, "train")))
+        resolved = {"epochs": base.epochs, "mix": base.mix, "size_rule": rule}
     recipe = replace(base, **{k: v for k, v in vars(args).items() if k in OVERRIDES})
     recipe = replace(recipe, flips=recipe.flips or spec.flips)  # config.json records the flips
     if recipe.backbone not in BACKBONES:
@@ -189,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
             rt.precision,
             ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items()),
         )
+        if "size_rule" in resolved:
+            log.info("B1: %s", resolved["size_rule"])
         if recipe.schedule == "step" and recipe.lr_step >= recipe.epochs:
             log.warning(
                 "WARNING: --lr-step %d with --epochs %d: the step schedule never lowers the "
@@ -207,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
             stage / "config.json",
             stage_config(
                 args,
+                resolved,
                 run=run,
                 recipe=recipe.as_dict(),
                 encoder=config,

@@ -86,14 +86,19 @@ def rasterise(src: Path, dst: Path, size: int) -> bool:
         src = dst
     try:
         with Image.open(src) as im:
-            im = im.convert("RGBA")
-            im.thumbnail((size, size), Image.Resampling.LANCZOS)
+            on_white(im, size).save(dst)
     except OSError:
         return False
+    return True
+
+
+def on_white(im: Image.Image, size: int) -> Image.Image:
+    """An image (any mode, transparency kept) shrunk to fit size×size, centred on white, RGB."""
+    im = im.convert("RGBA")
+    im.thumbnail((size, size), Image.Resampling.LANCZOS)
     canvas = Image.new("RGBA", (size, size), "white")
     canvas.alpha_composite(im, ((size - im.width) // 2, (size - im.height) // 2))
-    canvas.convert("RGB").save(dst)
-    return True
+    return canvas.convert("RGB")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ AVERAGE = "average"
 
 # The protocol's constants (SPEC §3, §7).
 TOP_K = 10  # retrieval is scored on the top-10 (mAP@10, mTS@10)
+QUERIES = 1000  # queries per task (SPEC §3); A2 draws fewer only when the test split has fewer
 QUERY_MIN_TARGETS = 10  # a query needs this many other database images carrying its condition
 QUERY_MAX_JACCARD = 0.1  # … and one of them sharing less than this tag-Jaccard with it
 
@@ -158,7 +159,7 @@ class PaperSetting:
     image_size: int = 224
     embedding_size: int = 256
     epochs: int = 30  # the authors' code (the paper text says 100; SPEC §4)
-    queries: int = 1000
+    queries: int = QUERIES
 
 
 SETTINGS: dict[str, PaperSetting] = {

@@ -22,13 +22,14 @@ from src.datasets.common import read_labels, read_split
 from src.errors import SuiteError
 from src.hints import hint
 from src.labels import class_ids
-from src.paper import QUERY_MAX_JACCARD, QUERY_MIN_TARGETS
+from src.paper import QUERIES, QUERY_MAX_JACCARD, QUERY_MIN_TARGETS
 from src.tags import tag_matrix
 from src.tasks import get_task
 
 DEFAULT_SEED = 777
 DRAWS_PER_QUERY = 50  # give up after this many draws per requested query (plus a floor)
 MIN_DRAWS = 20_000
+SKIPPED = ("no_tags", "duplicate", "few_targets", "no_dissimilar_target")  # why draws were skipped
 
 
 @dataclass
@@ -39,13 +40,14 @@ class QueryDraw:
     rows: np.ndarray  # the query images' row numbers in the test split
     draws: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    note: str | None = None  # why there are fewer than the protocol's QUERIES (None: as asked)
 
 
 def make_queries(
     test: pd.DataFrame,
     labels: dict[str, list[str]],
     conditions: Sequence[str],
-    num_queries: int,
+    num_queries: int | None = None,
     seed: int = DEFAULT_SEED,
     *,
     max_draws: int | None = None,
@@ -54,73 +56,127 @@ def make_queries(
 
     `test` has columns image, <attributes as class names>, tags ('|'-joined); `labels` gives each
     attribute's class names in id order. Fails, saying how many were found, when the test split
-    cannot supply `num_queries` pairs within the draw budget.
+    cannot supply `num_queries` pairs within the draw budget. None: the protocol's QUERIES, or
+    as many as the split has valid pairs when that is fewer (QueryDraw.note says so).
     """
-    conditions = list(conditions)
-    for a in conditions:
-        if a not in test.columns or a not in labels:
-            raise SuiteError(f"the test split has no {a!r} labels; re-run A1 for this dataset")
-    if num_queries < 1:
+    if num_queries is not None and num_queries < 1:
         raise SuiteError(f"--num-queries must be at least 1 (got {num_queries})")
-    n = len(test)
-    if n == 0:
-        raise SuiteError("the test split is empty; re-run A1 for this dataset")
-    ids = np.stack(
-        [class_ids(test[a], a, labels[a], "the test split") for a in conditions], axis=1
-    )  # n × m
-    sizes = [len(labels[a]) for a in conditions]
-    pairs = n * int(np.prod(sizes))  # distinct (query image, condition) pairs there can be
-    if num_queries > pairs:  # else the draws would go on for a budget of 50 per query
+    split = _Split(test, labels, list(conditions))
+    wanted = QUERIES if num_queries is None else num_queries
+    if wanted > split.pairs and num_queries is not None:  # else 50 draws per query go by
         raise SuiteError(
-            f"--num-queries {num_queries} is more than the {pairs} (test image, condition) pairs "
-            f"the test split ({n} images) has; lower --num-queries"
+            f"--num-queries {num_queries} is more than the {split.pairs} (test image, condition) "
+            f"pairs the test split ({split.n} images) has; lower --num-queries"
         )
-    key = np.ravel_multi_index(ids.T, sizes)  # one integer per class tuple
-    # candidates: p ∝ 1 / frequency of the candidate's class tuple
-    freq = np.bincount(key, minlength=int(np.prod(sizes)))
-    p = 1.0 / freq[key]
-    p /= p.sum()
-    rules = _Rules(key, freq.size, test["tags"])
-    if not rules.tagged.any():  # rule 5 measures context by tags: no tags, no query
-        raise SuiteError(
-            f"none of the {n} test images has tags (the tags column is empty), and a query needs "
-            "tags (SPEC §3); re-run A1 with tags for this dataset"
-        )
+    draws, skipped = 0, dict.fromkeys(SKIPPED, 0)
+    if wanted <= split.pairs:
+        budget = max_draws if max_draws is not None else max(MIN_DRAWS, DRAWS_PER_QUERY * wanted)
+        accepted, draws, skipped = split.draw(wanted, seed, budget)
+        if len(accepted) == wanted:
+            return split.table(accepted, draws, skipped)
+        if num_queries is not None:
+            raise SuiteError(
+                f"found only {len(accepted)} of {num_queries} queries after {draws} draws: the "
+                f"test split ({split.n} images) is too small for this task; lower --num-queries"
+            )
+    return split.every_valid_pair(seed, draws, skipped)
 
-    rng = np.random.default_rng(seed)
-    budget = max_draws if max_draws is not None else max(MIN_DRAWS, DRAWS_PER_QUERY * num_queries)
-    skipped = dict.fromkeys(["no_tags", "duplicate", "few_targets", "no_dissimilar_target"], 0)
-    seen: set[tuple[int, int]] = set()
-    accepted: list[tuple[int, int]] = []
-    draws = 0
-    while len(accepted) < num_queries and draws < budget:
-        # draw in chunks (fixed size, so the stream depends on the seed only), judge one at a time
-        cands = rng.choice(n, size=4096, p=p)
-        conds = np.stack([rng.integers(0, s, size=4096) for s in sizes])
-        for c, k in zip(cands.tolist(), np.ravel_multi_index(conds, sizes).tolist(), strict=True):
-            if len(accepted) == num_queries or draws == budget:
-                break
-            draws += 1
-            reason = "duplicate" if (c, k) in seen else rules.reject(c, k)
-            if reason:
-                skipped[reason] += 1
-            else:
-                seen.add((c, k))
-                accepted.append((c, k))
-    if len(accepted) < num_queries:
-        raise SuiteError(
-            f"found only {len(accepted)} of {num_queries} queries after {draws} draws: the test "
-            f"split ({n} images) is too small for this task; lower --num-queries"
+
+class _Split:
+    """A test split prepared for drawing: class-tuple keys, candidate weights, the rules."""
+
+    def __init__(self, test: pd.DataFrame, labels: dict[str, list[str]], conditions: list[str]):
+        for a in conditions:
+            if a not in test.columns or a not in labels:
+                raise SuiteError(f"the test split has no {a!r} labels; re-run A1 for this dataset")
+        self.test, self.labels, self.conditions = test, labels, conditions
+        self.n = n = len(test)
+        if n == 0:
+            raise SuiteError("the test split is empty; re-run A1 for this dataset")
+        ids = np.stack(
+            [class_ids(test[a], a, labels[a], "the test split") for a in conditions], axis=1
+        )  # n × m
+        self.sizes = [len(labels[a]) for a in conditions]
+        self.pairs = n * int(np.prod(self.sizes))  # (query image, condition) pairs there can be
+        key = np.ravel_multi_index(ids.T, self.sizes)  # one integer per class tuple
+        # candidates: p ∝ 1 / frequency of the candidate's class tuple
+        freq = np.bincount(key, minlength=int(np.prod(self.sizes)))
+        self.p = 1.0 / freq[key]
+        self.p /= self.p.sum()
+        self.rules = _Rules(key, freq.size, test["tags"])
+        if not self.rules.tagged.any():  # rule 5 measures context by tags: no tags, no query
+            raise SuiteError(
+                f"none of the {n} test images has tags (the tags column is empty), and a query "
+                "needs tags (SPEC §3); re-run A1 with tags for this dataset"
+            )
+
+    def draw(self, wanted: int, seed: int, budget: int):
+        """The protocol's draws: (accepted pairs, draws, skipped per rule) within `budget`."""
+        n, sizes, rules = self.n, self.sizes, self.rules
+        rng = np.random.default_rng(seed)
+        skipped = dict.fromkeys(SKIPPED, 0)
+        seen: set[tuple[int, int]] = set()
+        accepted: list[tuple[int, int]] = []
+        draws = 0
+        while len(accepted) < wanted and draws < budget:
+            # draw in chunks (fixed size: the stream depends on the seed only), judge one at a time
+            cands = rng.choice(n, size=4096, p=self.p)
+            conds = np.stack([rng.integers(0, s, size=4096) for s in sizes])
+            for c, k in zip(
+                cands.tolist(), np.ravel_multi_index(conds, sizes).tolist(), strict=True
+            ):
+                if len(accepted) == wanted or draws == budget:
+                    break
+                draws += 1
+                reason = "duplicate" if (c, k) in seen else rules.reject(c, k)
+                if reason:
+                    skipped[reason] += 1
+                else:
+                    seen.add((c, k))
+                    accepted.append((c, k))
+        return accepted, draws, skipped
+
+    def every_valid_pair(self, seed: int, draws: int, skipped: dict[str, int]) -> QueryDraw:
+        """Up to QUERIES of the split's valid pairs, each (image, condition) pair judged once.
+
+        Ordered as the protocol's draws would find them: its rejection of invalid pairs and
+        duplicates amounts to successive draws ∝ 1/frequency without replacement among the valid
+        pairs, which Efraimidis–Spirakis keys u^(1/w), sorted, reproduce in one step.
+        """
+        n_keys = int(np.prod(self.sizes))
+        valid = [(c, k) for k in range(n_keys) for c in self.rules.valid_candidates(k).tolist()]
+        if not valid:
+            raise SuiteError(
+                f"no valid query in the test split ({self.n} images): a condition needs "
+                f"{QUERY_MIN_TARGETS} other tagged test images that carry it, one of them with "
+                f"tag-Jaccard < {QUERY_MAX_JACCARD} to the query (SPEC §3); give the collection "
+                "more test images (labels.csv's split column) or more tags"
+            )
+        weight = self.p[[c for c, _ in valid]]
+        keys = np.log(np.random.default_rng(seed).random(len(valid))) / weight  # log u^(1/w)
+        order = np.argsort(-keys, kind="stable")[:QUERIES]
+        judged = len(self.rules.tagged) * n_keys
+        note = (
+            f"{len(order)} queries, not the protocol's {QUERIES}: the test split ({self.n} images) "
+            f"has only {len(valid)} valid (image, condition) pairs"
+            if len(order) < QUERIES
+            else f"the protocol's {QUERIES} queries, drawn among the {len(valid)} valid pairs of "
+            f"all {judged} (image, condition) pairs"
         )
-    chosen = np.array([c for c, _ in accepted], dtype=np.int64)
-    cond_ids = np.array(np.unravel_index([k for _, k in accepted], sizes)).T
-    out = pd.DataFrame(
-        {"query_id": np.arange(len(accepted)), "image": test["image"].to_numpy()[chosen]}
-    )
-    for j, a in enumerate(conditions):
-        out[a] = np.asarray(labels[a], dtype=object)[cond_ids[:, j]]
-    out["tags"] = test["tags"].to_numpy()[chosen]
-    return QueryDraw(out, chosen, draws, skipped)
+        return self.table([valid[i] for i in order], draws, skipped, note)
+
+    def table(self, accepted, draws: int, skipped: dict[str, int], note=None) -> QueryDraw:
+        """The query table of the accepted (row, class-tuple key) pairs, in their order."""
+        test, m = self.test, len(self.sizes)
+        chosen = np.array([c for c, _ in accepted], dtype=np.int64)
+        cond_ids = np.array(np.unravel_index([k for _, k in accepted], self.sizes)).T.reshape(-1, m)
+        out = pd.DataFrame(
+            {"query_id": np.arange(len(accepted)), "image": test["image"].to_numpy()[chosen]}
+        )
+        for j, a in enumerate(self.conditions):
+            out[a] = np.asarray(self.labels[a], dtype=object)[cond_ids[:, j]]
+        out["tags"] = test["tags"].to_numpy()[chosen]
+        return QueryDraw(out, chosen, draws, skipped, note)
 
 
 class _Rules:
@@ -143,6 +199,13 @@ class _Rules:
             rows = rows[self.tagged[rows]]
             self.cache[k] = (rows, self.tags[rows], self.counts[rows])
         return self.cache[k]
+
+    def valid_candidates(self, k: int) -> np.ndarray:
+        """Rows of every candidate that condition `k` accepts (reject(c, k) is None), in order."""
+        if len(self.targets(k)[0]) < QUERY_MIN_TARGETS:  # reject() would say few_targets to all
+            return np.zeros(0, dtype=np.int64)
+        rows = [c for c in np.flatnonzero(self.tagged).tolist() if self.reject(c, k) is None]
+        return np.array(rows, dtype=np.int64)
 
     def reject(self, c: int, k: int) -> str | None:
         """Why candidate `c` with condition `k` is skipped, or None when it is a valid query."""

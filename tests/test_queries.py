@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from collections import Counter
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from src.datasets.common import Processed, write_processed
 from src.errors import SuiteError
+from src.paper import QUERIES
 from src.paper import QUERY_MAX_JACCARD as MAX_JACCARD
 from src.paper import QUERY_MIN_TARGETS as MIN_TARGETS
 from src.queries import make_queries, read_queries
@@ -218,3 +220,73 @@ def test_a2_failure_leaves_no_query_file(tmp_path, capsys):
     assert A2.run_stage(A2.main, argv) == 2
     assert "found only" in capsys.readouterr().err
     assert not list((tmp_path / "synthart").glob("queries_*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The default: the protocol's 1,000, or every valid pair of a split that has fewer (issue 30)
+
+
+def all_valid_pairs(test: pd.DataFrame, labels: dict[str, list[str]], attr: str) -> set:
+    """Brute force, independent of src/queries.py: every (image, condition) pair SPEC §3 allows."""
+    tags = [split_tags(t) for t in test["tags"]]
+    out = set()
+    for i, image in enumerate(test["image"]):
+        for cls in labels[attr]:
+            targets = [
+                j for j in range(len(test)) if j != i and test[attr].iloc[j] == cls and tags[j]
+            ]
+            if (
+                tags[i]
+                and len(targets) >= MIN_TARGETS
+                and min(jaccard(tags[i], tags[j]) for j in targets) < MAX_JACCARD
+            ):
+                out.add((image, cls))
+    return out
+
+
+def test_default_takes_every_valid_pair_of_a_small_split_with_a_note():
+    rng = np.random.default_rng(21)
+    # 4 classes × 60 images = 240 pairs < 1,000; D (8 images) is never a condition
+    style = ["A"] * 20 + ["B"] * 18 + ["C"] * 14 + ["D"] * 8
+    test = table({"style": style}, random_tags(rng, len(style), vocab=40))
+    labels = {"style": ["A", "B", "C", "D"]}
+    draw = make_queries(test, labels, ["style"], seed=3)
+    got = set(zip(draw.queries["image"], draw.queries["style"], strict=True))
+    expected = all_valid_pairs(test, labels, "style")
+    assert got == expected and len(draw.queries) == len(expected) < QUERIES
+    assert draw.queries["query_id"].tolist() == list(range(len(expected)))
+    assert draw.note.startswith(f"{len(expected)} queries, not the protocol's {QUERIES}")
+    # the order is the protocol's: rare classes' images come early (p ∝ 1/frequency)
+    first = test.iloc[draw.rows[: len(expected) // 4]]["style"]
+    assert (first != "A").mean() > 0.7
+    check_rules(test, draw.queries, ["style"])
+
+
+def test_default_draws_as_the_protocol_when_the_split_allows_its_1000():
+    test, labels = skewed(600, seed=1)
+    draw = make_queries(test, labels, ["style"], seed=777)
+    asked = make_queries(test, labels, ["style"], QUERIES, seed=777)
+    pd.testing.assert_frame_equal(draw.queries, asked.queries)  # the same stream, byte for byte
+    assert draw.note is None and len(draw.queries) == QUERIES
+
+
+def test_default_names_the_rules_when_no_pair_is_valid():
+    rng = np.random.default_rng(22)
+    test = table({"style": ["A"] * 9 + ["B"] * 9}, random_tags(rng, 18))
+    with pytest.raises(SuiteError, match="no valid query in the test split \\(18 images\\)"):
+        make_queries(test, {"style": ["A", "B"]}, ["style"])
+
+
+def test_a2_default_on_a_small_split_records_the_note_and_the_test_classes(tmp_path, caplog):
+    write_dataset(tmp_path, n=60)
+    argv = ["--data-root", str(tmp_path), "--task", "synthart-style"]
+    with caplog.at_level("INFO"):
+        assert A2.run_stage(A2.main, argv) == 0
+    meta = json.loads((tmp_path / "synthart" / "queries_synthart-style.json").read_text())
+    q = read_queries(tmp_path, "synthart-style")
+    assert len(q) == meta["num_queries"] == meta["resolved"]["num_queries"] < QUERIES
+    assert meta["args"]["num_queries"] is None and meta["note"] in caplog.text
+    assert sum(meta["test_class_counts"]["style"].values()) == meta["test_images"] == 60
+    # --num-queries still asks exactly, and is refused when the split cannot give it
+    assert A2.run_stage(A2.main, [*argv, "--num-queries", str(len(q) + 1)]) == 2
+    assert A2.run_stage(A2.main, [*argv, "--num-queries", str(len(q))]) == 0

@@ -525,3 +525,23 @@ def test_a_task_conditioning_on_every_attribute_says_why_it_has_no_context_plane
     assert f"- Trade-off plane, x = context preservation: {why}" in summary_of(text)
     style = text.split("## Task `wikiart-style`")[1].split("## Task `wikiart-multi`")[0]
     assert "No context plane" not in style  # genre is free there
+
+
+def test_the_summary_says_when_the_test_split_is_small():
+    """Issue 30: how many test images per class, the classes never a condition, A2's note."""
+    from src.report.summary import small_split_lines
+
+    meta = {
+        "num_queries": 412,
+        "test_images": 148,
+        "note": "412 queries, not the protocol's 1000: the test split (148 images) has only 412 "
+        "valid (image, condition) pairs",
+        "test_class_counts": {"artist": {"a": 43, "b": 30, "c": 9, "d": 66}},
+    }
+    (line,) = small_split_lines(meta)
+    assert line.startswith("- Small test split: 148 images, 9–66 per class of artist (artist c: ")
+    assert meta["note"] in line and "412 queries" in line and "intervals" in line
+    large = {**meta, "num_queries": 1000, "note": None}
+    assert small_split_lines(large)  # still small: class c can never be a condition
+    large["test_class_counts"] = {"artist": {"a": 400, "b": 200}}
+    assert small_split_lines(large) == [] and small_split_lines(None) == []

@@ -319,8 +319,10 @@ def build_report(
         acc = ", ".join(f"{a} {v:.3f}" for a, v in heads["test_accuracy"].items())
         out[-1] += f" Encoder heads' test accuracy (C1): {acc}."
     out += ["", "## Summary", ""]
+    a2 = {t.name: queries_path(data_root, dataset, t.name).with_suffix(".json") for t in tasks}
+    a2_meta = {name: read_json_or_none(path) for name, path in a2.items()}
     for t in tasks:
-        out += task_summary(base / t.name, t, metrics[t.name], differs[t.name])
+        out += task_summary(base / t.name, t, metrics[t.name], differs[t.name], a2_meta[t.name])
     if not tasks:
         out += ["No task evaluated yet.", ""]
     caveats = {t.name: not_comparable(t, data_cfg, enc_cfg, metrics[t.name]) for t in tasks}
@@ -341,8 +343,7 @@ def build_report(
             out += [f"**{caption}**", "", f"![{Path(name).stem}](figures/{name})", ""]
     configs = {"A1 data": data_cfg}
     for t in tasks:
-        a2 = queries_path(data_root, dataset, t.name).with_suffix(".json")
-        configs[f"A2 {t.name}"] = read_json_or_none(a2)
+        configs[f"A2 {t.name}"] = a2_meta[t.name]
     configs["B1 encoder"] = enc_cfg
     configs["C1 embeddings"] = heads  # C1's metrics.json carries its command and arguments
     for t in tasks:

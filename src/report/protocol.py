@@ -36,6 +36,7 @@ TRAINING_KEYS = (
     "schedule",
     "warmup_epochs",
     "label_smoothing",
+    "mix",
 )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from src.artifacts import is_release, read_json_or_none
 from src.evaluation.registry import BACKWARD_SEARCH, METHODS, STUDENT, baselines
 from src.hints import hint
-from src.paper import TABLE4, TABLE6
+from src.paper import QUERIES, QUERY_MIN_TARGETS, TABLE4, TABLE6
 from src.report.markdown import fmt_cell, method_name, with_interval
 from src.report.protocol import lam_text
 from src.report.setting import MARK
@@ -124,8 +124,43 @@ def _baseline_lines(metrics: Mapping[str, Any]) -> list[str]:
     return [*out, line + "."]
 
 
-def task_summary(tdir: Path, task: Task, metrics: Any, differs: list[str]) -> list[str]:
-    """The Summary's lines for one task: a heading line, the numbers, the plane's sentences."""
+def small_split_lines(queries_meta: Any) -> list[str]:
+    """A line saying the test split is small, from A2's queries_<task>.json: when it gave fewer
+    than the protocol's queries or holds a conditioned class too small to be a condition."""
+    if not isinstance(queries_meta, dict):
+        return []
+    counts = queries_meta.get("test_class_counts")
+    n_q, n_test = queries_meta.get("num_queries"), queries_meta.get("test_images")
+    if not isinstance(counts, dict) or not isinstance(n_q, int) or not isinstance(n_test, int):
+        return []
+    per_class, never = [], []
+    for attr, c in counts.items():
+        if isinstance(c, dict) and c:
+            lo, hi = min(c.values()), max(c.values())
+            per_class.append(f"{lo}{'' if lo == hi else f'–{hi}'} per class of {attr}")
+            never += [f"{attr} {k}" for k, v in c.items() if v <= QUERY_MIN_TARGETS]
+    if n_q >= QUERIES and not never:
+        return []
+    line = f"- Small test split: {n_test:,} images, {'; '.join(per_class)}"
+    if never:
+        line += (
+            f" ({', '.join(never)}: {QUERY_MIN_TARGETS} or fewer, never a query's condition, "
+            "so these numbers say nothing of them)"
+        )
+    if queries_meta.get("note"):
+        line += f"; A2: {queries_meta['note']}"
+    return [
+        line + f". Every number here rests on {n_q:,} queries among these few images: the 95 % "
+        "intervals in the tables are wide, a difference inside them is noise, and one class's "
+        "handful of images can sway a precision@10."
+    ]
+
+
+def task_summary(
+    tdir: Path, task: Task, metrics: Any, differs: list[str], queries_meta: Any = None
+) -> list[str]:
+    """The Summary's lines for one task: a heading line, the numbers, the plane's sentences and,
+    for a small test split, what that means (A2's queries_<task>.json)."""
     link = f"**[{task.name}](#task-{task.name})**"
     if not isinstance(metrics, dict):
         return [f"{link}: no numbers yet; run `{hint('E1', '--task', task.name)}` first.", ""]
@@ -149,4 +184,4 @@ def task_summary(tdir: Path, task: Task, metrics: Any, differs: list[str]) -> li
         f"- Trade-off plane, x = {label}: {sentence}"
         for label, sentence, _ in plane_sentences(tdir, metrics, task.conditions)
     ]
-    return [head + ".", *lines, *planes, ""]
+    return [head + ".", *lines, *planes, *small_split_lines(queries_meta), ""]

@@ -42,6 +42,7 @@ RESUME_RECIPE_KEYS = (
     "schedule",
     "warmup_epochs",
     "label_smoothing",
+    "mix",
     "precision",
 )
 

@@ -188,14 +188,41 @@ def to_device(x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[torch.Tens
     return x, y.to(rt.device, non_blocking=True)
 
 
+def cutmix(x: torch.Tensor, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al. 2019): a box of a random partner image pasted into each image, its
+    area 1 − λ with λ ~ Beta(α, α); returns (mixed batch, partner order, λ as the box left it)."""
+    perm = torch.randperm(x.shape[0], device=x.device)
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    h, w = x.shape[-2:]
+    ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)  # clipped at the border: λ from the box
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    mixed = x.clone()
+    mixed[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    return mixed, perm, 1 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
 def train_step(
-    state: TrainState, x: torch.Tensor, y: torch.Tensor, rt: Runtime, label_smoothing: float = 0.0
+    state: TrainState,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rt: Runtime,
+    label_smoothing: float = 0.0,
+    mix: str = "none",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step on a batch already on the device (`to_device`), autocast per
-    rt.amp_dtype; returns (loss, logits), unsynced."""
+    rt.amp_dtype, with CutMix when `mix` asks for it; returns (loss, logits), unsynced."""
+    perm, lam = None, 1.0
+    if mix == "cutmix":
+        x, perm, lam = cutmix(x)
     with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
         _, logits = state.forward(x)
         loss = mean_ce(logits, y, label_smoothing=label_smoothing)
+        if perm is not None:  # each image's labels by its share of the pixels
+            loss = lam * loss + (1 - lam) * mean_ce(
+                logits, y[perm], label_smoothing=label_smoothing
+            )
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     state.scaler.step(state.optimizer)
@@ -212,6 +239,7 @@ def train_one_epoch(
     epoch: int = 0,
     on_pace=None,
     label_smoothing: float = 0.0,
+    mix: str = "none",
 ) -> tuple[float, dict[str, float]]:
     """One pass over the train loader; returns (mean loss, {attr: train accuracy}).
 
@@ -232,7 +260,7 @@ def train_one_epoch(
     )
     for step, (x, y) in enumerate(bar, 1):
         x, y = to_device(x, y, rt)
-        loss, logits = train_step(state, x, y, rt, label_smoothing)
+        loss, logits = train_step(state, x, y, rt, label_smoothing, mix)
         bar.loss = loss  # read only when a progress line is written
         with torch.no_grad():
             # torch.full, not torch.tensor(int, device=…): a blocking host→GPU copy syncs the stream

@@ -98,6 +98,7 @@ def train_encoder(
             epoch,
             pace if epoch == start + 1 else None,
             recipe.label_smoothing,
+            recipe.mix,
         )
         test_acc = evaluate(model, test_batches, rt, attrs)
         row = {"epoch": epoch, "lr": lr, "train_loss": loss}
