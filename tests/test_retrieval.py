@@ -433,6 +433,11 @@ def test_bad_arguments(kwargs, message):
         cosine_topk(torch.tensor([[1.0, 0.0]]), DB, **kwargs)
 
 
+def test_the_first_rows_fed_must_be_more_than_k():
+    with pytest.raises(SuiteError, match="more than k=10"):
+        RunningTopK(torch.ones(2, 3), 10).add(torch.ones(10, 3))
+
+
 def test_dimension_mismatch():
     with pytest.raises(SuiteError, match="same E"):
         cosine_topk(torch.ones(2, 3), DB)

@@ -273,8 +273,10 @@ class RunningTopK:
     def add(self, rows: Tensor, start: int | None = None, screen: Tensor | None = None) -> None:
         """Merge the database rows `rows` (n×E, the rows start…start+n−1 of the database; start
         defaults to the rows added so far) into every query's top-k. `screen`: their
-        `screen_rows`, when prepared. The first rows added must be > k (and ≥ MIN_ROWS unless
-        they are the whole database)."""
+        `screen_rows`, when prepared. The first rows added must be more than k; n ≥ MIN_ROWS
+        keeps every score the bits of a whole-matrix product (`tiles` cuts the database so)."""
+        if not self.seen and len(rows) <= self.k:
+            raise SuiteError(f"RunningTopK: the first rows added must be more than k={self.k}")
         start = self.seen if start is None else start
         tile = _Tile(rows.to(self.q.device, self.q.dtype), start, screen)
         screens = self._screens() if self.screen else [None] * len(self.blocks)
@@ -440,10 +442,11 @@ class _Tile:
         return part
 
     def gather(self, at: Tensor) -> Tensor:
-        """Rows `at` normalised (the same bits as those rows of `unit`: rows normalise alone)."""
-        if self._unit is not None:
-            return self._unit.index_select(0, at)
-        return F.normalize(self.rows.index_select(0, at), dim=1)
+        """Rows `at` normalised (the same bits as those rows of `unit`: rows normalise alone);
+        the whole tile is normalised first when they are many."""
+        if self._unit is None and len(at) * 4 < len(self.rows):
+            return F.normalize(self.rows.index_select(0, at), dim=1)
+        return self.unit().index_select(0, at)
 
 
 def cosine_topk(
