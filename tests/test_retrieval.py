@@ -115,19 +115,22 @@ def test_the_last_rows_of_a_tile_short_of_a_group_are_screened(monkeypatch):
     same_up_to_ties(got, score_matrix(q, db), k=1)
 
 
-def test_the_screen_scores_few_rows_in_float32(monkeypatch):
+@pytest.mark.parametrize("boosted", [False, True])
+def test_the_screen_scores_few_rows_in_float32(boosted):
+    """After the first tile, a fraction of the scores in float32 (with a boost of 27 keys too:
+    the boost folded into the screen's product)."""
     g = torch.Generator().manual_seed(5)
     q, db = torch.randn(64, 48, generator=g), torch.randn(6000, 48, generator=g)
-    products = []  # elements of the float32 re-scoring products
-    bmm = torch.bmm
-    monkeypatch.setattr(
-        torch,
-        "bmm",
-        lambda a, b: products.append(a.shape[0] * a.shape[1] * b.shape[2]) or bmm(a, b),
-    )
-    got = cosine_topk(q, db, k=10, tile_rows=512, screen=True)
-    same_up_to_ties(got, score_matrix(q, db))
-    assert products and sum(products) < 0.2 * 64 * (6000 - 512)
+    boost = None
+    if boosted:
+        boost = Boost(
+            torch.randint(27, (6000,), generator=g), torch.randint(27, (64,), generator=g), 3.0
+        )
+    top = RunningTopK(q, 10, boost=boost, screen=True)
+    for a, b in tiles(len(db), 2000):
+        top.add(db[a:b])
+    same_up_to_ties(top.result(), score_matrix(q, db, boost=boost))
+    assert 0 < top.scored < 0.2 * 64 * (6000 - 2000)
 
 
 def rounds_down(dim: int = 256) -> torch.Tensor:
@@ -149,22 +152,32 @@ def test_the_worst_case_rounds_down_by_2_to_the_minus_7():
     assert abs(float(v @ v) - 1) < 1e-6
 
 
-def screen_value(q: torch.Tensor, d: torch.Tensor, amount: float = 0.0) -> torch.Tensor:
+def screen_value(q, d, amount: float = 0.0, folded: bool = False) -> torch.Tensor:
     """The screen's bfloat16 product of queries q (unit, ≥ MIN_ROWS) against rows d (unit), with
     each query's threshold at its float32 score against the row of the same index: a row exactly
-    at the threshold, which the screen must let through (product ≥ 0)."""
+    at the threshold, which the screen must let through (product ≥ 0). amount: a boost of that
+    row (the threshold that much higher), folded into the product as a key column or not."""
     exact = (q @ d.T).diagonal()
-    scr = retrieval._Screen(q, torch.full((len(q),), amount))
-    scr.thresholds(exact + amount)  # a boosted threshold: the plain score is `amount` lower
-    return (screen_rows(d) @ scr.cols.T).float().diagonal()
+    lift = torch.full((len(q),), amount)
+    keys = torch.full((len(q), 16), 0.0).bfloat16()
+    keys[:, 3] = amount  # every query's key and every row's: 3
+    scr = retrieval._Screen(q, lift, keys if folded else None)
+    scr.thresholds(exact + amount)
+    rows = screen_rows(d)
+    if folded:
+        rows = torch.cat([rows, torch.zeros(len(d), 16).bfloat16()], 1)
+        rows[:, -16 + 3] = 1.0
+    return (rows @ scr.cols.T).float().diagonal()
 
 
 def test_the_screen_lets_its_worst_case_through_and_needs_the_whole_bound(monkeypatch):
     v = rounds_down()[None].expand(MIN_ROWS, -1).contiguous()
     assert (screen_value(v, v) >= 0).all()
-    assert (screen_value(v, v, amount=3.0) >= 0).all()
-    # the bound is tight: 95 % of it and the worst case would be screened out
-    monkeypatch.setattr(retrieval, "ROUNDING", 0.95)
+    for folded in (False, True):
+        assert (screen_value(v, v, 3.0, folded) >= 0).all()
+        assert (screen_value(v, v, 3.1, folded) >= 0).all()  # 3.1: 3.09375 in bfloat16
+    # the bound is tight: 90 % of it and the worst case would be screened out
+    monkeypatch.setattr(retrieval, "ROUNDING", 0.9)
     assert (screen_value(v, v) < 0).all()
 
 
@@ -178,8 +191,8 @@ def test_the_screen_lets_rows_at_the_threshold_through(dim):
     x[16:32] = x[16:32].abs() ** 3  # a few large components
     unit = F.normalize(x, dim=1)
     for d in (unit, unit.roll(1, 0), -unit.roll(7, 0)):  # self, other, negative scores
-        for amount in (0.0, 3.0):
-            assert (screen_value(unit, d, amount) >= 0).all()
+        for amount, folded in ((0.0, False), (3.0, False), (3.1, True), (1000.0, True)):
+            assert (screen_value(unit, d, amount, folded) >= 0).all()
 
 
 @pytest.mark.parametrize("dim", [64, 256])
@@ -257,17 +270,20 @@ def test_boost_ranks_matching_rows_first():
         assert (boost.db_key[got[1]] == boost.query_key[:, None]).all()
 
 
-def test_boosted_rows_pointing_away_are_found_by_the_screen():
-    """Matching rows whose plain scores are far below the others' (cos < 0): found only if the
-    screen lowers a boosted query's threshold by the boost."""
+@pytest.mark.parametrize("offset", [0, retrieval.KEYS, -5])  # folded into the product, or not
+@pytest.mark.parametrize("amount", [3.0, 3.1])  # 3.1: not a bfloat16 number (3.09375 is)
+def test_boosted_rows_pointing_away_are_found_by_the_screen(offset, amount):
+    """Matching rows whose plain scores are far below the others' (cos < 0), in tiles after the
+    first, and a boost whose amount bfloat16 holds only to 2⁻⁹: found only if the screen
+    accounts for the boost (keys as columns of its product, or thresholds lowered by it)."""
     g = torch.Generator().manual_seed(12)
     q = torch.randn(32, 64, generator=g)
     db = torch.randn(3000, 64, generator=g)
-    key = torch.zeros(3000, dtype=torch.long)
-    late = torch.arange(1000, 3000, 97)  # in tiles after the first
+    key = torch.randint(3, (3000,), generator=g) + 1
+    late = torch.arange(1000, 3000, 97)
     db[late] = -q[torch.arange(len(late)) % 32] + 0.1 * torch.randn(len(late), 64, generator=g)
-    key[late] = 1
-    boost = Boost(key, torch.ones(32, dtype=torch.long), 3.0)
+    key[late] = 0
+    boost = Boost(key + offset, torch.cat([torch.zeros(24), torch.ones(8)]).long() + offset, amount)
     got = cosine_topk(q, db, k=10, boost=boost, screen=True, tile_rows=256)
     same_up_to_ties(got, score_matrix(q, db, boost=boost))
 

@@ -23,15 +23,17 @@ e_q = ‖q̃ − q‖, e_d = ‖d̃ − d‖ (each ≤ 2⁻⁸; float32 differen
   The worst case is 2⁻⁷: a unit row whose every component rounds down by 2⁻⁸ has the bfloat16
   self-score 0.9921875 against 1 (tests/test_retrieval.py builds it).
 - Accumulation: any order of n float32 additions errs by ≤ γₙ·Σ|terms|, γₙ < 2nu (u = 2⁻²⁴):
-  ŝ by ≤ 2Eu against q·d; the screen's product (K columns: q̃·d̃ plus the threshold and the
-  row's bound, products of bfloat16 numbers exact in float32) by ≤ 2Ku·(1.02 + 1.01·|t|).
-- The threshold t = k-th best − ROUNDING·e_q − (boost) − slack, folded as two bfloat16 columns
-  t_hi = bf16(t), t_lo = bf16(t − t_hi) (t − t_hi exact): off by ≤ 2⁻¹⁶·|t|; the row's bound is
-  a column ≥ ROUNDING·e_d (rounded up).
+  ŝ by ≤ 2Eu against q·d; the screen's product (K columns: q̃·d̃, the threshold, the row's bound
+  and, for a boost folded into it, the amount at the row's key; products of bfloat16 numbers are
+  exact in float32) by ≤ 2Ku·(2.1 + 2.02·|t|), as a row near the threshold has |amount| ≤ |t| + 1.1.
+- The threshold t = k-th best − ROUNDING·e_q − (a boost not folded in) − slack, folded as two
+  bfloat16 columns t_hi = bf16(t), t_lo = bf16(t − t_hi) (t − t_hi exact): off by ≤ 2⁻¹⁶·|t|,
+  and computing t in float32 by ≤ 3u·|t|; the row's bound is a column ≥ ROUNDING·e_d (rounded
+  up); a folded amount's own rounding to bfloat16 joins the threshold's lowering.
 - Output: the product is rounded to bfloat16 (or flushed to zero), which keeps its sign.
-So a row whose float32 score reaches the k-th best has a product ≥ slack·(2 + |t|) − 2Eu −
-2Ku·(1.02 + 1.01·|t|) − 2⁻¹⁶·|t| ≥ 0 with SLACK = 2u·(E + K) + 2⁻¹⁶ per unit of 2 + |t| (at
-E = 256: 1.4·10⁻⁴ for |t| = 1, against 2⁻⁷ = 7.8·10⁻³ for the rounding).
+So a row whose float32 score reaches the k-th best has a product ≥ 0 when the slack is
+(2u·(E + 2K) + 2⁻¹⁵)·(3 + |t|) (at E = 256, K = 272: 5.0·10⁻⁴ for |t| = 1, against up to 2⁻⁷ =
+7.8·10⁻³ for the inputs' rounding).
 
 The database may be prepared once (`prepare`: its screen copy made once per run, not per call).
 `RunningTopK` takes the database tile by tile (`add`), so a database that does not fit in
@@ -59,6 +61,7 @@ DENSE_ROWS = 4096  # rows of a tile scored in float32 at once (16 MiB for 1,024 
 QUERY_BLOCK = 1024  # queries per block: a block's bfloat16 screen of a tile stays at 8 MiB
 MIN_ROWS = 16  # BLAS calls below this many rows or columns take other kernels (other bits)
 CHUNK = 256  # float32 scores per chunk of a tile's row: only chunks that reach the k-th best merge
+KEYS = 1024  # a boost with fewer keys folds into the screen's product, one column per key
 SKIPS = 7  # at most this many tiles in a row without the screen where it did not pay
 DENSE = 8  # a sub-block needing more than 1/DENSE of a tile's rows scores the whole tile
 SCREEN_ENV = "RETRIEVAL_SCREEN"  # auto (default), off, on
@@ -178,22 +181,31 @@ class _Screen:
     and whether the screen pays for it (on data where it does not, the block skips it for
     tiles after tiles, doubling each time: no database makes it much slower than float32)."""
 
-    def __init__(self, q: Tensor, amount: Tensor):
+    def __init__(self, q: Tensor, amount: Tensor, keys: Tensor | None = None):
+        """q: the block's unit queries. amount: per query, how much a boost may add to a row's
+        plain score (0: none). keys: per query its boost's key columns (the amount at its key,
+        in bfloat16; `_key_columns`), when the boost folds into the product; then only the
+        amount's own rounding lowers the threshold."""
         emb = q.shape[1]
         self.emb, self.skip, self.misses = emb, 0, 0
-        self.cols = q.new_zeros(len(q), _width(emb), dtype=torch.bfloat16)
+        width = _width(emb) + (0 if keys is None else keys.shape[1])
+        self.cols = q.new_zeros(len(q), width, dtype=torch.bfloat16)
         self.cols[:, :emb] = q
         self.cols[:, emb + 2] = 1.0
         err = torch.linalg.vector_norm(self.cols[:, :emb].float() - q, dim=1)
-        # t = threshold − (boost) − the query's rounding − accumulation and the split of t
+        # t = threshold − the query's rounding − (a boost) − accumulation and the split of t
         self.lower = err * ROUNDING + amount
-        self.slack = 2 * UNIT * (emb + _width(emb)) + 2.0**-16  # per unit of 2 + |t|
+        if keys is not None:
+            self.cols[:, _width(emb) :] = keys
+            folded = keys.float().sum(1)  # the amount as the product adds it
+            self.lower = err * ROUNDING + (amount - folded).abs()
+        self.slack = 2 * UNIT * (emb + 2 * width) + 2.0**-15  # per unit of 3 + |t|
 
     def thresholds(self, kth: Tensor) -> None:
         """Fold each query's k-th best float32 score into its columns: −t as two bfloat16 parts
         (t − t_hi is exact in float32 and its bfloat16 leaves < 2⁻¹⁷·|t|)."""
         t = kth.clamp(-(2.0**14), 2.0**14) - self.lower  # padding queries: +inf → finite
-        t = t - self.slack * (2 + t.abs())
+        t = t - self.slack * (3 + t.abs())
         hi = t.bfloat16()
         self.cols[:, self.emb] = -hi
         self.cols[:, self.emb + 1] = -(t - hi.float()).bfloat16()
@@ -259,15 +271,27 @@ class RunningTopK:
         self.blocks = [(s, min(s + block, len(self.q))) for s in range(0, len(self.q), block)]
         self.screens: list[_Screen] = []
         self.seen = 0  # database rows added so far
-        self.rescored = 0  # (row, sub-block) pairs scored again in float32 (tests, benchmarks)
+        self.scored = 0  # float32 scores computed after the first tile (tests, benchmarks)
+        self.keys = _key_columns(boost) if self.screen else 0
         self.out: Tensor | None = None
 
     def _screens(self) -> list[_Screen]:
         if not self.screens:
             amount = torch.zeros(len(self.q), device=self.q.device)
-            if self.boost is not None:  # a boosted row: its plain score may be lower
-                amount[self.key >= 0] = max(self.boost.amount, 0.0)
-            self.screens = [_Screen(self.q[a:b], amount[a:b]) for a, b in self.blocks]
+            keys = None
+            if self.boost is not None and self.keys:
+                # the boost in the product: one column per key, the amount at the query's
+                keyed = (self.key >= 0) & (self.key < self.keys)
+                keys = self.q.new_zeros(len(self.q), self.keys, dtype=torch.bfloat16)
+                keys[keyed.nonzero().flatten(), self.key[keyed]] = self.boost.amount
+                amount[keyed] = self.boost.amount
+            elif self.boost is not None:  # a boosted row's plain score may be lower by the amount
+                keyed = torch.isin(self.key, self.boost.db_key.to(self.key.device))
+                amount[keyed] = max(self.boost.amount, 0.0)
+            self.screens = [
+                _Screen(self.q[a:b], amount[a:b], None if keys is None else keys[a:b])
+                for a, b in self.blocks
+            ]
         return self.screens
 
     def add(self, rows: Tensor, start: int | None = None, screen: Tensor | None = None) -> None:
@@ -289,11 +313,23 @@ class RunningTopK:
                 self._dense(qs, tile)
             else:
                 scr.thresholds(self.scores[a:b, -1])
-                row, query = scr.needed(tile.screen().to(self.q.device), self._product(tile))
+                row, query = scr.needed(self._screen_of(tile), self._product(tile))
                 scr.paid(self._rescore(a, row, query, tile))
         if not self.seen:
             self.scores[self.n_q :] = math.inf  # the padding rows never ask for a float32 score
         self.seen = max(self.seen, start + len(rows))
+
+    def _screen_of(self, tile: _Tile) -> Tensor:
+        """The tile's screen copy on the queries' device, with its rows' key columns (a 1 at the
+        row's key) when the boost folds into the product."""
+        screen = tile.screen().to(self.q.device)
+        if not self.keys:
+            return screen
+        key = self.boost.db_key[tile.start : tile.start + len(screen)].to(self.q.device)
+        out = screen.new_zeros(len(screen), screen.shape[1] + self.keys)
+        out[:, : screen.shape[1]] = screen
+        out[torch.arange(len(key), device=key.device), screen.shape[1] + key] = 1.0
+        return out
 
     def _product(self, tile: _Tile) -> Tensor:
         """Room for a tile's bfloat16 screen product (rows × a block's queries), kept between
@@ -338,6 +374,7 @@ class RunningTopK:
             unit, start = part.unit(), part.start
             w = len(unit)
             s = self._adjust(q @ unit.T, qs, torch.arange(start, start + w, device=unit.device))
+            self.scored += s.numel() if self.seen or a else 0
             if not self.seen and not a:
                 self.scores[qs], at = s.topk(self.k, dim=1)
                 self.rows[qs] = at + start
@@ -393,8 +430,18 @@ class RunningTopK:
         d = tile.gather(at.flatten()).view(len(subs), width, -1)
         exact = self._adjust(torch.bmm(self.q[qs], d.transpose(1, 2)), qs, at + tile.start)
         self._merge(qs, exact.masked_fill(~valid.unsqueeze(1), -math.inf), at + tile.start)
-        self.rescored += len(row)
+        self.scored += exact.numel()
         return n_heavy
+
+
+def _key_columns(boost: Boost | None) -> int:
+    """How many columns a boost's keys take in the screen's product (one per key, rounded up to
+    16): 0 without a boost, or when its keys are negative or KEYS or more (the screen then
+    lowers a boosted query's threshold by the amount instead, for every row)."""
+    if boost is None or not len(boost.db_key):
+        return 0
+    low, high = int(boost.db_key.min()), int(boost.db_key.max())
+    return 0 if low < 0 or high >= KEYS else -(-(high + 1) // 16) * 16
 
 
 def _host(device: torch.device) -> bool:
