@@ -31,6 +31,9 @@ e_q = ‖q̃ − q‖, e_d = ‖d̃ − d‖ (each ≤ 2⁻⁸; float32 differen
   and computing t in float32 by ≤ 3u·|t|; the row's bound is a column ≥ ROUNDING·e_d (rounded
   up); a folded amount's own rounding to bfloat16 joins the threshold's lowering.
 - Output: the product is rounded to bfloat16 (or flushed to zero), which keeps its sign.
+- Dense near-duplicates: where many rows pass, a block adds d̃·bf16(q − q̃) to the product (a
+  second product, `precise`): the query's part of the bound is then 2⁻⁸·e_q, and rounding the
+  two products to bfloat16 before their sum costs ≤ 2⁻⁷·1.02·e_q near the threshold: 2⁻⁶·e_q.
 So a row whose float32 score reaches the k-th best has a product ≥ 0 when the slack is
 (2u·(E + 2K) + 2⁻¹⁵)·(3 + |t|) (at E = 256, K = 272: 5.0·10⁻⁴ for |t| = 1, against up to 2⁻⁷ =
 7.8·10⁻³ for the inputs' rounding).
@@ -62,6 +65,7 @@ QUERY_BLOCK = 1024  # queries per block: a block's bfloat16 screen of a tile sta
 MIN_ROWS = 16  # BLAS calls below this many rows or columns take other kernels (other bits)
 CHUNK = 256  # float32 scores per chunk of a tile's row: only chunks that reach the k-th best merge
 KEYS = 1024  # a boost with fewer keys folds into the screen's product, one column per key
+PRECISE = 8  # pairs per query and 16,384 rows past which the screen corrects the queries' rounding
 SKIPS = 7  # at most this many tiles in a row without the screen where it did not pay
 DENSE = 8  # a sub-block needing more than 1/DENSE of a tile's rows scores the whole tile
 SCREEN_ENV = "RETRIEVAL_SCREEN"  # auto (default), off, on
@@ -177,9 +181,10 @@ def tiles(n: int, rows: int) -> list[tuple[int, int]]:
 
 
 class _Screen:
-    """One query block's side of the screen: its queries in bfloat16 with the threshold columns,
-    and whether the screen pays for it (on data where it does not, the block skips it for
-    tiles after tiles, doubling each time: no database makes it much slower than float32)."""
+    """One query block's side of the screen: its queries in bfloat16 with the threshold columns;
+    whether the screen pays for it (on data where it does not, the block skips it for tiles
+    after tiles: no database makes it much slower than float32 alone); and whether it corrects
+    the queries' own rounding (`precise`, where the rounding lets many rows through)."""
 
     def __init__(self, q: Tensor, amount: Tensor, keys: Tensor | None = None):
         """q: the block's unit queries. amount: per query, how much a boost may add to a row's
@@ -187,24 +192,25 @@ class _Screen:
         in bfloat16; `_key_columns`), when the boost folds into the product; then only the
         amount's own rounding lowers the threshold."""
         emb = q.shape[1]
-        self.emb, self.skip, self.misses = emb, 0, 0
+        self.emb, self.skip, self.misses, self.precise = emb, 0, 0, False
         width = _width(emb) + (0 if keys is None else keys.shape[1])
         self.cols = q.new_zeros(len(q), width, dtype=torch.bfloat16)
         self.cols[:, :emb] = q
         self.cols[:, emb + 2] = 1.0
-        err = torch.linalg.vector_norm(self.cols[:, :emb].float() - q, dim=1)
-        # t = threshold − the query's rounding − (a boost) − accumulation and the split of t
-        self.lower = err * ROUNDING + amount
+        low = q - self.cols[:, :emb].float()  # exact
+        self.low = low.bfloat16()  # q − q̃ to 2⁻⁸ of itself: the precise screen's second product
+        err = torch.linalg.vector_norm(low, dim=1)
         if keys is not None:
             self.cols[:, _width(emb) :] = keys
-            folded = keys.float().sum(1)  # the amount as the product adds it
-            self.lower = err * ROUNDING + (amount - folded).abs()
+            amount = (amount - keys.float().sum(1)).abs()  # the amount as the product adds it
+        # t = threshold − the query's rounding − (a boost) − accumulation and the split of t
+        self.lower = {False: err * ROUNDING + amount, True: err * 2.0**-6 + amount}
         self.slack = 2 * UNIT * (emb + 2 * width) + 2.0**-15  # per unit of 3 + |t|
 
     def thresholds(self, kth: Tensor) -> None:
         """Fold each query's k-th best float32 score into its columns: −t as two bfloat16 parts
         (t − t_hi is exact in float32 and its bfloat16 leaves < 2⁻¹⁷·|t|)."""
-        t = kth.clamp(-(2.0**14), 2.0**14) - self.lower  # padding queries: +inf → finite
+        t = kth.clamp(-(2.0**14), 2.0**14) - self.lower[self.precise]  # padding: +inf → finite
         t = t - self.slack * (3 + t.abs())
         hi = t.bfloat16()
         self.cols[:, self.emb] = -hi
@@ -222,6 +228,8 @@ class _Screen:
         for a in range(0, w, SCREEN_ROWS):
             b = min(a + SCREEN_ROWS, w)
             torch.mm(screen[a:b], self.cols.T, out=s[a:b])
+            if self.precise:  # + d̃·(q − q̃): the queries' rounding corrected
+                s[a:b].addmm_(screen[a:b, : self.emb], self.low.T)
             whole = a + (b - a) // MIN_ROWS * MIN_ROWS
             torch.amax(
                 bits[a:whole].view(-1, MIN_ROWS, m), 1, out=best[a // MIN_ROWS : whole // MIN_ROWS]
@@ -234,12 +242,16 @@ class _Screen:
         at, i = (bits.flatten().take(rows * m + query[:, None]) >= 0).nonzero().unbind(1)
         return rows[at, i], query[at]
 
-    def paid(self, dense: int) -> None:
-        """After a screened tile on which `dense` of the block's sub-blocks scored the whole tile:
-        when that was most of them, skip the screen for the next 2ⁿ − 1 tiles (n such tiles in
-        a row, at most SKIPS), so that no database makes it cost much more than float32 alone."""
+    def paid(self, dense: int, pairs: int, rows: int) -> None:
+        """After a screened tile of `rows` rows on which `dense` of the block's sub-blocks scored
+        the whole tile and `pairs` (row, query) pairs passed: when most sub-blocks went dense,
+        skip the screen for the next 2ⁿ − 1 tiles (n such tiles in a row, at most SKIPS); correct
+        the queries' rounding while more than PRECISE pairs per query and 16,384 rows pass (a
+        second product, which runs on every core, against re-scoring, which mostly does not)."""
         self.misses = self.misses + 1 if 2 * dense * MIN_ROWS > len(self.cols) else 0
         self.skip = min(2**self.misses - 1, SKIPS)
+        rate = pairs / len(self.cols) * 16384 / rows
+        self.precise = rate > PRECISE / 4 if self.precise else rate > PRECISE
 
 
 class RunningTopK:
@@ -314,7 +326,7 @@ class RunningTopK:
             else:
                 scr.thresholds(self.scores[a:b, -1])
                 row, query = scr.needed(self._screen_of(tile), self._product(tile))
-                scr.paid(self._rescore(a, row, query, tile))
+                scr.paid(self._rescore(a, row, query, tile), len(row), len(tile.rows))
         if not self.seen:
             self.scores[self.n_q :] = math.inf  # the padding rows never ask for a float32 score
         self.seen = max(self.seen, start + len(rows))
