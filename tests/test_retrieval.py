@@ -91,14 +91,16 @@ def test_tiles_and_screen_give_the_whole_matrix_answer(screen, tile_rows, query_
 @pytest.mark.parametrize("screen", [True, False])
 def test_parts_of_a_tile_give_the_whole_matrix_answer(monkeypatch, screen):
     """Tiles scored in parts (float32 rows, screen rows, chunks of a row's scores) smaller than
-    the tile, groups of rows cut short at a tile's end (1,000 = 3·256 + 232 rows)."""
-    monkeypatch.setattr(retrieval, "DENSE_ROWS", 96)
+    the tile, groups of rows cut short at a tile's end (1,000 = 3·256 + 232 rows), a part's
+    short rest joined to the part before it (a BLAS call of one row gives other bits)."""
+    monkeypatch.setattr(retrieval, "DENSE_ROWS", 85)  # 256 = 85 + 85 + 86: no part of 1 row
     monkeypatch.setattr(retrieval, "SCREEN_ROWS", 80)
-    monkeypatch.setattr(retrieval, "CHUNK", 32)
-    q, db, ex = clustered(40, 1000, 24, seed=9)
+    monkeypatch.setattr(retrieval, "CHUNK", 17)  # 5 chunks of an 85-row part
+    q, db, ex = clustered(40, 1000, 256, seed=9)
     g = torch.Generator().manual_seed(9)
-    q = torch.cat([q, torch.randn(40, 24, generator=g)])  # beside the clusters: few rows each
-    ex = torch.cat([ex, torch.full((40,), -1)])
+    q = torch.cat([q, torch.randn(40, 256, generator=g)])  # beside the clusters: few rows each
+    q = torch.cat([q, db[255::256] + 1e-3 * torch.randn(3, 256, generator=g)])  # a rest's row
+    ex = torch.cat([ex, torch.full((43,), -1)])
     got = cosine_topk(q, db, k=10, exclude=ex, screen=screen, tile_rows=256, query_block=48)
     same_up_to_ties(got, score_matrix(q, db, ex))
 

@@ -381,8 +381,8 @@ class RunningTopK:
         the top-k of each CHUNK of a query's scores whose best reaches the query's k-th best (on
         a CPU; elsewhere of every row)."""
         q = self.q[qs[0] : qs[-1] + 1] if _consecutive(qs) else self.q[qs]
-        for a in range(0, len(tile.rows), DENSE_ROWS):
-            part = tile.part(a, DENSE_ROWS)
+        for a, b in tiles(len(tile.rows), DENSE_ROWS):  # a short rest joins: ≥ MIN_ROWS rows
+            part = tile.part(a, b)
             unit, start = part.unit(), part.start
             w = len(unit)
             s = self._adjust(q @ unit.T, qs, torch.arange(start, start + w, device=unit.device))
@@ -491,12 +491,12 @@ class _Tile:
             self._screen = screen_rows(self.unit())
         return self._screen
 
-    def part(self, a: int, rows: int) -> _Tile:
-        """Rows a…a+rows−1 of the tile (itself when that is all of it)."""
-        if a == 0 and rows >= len(self.rows):
+    def part(self, a: int, b: int) -> _Tile:
+        """Rows a…b−1 of the tile (itself when that is all of it)."""
+        if a == 0 and b >= len(self.rows):
             return self
-        unit = None if self._unit is None else self._unit[a : a + rows]
-        part = _Tile(self.rows[a : a + rows], self.start + a, None)
+        unit = None if self._unit is None else self._unit[a:b]
+        part = _Tile(self.rows[a:b], self.start + a, None)
         part._unit = unit
         return part
 
