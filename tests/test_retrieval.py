@@ -105,6 +105,15 @@ def test_parts_of_a_tile_give_the_whole_matrix_answer(monkeypatch, screen):
     same_up_to_ties(got, score_matrix(q, db, ex))
 
 
+@pytest.mark.parametrize("screen", [True, False])
+def test_k_beyond_a_part_of_the_first_tile(monkeypatch, screen):
+    """k = 100 with float32 parts of 85 rows: the first part holds fewer than k rows."""
+    monkeypatch.setattr(retrieval, "DENSE_ROWS", 85)
+    q, db, ex = clustered(40, 1000, 32, seed=4)
+    got = cosine_topk(q, db, k=100, exclude=ex, screen=screen, tile_rows=256)
+    same_up_to_ties(got, score_matrix(q, db, ex), k=100)
+
+
 def test_the_last_rows_of_a_tile_short_of_a_group_are_screened(monkeypatch):
     """A tile of 232 rows: its last 8 rows are a group of their own (groups of MIN_ROWS)."""
     monkeypatch.setattr(retrieval, "SCREEN_ROWS", 80)

@@ -387,7 +387,7 @@ class RunningTopK:
             w = len(unit)
             s = self._adjust(q @ unit.T, qs, torch.arange(start, start + w, device=unit.device))
             self.scored += s.numel() if self.seen or a else 0
-            if not self.seen and not a:
+            if not self.seen and not a and w >= self.k:  # the first rows, when they hold k
                 self.scores[qs], at = s.topk(self.k, dim=1)
                 self.rows[qs] = at + start
             elif not _host(s.device):  # no host sync: every row's top-k
