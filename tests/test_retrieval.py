@@ -204,6 +204,24 @@ def test_the_screen_lets_its_worst_case_through_and_needs_the_whole_bound(monkey
     assert (screen_value(v, v, precise=True) < 0).all()
 
 
+def test_a_product_of_exactly_zero_is_needed():
+    """The screen's rule on its product's bits: ≥ 0 (a row exactly at the threshold) passes,
+    < 0 does not, in groups of MIN_ROWS rows and in a short last group."""
+    q = torch.zeros(MIN_ROWS, 16)
+    q[:, 0] = 1.0
+    scr = retrieval._Screen(q, torch.zeros(MIN_ROWS))
+    scr.cols[:, 16:] = 0
+    scr.cols[:, 16] = -0.5  # −t: every query's threshold 0.5, exactly
+    rows = torch.zeros(40, scr.cols.shape[1], dtype=torch.bfloat16)
+    rows[:, 0] = 0.25  # product −0.25: not needed
+    rows[[3, 17, 38], 0] = 0.5  # product exactly 0, in each group (the last one short)
+    rows[:, 16] = 1.0
+    at, who = scr.needed(rows, torch.empty(40 * MIN_ROWS, dtype=torch.bfloat16))
+    assert sorted(zip(at.tolist(), who.tolist(), strict=True)) == [
+        (r, i) for r in (3, 17, 38) for i in range(16)
+    ]
+
+
 @pytest.mark.parametrize("dim", [64, 128, 256])
 def test_the_screen_lets_rows_at_the_threshold_through(dim):
     """Random rows, rows with equal components, negative and boosted thresholds: a row whose
