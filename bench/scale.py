@@ -3,6 +3,7 @@
     python bench/scale.py                                  # N = 10k, 100k, 1M (E = 256, 1,000 queries)
     python bench/scale.py --sizes 16000 --stages E1        # WikiArt's test-split size
     python bench/scale.py --sizes 10000,100000 --threads 1 --out bench/scale.json
+    python bench/scale.py --near-duplicates --stages A2,E1      # a database of near-duplicates
 
 Builds, in a temporary root (--root keeps it), a WikiArt-shaped dataset of your own (`scalebench`,
 A1's folder format: 27 styles, 11 genres, tags from a 3,000-word vocabulary) and a finished run on
@@ -13,7 +14,10 @@ backbone, as an imported run). Then it runs each stage as its own process, as a 
 A2 (--num-queries), E1 --sweep --target-mts 0.15 and E2 — and records its wall time, its peak
 resident memory (ru_maxrss of the stage's process) and the load average around it. Last, the fitted exponent
 b of time ∝ N^b per stage (least squares over the sizes, and between the two largest sizes).
-Prints markdown for bench/RESULTS.md.
+--near-duplicates makes the database dense clusters of near-duplicates instead (what video frames,
+product shots or a re-scanned archive look like): 400 of its rows, each copied N/400 times with
+Gaussian noise of 0.15× the per-dimension std, labels and tags copied. Prints markdown for
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -82,7 +86,21 @@ def rows(n: int, emb: int, rng: np.random.Generator, centres: dict) -> dict[str,
     return {**ids, "z": z, "tags": np.asarray(cells, dtype=object)}
 
 
-def build(root: Path, n_test: int, emb: int, seed: int = 0) -> str:
+def near_duplicates(r: dict, rng: np.random.Generator, bases: int = 400, noise: float = 0.15):
+    """The rows as `bases` of them, each copied len/bases times (shuffled) with Gaussian noise of
+    `noise`× the per-dimension std of z; labels and tags copied with them."""
+    n = len(r["z"])
+    source = rng.choice(n, bases, replace=False)[rng.permutation(np.arange(n) % bases)]
+    out = {k: v[source] for k, v in r.items()}
+    std = noise * r["z"].std(0)
+    for s in range(0, n, 65536):  # in slices: a million rows stay ~1 GB
+        out["z"][s : s + 65536] += std * rng.standard_normal(
+            out["z"][s : s + 65536].shape, dtype=np.float32
+        )
+    return out
+
+
+def build(root: Path, n_test: int, emb: int, seed: int = 0, near_dup: bool = False) -> str:
     """data/scalebench (dataset.json, labels.json, train.csv, test.csv) and weights/<run>
     (embeddings.npz, encoder.pt with trained heads, no backbone) under `root`; returns the run."""
     rng = np.random.default_rng(seed)
@@ -110,6 +128,8 @@ def build(root: Path, n_test: int, emb: int, seed: int = 0) -> str:
     parts = {}
     for split, n in (("train", TRAIN_ROWS), ("test", n_test)):
         r = rows(n, emb, rng, centres)
+        if near_dup and split == "test":
+            r = near_duplicates(r, rng)
         image = np.array([f"images/{split}/{i:07d}.jpg" for i in range(n)], dtype=object)
         table = pd.DataFrame({"image": image})
         for a in CLASSES:
@@ -204,7 +224,8 @@ def load() -> str:
 def markdown(records: list[dict], args) -> str:
     lines = [
         f"Machine: {machine()}; E = {args.emb}, {args.queries} queries, task {NAME}:style, "
-        f"--threads {args.threads or 'default'}.",
+        f"--threads {args.threads or 'default'}"
+        + ("; database of near-duplicates." if args.near_duplicates else "."),
         "",
         "| N | stage | wall s | peak RSS GB | load before (1/5/15 min) | load after | exit |",
         "|---|---|---|---|---|---|---|",
@@ -232,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="every stage's --threads")
     p.add_argument("--root", type=Path, help="build here and keep it (default: a temporary folder)")
     p.add_argument("--out", type=Path, help="also write the records as JSON here")
+    p.add_argument(
+        "--near-duplicates", action="store_true", help="a database of dense near-duplicate clusters"
+    )
     args = p.parse_args(argv)
     args.sizes = sorted(int(s) for s in args.sizes.split(","))
     args.stages = [s for s in args.stages.split(",") if s]
@@ -242,11 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     for n in args.sizes:
         base = args.root or Path(tempfile.mkdtemp(prefix="bench_scale_"))
-        root = base / f"n{n}"
+        root = base / (f"n{n}-neardup" if args.near_duplicates else f"n{n}")
         try:
             if not (root / "weights").is_dir():
                 t0 = time.perf_counter()
-                build(root, n, args.emb)
+                build(root, n, args.emb, near_dup=args.near_duplicates)
                 print(f"  N={n}: data built in {time.perf_counter() - t0:.1f} s", flush=True)
             for stage in args.stages:
                 before = load()

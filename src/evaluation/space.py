@@ -33,6 +33,7 @@ from src.hints import hint
 from src.labels import class_ids
 from src.method import metrics
 from src.method.encoder import Encoder, load_encoder
+from src.method.retrieval import prepare
 from src.method.student import Student, load_student, student_path
 from src.paper import TOP_K
 from src.quirks import applicable
@@ -276,7 +277,7 @@ def load_space(
         database=database,
         images=emb["image"].astype(str, copy=False)[rows],
         split=emb["split"].astype(str, copy=False)[rows],
-        z=dev(database_z(z, rows)),
+        z=prepare(dev(database_z(z, rows))),  # its retrieval screen's copy made once
         label_ids={a: dev(emb[f"label_{a}"][rows]) for a in label_attrs},
         tag_cells=cells,
         tags=tags,
