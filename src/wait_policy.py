@@ -14,7 +14,7 @@ session take a full share of a core beside ours (autogroup scheduling, measured 
 machine), while the same jobs in our own session give way. When every thread got at least
 MIN_SHARE of a CPU, idle threads spin SPIN_COUNT rounds, then sleep; else they sleep at once
 (OMP_WAIT_POLICY=PASSIVE). A policy in the environment (OMP_WAIT_POLICY, GOMP_SPINCOUNT) is the
-user's and kept.
+user's and kept, unless it is the one a parent process that imported src chose (marked in OURS).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from src.threads import default_threads, usable_cpus
 
 USER_SET = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # the user's choice when either is set
+OURS = "SRC_WAIT_POLICY"  # the setting `decide` made, which a child process inherits but re-decides
 WINDOW_S = 0.1  # many scheduler time slices (~3 ms), short beside torch's import (~2 s)
 MIN_SHARE = 0.75  # a partner that runs 3/4 of the time or more rarely keeps a spinner waiting
 SPIN_COUNT = 20_000  # libgomp's rounds of `pause` before a waiting thread sleeps (~0.5 ms here)
@@ -95,6 +96,10 @@ def decide(env: os._Environ | dict[str, str] = os.environ) -> WaitPolicy:
     """The policy for this process, written into `env` before torch loads; a policy the user set
     is kept. One thread has no partner to wait for, so it sleeps without a measurement."""
     cpus, threads = usable_cpus(), default_threads(warn=False)
+    inherited = env.pop(OURS, "")  # a parent that imported src (a bench, the tests) chose this
+    key, _, value = inherited.partition("=")
+    if key in USER_SET and env.get(key) == value:
+        del env[key]  # the parent's choice, made for its own start: this process measures anew
     given = [f"{k}={env[k]}" for k in USER_SET if k in env]
     if given:
         return WaitPolicy("as set", ", ".join(given), None, threads, cpus)
@@ -103,6 +108,7 @@ def decide(env: os._Environ | dict[str, str] = os.environ) -> WaitPolicy:
     policy = choose(cpu_share(threads) if threads > 1 else None, threads, cpus)
     key, value = policy.setting.split("=")
     env[key] = value
+    env[OURS] = policy.setting
     return policy
 
 

@@ -217,19 +217,33 @@ def test_the_choice_goes_into_the_environment_unless_the_user_chose(monkeypatch)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.delitem(sys.modules, "torch")  # as at a stage's `import src`
-    for share, want in ((1.0, {"GOMP_SPINCOUNT": str(wait_policy.SPIN_COUNT)}),
-                        (0.3, {"OMP_WAIT_POLICY": "PASSIVE"})):  # fmt: skip
+    for share, key, value in ((0.3, "OMP_WAIT_POLICY", "PASSIVE"),
+                              (1.0, "GOMP_SPINCOUNT", str(wait_policy.SPIN_COUNT))):  # fmt: skip
         monkeypatch.setattr(wait_policy, "cpu_share", lambda n, s=share: s)
         env: dict[str, str] = {}
-        assert wait_policy.decide(env).cpu_share == share and env == want
-    for given in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "7"}):
+        assert wait_policy.decide(env).cpu_share == share
+        assert env == {key: value, wait_policy.OURS: f"{key}={value}"}
+    mark = {wait_policy.OURS: "OMP_WAIT_POLICY=PASSIVE"}  # what a parent that imported src chose
+    for given in (
+        {"OMP_WAIT_POLICY": "ACTIVE"},
+        {"GOMP_SPINCOUNT": "7"},
+        {"OMP_WAIT_POLICY": "ACTIVE", **mark},
+    ):
         env = dict(given)
         policy = wait_policy.decide(env)
-        assert env == given and policy.idle == "as set" and policy.setting in policy.line()
+        assert env == {k: v for k, v in given.items() if k != wait_policy.OURS}
+        assert policy.idle == "as set" and policy.setting in policy.line()
+    # the parent's own choice is inherited, not the user's: the child measures for itself
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **mark}
+    assert wait_policy.decide(env).cpu_share == 1.0  # the last share patched in above
+    assert env == {
+        "GOMP_SPINCOUNT": str(wait_policy.SPIN_COUNT),
+        wait_policy.OURS: "GOMP_SPINCOUNT=20000",
+    }
 
 
 def test_a_busy_machine_makes_idle_threads_sleep_in_a_stage_process():
-    env = {k: v for k, v in os.environ.items() if k not in wait_policy.USER_SET}
+    env = dict(os.environ)  # holds this test process's own choice: the child measures anew
     code = (
         "import os, src; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
     )
