@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict
 
 import pandas as pd
-import torch
 
 from src.argtypes import int_at_least, nonnegative_float, run_name_arg
 from src.artifacts import require, save_torch, stage_config, write_csv, write_json
@@ -92,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
     """Distill the student and write its files as `out` (.pt), .json, _log.csv (in staging)."""
+    import torch  # here, not above `src` (its import chooses the OpenMP wait policy first)
+
     from src.embeddings import load_embeddings
     from src.method.encoder import load_encoder
 

@@ -25,11 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import src  # noqa: E402, F401  (first: idle OpenMP threads spin or sleep as in the stages)
+
+# isort: split
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from src.cli import resolve_device, run_stage, setup_logging  # noqa: E402
 from src.evaluation.space import SearchSpace, load_space  # noqa: E402

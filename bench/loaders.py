@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import src  # noqa: E402, F401  (first: idle OpenMP threads sleep, as in the stages)
+import src  # noqa: E402, F401  (first: idle OpenMP threads spin or sleep as in the stages)
 
 # isort: split
 import numpy as np  # noqa: E402

@@ -25,6 +25,8 @@ import numpy as np
 from src.argtypes import check_run_name
 from src.atomic import atomic_path
 from src.errors import SuiteError
+from src.threads import in_use
+from src.wait_policy import CHOSEN as WAIT_POLICY
 
 # ---------------------------------------------------------------------------------------------
 # Paths
@@ -280,6 +282,7 @@ def stage_config(args: Any, resolved: dict[str, Any] | None = None, **extra: Any
         "args": arg_dict,
         "resolved": resolved or {},
         **extra,
+        "cpu_threads": {**in_use(), "wait_policy": WAIT_POLICY.record()},
         "versions": versions(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -20,7 +20,8 @@ import numpy as np
 
 from src.argtypes import folder_arg, int_at_least
 from src.errors import SuiteError
-from src.threads import SEARCH_THREADS, use_threads
+from src.threads import SEARCH_THREADS, in_use, use_threads
+from src.wait_policy import CHOSEN as WAIT_POLICY
 
 SEED_MAX = 2**32 - 1  # NumPy's legacy seed (np.random.seed) takes no more
 ROOT_LOGGER = "src"  # every module logs to getLogger(__name__), every stage to "src.<stage>"
@@ -73,8 +74,9 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
         "--threads",
         type=int_at_least(1),
         metavar="N",
-        help="CPU threads of the arithmetic (default: OMP_NUM_THREADS, else the CPUs of the "
-        f"affinity mask; Backward Search's loops: {SEARCH_THREADS}, see docs/stages.md)",
+        help="CPU threads of the arithmetic, at most the CPUs of the affinity mask (default: "
+        f"OMP_NUM_THREADS, else those CPUs; Backward Search's loops: {SEARCH_THREADS}, see "
+        "docs/stages.md)",
     )
     return p
 
@@ -132,6 +134,9 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+_threads_logged = False
+
+
 def setup_logging(log_file: Path | None = None) -> None:
     """Log the `src` loggers (every module's and stage's) to stdout and, when given, to a file
     beside the artifacts; a second call closes the previous handlers (so a staged log can move)."""
@@ -149,6 +154,14 @@ def setup_logging(log_file: Path | None = None) -> None:
         h.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(h)
     root.setLevel(logging.INFO)
+    global _threads_logged
+    if not _threads_logged:  # once per process, though a stage may set up its logs twice
+        _threads_logged = True
+        threads = in_use()
+        root.info(
+            "CPU threads: %d, Backward Search's loops %d; %s",
+            threads["threads"], threads["search_threads"], WAIT_POLICY.line(),
+        )  # fmt: skip
 
 
 @contextlib.contextmanager

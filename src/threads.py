@@ -1,22 +1,26 @@
 """CPU threads: how many the stage's arithmetic uses (`--threads`), and Backward Search's own count.
 
 The default respects OMP_NUM_THREADS when it is set, else the CPUs this process may run on (its
-affinity mask, which a container or `taskset` narrows) and torch's own default. Backward Search's
-loops — a few dozen tiny steps per batch, in D1 and in E1's and E2's searches — run on
-SEARCH_THREADS unless --threads is given: a second thread never made them faster, and their
-results are the same bits with any count (tests/test_threads.py). src/__init__.py also makes idle
-OpenMP threads sleep instead of spin (OMP_WAIT_POLICY=PASSIVE), so that on a shared CPU no
-operation waits for a spinning partner (measurements: bench/RESULTS.md).
+affinity mask, which a container or `taskset` narrows) and torch's own default. Neither it nor
+--threads goes past the affinity mask: threads beyond the CPUs only wait for each other (1,000
+asked on 2 CPUs trained at 0.18 images/s against 186), so a larger count is capped, with a warning.
+Backward Search's loops — a few dozen tiny steps per batch, in D1 and in E1's and E2's searches —
+run on SEARCH_THREADS unless --threads is given: a second thread never made them faster, and their
+results are the same bits with any count (tests/test_threads.py). Whether idle threads spin or
+sleep is src/wait_policy.py's choice (measurements: bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from src.errors import SuiteError
+
+log = logging.getLogger(__name__)
 
 SEARCH_THREADS = 1
 _chosen: int | None = None  # --threads, when a stage was given it
@@ -29,25 +33,43 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def default_threads() -> int:
-    """OMP_NUM_THREADS when set, else torch's default (when loaded) capped by the usable CPUs."""
+def capped(n: int, asked: str, warn: bool = True) -> int:
+    """`n` threads, or the usable CPUs when fewer, with a warning naming who `asked` for `n`."""
+    cpus = usable_cpus()
+    if n <= cpus:
+        return n
+    if warn:
+        log.warning(
+            "WARNING: %s asks for %d threads, more than the %d CPUs this process may use (its "
+            "affinity mask); using %d",
+            asked, n, cpus, cpus,
+        )  # fmt: skip
+    return cpus
+
+
+def default_threads(warn: bool = True) -> int:
+    """OMP_NUM_THREADS when set, else torch's default (when loaded), capped by the usable CPUs."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env:
         try:
-            return max(1, int(env.split(",")[0]))
+            n = int(env.split(",")[0])
         except ValueError:
             raise SuiteError(
                 f"OMP_NUM_THREADS={env!r} is not a number of threads; unset it or give e.g. 2"
             ) from None
+        return capped(max(1, n), f"OMP_NUM_THREADS={env}", warn)
     torch = sys.modules.get("torch")
     ours = torch.get_num_threads() if torch is not None else usable_cpus()
     return max(1, min(ours, usable_cpus()))
 
 
 def use_threads(threads: int | None) -> int:
-    """Set the stage's intra-op threads: `threads` (--threads), else the default. A stage that
-    has not loaded torch (A1, A2) gets OMP_NUM_THREADS, which torch reads if it loads later."""
+    """Set the stage's intra-op threads: `threads` (--threads), else the default, at most the
+    usable CPUs. A stage that has not loaded torch (A1, A2) gets OMP_NUM_THREADS, which torch reads
+    if it loads later."""
     global _chosen
+    if threads is not None:
+        threads = capped(threads, f"--threads {threads}")
     _chosen = threads
     n = threads if threads is not None else default_threads()
     torch = sys.modules.get("torch")
@@ -56,6 +78,16 @@ def use_threads(threads: int | None) -> int:
     else:
         os.environ["OMP_NUM_THREADS"] = str(n)
     return n
+
+
+def in_use() -> dict[str, int]:
+    """The stage's threads, for config.json: its arithmetic's and Backward Search's loops'."""
+    torch = sys.modules.get("torch")
+    n = torch.get_num_threads() if torch is not None else default_threads(warn=False)
+    return {
+        "threads": n,
+        "search_threads": _chosen if _chosen is not None else min(SEARCH_THREADS, n),
+    }
 
 
 @contextmanager

@@ -118,7 +118,7 @@ def test_e2_grids_over_the_whole_collection_are_named_and_recorded(chain):
 
 def test_d1_runs_one_thread_on_a_cpu(chain, monkeypatch):
     threads = []
-    monkeypatch.setattr(d1.torch, "set_num_threads", threads.append)
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
     d1.main(["--task", TASK, "--epochs", "1", "--lambda", "3", "--device", "cpu", *roots(chain)])
     assert threads == [1]
 
