@@ -34,6 +34,7 @@ import B1_train_encoder
 import C1_extract_embeddings
 import D1_train_distill
 import E1_evaluate
+from src import cli
 from src.artifacts import (
     load_npz,
     load_torch,
@@ -230,9 +231,10 @@ def test_atomic_files_moves_a_set_in_together(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "other.npz"]  # stale log gone
 
 
-def test_a_staged_log_goes_on_from_the_previous_one_and_is_closed_on_failure(tmp_path):
+def test_a_staged_log_goes_on_from_the_previous_one_and_is_closed_on_failure(tmp_path, monkeypatch):
     """B1 --resume and E2 continue their log; a failed stage's staged log is complete and closed
     (so it can be dropped or moved) and the finished log is untouched."""
+    monkeypatch.setattr(cli, "_threads_logged", True)  # the once-per-process threads line: logged
     previous, staged = tmp_path / "E2.log", tmp_path / ".E2.log.~tmp"
     previous.write_text("an earlier run\n")
     with pytest.raises(ValueError), staged_log(staged, previous=previous):
