@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             page.locator("#lam").press("ArrowLeft" if own.lambda_steps < 0 else "ArrowRight")
             page.wait_for_selector("body[data-busy='0']")
         page.wait_for_load_state("networkidle")  # every picture of the grid drawn
-        page.locator("#result-dots rect").nth(page.evaluate(FARTHEST)).hover()
+        page.locator("#result-dots rect").nth(page.evaluate(FARTHEST)).hover(force=True)
         page.wait_for_timeout(300)
         own.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(own.out), full_page=True)
