@@ -71,7 +71,7 @@ def open_explorer(args) -> Explorer:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads is None:  # the stages' default suits batches; E3 answers one query at a time
+    if args.threads is None:  # the stages' default suits batches; each E3 answer is one query
         use_threads(THREADS)
     setup_logging()
     sock = listen(args.host, args.port)  # first: a port in use fails before the run is read

@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     use_threads(THREADS)  # as E3 serves it
     with serving(create_app(explorer)) as url:
         port = int(url.rstrip("/").rsplit(":", 1)[1])
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         clients = [
             threading.Thread(target=client, args=(port, part, i))
             for i, part in enumerate(np.array_split(rows, args.clients))
@@ -153,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
             c.start()
         for c in clients:
             c.join()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     load_after = os.getloadavg()
+    answers = len(rows) * (len(LAMBDAS) + len(n_cls) + 4)  # every answer client() asks for
     print(
         f"\n{task.name}, run {run}: database of {len(space)} images ("
         + (f"the test split's {len(base)} tiled with noise" if args.size else "the test split")
@@ -163,7 +166,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{fit_s * 1000:.0f} ms; Backward Search iterations per answer "
         f"{statistics.mean(iterations):.1f} (mean)."
     )
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}\n")
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; the process used "
+        f"{cpu / wall:.2f} CPUs over the run, {cpu / answers * 1000:.1f} ms of CPU per answer "
+        "(server and clients; with several clients the CPU column counts the others' work too)\n"
+    )
     print("| interaction | n | median ms | p90 ms | p95 ms | max ms | median CPU ms |")
     print("|---|---|---|---|---|---|---|")
     every = [t for pairs in times.values() for t in pairs]

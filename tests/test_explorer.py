@@ -504,6 +504,19 @@ def test_a_search_does_not_wait_for_another(explorer, monkeypatch):
         first.join(60)
 
 
+def test_pages_asking_in_turn_each_reuse_their_query(explorer, monkeypatch):
+    """A new λ reuses the page's query (a one-row query file), also while other pages ask."""
+    built = []
+    real = explorer.queries
+    monkeypatch.setattr(explorer, "queries", lambda ask: built.append(ask.row) or real(ask))
+    monkeypatch.setattr(explorer, "recent", type(explorer.recent)())
+    for lam in (0.5, 1.0, 2.0):
+        for row in (3, 4, 5):
+            body = {"row": row, "conditions": {"style": 1}, "method": "backward_search"}
+            explorer.answer(explorer.ask({**body, "lam": lam}))
+    assert built == [3, 4, 5]
+
+
 def test_eight_clients_at_once_get_the_answers_one_client_gets(pipe, space, explorer, client):
     frame, rows = query_rows(pipe, space, 8)
     bodies = [

@@ -35,6 +35,7 @@ from src.tags import split_tags
 MAX_UPLOAD_BYTES = 16 * 2**20  # an upload larger than this is refused before it is decoded
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")  # what Pillow may decode from an upload
 MAX_UPLOADS = 32  # embedded uploads kept in memory (the oldest forgotten first); none on disk
+RECENT_QUERIES = 64  # queries (one per page, query and condition) kept for the next interaction
 LAMBDA_MAX = 64.0  # the slider's range: 0 … 64, as the paper's λ sweep (Fig 6)
 ALPHA_MAX = 4.0  # the centroid shift's α: E1 sweeps 0 … 2
 PAGE = 48  # database images per page of the query browser
@@ -119,13 +120,15 @@ class Explorer:
         self.student_lambdas = student_lambdas(space.weights, space.task.name)
         self.uploads: OrderedDict[str, Any] = OrderedDict()  # token → 1×E embedding
         # Searches run side by side (each its own tensors; the heads stay in eval mode); the lock
-        # guards only the two small dicts they share: the uploads and the last query.
+        # guards only the two small dicts they share: the uploads and the recent queries.
         self.lock = threading.Lock()
         # Uploaded pictures are decoded one at a time, always in this one thread: a 9400×9400
         # picture takes a third of a GB while it is decoded, and each thread that decodes keeps
         # its own malloc arena, so decoding in many threads kept GBs that were never given back.
         self.decoder = ThreadPoolExecutor(1, thread_name_prefix="E3-upload")
-        self.last: tuple[tuple, Queries] | None = None  # the last query: a new λ reuses it
+        # the queries of recent interactions: a new λ or method reuses its page's query, also
+        # while other pages ask in between
+        self.recent: OrderedDict[tuple, Queries] = OrderedDict()
         self.label_ids = {a: ids.cpu().numpy() for a, ids in space.label_ids.items()}
         root = space.image_root or space.data_root / space.task.dataset
         self.image_root = Path(root).resolve()
@@ -262,13 +265,15 @@ class Explorer:
         s = self.space
         key = (ask.row, ask.upload, tuple(ask.conditions.items()))
         with self.lock:
-            last = self.last
-        if last is not None and last[0] == key:
-            q = last[1]
-        else:
+            q = self.recent.get(key)
+            if q is not None:
+                self.recent.move_to_end(key)
+        if q is None:
             q = self.queries(ask)
             with self.lock:
-                self.last = (key, q)
+                self.recent[key] = q
+                while len(self.recent) > RECENT_QUERIES:
+                    self.recent.popitem(last=False)
         w = walk(s, q, ask.method, ask.lam, ask.alpha)
         r = w.ranking
         top = shown_rows(s, q, ask.method, r.indices, r.scores)[0]
