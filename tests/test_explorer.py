@@ -684,6 +684,23 @@ def test_pictures_are_served_by_row_only_from_under_the_data_root(
         link.unlink()
 
 
+def test_no_answer_names_a_folder_of_the_server(pipe, space, explorer, client):
+    """A one-line error about a file of the run (here a student distilled for 5 classes, not 4)
+    names it from the root the user gave (weights/…), not from the server's own folders."""
+    damaged = student_path(space.weights, TASK, 3.0)
+    cfg = {"embedding_size": 18, "conditions": ["style"], "num_classes": {"style": 5}}
+    save_torch(damaged, {"config": cfg, "model": Student(18, {"style": 5}).state_dict()})
+    try:
+        r = client.post("/api/search", json={**SEARCH, "method": "student", "lam": 3})
+    finally:
+        damaged.unlink()
+    assert r.status_code == 400 and str(pipe.weights_root) not in r.text
+    assert r.json()["error"].startswith(
+        f"{pipe.weights_root.name}/{pipe.run}/{damaged.name} was distilled for 5 style classes"
+    )
+    assert str(space.weights).startswith("/")  # the pipeline's roots are absolute paths
+
+
 def test_only_loopback_host_names_are_answered_by_default(explorer):
     with TestClient(create_app(explorer), base_url="http://evil.example") as c:
         assert c.get("/api/meta").status_code == 400  # DNS rebinding: another site's name

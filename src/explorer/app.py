@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 from urllib.parse import unquote, urlsplit
@@ -133,6 +134,24 @@ def upload_name(request: Request) -> str:
     return "".join(c for c in name if c.isprintable())[:100] or "upload"
 
 
+def server_folders(explorer: Explorer) -> list[str]:
+    """The folders above the run's roots (data, weights, the pictures), resolved or as given,
+    longest first: what a message drops so it names a file from the root the user named on."""
+    s = explorer.space
+    roots = {
+        f for r in (s.data_root, s.weights.parent, explorer.image_root) for f in (r, r.resolve())
+    }
+    above = {r.parent for r in roots if r.is_absolute() and r.parent != Path(r.anchor)}
+    return sorted((f"{p}{os.sep}" for p in above), key=len, reverse=True)
+
+
+def unpathed(message: str, folders: Sequence[str]) -> str:
+    """`message` without the server's folders: /home/u/suite/weights/r/x.pt reads weights/r/x.pt."""
+    for folder in folders:
+        message = message.replace(folder, "")
+    return message
+
+
 def create_app(explorer: Explorer, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> Starlette:
     """The app over `explorer`. allowed_hosts: Host headers answered (loopback names by default,
     so a web page elsewhere cannot reach a local explorer by DNS rebinding); ["*"] for any."""
@@ -185,8 +204,10 @@ def create_app(explorer: Explorer, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS
         answer = await run_in_threadpool(explorer.answer, explorer.ask(body))
         return JSONResponse(dataclasses.asdict(answer))
 
+    hidden = server_folders(explorer)
+
     async def refused(request: Request, e: Exception) -> Response:
-        return refuse(str(e), getattr(e, "status", 400))
+        return refuse(unpathed(str(e), hidden), getattr(e, "status", 400))
 
     async def client_left(request: Request, e: Exception) -> Response:
         log.info("E3: a client left before its request was read (%s)", request.url.path)
