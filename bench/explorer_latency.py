@@ -80,16 +80,18 @@ def grown(space: SearchSpace, size: int, seed: int = 0) -> SearchSpace:
     )
 
 
-def post(conn: http.client.HTTPConnection, body: dict) -> tuple[float, float]:
+def post(conn: http.client.HTTPConnection, body: dict, answers: list | None = None):
     """(wall seconds, CPU seconds of this process) from sending one interaction to its parsed
-    answer. The server runs in this process, so the CPU time is its work and the client's: what
-    the wall time comes down to on a machine that nothing else is using."""
+    answer (kept with its body in `answers` when given). The server runs in this process, so the
+    CPU time is its work and the client's: what the wall time comes down to on a quiet machine."""
     t0, c0 = time.perf_counter(), time.process_time()
     conn.request("POST", "/api/search", json.dumps(body), {"Content-Type": "application/json"})
     answer = json.loads(conn.getresponse().read())
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if "error" in answer:
         raise RuntimeError(answer["error"])
+    if answers is not None:
+        answers.append((body, answer))
     return seconds, cpu
 
 
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         "new condition": [],
         "method → Backward Search": [],
     }
-    iterations = []
+    iterations, asked = [], []
 
     def client(port: int, rows: np.ndarray, seed: int) -> None:
         """One page's interactions on its own connection."""
@@ -131,13 +133,13 @@ def main(argv: list[str] | None = None) -> None:
             body = {"row": int(row), "conditions": cond, "method": "backward_search", "lam": 1.0}
             post(conn, body)  # the query is picked (not timed: a new query, not an interaction)
             for lam in LAMBDAS:
-                times["new λ"].append(post(conn, {**body, "lam": lam}))
+                times["new λ"].append(post(conn, {**body, "lam": lam}, asked))
             for a, n in n_cls.items():
                 cond = {**cond, a: (cond[a] + 1) % n}
-                times["new condition"].append(post(conn, {**body, "conditions": cond}))
+                times["new condition"].append(post(conn, {**body, "conditions": cond}, asked))
             body = {**body, "conditions": cond}
             post(conn, {**body, "method": "knn"})
-            times["method → Backward Search"].append(post(conn, body))
+            times["method → Backward Search"].append(post(conn, body, asked))
             iterations.append(explorer.answer(explorer.ask(body)).iterations)
         conn.close()
 
@@ -156,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
             c.join()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     load_after = os.getloadavg()
+    # the same interactions asked one at a time, after the clients are done: the same answers?
+    same = sum(
+        json.loads(json.dumps(dataclasses.asdict(explorer.answer(explorer.ask(body))))) == answer
+        for body, answer in asked
+    )
     answers = len(rows) * (len(LAMBDAS) + len(n_cls) + 4)  # every answer client() asks for
     print(
         f"\n{task.name}, run {run}: database of {len(space)} images ("
@@ -169,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; the process used "
         f"{cpu / wall:.2f} CPUs over the run, {cpu / answers * 1000:.1f} ms of CPU per answer "
-        "(server and clients; with several clients the CPU column counts the others' work too)\n"
+        "(server and clients; with several clients the CPU column counts the others' work too); "
+        f"answers equal to the same interaction asked alone afterwards: {same} of {len(asked)}\n"
     )
     print("| interaction | n | median ms | p90 ms | p95 ms | max ms | median CPU ms |")
     print("|---|---|---|---|---|---|---|")
