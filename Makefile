@@ -51,6 +51,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/backward_search.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/explorer_latency.py
+	$(PY) bench/explorer_map.py
 
 gpu-check: $(VENV)/.installed
 	$(PY) scripts/gpu_check.py
