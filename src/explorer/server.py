@@ -56,7 +56,9 @@ def url_of(sock: socket.socket) -> str:
 
 
 def _server(app: Starlette) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    return uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    )
 
 
 def serve(app: Starlette, sock: socket.socket) -> None:
