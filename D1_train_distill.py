@@ -93,7 +93,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
     """Distill the student and write its files as `out` (.pt), .json, _log.csv (in staging)."""
     import torch  # here, not above `src` (its import chooses the OpenMP wait policy first)
 
-    from src.embeddings import load_embeddings
+    from src.embeddings import fingerprint, load_embeddings
     from src.method.encoder import load_encoder
 
     encoder, enc_cfg = load_encoder(rdir, device)
@@ -139,6 +139,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         "lambda": lam,
         **asdict(settings),
         "seed": args.seed,
+        "embeddings_fingerprint": fingerprint(emb["z"]),  # E1 warns when C1 has re-run since
     }
     model = {k: v.cpu() for k, v in student.state_dict().items()}
     write_csv(out.with_name(out.stem + "_log.csv"), pd.DataFrame(epochs_log))

@@ -11,6 +11,7 @@ B1 and C1 artifacts fails here, naming the stage to re-run.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from src.artifacts import dataset_dir, read_json, require, run_dir
 from src.datasets.common import read_labels, read_split
-from src.embeddings import load_embeddings
+from src.embeddings import fingerprint, load_embeddings
 from src.errors import SuiteError
 from src.hints import hint
 from src.labels import class_ids
@@ -46,6 +47,7 @@ DATABASE_TEXT = {
     "test": "the test split (the paper's protocol)",
     "all": "train + test (the whole collection)",
 }
+log = logging.getLogger(__name__)
 MAX_SIDE = 512  # JPEGs are decoded at no less than 4× this side (the transforms resize to ~224)
 
 
@@ -157,6 +159,21 @@ class SearchSpace:
             raise SuiteError(
                 f"{path} was distilled on {student.embedding_size}-d embeddings, run {self.run}'s "
                 f"are {self.z.shape[1]}-d; re-run {d1}"
+            )
+        trained_at = cfg.get("lambda")  # the file's name is λ to 6 digits (student_path)
+        if isinstance(trained_at, int | float) and f"{trained_at:g}" != f"{lam:g}":
+            raise SuiteError(
+                f"{path} was distilled at λ = {trained_at:g} (its config), not at the λ = {lam:g} "
+                f"its name says (a file renamed by hand?); re-run {d1}"
+            )
+        recorded = cfg.get("embeddings_fingerprint")  # none in students older than the record
+        if recorded is not None and recorded != fingerprint(self.embedded_z):
+            log.warning(
+                "warning: %s was distilled from other embeddings than %s holds now (C1 re-ran "
+                "after D1), so its results are a stale student's; re-run %s",
+                path,
+                self.weights / "embeddings.npz",
+                d1,
             )
         return student
 
