@@ -153,6 +153,17 @@ def _task_line(task: Task, metrics: Any) -> str:
     return line
 
 
+def unreachable_line(record: Mapping[str, Any]) -> str:
+    """REPORT.md's sentence for metrics.json's "unreachable": the queries whose condition no
+    database image carries."""
+    names = [str(n) for n in record.get("conditions") or []]
+    return (
+        f"{record.get('queries', '?')} queries ask for a condition no image of the database "
+        f"carries ({', '.join(names) or '?'}): every method scores 0 on them, so the numbers "
+        "below understate every method alike; the test split is too small for these classes."
+    )
+
+
 def task_section(
     base: Path,
     task: Task,
@@ -180,6 +191,9 @@ def task_section(
             "",
         ]
     out.append(_task_line(task, metrics))
+    unreachable = metrics.get("unreachable") if isinstance(metrics, dict) else None
+    if isinstance(unreachable, dict):  # E1 warned: these queries score 0 whatever the method
+        out += ["", f"**{unreachable_line(unreachable)}**"]
     drop: set[str] = set()  # E1's notes under every table: this report states each once
     if isinstance(metrics, dict):
         drop = set(table_notes(task, metrics).lines())
