@@ -29,6 +29,7 @@ from src.cli import (
     staged_log,
 )
 from src.errors import SuiteError
+from src.evaluation.space import stage_hint
 from src.evaluation.task_run import open_task_run, resolve_lambda
 from src.method.student import HIDDEN, DistillConfig, batch_starts, distill, student_path
 from src.progress import run_estimate
@@ -104,6 +105,11 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         )
     emb = load_embeddings(rdir)
     z_train = torch.from_numpy(emb["z"][emb["split"] == "train"])
+    if len(z_train) < 2:  # e.g. trimmed, or a release without them
+        raise SuiteError(
+            f"{rdir / 'embeddings.npz'} holds {len(z_train)} train embeddings, and D1 distils on "
+            f"the train split: re-run {stage_hint('C1', task, run)}"
+        )
     log.info(
         "D1 %s: λ=%g, %d train embeddings of size %d, %d epochs on %s",
         task.name,

@@ -127,6 +127,14 @@ def test_database_all_names_the_missing_train_split(pipe, capsys):
     assert "--database test" in err
 
 
+def test_d1_without_train_rows_names_the_embeddings_and_c1(pipe, capsys):
+    drop_train_rows(pipe)
+    assert run_stage(D1_train_distill.main, argv(pipe, "synthart-style", "--epochs", "1")) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert f"{npz(pipe)} holds 0 train embeddings" in err and "re-run C1_extract_embeddings" in err
+    assert not list((pipe.weights_root / pipe.run).glob("student_*"))
+
+
 def test_e1_leaves_the_centroid_shift_out_without_train_rows(pipe, capsys):
     drop_train_rows(pipe)
     assert run_stage(E1_evaluate.main, argv(pipe, "synthart-style")) == 0
