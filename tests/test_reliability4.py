@@ -514,3 +514,17 @@ def test_scripts_glyphs_into_a_file_says_it_is_a_file(tmp_path, capsys):
     assert run_stage(script.main, [str(file)]) == 2
     assert f"{file} is a file, not a folder" in one_error_line(capsys.readouterr().err)
     assert file.read_text() == "image\n"
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3"])
+def test_a_bad_omp_num_threads_is_one_line_from_a_stage(value):
+    """`import src` chooses the wait policy from the threads before the stage runs: a bad
+    OMP_NUM_THREADS was a traceback there (abc), or silently one thread beside libgomp's own
+    complaint (0, -3)."""
+    env = {**os.environ, "OMP_NUM_THREADS": value}
+    run = subprocess.run([sys.executable, "A2_make_queries.py", "--list-tasks"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2
+    err = one_error_line(run.stderr.replace("libgomp: Invalid value for environment variable "
+                                            "OMP_NUM_THREADS\n", ""))  # fmt: skip
+    assert f"OMP_NUM_THREADS='{value}' is not a number of threads" in err
