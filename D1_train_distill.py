@@ -29,6 +29,7 @@ from src.cli import (
     staged_log,
 )
 from src.errors import SuiteError
+from src.evaluation.space import stage_hint
 from src.evaluation.task_run import open_task_run, resolve_lambda
 from src.method.student import HIDDEN, DistillConfig, batch_starts, distill, student_path
 from src.progress import run_estimate
@@ -93,7 +94,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
     """Distill the student and write its files as `out` (.pt), .json, _log.csv (in staging)."""
     import torch  # here, not above `src` (its import chooses the OpenMP wait policy first)
 
-    from src.embeddings import load_embeddings
+    from src.embeddings import fingerprint, load_embeddings
     from src.method.encoder import load_encoder
 
     encoder, enc_cfg = load_encoder(rdir, device)
@@ -104,6 +105,11 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         )
     emb = load_embeddings(rdir)
     z_train = torch.from_numpy(emb["z"][emb["split"] == "train"])
+    if len(z_train) < 2:  # e.g. trimmed, or a release without them
+        raise SuiteError(
+            f"{rdir / 'embeddings.npz'} holds {len(z_train)} train embeddings, and D1 distils on "
+            f"the train split: re-run {stage_hint('C1', task, run)}"
+        )
     log.info(
         "D1 %s: λ=%g, %d train embeddings of size %d, %d epochs on %s",
         task.name,
@@ -139,6 +145,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         "lambda": lam,
         **asdict(settings),
         "seed": args.seed,
+        "embeddings_fingerprint": fingerprint(emb["z"]),  # E1 warns when C1 has re-run since
     }
     model = {k: v.cpu() for k, v in student.state_dict().items()}
     write_csv(out.with_name(out.stem + "_log.csv"), pd.DataFrame(epochs_log))

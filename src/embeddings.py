@@ -9,6 +9,7 @@ test transform (TRAIN_TRANSFORMS). The random draws are seeded per image (`Seede
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,12 @@ def load_embeddings(run_dir: str | Path) -> dict[str, np.ndarray]:
             f"B1_train_encoder.py, then re-run {C1_HINT}"
         )
     return arrays
+
+
+def fingerprint(z: np.ndarray) -> str:
+    """A short sha256 of the embeddings (shape and float32 bytes, not the file: np.savez stamps
+    the time in it): D1 records the one it distilled from, so a later C1 run shows."""
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    h = hashlib.sha256(repr(z.shape).encode())
+    h.update(memoryview(z).cast("B"))
+    return h.hexdigest()[:16]

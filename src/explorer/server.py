@@ -68,7 +68,9 @@ def host_names(host: str, sock: socket.socket) -> list[str]:
 
 
 def _server(app: Starlette) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    return uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    )
 
 
 def serve(app: Starlette, sock: socket.socket) -> None:

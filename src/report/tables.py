@@ -322,6 +322,8 @@ def _record(res: TaskResults) -> dict[str, Any]:
             "interval": "percentile, over queries",
         },
         "paired": {"backward_search_minus": res.paired},
+        # only when some query asks for a condition the database lacks (REPORT.md says so)
+        **({"unreachable": res.unreachable} if res.unreachable else {}),
     }
 
 
