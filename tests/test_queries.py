@@ -133,6 +133,44 @@ def test_a_pair_needs_a_target_with_little_context_in_common():
     check_rules(test, q, ["style"])
 
 
+def test_a_target_at_exactly_the_jaccard_limit_is_not_dissimilar():
+    # A images: 'c' and `own_a` tags of their own; B images: 'c', 'b' and 4 of their own. With
+    # own_a = 4 an A candidate shares 1 of 10 tags with each B target: Jaccard exactly 0.1, which
+    # is not < 0.1 (A–A pairs: 1 of 9, B–B: 2 of 10): no pair qualifies at all.
+    def split(own_a: int) -> pd.DataFrame:
+        tags = ["|".join(["c", *(f"a{i}_{j}" for j in range(own_a))]) for i in range(11)]
+        tags += ["|".join(["c", "b", *(f"b{i}_{j}" for j in range(4))]) for i in range(11)]
+        return table({"style": ["A"] * 11 + ["B"] * 11}, tags)
+
+    labels = {"style": ["A", "B"]}
+    with pytest.raises(SuiteError, match="found only 0 of 1 queries after 2000 draws"):
+        make_queries(split(4), labels, ["style"], 1, seed=0, max_draws=2000)
+    # one more tag of their own puts the A images at 1/11 from every other image but a B's
+    # from a B: every pair but (B image, condition B) qualifies
+    draw = make_queries(split(5), labels, ["style"], 20, seed=0)
+    own = split(5)["style"].to_numpy()[draw.rows]
+    assert not ((own == "B") & (draw.queries["style"].to_numpy() == "B")).any()
+    assert set(zip(own, draw.queries["style"], strict=True)) == {("A", "A"), ("A", "B"), ("B", "A")}
+
+
+@pytest.mark.parametrize("tagged_b, untagged_b", [(10, 1), (9, 3)])
+def test_untagged_images_are_no_targets(tagged_b, untagged_b):
+    # Every tagged image carries the same tags, so no tagged target is dissimilar; the untagged B
+    # images would be (Jaccard 0 to anything), and would make up the 10 targets with 9 tagged —
+    # but they are not in the retrieval database, so they are no targets: no pair qualifies.
+    def split(untagged: str) -> pd.DataFrame:
+        tags = ["x|y"] * (11 + tagged_b) + [untagged.format(i) for i in range(untagged_b)]
+        return table({"style": ["A"] * 11 + ["B"] * (tagged_b + untagged_b)}, tags)
+
+    labels = {"style": ["A", "B"]}
+    with pytest.raises(SuiteError, match="found only 0 of 1 queries"):
+        make_queries(split(""), labels, ["style"], 1, seed=0, max_draws=2000)
+    # the same images with a tag of their own are targets: A candidates conditioned on B qualify
+    draw = make_queries(split("z{}"), labels, ["style"], 10, seed=0)
+    own = split("z{}")["style"].to_numpy()[draw.rows]
+    assert ((own == "A") & (draw.queries["style"] == "B").to_numpy()).any()
+
+
 def test_pairs_are_unique_even_when_draws_repeat():
     rng = np.random.default_rng(9)
     test = table({"style": ["A"] * 12 + ["B"] * 12}, random_tags(rng, 24, vocab=200))
