@@ -4,6 +4,7 @@ torch.optim.Adam and plain loops — nothing shared with src/method/backward_sea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,8 +20,30 @@ __all__ = [
     "batch_query_reference",
     "single_query_reference",
     "toy_space",
+    "toy_world",
     "train_heads",
 ]
+
+
+@functools.cache
+def toy_world(
+    n: int,
+    embedding_size: int,
+    classes: tuple[tuple[str, int], ...],
+    seed: int,
+    n_train: int,
+    steps: int,
+) -> tuple[Tensor, dict[str, Tensor], dict[str, nn.Sequential]]:
+    """A toy space (z, labels) and heads trained on its first n_train rows.
+
+    Built once per process: `make mutate` forks one pytest run per mutant from the process that
+    built it, so each mutant costs its tests, not the training. (It depends only on
+    bench/toy.py and the encoder's head, whose own mutation runs select other tests.)
+    Callers must leave it as they found it.
+    """
+    z, labels = toy_space(n, embedding_size, dict(classes), seed=seed, spread=3.0, noise=0.5)
+    heads = train_heads(z[:n_train], {a: y[:n_train] for a, y in labels.items()}, steps=steps)
+    return z, labels, heads
 
 
 @dataclass

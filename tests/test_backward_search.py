@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -12,13 +13,7 @@ import src.method.backward_search as bs
 from src.errors import SuiteError
 from src.method.backward_search import StopRule, backward_search
 from src.method.retrieval import cosine_topk
-from tests._search import (
-    accuracy,
-    batch_query_reference,
-    single_query_reference,
-    toy_space,
-    train_heads,
-)
+from tests._search import accuracy, batch_query_reference, single_query_reference, toy_world
 
 CLASSES = {"style": 6, "genre": 4, "mood": 3}
 
@@ -26,11 +21,10 @@ CLASSES = {"style": 6, "genre": 4, "mood": 3}
 @pytest.fixture(scope="module")
 def world():
     """Clustered float64 embeddings and three heads trained to high accuracy on them."""
-    z, labels = toy_space(900, 24, CLASSES, seed=0, spread=3.0, noise=0.5)
-    heads = train_heads(z[:600], {a: y[:600] for a, y in labels.items()}, steps=150)
+    z, labels, heads = toy_world(900, 24, tuple(CLASSES.items()), 0, 600, 150)
     acc = accuracy(heads, z[600:], {a: y[600:] for a, y in labels.items()})
     assert min(acc.values()) > 0.95, acc  # the fixture is what the tests assume
-    heads = {a: h.double() for a, h in heads.items()}
+    heads = {a: copy.deepcopy(h).double() for a, h in heads.items()}
     return z[600:].double(), {a: y[600:] for a, y in labels.items()}, heads
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -12,7 +13,6 @@ import torch
 from torch import nn
 
 import D1_train_distill as d1
-from bench.toy import toy_space, train_heads
 from src.artifacts import save_torch
 from src.errors import SuiteError
 from src.method.backward_search import backward_search
@@ -25,15 +25,15 @@ from src.method.student import (
     student_lambdas,
     student_path,
 )
+from tests._search import toy_world
 
 CLASSES = {"style": 5, "genre": 3}
 
 
 @pytest.fixture(scope="module")
 def world():
-    z, labels = toy_space(700, 16, CLASSES, seed=3, spread=3.0, noise=0.5)
-    heads = train_heads(z[:500], {a: y[:500] for a, y in labels.items()}, steps=120)
-    return z[:500], z[500:], heads
+    z, _, heads = toy_world(700, 16, tuple(CLASSES.items()), 3, 500, 120)
+    return z[:500], z[500:], {a: copy.deepcopy(h) for a, h in heads.items()}
 
 
 def test_input_is_z0_then_one_hots_in_task_order():
