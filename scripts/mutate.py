@@ -222,19 +222,30 @@ class Figures:
         return (self.killed + len(self.equivalent)) / max(self.mutants, 1)
 
 
-def run_module(name: str, jobs: int, run: bool = True) -> Figures:
-    """Mutate one module in a fresh staging copy (`run`; else read the last run's) and collect
-    its figures."""
+def run_module(name: str, jobs: int, mode: str = "run") -> Figures:
+    """Mutate one module and collect its figures. mode: "run" (in a fresh staging copy),
+    "resume" (go on in the last copy, as it was: mutmut keeps each mutant's result as it comes),
+    "report" (only read the last run's)."""
     target = MODULES[name]
     where = STAGING / name
-    if run:
-        where = _stage(name, target)
+    if mode != "report":
+        if mode == "run" or not (where / "mutants").is_dir():
+            where = _stage(name, target)
+        (where / "seconds").unlink(missing_ok=True)
+        spent = where / "seconds-so-far"  # a resumed run's time adds to the interrupted one's
+        before = float(spent.read_text(encoding="utf-8")) if spent.exists() else 0.0
         start = time.monotonic()
         print(f"== {name}: {target.source} against {' '.join(target.tests)}", flush=True)
-        subprocess.run(
-            [*_MUTMUT, "run", "--max-children", str(jobs)], cwd=where, env=_env(where), check=True
-        )
-        (where / "seconds").write_text(f"{time.monotonic() - start:.0f}\n", encoding="utf-8")
+        try:
+            subprocess.run(
+                [*_MUTMUT, "run", "--max-children", str(jobs)],
+                cwd=where,
+                env=_env(where),
+                check=True,
+            )
+        finally:
+            spent.write_text(f"{before + time.monotonic() - start:.0f}\n", encoding="utf-8")
+        spent.rename(where / "seconds")
     if not (where / "seconds").exists():
         raise SystemExit(f"error: no finished run of {name} in {where}; run it first")
     seconds = float((where / "seconds").read_text(encoding="utf-8"))
@@ -286,8 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("modules", nargs="*", metavar="MODULE", help=", ".join(MODULES))
     p.add_argument("--list", action="store_true", help="the modules and their tests")
     p.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
-    p.add_argument(
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
         "--report", action="store_true", help="only report the last run (after editing equivalents)"
+    )
+    how.add_argument(
+        "--resume", action="store_true", help="go on with an interrupted run in its staging copy"
     )
     args = p.parse_args(argv)
     if args.list:
@@ -301,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: no module {unknown[0]!r}; choose from {', '.join(MODULES)}", file=sys.stderr)
         return 2
-    figs = [run_module(m, args.jobs, run=not args.report) for m in args.modules or MODULES]
+    mode = "report" if args.report else "resume" if args.resume else "run"
+    figs = [run_module(m, args.jobs, mode) for m in args.modules or MODULES]
     print(report(figs))
     return 0 if all(f.rate >= TARGET for f in figs) else 1
 
