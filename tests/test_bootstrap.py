@@ -113,3 +113,20 @@ def test_paired_as_dict_names_its_fields():
 
 def test_a_p_value_of_exactly_0_001_is_shown_as_such():
     assert bootstrap.p_text(0.001) == "0.001" and bootstrap.p_text(0.000999) == "< 0.001"
+
+
+def test_the_interval_is_the_percentile_interval_of_the_resampled_means():
+    # one hit in 20 queries: a resampled mean is k/20, k ~ Binomial(20, 0.05); P(k = 0) = 0.36 >
+    # 0.025 and P(k ≤ 2) = 0.92 < 0.975 < P(k ≤ 3) = 0.98, so the percentile interval is [0, 3/20]
+    # (BCa, scipy's default, would move it)
+    assert bootstrap.intervals({"m": np.array([1.0] + [0.0] * 19)}) == {"m": [0.0, 0.15]}
+
+
+def test_each_metric_keeps_its_own_mean_and_its_own_constancy():
+    rng = np.random.default_rng(7)
+    x = {"low": rng.uniform(0.1, 0.3, 300), "high": rng.uniform(0.7, 0.9, 300)}
+    x["constant"] = np.full(300, 0.7)  # its mean over 300 rows is not exactly 0.7
+    ci = bootstrap.intervals(x)
+    for n in ("low", "high"):
+        assert x[n].min() < ci[n][0] < x[n].mean() < ci[n][1] < x[n].max(), n
+    assert ci["constant"] == [0.7, 0.7]
