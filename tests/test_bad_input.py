@@ -307,6 +307,29 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert not lock.exists() and (tmp_path / "ds" / "x").exists()
 
 
+def test_a_lock_of_another_users_process_is_refused_and_its_temporaries_kept(tmp_path, monkeypatch):
+    # The tests run as root, where signalling any pid works: pretend the holder belongs to
+    # another user (os.kill says EPERM). It is alive: its lock is not stale, its files are not ours.
+    pid = dead_pid()
+    real_kill = os.kill
+
+    def kill(p: int, sig: int) -> None:
+        if p == pid:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        real_kill(p, sig)
+
+    monkeypatch.setattr(os, "kill", kill)
+    lock = write_lock(tmp_path / "ds", pid)
+    temp = tmp_path / temp_name("other", pid)
+    temp.write_text("being written")
+    with pytest.raises(SuiteError, match=f"pid {pid} "), atomic_dir(tmp_path / "ds"):
+        pass
+    assert lock.exists() and temp.exists()
+    with atomic_path(tmp_path / "other.txt") as tmp:
+        tmp.write_text("mine")
+    assert temp.read_text() == "being written"
+
+
 def test_a1_refuses_while_another_writer_holds_the_dataset(tmp_path, capsys):
     write_lock(tmp_path / "synthart", os.getppid())
     rc = run_stage(A1_preprocess.main, ["--dataset", "synthart", "--data-root", str(tmp_path)])

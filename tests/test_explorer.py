@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -38,13 +39,14 @@ from src.explorer.app import create_app
 from src.explorer.server import serving
 from src.explorer.session import Explorer
 from src.hints import STAGE_SCRIPTS
-from src.method import metrics
 from src.method.student import Student, student_path
 from src.queries import read_queries
+from src.tags import split_tags
 from src.tasks import get_task
 from src.threads import use_threads
 from src.transforms import image_transform
 from tests._pipeline import build_pipeline
+from tests._search import batch_query_reference
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "synthart-style"
@@ -92,21 +94,38 @@ def ask(client, **body):
     return r.status_code, r.json()
 
 
-def expected(space, q, method: str, lam: float, alpha: float) -> torch.Tensor:
-    """The top-10 rows E1/E2's ranking of `method` gives the queries q, from the ranking functions
-    (the searched or shifted vector ranked by the one cosine `rank`), not through the registry."""
-    if method == "backward_search":
-        return methods.rank_backward_search(space, q, lam).indices
-    if method == "filtered_knn":
-        return methods.rank_filtered_knn(space, q).indices
-    if method == "random":
-        return methods.rank_random(space, q, 0).indices
-    if method == "student":
-        with torch.no_grad():
-            z = space.student(lam).eval().search(q.z0, q.conditions)
-    else:
-        z = {"knn": q.z0, "centroid_shift": methods.centroid_shift(space, q, alpha)}[method]
-    return methods.rank(space, z)[1]
+def brute_force(space, q, method: str, lam: float = 1.0, alpha: float = 1.0) -> list[int]:
+    """The top-10 database rows of the one query q, ranked here by brute force: the method's
+    vector from its definition (Backward Search: tests/_search.py's oracle), float64 cosine to
+    every database row, sorted — nothing from the ranking code the explorer calls."""
+    z0, attrs = q.z0.cpu(), list(space.task.conditions)
+    heads = {a: space.heads[a].eval() for a in attrs}
+    with torch.no_grad():
+        if method == "backward_search":
+            z = batch_query_reference(heads, z0, q.conditions, lam).z
+        elif method == "student":
+            hot = [F.one_hot(q.conditions[a], len(space.labels[a])).to(z0.dtype) for a in attrs]
+            z = space.student(lam).cpu().eval()(torch.cat([z0, *hot], 1))
+        elif method == "centroid_shift":
+            z = z0 + alpha * sum(
+                space.centroids[a][q.conditions[a]] - space.centroids[a][heads[a](z0).argmax(1)]
+                for a in attrs
+            )
+        else:  # kNN, head-filtered kNN, random
+            z = z0
+        db = space.z.cpu().double().numpy()
+        sim = db @ z.double().numpy()[0] / np.linalg.norm(db, axis=1) / z.double().norm().item()
+        first = np.zeros(len(db), dtype=bool)  # head-filtered kNN: the rows predicted to match
+        if method == "filtered_knn":
+            first = np.logical_and.reduce(
+                [
+                    heads[a](space.z.cpu()).argmax(1).numpy() == int(q.conditions[a][0])
+                    for a in attrs
+                ]
+            )
+    if method == "random":  # K distinct rows: the top-K of seeded uniform keys (seed 0)
+        sim = torch.rand(len(db), generator=torch.Generator().manual_seed(0)).double().numpy()
+    return np.lexsort((-sim, ~first))[:10].tolist()
 
 
 def style_id(space, name: str) -> int:
@@ -138,13 +157,16 @@ def test_every_method_answers_what_the_methods_rank(pipe, space, client, method,
         assert status == 200, got
         q = file_queries(space, frame.iloc[[i]])  # the query file's row, as E1 and E2 read it
         lam, alpha = extra.get("lam", 1.0), extra.get("alpha", 1.0)
-        want = expected(space, q, method, lam, alpha)
-        assert [r["row"] for r in got["results"]] == want[0].tolist()
-        hits = metrics.condition_hits(want, space.label_ids, q.conditions)
-        assert [r["hit"] for r in got["results"]] == hits[0].tolist()
-        assert got["precision"] == pytest.approx(float(metrics.precision_at_k(hits)[0]))
-        jac = metrics.tag_jaccard(q.tags, space.tags, want)[0]
-        assert got["mean_jaccard"] == pytest.approx(float(jac.mean()))
+        want = brute_force(space, q, method, lam, alpha)
+        assert [r["row"] for r in got["results"]] == want
+        styles = space.table["style"].to_numpy()
+        hits = [styles[r] == frame["style"][i] for r in want]
+        assert [r["hit"] for r in got["results"]] == hits
+        assert got["precision"] == pytest.approx(sum(hits) / 10)
+        own = split_tags(frame["tags"][i])
+        jac = [len(own & split_tags(space.tag_cells[r])) / len(own | split_tags(space.tag_cells[r]))
+               for r in want]  # fmt: skip
+        assert got["mean_jaccard"] == pytest.approx(float(np.mean(jac)))
         assert got["condition"] == {"style": frame["style"][i]}
 
 
@@ -160,8 +182,8 @@ def test_a_two_condition_task_gets_one_control_per_attribute_and_e2s_answer(pipe
             body = {"row": int(row), "conditions": cond, "method": "backward_search", "lam": 2.0}
             status, got = ask(c, **body)
             assert status == 200
-            want = methods.rank_backward_search(space, file_queries(space, frame.iloc[[i]]), 2.0)
-            assert [r["row"] for r in got["results"]] == want.indices[0].tolist()
+            want = brute_force(space, file_queries(space, frame.iloc[[i]]), "backward_search", 2.0)
+            assert [r["row"] for r in got["results"]] == want
             assert got["condition"] == {a: frame[a][i] for a in ("style", "genre")}
 
 
@@ -256,8 +278,8 @@ def test_an_uploaded_picture_of_any_mode_is_searched_like_e2_searches_it(space, 
     )
     assert status == 200
     z0 = embed_image(space, io.BytesIO(data))  # E2 --image's embedding
-    want = methods.rank_backward_search(space, picture_query(space, z0, {"style": 2}), 1.0)
-    assert [x["row"] for x in got["results"]] == want.indices[0].tolist()
+    want = brute_force(space, picture_query(space, z0, {"style": 2}), "backward_search", 1.0)
+    assert [x["row"] for x in got["results"]] == want
     assert got["mean_jaccard"] is None and got["query"] == {}  # a picture has no tags
 
 
@@ -650,6 +672,15 @@ def test_a_client_that_leaves_mid_upload_is_one_quiet_line(explorer, caplog):
         "E3: a client left before its request was read (/api/upload)"
     ]
     assert not any(r.exc_info for r in caplog.records) and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("past", [0, 1])
+def test_a_row_just_past_the_database_is_refused_in_one_line(space, client, past):
+    n = len(space)
+    status, got = ask(client, row=n + past, conditions={"style": 0}, method="knn")
+    assert status == 400 and got["error"] == f"no database row {n + past} (0 … {n - 1})"
+    status, got = ask(client, row=n - 1, conditions={"style": 0}, method="knn")
+    assert status == 200 and got["query"]["row"] == n - 1  # the last row is a row
 
 
 # ---------------------------------------------------------------------------------------------
