@@ -43,6 +43,7 @@ class _StageParser(argparse.ArgumentParser):
         parsed, rest = super().parse_known_args(args, namespace)
         if hasattr(parsed, "threads"):
             use_threads(parsed.threads)
+            WAIT_POLICY.check()
         return parsed, rest
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import threading
 import time
@@ -34,6 +35,15 @@ OURS = "SRC_WAIT_POLICY"  # the setting `decide` made, which a child process inh
 WINDOW_S = 0.1  # many scheduler time slices (~3 ms), short beside torch's import (~2 s)
 MIN_SHARE = 0.75  # a partner that runs 3/4 of the time or more rarely keeps a spinner waiting
 SPIN_COUNT = 20_000  # libgomp's rounds of `pause` before a waiting thread sleeps (~0.5 ms here)
+# what libgomp reads (anything else it ignores): a policy name; rounds, with an optional k/M/G/T
+VALID = {
+    "OMP_WAIT_POLICY": r"active|passive",
+    "GOMP_SPINCOUNT": r"(\d+ *[kmgt]?|infinite|infinity)",
+}
+HINT = {
+    "OMP_WAIT_POLICY": "give ACTIVE or PASSIVE, or unset it (the suite then chooses)",
+    "GOMP_SPINCOUNT": "give a count of rounds such as 20000, or unset it (the suite then chooses)",
+}
 _BLOCK = bytes(1 << 16)  # hashed in a loop: 64 KiB releases the GIL, so the threads run at once
 
 
@@ -58,6 +68,14 @@ class WaitPolicy:
         else:
             why = "torch was loaded before src"
         return f"idle threads {self.idle} ({self.setting}: {why})"
+
+    def check(self) -> None:
+        """Refuse, in one line, a policy in the environment that libgomp would ignore (it then
+        runs its own default while the log would say "as set")."""
+        for item in self.setting.split(", ") if self.idle == "as set" else []:
+            key, _, value = item.partition("=")
+            if not re.fullmatch(VALID[key], value.strip(), re.IGNORECASE):
+                raise SuiteError(f"{item!r} is not a value OpenMP accepts; {HINT[key]}")
 
     def record(self) -> dict:
         """For config.json."""

@@ -19,6 +19,7 @@ from bench.toy import toy_space, train_heads
 from src import cli, threads, wait_policy
 from src.artifacts import stage_config
 from src.cli import stage_parser
+from src.errors import SuiteError
 from src.evaluation import methods
 from src.hints import STAGE_SCRIPTS
 from src.method import student
@@ -282,3 +283,37 @@ def test_the_choice_is_logged_once_and_recorded_in_config(monkeypatch, capsys):
     record = json.loads(json.dumps(stage_config(SimpleNamespace(seed=0))))["cpu_threads"]
     assert record["wait_policy"] == wait_policy.CHOSEN.record()
     assert record["threads"] == torch.get_num_threads()
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{"OMP_WAIT_POLICY": "bogus"}, {"OMP_WAIT_POLICY": ""}, {"GOMP_SPINCOUNT": "abc"},
+     {"GOMP_SPINCOUNT": "-1"}, {"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "1e5"}],
+)  # fmt: skip
+def test_a_policy_openmp_would_ignore_is_refused_in_one_line(given):
+    """libgomp ignores such values and runs its default, while the log would say 'as set'."""
+    policy = wait_policy.decide(dict(given))
+    with pytest.raises(SuiteError) as e:
+        policy.check()
+    assert "\n" not in str(e.value) and "OpenMP" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": " active "}, {"GOMP_SPINCOUNT": "20000"},
+     {"GOMP_SPINCOUNT": "20k"}, {"GOMP_SPINCOUNT": "INFINITE"}, {"GOMP_SPINCOUNT": "0"}],
+)  # fmt: skip
+def test_a_policy_openmp_reads_is_kept(given):
+    policy = wait_policy.decide(dict(given))
+    policy.check()
+    assert policy.idle == "as set"
+
+
+def test_a_stage_refuses_a_policy_openmp_would_ignore(tmp_path):
+    env = {**os.environ, "OMP_WAIT_POLICY": "bogus"}
+    run = subprocess.run(
+        [sys.executable, "A2_make_queries.py", "--task", "synthart-style", "--data-root", str(tmp_path)],
+        env=env, cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
+    assert "'OMP_WAIT_POLICY=bogus' is not a value OpenMP accepts" in run.stderr
