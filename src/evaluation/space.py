@@ -234,8 +234,7 @@ def load_space(
     labels = read_labels(data_root, task.dataset)
     rdir = run_dir(weights_root, run)
     c1 = stage_hint("C1", task, run)
-    require(rdir / "embeddings.npz", c1)
-    emb = load_embeddings(rdir)  # refuses NaN or infinite rows
+    emb = load_embeddings(rdir, c1)  # partitions or embeddings.npz; refuses NaN or infinite rows
     require(rdir / "encoder.pt", stage_hint("B1", task, run))
     encoder, config = load_encoder(rdir, device)
     _check_heads(task, run, config, encoder.heads, labels, emb, c1)
