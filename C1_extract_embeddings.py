@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from src.argtypes import int_at_least, run_name_arg
 from src.artifacts import run_dir, stage_config, write_json
 from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
@@ -93,7 +95,7 @@ def finish_command(args, run: str, train_transform: str) -> str:
 
 def extract(args, run: str, out: Path, rank: Rank) -> None:
     """Embed this rank's missing partitions; publish the set (and metrics.json) when complete."""
-    device = rank_device(resolve_device(args.device), rank)
+    device = rank_device(resolve_device(args.device), rank, torch.cuda.device_count())
     model, config = load_encoder(out, device)
     if args.dataset and config["dataset"] != args.dataset:
         raise SuiteError(f"run {run} was trained on {config['dataset']}, not {args.dataset}")

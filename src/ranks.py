@@ -66,9 +66,11 @@ def this_rank(env: Mapping[str, str] | None = None) -> Rank:
     return Rank()
 
 
-def rank_device(device: torch.device, rank: Rank) -> torch.device:
+def rank_device(device: torch.device, rank: Rank, visible: int) -> torch.device:
     """The device of this rank: a CUDA device named without an index, in a launch of several
-    processes, becomes cuda:<local rank> (one GPU per process, as torchrun and srun lay out)."""
-    if device.type == "cuda" and device.index is None and rank.world > 1:
-        return type(device)("cuda", rank.local)
+    processes, becomes the local rank's GPU of the `visible` ones — cuda:<local rank> when the
+    process sees all of its node's GPUs (torchrun), cuda:0 when it sees only its own (srun with
+    --gpus-per-task=1)."""
+    if device.type == "cuda" and device.index is None and rank.world > 1 and visible > 0:
+        return type(device)("cuda", rank.local % visible)
     return device

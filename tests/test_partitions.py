@@ -345,7 +345,8 @@ def test_ranks_from_torchrun_slurm_or_neither():
 def test_each_rank_takes_its_own_gpu():
     """The CUDA branch on the CPU: device objects only, no GPU needed."""
     two = Rank(1, 2, 1, 2)
-    assert rank_device(torch.device("cuda"), two) == torch.device("cuda", 1)
-    assert rank_device(torch.device("cuda", 0), two) == torch.device("cuda", 0)  # asked for
-    assert rank_device(torch.device("cuda"), Rank()) == torch.device("cuda")
-    assert rank_device(torch.device("cpu"), two) == torch.device("cpu")
+    assert rank_device(torch.device("cuda"), two, 2) == torch.device("cuda", 1)  # sees the node's
+    assert rank_device(torch.device("cuda"), two, 1) == torch.device("cuda", 0)  # sees its own
+    assert rank_device(torch.device("cuda", 0), two, 2) == torch.device("cuda", 0)  # asked for
+    assert rank_device(torch.device("cuda"), Rank(), 2) == torch.device("cuda")
+    assert rank_device(torch.device("cpu"), two, 0) == torch.device("cpu")
