@@ -162,6 +162,14 @@ def _normalized(x: np.ndarray | Tensor) -> Tensor:
     return F.normalize(x.float(), dim=1)
 
 
+def _normalize_in_place(x: np.ndarray, block: int = ADD_ROWS) -> np.ndarray:
+    """`_normalized` over a large writable array, a block at a time (no second copy of it)."""
+    for a in range(0, len(x), block):
+        t = torch.from_numpy(x[a : a + block])
+        t.copy_(F.normalize(t, dim=1))
+    return x
+
+
 def _readonly_tensor(z: np.ndarray) -> Tensor:
     """A tensor over rows that may be a read-only memory map (cosine_topk never writes to its
     database; torch warns about any read-only array)."""
@@ -330,7 +338,7 @@ def _train(db: Database, kind: str, seed: int, held_out: np.ndarray):
     factory = f"{sizing.coarse(lists)},{f'PQ{m}x8np' if m else 'Flat'}"  # np: no polysemous training (unused, slow)
     rng = np.random.default_rng(seed)
     train = _sample(db.n, sizing.train_rows(lists, db.n, db.dim, TRAIN_BUDGET), rng, held_out)
-    xt = _normalized(db.take(train)).numpy()
+    xt = _normalize_in_place(db.take(train))  # the sample: the build's largest array
     index = faiss.index_factory(db.dim, factory, faiss.METRIC_L2)  # L2 on unit vectors ≡ cosine
     ivf = faiss.extract_index_ivf(index)
     if lists >= sizing.HNSW_FROM:  # two levels: √nlist coarse clusters, then each split up
