@@ -15,7 +15,8 @@ done (weights/<run>/embeddings.partial/part-NNNNN/: z.npy, image.npy, split.npy,
 The rank that finds every partition written publishes the set as weights/<run>/embeddings/ with
 manifest.json, and metrics.json ({"test_accuracy": {attr: accuracy of the heads},
 "train_transform": "train"|"test", "augmentation_seed": seed or null, …}). A rerun computes only
-the partitions missing. The set is the same bits whatever the number of ranks.
+the partitions missing. The set is the same bits whatever the number of ranks (with the same
+threads per process: docs/stages.md).
 """
 
 from __future__ import annotations
@@ -115,14 +116,17 @@ def extract(args, run: str, out: Path, rank: Rank) -> None:
     if partial is None:
         log.info("C1 %s: %s already holds these embeddings; nothing to do", run, out / FOLDER)
         return
-    todo = [p for p in the_plan.mine(rank) if p not in done(partial)]
-    t0 = time.time()
-    for p in todo:
+    t0, written = time.time(), 0
+    for p in the_plan.mine(rank):
+        if p in done(partial):  # looked up each time: another launch may have written it
+            continue
+        if not partial.exists():  # the set was published meanwhile (every partition was there)
+            break
         t = time.time()
         arrays, info = job.embed(*the_plan.bounds(p))
         who = {"rank": rank.rank, "world": rank.world, "host": socket.gethostname()}
         info |= {"seconds": round(time.time() - t, 3), "device": str(device), **who}
-        write_partition(partial, the_plan, p, arrays, info)
+        written += write_partition(partial, the_plan, p, arrays, info) is not None
     counts = {s: len(table) for s, _, table in job.splits}
 
     def write_metrics(infos: list[dict]) -> None:
@@ -156,7 +160,7 @@ def extract(args, run: str, out: Path, rank: Rank) -> None:
         log.info(
             "C1 %s rank %d/%d: %d partition(s) written in %.1f s; the set is not complete yet "
             "(other ranks still writing, or one was stopped: `%s` finishes it)",
-            run, rank.rank, rank.world, len(todo), time.time() - t0, command,
+            run, rank.rank, rank.world, written, time.time() - t0, command,
         )  # fmt: skip
 
 

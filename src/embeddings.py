@@ -79,8 +79,10 @@ class Extraction:
     transforms, the batch size; `embed(start, stop)` embeds any run of rows.
 
     Batches are cut within each split's part of the rows, from its first row, so a run of rows
-    gives the same bits whoever embeds it, alone or as one of many partitions (item i's random
-    transform is seeded from (seed, i) — `SeededItems` — so augmentation agrees too).
+    gives the same bits whoever embeds it, alone or as one of many partitions, on the same kind
+    of device with the same number of threads (item i's random transform is seeded from (seed, i)
+    — `SeededItems` — so augmentation agrees too). Another thread count may round a CPU matrix
+    product differently (bench/RESULTS.md: ≤ 2.7e-7 on the demo run).
 
     train_transform: "train" embeds the train split with the encoder's training transform,
     seeded per image by `seed`; "test" with the test transform. The test split always gets the
@@ -140,11 +142,7 @@ class Extraction:
             )
             zs, hits = [], torch.zeros_like(correct)
             for x, y in progress(batches, f"C1 {split}", unit="img", per_step=self.batch_size):
-                x = x.to(self.device, non_blocking=True)
-                # a lone row runs as two copies: one-row products take other CPU kernels
-                # (matrix × vector) whose bits change with the number of threads
-                z, logits = self.model(x.expand(2, *x.shape[1:]) if len(x) == 1 else x)
-                z, logits = z[: len(x)], {a: lg[: len(x)] for a, lg in logits.items()}
+                z, logits = self.model(x.to(self.device, non_blocking=True))
                 y = y.to(self.device, non_blocking=True)
                 hits += head_hits(logits, y)
                 zs.append(z.float())

@@ -134,8 +134,11 @@ def missing(partial: Path, plan: Plan) -> list[int]:
 
 def write_partition(
     partial: Path, plan: Plan, p: int, arrays: Mapping[str, np.ndarray], info: Mapping[str, Any]
-) -> Path:
-    """Write partition p (z: float32 rows × E, and its rows' metadata columns) in one rename."""
+) -> Path | None:
+    """Write partition p (z: float32 rows × E, and its rows' metadata columns) in one rename;
+    None when the partial folder is gone (the set was published meanwhile: nothing to add)."""
+    if not (partial / PLAN).exists():
+        return None
     start, stop = plan.bounds(p)
     z = arrays["z"]
     if z.dtype != np.float32 or z.ndim != 2 or any(len(a) != stop - start for a in arrays.values()):
