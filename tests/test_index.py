@@ -75,6 +75,26 @@ def test_faiss_flat_returns_the_exact_top10(store, database):
             assert not (r_e.numpy() == exclude[:, None]).any()
 
 
+@pytest.mark.parametrize("tile_rows", [997, 4999, 1 << 18])
+def test_exact_over_tiles_equals_one_pass_over_the_whole_database(store, monkeypatch, tile_rows):
+    """Tiles across partitions (a short rest joined to the tile before), each tile's top-k
+    merged: the same rows and score bits as cosine_topk over the database in one tensor."""
+    from src.method.retrieval import cosine_topk
+
+    monkeypatch.setattr(index_mod, "TILE_ROWS", tile_rows)
+    rows = np.arange(1, N, 2)  # a database of some rows only: positions ≠ store rows
+    z = store.column("z")[rows]
+    tiles = list(index_mod.Database(store, rows).tiles(tile_rows))
+    assert np.array_equal(np.concatenate([t for _, t in tiles]), z)
+    assert all(len(t) >= 16 for _, t in tiles)
+    q = torch.from_numpy(clustered(0, 64, seed=4)["z"])
+    exclude = torch.arange(0, 64 * 50, 50)
+    for ex in (None, exclude):
+        s1, r1 = open_index("exact", store, rows).search(q, 10, ex)
+        s2, r2 = cosine_topk(q, torch.from_numpy(z), 10, ex)
+        assert torch.equal(r1, r2) and torch.equal(s1, s2)
+
+
 @pytest.mark.parametrize("quantizer", ["flat", "hnsw"])
 def test_ivf_is_calibrated_to_recall_099_and_says_so(store, tmp_path, monkeypatch, quantizer):
     if (

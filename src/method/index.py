@@ -216,7 +216,7 @@ class ExactSearch(Searcher):
         if not 1 <= k <= n_keep:
             raise SuiteError(f"k={k} but the database offers {n_keep} rows per query")
         best_s, best_r = [], []
-        for start, z in self.db.tiles():
+        for start, z in self.db.tiles(TILE_ROWS):
             local = None
             if ex is not None:  # positions in this tile, -1 where the excluded row lies elsewhere
                 inside = (ex >= start) & (ex < start + len(z))
