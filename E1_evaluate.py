@@ -27,6 +27,7 @@ from src.artifacts import stage_config, write_json
 from src.atomic import atomic_dir
 from src.cli import (
     add_device_arg,
+    add_index_arg,
     resolve_device,
     run_stage,
     seed_everything,
@@ -90,6 +91,7 @@ def parse_args(argv: list[str] | None):
         "without attributes lowers mTS@10), all or none (docs/deviations.md)",
     )
     add_device_arg(p)
+    add_index_arg(p, paper=True)
     return p.parse_args(argv)
 
 
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = chosen_methods(args, student_file, lam)
     t0 = time.time()
 
-    space = tr.space(device)
+    space = tr.space(device, index=args.index)
     queries = read_queries(args.data_root, task.name)
     q = file_queries(space, queries, exclude_query=args.exclude_query, quirks=quirks)
     if len(space) < TOP_K + int(args.exclude_query):
@@ -146,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
                 device,
             )
             log.info("λ = %g (%s); mTS@10 protocol: %s", lam, lam_source, protocol_label(q.quirks))
+            if args.index != "exact":
+                log.info(
+                    "searched with %s: not the paper's protocol", space.searcher.info.describe()
+                )
             if STUDENT in methods:
                 log.info("student: %s (λ = %g)", student_file.name, lam)
             else:

@@ -19,9 +19,11 @@ missing. Runs written by earlier versions as one `embeddings.npz` still load (`o
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
+import mmap
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -392,16 +394,49 @@ def _open_manifest(folder: Path, hint: str) -> Partitions:
 
 
 def _open_legacy(path: Path, hint: str) -> Partitions:
-    arrays = load_npz(path, hint)
+    return in_memory(load_npz(path, hint), path, hint)
+
+
+def in_memory(
+    arrays: Mapping[str, np.ndarray], source: Path = Path("<memory>"), hint: str = C1_HINT
+) -> Partitions:
+    """A set held in memory as one partition (an earlier version's embeddings.npz, a benchmark's
+    or a test's arrays): read through the same interface as C1's partitions."""
     lacking = [k for k in REQUIRED if k not in arrays]
     if lacking:
-        raise SuiteError(f"{path} lacks {lacking}; re-run {hint}")
-    z = arrays["z"]
+        raise SuiteError(f"{source} lacks {lacking}; re-run {hint}")
+    arrays = dict(arrays)
+    z = arrays["z"] = np.asarray(arrays["z"], dtype=np.float32)
     if z.ndim != 2 or len(z) != len(arrays["image"]):
-        raise SuiteError(f"{path} has a malformed z; re-run {hint}")
-    digest = hashlib.sha256(np.ascontiguousarray(z, dtype=np.float32).tobytes()).hexdigest()
-    part = Part(path.name, 0, len(z), digest)
-    return Partitions(path, (part,), int(z.shape[1]), tuple(arrays), hint, arrays)
+        raise SuiteError(f"{source} has a malformed z; re-run {hint}")
+    bad = ~np.isfinite(z).all(axis=1)  # C1's partitions count these when written (the manifest)
+    if bad.any():
+        raise SuiteError(
+            f"{source} holds NaN or infinite embeddings ({int(bad.sum())} rows, e.g. "
+            f"{arrays['image'][bad][0]}): a diverged encoder? re-train with "
+            f"B1_train_encoder.py, then re-run {hint}"
+        )
+    digest = hashlib.sha256(np.ascontiguousarray(z).tobytes()).hexdigest()
+    part = Part(source.name, 0, len(z), digest)
+    return Partitions(source, (part,), int(z.shape[1]), tuple(arrays), hint, arrays)
+
+
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+_LIBC = ctypes.CDLL(None, use_errno=True) if _MADV_DONTNEED is not None else None
+
+
+def release(a: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped array (a tile already copied) from this process's
+    resident set: a pass over N rows then holds a tile, not N rows (the pages stay in the page
+    cache; the next read maps them again). Arrays in memory are left alone."""
+    if _LIBC is None or getattr(a, "_mmap", None) is None or a.nbytes == 0:
+        return
+    lo = a.ctypes.data - a.ctypes.data % _PAGE
+    hi = (
+        -(-(a.ctypes.data + a.nbytes) // _PAGE) * _PAGE
+    )  # a page shared with a neighbour: refetched
+    _LIBC.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_DONTNEED)
 
 
 def write_set(

@@ -700,12 +700,14 @@ def test_imported_run_without_a_student_says_so(tmp_path):
 def hand_made(db_z: list[list[float]], z0: list[list[float]], cond: list[int], exclude=None):
     """A search space over a hand-made database and its queries; centroids: class c's is 2·e_c."""
     from src.method import metrics
+    from src.method.index import in_memory_search
     from src.tasks import Task
 
     head = torch.nn.Linear(3, 3, bias=False)
     with torch.no_grad():
         head.weight.copy_(torch.eye(3))
     db = torch.tensor(db_z)
+    searcher = in_memory_search(db)
     n_db, n_q = len(db_z), len(z0)
     encoder = SimpleNamespace(heads={"style": head})
     space = SearchSpace(
@@ -720,13 +722,14 @@ def hand_made(db_z: list[list[float]], z0: list[list[float]], cond: list[int], e
         database="test",
         images=np.asarray([f"d{i}" for i in range(n_db)]),
         split=np.full(n_db, "test"),
-        z=db,
+        db=searcher.db,
+        searcher=searcher,
         label_ids={"style": db.argmax(1)},
         tag_cells=np.full(n_db, ""),
         tags=sp.csr_matrix((n_db, 1)),
         vocab=pd.Index(["t"]),
         embedded=pd.Index([]),
-        embedded_z=np.zeros((0, 3)),
+        store=searcher.db.store,
         embedded_labels={},
         centroids={"style": 2 * torch.eye(3)},
     )

@@ -32,6 +32,7 @@ from src.explorer.app import create_app
 from src.explorer.session import Explorer
 from src.hints import STAGE_SCRIPTS
 from src.method import metrics
+from src.method.index import in_memory_search
 from src.method.student import Student, student_path
 from src.queries import read_queries
 from src.tasks import get_task
@@ -415,15 +416,17 @@ def test_the_map_is_cached_once_in_the_run_folder_and_refitted_when_stale(space,
     path = proj.projection_path(space)
     assert path == space.weights / "projection_synthart-style_test.npz" and path.is_file()
     first = proj.load_projection(space)
-    np.testing.assert_allclose(first.project(space.z), first.xy, atol=1e-9)
+    z = space.vectors(np.arange(len(space)))
+    np.testing.assert_allclose(first.project(z), first.xy, atol=1e-9)
     monkeypatch.setattr(proj, "fit_projection", lambda s: pytest.fail("the cache was not used"))
     again = proj.load_projection(space)
     assert np.array_equal(again.xy, first.xy) and again.fingerprint == first.fingerprint
     monkeypatch.undo()
-    moved = dataclasses.replace(space, z=space.z + 0.5)  # C1 re-ran: the cached map is stale
+    shifted = in_memory_search(z + 0.5)  # C1 re-ran: the cached map is stale
+    moved = dataclasses.replace(space, db=shifted.db, searcher=shifted)
     refit = proj.load_projection(moved)
     assert refit.fingerprint != first.fingerprint
-    np.testing.assert_allclose(refit.xy, refit.project(moved.z), atol=1e-9)
+    np.testing.assert_allclose(refit.xy, refit.project(z + 0.5), atol=1e-9)
     proj.load_projection(space)  # back to the real one
 
 

@@ -53,10 +53,11 @@ def projection_path(space: SearchSpace) -> Path:
 
 
 def fingerprint(space: SearchSpace) -> str:
-    """A digest of the database (image keys and embeddings): a cached map of other data is stale."""
+    """A digest of the database (image keys and embeddings: the partitions' SHA-256s and the
+    database rows): a cached map of other data is stale."""
     h = hashlib.sha256()
     h.update("\n".join(space.images).encode())
-    h.update(np.ascontiguousarray(space.z.cpu().numpy(), dtype=np.float32).tobytes())
+    h.update(space.db.fingerprint.encode())
     return h.hexdigest()
 
 
@@ -76,8 +77,7 @@ def balanced_sample(space: SearchSpace, size: int = SAMPLE, seed: int = SEED) ->
 def fit_projection(space: SearchSpace) -> Projection:
     """PCA of a class-balanced sample of the database; each axis's sign fixed (largest loading
     positive), so the same data always gives the same picture."""
-    z = space.z.cpu().numpy().astype(np.float64)
-    sample = z[balanced_sample(space)]
+    sample = space.db.take(balanced_sample(space)).astype(np.float64)
     mean = sample.mean(0)
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
     axes = vt[:2]
@@ -85,7 +85,8 @@ def fit_projection(space: SearchSpace) -> Projection:
         axes = np.vstack([axes, np.zeros_like(axes)])
     signs = np.sign(axes[np.arange(2), np.abs(axes).argmax(1)])
     axes = axes * np.where(signs == 0, 1.0, signs)[:, None]
-    return Projection(mean, axes, (z - mean) @ axes.T, fingerprint(space))
+    xy = np.concatenate([(z.astype(np.float64) - mean) @ axes.T for _, z in space.db.tiles()])
+    return Projection(mean, axes, xy, fingerprint(space))
 
 
 def _read(path: Path, want: str) -> Projection | None:

@@ -27,7 +27,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +35,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src.artifacts import read_json, write_json
+from src.artifacts import read_json, read_json_or_none, write_json
 from src.atomic import atomic_dir
 from src.errors import SuiteError
 from src.method import index_sizing as sizing
-from src.method.retrieval import MIN_ROWS, cosine_topk
-from src.partitions import Partitions
+from src.method.retrieval import MIN_ROWS, Boost, cosine_topk
+from src.partitions import Partitions, in_memory, release
 
 log = logging.getLogger(__name__)
 
-KINDS = ("exact", "faiss-flat", "ivf", "ivf-pq")
+KINDS = sizing.KINDS
 FAISS_INSTALL = "pip install faiss-cpu==1.15.1 (faiss-gpu for CUDA 12)"
 TARGET_RECALL = 0.99  # recall@10 the calibration asks of ivf and ivf-pq
 CALIBRATION_QUERIES = 1000
 TRAIN_BUDGET = 1 << 30  # bytes of training sample (index_sizing.train_rows)
 PQ_INDEX_BUDGET = 4 << 30  # bytes of an ivf-pq index (index_sizing.pq_m)
-TILE_ROWS = 1 << 18  # database rows per exact-search tile (256 MiB at E = 256)
+TILE_ROWS = 1 << 16  # database rows read at once (64 MiB at E = 256)
 ADD_ROWS = 1 << 16  # rows added to a shard at once
 RERANK_BLOCK = 64  # queries re-scored together (one product over their candidates' union)
 PQ_CANDIDATES = (4, 16, 64)  # ivf-pq candidates per query, × k, tried by the calibration
@@ -123,31 +123,53 @@ class Database:
         self.dim = store.dim
         self.fingerprint = database_fingerprint(store, rows)
 
-    def parts(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(first position, float32 rows) per partition: memory-mapped, or the selected rows."""
+    def _mapped(self) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """(first position, a partition's memory-mapped rows, the database's rows among them or
+        None for all) per partition holding database rows."""
         for i, part in enumerate(self.store.parts):
-            z = self.store.z(i)
             if self.rows is None:
-                yield part.start, z
+                yield part.start, self.store.z(i), None
                 continue
             lo, hi = np.searchsorted(self.rows, [part.start, part.stop])
             if hi > lo:
-                yield int(lo), z[self.rows[lo:hi] - part.start]
+                yield int(lo), self.store.z(i), self.rows[lo:hi] - part.start
 
-    def tiles(self, tile_rows: int = TILE_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """(first position, rows) in tiles of ≥ tile_rows rows (the last ≥ MIN_ROWS when it can
-        be: a short rest joins the tile before), gathered across partitions."""
+    def parts(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first position, float32 rows) per partition: memory-mapped, or the selected rows."""
+        for pos, z, local in self._mapped():
+            yield pos, (z if local is None else z[local])
+
+    def tiles(self, tile_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(first position, rows) in tiles of ≥ tile_rows rows (default TILE_ROWS; the last
+        ≥ MIN_ROWS when it can be: a short rest joins the tile before), gathered across
+        partitions, each a copy in memory: the mapped pages it was read from are released
+        (`partitions.release`), so a pass over the database holds about one tile, not N rows."""
+        tile_rows = tile_rows or TILE_ROWS
         buf: list[np.ndarray] = []
+        read: list[np.ndarray] = []  # the mapped ranges the tile in `buf` was read from
         start = size = 0
-        for pos, z in self.parts():
-            for a in range(0, len(z), tile_rows):
-                buf.append(z[a : a + tile_rows])
+        for pos, z, local in self._mapped():
+            n = len(z) if local is None else len(local)
+            for a in range(0, n, tile_rows):
+                if local is None:
+                    buf.append(z[a : a + tile_rows])
+                    read.append(buf[-1])
+                else:
+                    at = local[a : a + tile_rows]
+                    buf.append(z[at])
+                    read.append(z[at[0] : at[-1] + 1])
                 size += len(buf[-1])
                 if size >= tile_rows and self.n - (pos + a + len(buf[-1])) >= MIN_ROWS:
-                    yield start, np.concatenate(buf)
-                    start, buf, size = start + size, [], 0
+                    tile = np.concatenate(buf)
+                    for r in read:
+                        release(r)
+                    yield start, tile
+                    start, buf, read, size = start + size, [], [], 0
         if buf:
-            yield start, np.concatenate(buf)
+            tile = np.concatenate(buf)
+            for r in read:
+                release(r)
+            yield start, tile
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         """float32 rows at database positions (any order)."""
@@ -201,7 +223,11 @@ class Searcher:
         self.db, self.info = db, info
 
     def search(
-        self, queries: Tensor, k: int = 10, exclude: Tensor | np.ndarray | None = None
+        self,
+        queries: Tensor,
+        k: int = 10,
+        exclude: Tensor | np.ndarray | None = None,
+        boost: Boost | None = None,
     ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
@@ -209,20 +235,25 @@ class Searcher:
 class ExactSearch(Searcher):
     """Ours: cosine_topk over each tile of the database, the tiles' top-k merged."""
 
-    def search(self, queries, k=10, exclude=None):
+    def search(self, queries, k=10, exclude=None, boost=None):
         q = torch.as_tensor(queries, dtype=torch.float32)
         ex = _exclusions(exclude, len(q))
         n_keep = self.db.n - (ex is not None)
         if not 1 <= k <= n_keep:
             raise SuiteError(f"k={k} but the database offers {n_keep} rows per query")
         best_s, best_r = [], []
-        for start, z in self.db.tiles(TILE_ROWS):
+        for start, z in self.db.tiles():
             local = None
             if ex is not None:  # positions in this tile, -1 where the excluded row lies elsewhere
                 inside = (ex >= start) & (ex < start + len(z))
                 local = torch.from_numpy(np.where(inside, ex - start, -1))
             kk = min(k, len(z) - (local is not None))
-            s, r = cosine_topk(q, _readonly_tensor(z), kk, local)
+            b = (
+                None
+                if boost is None
+                else replace(boost, db_key=boost.db_key[start : start + len(z)])
+            )
+            s, r = cosine_topk(q, _readonly_tensor(z), kk, local, boost=b)
             best_s.append(s)
             best_r.append(r + start)
         s, r = torch.cat(best_s, 1), torch.cat(best_r, 1)
@@ -281,7 +312,9 @@ class FaissSearch(Searcher):
         _, ids = self.index.search(q.numpy(), count, params=self.params(nprobe))
         return ids
 
-    def search(self, queries, k=10, exclude=None, *, nprobe=None, candidates=None):
+    def search(self, queries, k=10, exclude=None, boost=None, *, nprobe=None, candidates=None):
+        if boost is not None:  # FAISS ranks by cosine alone: a boosted ranking is searched exactly
+            return ExactSearch(self.db, self.info).search(queries, k, exclude, boost)
         q = torch.as_tensor(queries, dtype=torch.float32)
         ex = _exclusions(exclude, len(q))
         per10 = candidates or self.info.candidates or 20
@@ -490,6 +523,34 @@ def open_index(
             f"than these (C1 or the database changed since): {build_hint}"
         )
     return FaissSearch(db, info, _read(folder))
+
+
+def in_memory_search(z: np.ndarray | Tensor) -> Searcher:
+    """The exact search over N×E rows held in memory (a benchmark's or a test's database)."""
+    z = np.asarray(torch.as_tensor(z).detach().cpu(), dtype=np.float32)
+    n = len(z)
+    store = in_memory({"z": z, "image": np.arange(n).astype(str), "split": np.full(n, "test")})
+    return open_index("exact", store)
+
+
+def open_or_build(
+    kind: str,
+    store: Partitions,
+    rows: np.ndarray | None,
+    folder: str | Path,
+    progress: Callable[[str], None] = log.info,
+) -> Searcher:
+    """`open_index`, an ivf or ivf-pq index built first (`build_index`) when `folder` holds none,
+    or one of other embeddings or database rows (C1 re-ran): built once per run and database."""
+    if kind in ("ivf", "ivf-pq"):
+        recorded = read_json_or_none(Path(folder) / INFO)
+        recorded = recorded if isinstance(recorded, dict) else {}  # none, damaged: built again
+        if recorded.get("kind") != kind or recorded.get("fingerprint") != database_fingerprint(
+            store, rows
+        ):
+            progress(f"{kind}: building the index at {folder} (once per run and database)")
+            build_index(kind, store, folder, rows, progress=progress)
+    return open_index(kind, store, rows, folder)
 
 
 def index_folder(run_dir: str | Path, kind: str, database: str) -> Path:

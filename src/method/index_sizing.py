@@ -23,6 +23,8 @@ import math
 
 from src.errors import SuiteError
 
+KINDS = ("exact", "faiss-flat", "ivf", "ivf-pq")  # where the database is searched (method/index.py)
+
 PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
 HNSW_FROM = 1000  # lists from which the coarse quantizer is an HNSW graph
 ID_BYTES = 8
