@@ -234,6 +234,14 @@ def database_rows(
     return rows[tagged], cells[tagged]
 
 
+def _pick(column: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A column's database rows: a view when they are one run of rows (the test split with every
+    image tagged), so millions of image keys are held once, not twice."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        return column[rows[0] : rows[-1] + 1]
+    return column[rows]
+
+
 def load_space(
     data_root: str | Path,
     weights_root: str | Path,
@@ -300,11 +308,11 @@ def load_space(
         encoder=encoder,
         device=device,
         database=database,
-        images=emb["image"].astype(str, copy=False)[rows],
-        split=emb["split"].astype(str, copy=False)[rows],
+        images=_pick(emb["image"].astype(str, copy=False), rows),
+        split=_pick(emb["split"].astype(str, copy=False), rows),
         db=searcher.db,
         searcher=searcher,
-        label_ids={a: dev(label_of[a][rows]) for a in label_attrs},
+        label_ids={a: dev(_pick(label_of[a], rows)) for a in label_attrs},
         tag_cells=cells,
         tags=tags,
         vocab=vocab,
