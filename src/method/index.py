@@ -25,9 +25,8 @@ import hashlib
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,8 @@ from src.artifacts import read_json, read_json_or_none, write_json
 from src.atomic import atomic_dir
 from src.errors import SuiteError
 from src.method import index_sizing as sizing
-from src.method.retrieval import MIN_ROWS, Boost, cosine_topk
+from src.method import retrieval
+from src.method.retrieval import MIN_ROWS, Boost, RunningTopK, tiles
 from src.partitions import Partitions, in_memory, release
 
 log = logging.getLogger(__name__)
@@ -192,14 +192,6 @@ def _normalize_in_place(x: np.ndarray, block: int = ADD_ROWS) -> np.ndarray:
     return x
 
 
-def _readonly_tensor(z: np.ndarray) -> Tensor:
-    """A tensor over rows that may be a read-only memory map (cosine_topk never writes to its
-    database; torch warns about any read-only array)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.ascontiguousarray(z))
-
-
 def _exclusions(exclude: Tensor | np.ndarray | None, n_q: int) -> np.ndarray | None:
     if exclude is None:
         return None
@@ -233,7 +225,7 @@ class Searcher:
 
 
 class ExactSearch(Searcher):
-    """Ours: cosine_topk over each tile of the database, the tiles' top-k merged."""
+    """Ours: retrieval.py's running top-k (`RunningTopK`) fed the database tile by tile."""
 
     def search(self, queries, k=10, exclude=None, boost=None):
         q = torch.as_tensor(queries, dtype=torch.float32)
@@ -241,24 +233,13 @@ class ExactSearch(Searcher):
         n_keep = self.db.n - (ex is not None)
         if not 1 <= k <= n_keep:
             raise SuiteError(f"k={k} but the database offers {n_keep} rows per query")
-        best_s, best_r = [], []
+        ex_t = None if ex is None else torch.from_numpy(ex).to(q.device)
+        top = RunningTopK(q, k, ex_t, boost)
         for start, z in self.db.tiles():
-            local = None
-            if ex is not None:  # positions in this tile, -1 where the excluded row lies elsewhere
-                inside = (ex >= start) & (ex < start + len(z))
-                local = torch.from_numpy(np.where(inside, ex - start, -1))
-            kk = min(k, len(z) - (local is not None))
-            b = (
-                None
-                if boost is None
-                else replace(boost, db_key=boost.db_key[start : start + len(z)])
-            )
-            s, r = cosine_topk(q, _readonly_tensor(z), kk, local, boost=b)
-            best_s.append(s)
-            best_r.append(r + start)
-        s, r = torch.cat(best_s, 1), torch.cat(best_r, 1)
-        top, at = s.topk(k, dim=1)
-        return top, r.gather(1, at)
+            rows = torch.from_numpy(z)  # a tile is a copy in memory (Database.tiles)
+            for a, b in tiles(len(rows), retrieval.TILE_ROWS):  # as cosine_topk cuts a database
+                top.add(rows[a:b], start + a)
+        return top.result()
 
 
 def rerank(
