@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from src.argtypes import int_at_least, run_name_arg
 from src.artifacts import run_dir, stage_config, write_json
 from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
@@ -96,6 +94,8 @@ def finish_command(args, run: str, train_transform: str) -> str:
 
 def extract(args, run: str, out: Path, rank: Rank) -> None:
     """Embed this rank's missing partitions; publish the set (and metrics.json) when complete."""
+    import torch  # here, not above `src` (its import chooses the OpenMP wait policy first)
+
     device = rank_device(resolve_device(args.device), rank, torch.cuda.device_count())
     model, config = load_encoder(out, device)
     if args.dataset and config["dataset"] != args.dataset:
