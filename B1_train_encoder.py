@@ -52,7 +52,7 @@ from src.tasks import (
     Recipe,
     get_dataset,
 )
-from src.training.engine import make_runtime
+from src.training.engine import make_runtime, schedule_warnings
 from src.training.loop import train_encoder
 
 log = logging.getLogger("src.B1")
@@ -195,13 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         if "size_rule" in resolved:
             log.info("B1: %s", resolved["size_rule"])
-        if recipe.schedule == "step" and recipe.lr_step >= recipe.epochs:
-            log.warning(
-                "WARNING: --lr-step %d with --epochs %d: the step schedule never lowers the "
-                "learning rate; pass a smaller --lr-step or --schedule cosine",
-                recipe.lr_step,
-                recipe.epochs,
-            )
+        for line in schedule_warnings(recipe):
+            log.warning(line)
         data_root = Path(args.data_root)
         result = train_encoder(
             config, recipe, data_root, stage, rt, args.seed, args.resume, checkpoint_dir=out

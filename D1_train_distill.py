@@ -30,6 +30,7 @@ from src.cli import (
     staged_log,
 )
 from src.errors import SuiteError
+from src.evaluation.space import stage_hint
 from src.evaluation.task_run import open_task_run, resolve_lambda
 from src.method.student import HIDDEN, DistillConfig, batch_starts, distill, student_path
 from src.progress import run_estimate
@@ -105,6 +106,11 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         )
     store = open_partitions(rdir)  # memory-mapped: only the train rows are read
     z_train = torch.from_numpy(store.take(np.flatnonzero(store.column("split") == "train")))
+    if len(z_train) < 2:  # e.g. trimmed, or a release without them
+        raise SuiteError(
+            f"{store.source} holds {len(z_train)} train embeddings, and D1 distils on "
+            f"the train split: re-run {stage_hint('C1', task, run)}"
+        )
     log.info(
         "D1 %s: λ=%g, %d train embeddings of size %d, %d epochs on %s",
         task.name,
@@ -140,6 +146,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         "lambda": lam,
         **asdict(settings),
         "seed": args.seed,
+        "embeddings_fingerprint": store.fingerprint,  # E1 warns when C1 has re-run since
     }
     model = {k: v.cpu() for k, v in student.state_dict().items()}
     write_csv(out.with_name(out.stem + "_log.csv"), pd.DataFrame(epochs_log))

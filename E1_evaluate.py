@@ -37,12 +37,11 @@ from src.cli import (
 )
 from src.errors import SuiteError
 from src.evaluation import task_eval
-from src.evaluation.registry import METHODS, STUDENT
-from src.evaluation.space import file_queries
+from src.evaluation.registry import METHODS, STUDENT, rankable
+from src.evaluation.space import check_database_size, file_queries, unreachable_warning
 from src.evaluation.task_run import open_task_run
 from src.hints import hint
 from src.method.student import student_path
-from src.paper import TOP_K
 from src.queries import read_queries
 from src.quirks import parse_quirks, protocol_label
 from src.report import tables
@@ -127,10 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     space = tr.space(device, index=args.index)
     queries = read_queries(args.data_root, task.name)
     q = file_queries(space, queries, exclude_query=args.exclude_query, quirks=quirks)
-    if len(space) < TOP_K + int(args.exclude_query):
-        raise SuiteError(
-            f"the database has {len(space)} tagged test images; retrieval needs more than {TOP_K}"
-        )
+    check_database_size(len(space), space.database, args.exclude_query)
+    methods, left_out = rankable(space, methods)  # e.g. the centroid shift without train rows
+    if left_out and args.methods is not None:
+        key, why = next(iter(left_out.items()))
+        raise SuiteError(f"--methods {key}: the {METHODS[key].label} {why}")
     if STUDENT in methods:
         space.student(lam)  # loaded and checked before anything is written
     for name in sorted(set(quirks) - set(q.quirks)):
@@ -152,8 +152,16 @@ def main(argv: list[str] | None = None) -> None:
                 log.info(
                     "searched with %s: not the paper's protocol", space.searcher.info.describe()
                 )
+            for key, why in left_out.items():
+                log.warning("E1: warning: %s left out: it %s", METHODS[key].label, why)
+            if warning := unreachable_warning(space, q):
+                log.warning("E1: %s", warning)
             if STUDENT in methods:
                 log.info("student: %s (λ = %g)", student_file.name, lam)
+            elif student_file.exists():  # trained, but --methods leaves it out
+                log.info(
+                    "student: %s not evaluated (--methods %s)", student_file.name, args.methods
+                )
             else:
                 whose = "the release has" if tr.imported else "D1 trained"
                 log.info(

@@ -165,13 +165,14 @@ def visualize(args) -> None:
     if args.image is not None:  # checked and embedded before anything is written
         conditions = parse_conditions(args.condition, space.labels, task.conditions)
         z0 = embed_image(space, args.image)
-    lam, _ = tr.lam(args.lam)
+    lam, lam_source = tr.lam(args.lam)
     chosen = None if args.image is not None else chosen_queries(args, task.name)
     log_file = results / "figures" / "E2.log"
     # E1's lock: no E1 swaps the task's folder while E2 writes into it. E2.log goes on across runs
     # but is staged: a failed or killed run leaves the earlier log byte-identical.
     with stage_lock(results), atomic_path(log_file) as staged:
         with staged_log(staged, previous=log_file):  # only now: bad inputs leave no file behind
+            log.info("E2 %s, run %s: λ = %g (%s)", task.name, tr.run, lam, lam_source)
             if args.image is not None:
                 return search_picture(args, space, conditions, z0, lam, results / "figures")
             draw(args, tr, space, chosen, lam, lams)

@@ -24,11 +24,11 @@ from src.cli import (
     setup_logging,
     stage_parser,
 )
-from src.evaluation.space import DATABASES
+from src.evaluation.space import DATABASES, SearchSpace
 from src.evaluation.task_run import open_task_run
-from src.explorer.app import LOOPBACK_HOSTS, create_app
+from src.explorer.app import create_app
 from src.explorer.projection import load_projection
-from src.explorer.server import THREADS, is_loopback, listen, serve, url_of
+from src.explorer.server import THREADS, host_names, is_loopback, listen, serve, url_of
 from src.explorer.session import Explorer
 from src.runs import RUN_HELP
 from src.tasks import TASK_HELP
@@ -58,22 +58,28 @@ def parse_args(argv: list[str] | None):
         help="address to listen on; anything but loopback lets other machines in (a warning says so)",
     )
     p.add_argument(
-        "--port", type=int_at_least(0), default=DEFAULT_PORT, help="port (0: any free one)"
+        "--port", type=int_at_least(0, 65535), default=DEFAULT_PORT, help="port (0: any free one)"
     )
     return p.parse_args(argv)
 
 
-def open_explorer(args) -> Explorer:
-    """The explorer over --task's run: its search space, map and default λ (E1's, else the task's)."""
+def open_space(args) -> tuple[SearchSpace, float]:
+    """--task's search space over its run, and its default λ (E1's, else the task's)."""
     tr = open_task_run(args)
     space = tr.space(resolve_device(args.device), database=args.database, index=args.index)
     lam, _ = tr.lam(None)
+    return space, lam
+
+
+def open_explorer(args) -> Explorer:
+    """The explorer over --task's run: its search space, map and default λ."""
+    space, lam = open_space(args)
     return Explorer(space, load_projection(space), lam)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads is None:  # the stages' default suits batches; E3 answers one query at a time
+    if args.threads is None:  # the stages' default suits batches; each E3 answer is one query
         use_threads(THREADS)
     setup_logging()
     sock = listen(args.host, args.port)  # first: a port in use fails before the run is read
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             "E3: %s, run %s: %d %s images", space.task.name, space.run, len(space), space.database
         )
         log.info("E3: the explorer is at %s (Ctrl-C stops it)", url_of(sock))
-        serve(create_app(explorer, ["*"] if open_to_all else LOOPBACK_HOSTS), sock)
+        serve(create_app(explorer, ["*"] if open_to_all else host_names(args.host, sock)), sock)
     finally:
         sock.close()
 

@@ -4,6 +4,7 @@
 # make reproduce DATASET=cub|apy|wikiart — the paper's settings on a real dataset (GPU; see README)
 # make gpu-check — every CUDA path, benchmarks against their targets → bench/RESULTS-<gpu>.md (≤ 10 min)
 # make reproduce-release DATASET=cub|apy|wikiart RELEASE=DIR — the tables from the authors' release (CPU)
+# make mutate [MODULE="atomic queries …"] — mutation testing (mutmut), one module at a time; hours, not CI (docs/mutation.md)
 
 PYTHON ?= python3
 SEEDS ?= 1
@@ -11,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format reproduce reproduce-release bench clean-demo gpu-check explore
+.PHONY: demo test lint format reproduce reproduce-release bench clean-demo gpu-check explore mutate
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +52,12 @@ bench: $(VENV)/.installed
 	$(PY) bench/backward_search.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/explorer_latency.py
+	$(PY) bench/explorer_map.py
 
 gpu-check: $(VENV)/.installed
 	$(PY) scripts/gpu_check.py
+
+# MODULE reaches the script through the environment, never through a shell string; at the lowest
+# priority: the machine stays usable for everything else
+mutate: $(VENV)/.installed
+	nice -n 19 $(PY) scripts/mutate.py $${MODULE:-}

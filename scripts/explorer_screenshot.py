@@ -1,12 +1,13 @@
 """The README's screenshot of the explorer (docs/explorer.png), taken in headless chromium.
 
-    python scripts/explorer_screenshot.py [--task synthart-style] [--query 7] [--condition NAME]
-                                          [--lambda-steps -8] [--out docs/explorer.png]
+    python scripts/explorer_screenshot.py [--task synthart-style] [--query 46]
+                                          [--condition impressionism] [--lambda-steps -8]
+                                          [--out docs/explorer.png]
 
 Opens the explorer on the demo run (after `make demo`; the flags of E3_explore.py's run apply:
 --data-root, --weights-root, --run, --database), picks the --query-th image of the query browser, the
-condition class --condition of the first condition attribute (default: the page's, another class than
-the query's), moves λ by --lambda-steps marks from the task's (each a quarter octave; negative: less
+condition class --condition of the first condition attribute ("": the page's, another class than
+the query's; the defaults draw the demo's pointillism landscape walking to impressionism), moves λ by --lambda-steps marks from the task's (each a quarter octave; negative: less
 pull back, a longer walk), hovers the result farthest from the query on the map (its image shows)
 and saves the whole page.
 """
@@ -37,8 +38,10 @@ FARTHEST = """() => {
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="synthart-style")
-    p.add_argument("--query", type=int, default=7, help="which image of the browser's first page")
-    p.add_argument("--condition", help="class name of the first condition attribute")
+    p.add_argument("--query", type=int, default=46, help="which image of the browser's first page")
+    p.add_argument(
+        "--condition", default="impressionism", help="class name of the first condition attribute"
+    )
     p.add_argument("--lambda-steps", type=int, default=-8, help="λ slider marks from the task's")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "explorer.png")
     own, rest = p.parse_known_args(argv)
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             page.locator("#lam").press("ArrowLeft" if own.lambda_steps < 0 else "ArrowRight")
             page.wait_for_selector("body[data-busy='0']")
         page.wait_for_load_state("networkidle")  # every picture of the grid drawn
-        page.locator("#result-dots rect").nth(page.evaluate(FARTHEST)).hover()
+        page.locator("#result-dots rect").nth(page.evaluate(FARTHEST)).hover(force=True)
         page.wait_for_timeout(300)
         own.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(own.out), full_page=True)

@@ -196,7 +196,7 @@ def check_search(run: Runner, sz: Sizes, tmp: Path) -> list[Row]:
         )
         rows.append(
             Row(
-                f"{where}: same iterations as the CPU reference",
+                f"{where}: same iterations as one query at a time on the CPU",
                 f"{r['same_iterations_as_ref']:.0%} of {r['ref_queries_timed']}",
                 "–",
                 None,

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import pickle
 import platform
@@ -144,7 +145,40 @@ def read_metrics(path: str | Path, stage: str = "E1_evaluate.py") -> dict[str, A
     methods = metrics.get("methods", {}) if isinstance(metrics, dict) else None
     if not isinstance(methods, dict) or not all(isinstance(m, dict) for m in methods.values()):
         raise SuiteError(f"{path} is damaged (not E1's table of methods); re-run {stage}")
+    bad = _bad_metric(metrics, "") or next(
+        (b for m, v in methods.items() if (b := _bad_metric(v, f"methods.{m}."))), None
+    )
+    if bad:
+        raise SuiteError(f"{path} is damaged ({bad}); re-run {stage}")
     return metrics
+
+
+KNOBS = ("lambda", "alpha")  # E1's settings in metrics.json: the stages after it search with them
+
+
+def _bad_metric(record: dict[str, Any], where: str) -> str | None:
+    """What is wrong with one level of metrics.json, or None: its knobs (λ, α) must be finite
+    numbers ≥ 0 or null, and a method's values numbers or null (lists and tables of them)."""
+    for key in KNOBS:
+        v = record.get(key)
+        if v is not None and not (_is_number(v) and math.isfinite(v) and v >= 0):
+            return f"{where}{key} is {v!r}, not a finite number ≥ 0"
+    if not where:  # the top level also holds words (task, run, device) and tables of them
+        v = record.get("retrieved_similarity")
+        return None if v is None or _is_number(v) else f"retrieved_similarity is {v!r}"
+    for key, v in record.items():
+        stack = [v]
+        while stack:  # the leaves of its intervals ("ci": lists, tables of lists)
+            x = stack.pop()
+            if isinstance(x, dict | list):
+                stack.extend(x.values() if isinstance(x, dict) else x)
+            elif x is not None and not _is_number(x):
+                return f"{where}{key} holds {x!r}, not a number"
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def read_json_or_none(path: str | Path) -> Any:

@@ -9,6 +9,7 @@ next run of the stage removes what a killed one left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -196,6 +197,9 @@ def _break_lock(lock: Path, holder: dict) -> bool:
 # Atomic writes
 
 
+FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a write that did not fit
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
@@ -206,7 +210,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask's mode
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except IsADirectoryError:  # it would name the temporary: name the folder in the way
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path)) from None
+    except OSError as e:
+        if e.errno in FULL_DISK and e.filename is None:  # a write says not where: name the file
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 

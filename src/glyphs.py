@@ -70,9 +70,8 @@ def write_glyphs(
     holds anything is never overwritten); the collection is built aside and moved in whole."""
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise SuiteError(
-            f"{root} already exists and is not empty: give a new folder for the glyphs"
-        )
+        what = "already exists and is not empty" if root.is_dir() else "is a file, not a folder"
+        raise SuiteError(f"{root} {what}: give a new folder for the glyphs")
     root.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []

@@ -54,10 +54,12 @@ def default_threads(warn: bool = True) -> int:
         try:
             n = int(env.split(",")[0])
         except ValueError:
+            n = 0
+        if n < 1:  # libgomp ignores such a value (its own default), so no count would be true
             raise SuiteError(
                 f"OMP_NUM_THREADS={env!r} is not a number of threads; unset it or give e.g. 2"
-            ) from None
-        return capped(max(1, n), f"OMP_NUM_THREADS={env}", warn)
+            )
+        return capped(n, f"OMP_NUM_THREADS={env}", warn)
     torch = sys.modules.get("torch")
     ours = torch.get_num_threads() if torch is not None else usable_cpus()
     return max(1, min(ours, usable_cpus()))

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from src.errors import SuiteError
 from src.threads import default_threads, usable_cpus
 
 USER_SET = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # the user's choice when either is set
@@ -95,7 +96,11 @@ def choose(share: float | None, threads: int, cpus: int) -> WaitPolicy:
 def decide(env: os._Environ | dict[str, str] = os.environ) -> WaitPolicy:
     """The policy for this process, written into `env` before torch loads; a policy the user set
     is kept. One thread has no partner to wait for, so it sleeps without a measurement."""
-    cpus, threads = usable_cpus(), default_threads(warn=False)
+    cpus = usable_cpus()
+    try:
+        threads = default_threads(warn=False)
+    except SuiteError:  # a bad OMP_NUM_THREADS: the stage refuses it in one line once it parses
+        threads = cpus
     inherited = env.pop(OURS, "")  # a parent that imported src (a bench, the tests) chose this
     key, _, value = inherited.partition("=")
     if key in USER_SET and env.get(key) == value:

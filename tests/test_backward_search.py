@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,9 +11,9 @@ from torch import nn
 
 import src.method.backward_search as bs
 from src.errors import SuiteError
-from src.method.backward_search import StopRule, backward_search, backward_search_reference
+from src.method.backward_search import StopRule, backward_search
 from src.method.retrieval import cosine_topk
-from tests._search import accuracy, single_query_reference, toy_space, train_heads
+from tests._search import accuracy, batch_query_reference, single_query_reference, toy_world
 
 CLASSES = {"style": 6, "genre": 4, "mood": 3}
 
@@ -20,11 +21,10 @@ CLASSES = {"style": 6, "genre": 4, "mood": 3}
 @pytest.fixture(scope="module")
 def world():
     """Clustered float64 embeddings and three heads trained to high accuracy on them."""
-    z, labels = toy_space(900, 24, CLASSES, seed=0, spread=3.0, noise=0.5)
-    heads = train_heads(z[:600], {a: y[:600] for a, y in labels.items()}, steps=150)
+    z, labels, heads = toy_world(900, 24, tuple(CLASSES.items()), 0, 600, 150)
     acc = accuracy(heads, z[600:], {a: y[600:] for a, y in labels.items()})
     assert min(acc.values()) > 0.95, acc  # the fixture is what the tests assume
-    heads = {a: h.double() for a, h in heads.items()}
+    heads = {a: copy.deepcopy(h).double() for a, h in heads.items()}
     return z[600:].double(), {a: y[600:] for a, y in labels.items()}, heads
 
 
@@ -45,7 +45,7 @@ def _slope_head(w: float) -> nn.Linear:
 # The early-stopping rule on hand-checkable cases
 
 
-@pytest.mark.parametrize("search", [backward_search, backward_search_reference])
+@pytest.mark.parametrize("search", [backward_search, batch_query_reference])
 @pytest.mark.parametrize("patience", [10, 3])
 def test_early_stopping_keeps_first_step_when_loss_only_rises(search, patience):
     # λ = 5 > the CE slope (≤ 1): every z ≠ z0 has a higher loss than z0, so the loss measured at
@@ -61,7 +61,21 @@ def test_early_stopping_keeps_first_step_when_loss_only_rises(search, patience):
     assert r.satisfied_at.tolist() == [0]  # z0 already predicts class 0 (w·z0 > −w·z0)
 
 
-@pytest.mark.parametrize("search", [backward_search, backward_search_reference])
+@pytest.mark.parametrize("search", [backward_search, batch_query_reference])
+def test_the_batch_loss_averages_the_conditions_cross_entropies(search):
+    # Two conditions on one 1-D z, λ = 5 above both CE slopes: z0's loss stays the best, so the
+    # reported loss is the one measured at z0 — the MEAN of the two CEs (the pull is 0 there).
+    z0 = torch.tensor([[0.3]], dtype=torch.float64)
+    heads = {"a": _slope_head(0.5), "b": _slope_head(0.25)}
+    cond = {"a": torch.tensor([0]), "b": torch.tensor([1])}
+    r = search(heads, z0, cond, 5.0)
+    ce_a = math.log1p(math.exp(-2 * 0.5 * 0.3))  # class 0 of (w·z, −w·z)
+    ce_b = math.log1p(math.exp(2 * 0.25 * 0.3))  # class 1
+    assert r.loss.item() == pytest.approx((ce_a + ce_b) / 2, rel=1e-12)
+    assert r.z.item() == pytest.approx(0.3 + 0.2, abs=1e-6)  # the z after that first step
+
+
+@pytest.mark.parametrize("search", [backward_search, batch_query_reference])
 def test_equal_loss_counts_as_improvement(search):
     # A head with zero weights: zero gradient, z never moves, the loss stays log 2. The authors'
     # rule compares with ≤, so every iteration "improves" and the query runs to max_iter.
@@ -80,7 +94,7 @@ def test_without_early_stopping_runs_every_step(world):
     z, _, heads = world
     cond = _conditions(20, ["style"])
     r = backward_search(heads, z[:20], cond, 1.0, early_stopping=False, max_iter=30)
-    ref = backward_search_reference(heads, z[:20], cond, 1.0, early_stopping=False, max_iter=30)
+    ref = batch_query_reference(heads, z[:20], cond, 1.0, early_stopping=False, max_iter=30)
     assert r.iterations.tolist() == [30] * 20
     torch.testing.assert_close(r.z, ref.z, rtol=0, atol=1e-10)
     stopped = backward_search(heads, z[:20], cond, 1.0, max_iter=30)
@@ -129,7 +143,7 @@ def test_batched_equals_reference_with_per_query_lambda(world, attrs):
     cond = _conditions(n, attrs, seed=len(attrs))
     lam = torch.linspace(0.0, 6.0, n, dtype=torch.float64)  # mixed finishing times
     r = backward_search(heads, z[:n], cond, lam)
-    ref = backward_search_reference(heads, z[:n], cond, lam)
+    ref = batch_query_reference(heads, z[:n], cond, lam)
     assert r.iterations.unique().numel() > 3
     assert torch.equal(r.iterations, ref.iterations)
     assert torch.equal(r.satisfied_at, ref.satisfied_at)
@@ -210,9 +224,7 @@ def test_trace_is_the_reference_optimiser_step_by_step(world):
     cond = _conditions(1, ["style"])
     walk = backward_search(heads, z[:1], cond, 0.5, trace=True).trace[0]
     for steps in (1, len(walk) // 2, len(walk) - 1):
-        ref = backward_search_reference(
-            heads, z[:1], cond, 0.5, max_iter=steps, early_stopping=False
-        )
+        ref = batch_query_reference(heads, z[:1], cond, 0.5, max_iter=steps, early_stopping=False)
         torch.testing.assert_close(walk[steps], ref.z[0], rtol=0, atol=1e-12)
 
 
@@ -259,7 +271,7 @@ def test_float32_search_matches_reference(world):
     try:
         cond = _conditions(16, ["style"])
         r = backward_search(heads32, z[:16].float(), cond, 1.0)
-        ref = backward_search_reference(heads32, z[:16].float(), cond, 1.0)
+        ref = batch_query_reference(heads32, z[:16].float(), cond, 1.0)
         assert r.z.dtype == torch.float32
         torch.testing.assert_close(r.z, ref.z, rtol=0, atol=1e-4)
     finally:
@@ -373,9 +385,8 @@ def test_single_rule_needs_patience(world):
 def test_bad_conditions_are_reported(world, change, message):
     z, _, heads = world
     args = change(z[:5], _conditions(5, ["style"]), 1.0)
-    for search in (backward_search, backward_search_reference):
-        with pytest.raises(SuiteError, match=message):
-            search(heads, *args)
+    with pytest.raises(SuiteError, match=message):
+        backward_search(heads, *args)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

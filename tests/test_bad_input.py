@@ -34,6 +34,7 @@ import B1_train_encoder
 import C1_extract_embeddings
 import D1_train_distill
 import E1_evaluate
+from src import cli
 from src.artifacts import (
     load_npz,
     load_torch,
@@ -230,9 +231,10 @@ def test_atomic_files_moves_a_set_in_together(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "other.npz"]  # stale log gone
 
 
-def test_a_staged_log_goes_on_from_the_previous_one_and_is_closed_on_failure(tmp_path):
+def test_a_staged_log_goes_on_from_the_previous_one_and_is_closed_on_failure(tmp_path, monkeypatch):
     """B1 --resume and E2 continue their log; a failed stage's staged log is complete and closed
     (so it can be dropped or moved) and the finished log is untouched."""
+    monkeypatch.setattr(cli, "_threads_logged", True)  # the once-per-process threads line: logged
     previous, staged = tmp_path / "E2.log", tmp_path / ".E2.log.~tmp"
     previous.write_text("an earlier run\n")
     with pytest.raises(ValueError), staged_log(staged, previous=previous):
@@ -303,6 +305,29 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
         assert json.loads(lock.read_text())["pid"] == os.getpid()
         (tmp / "x").write_text("ok")
     assert not lock.exists() and (tmp_path / "ds" / "x").exists()
+
+
+def test_a_lock_of_another_users_process_is_refused_and_its_temporaries_kept(tmp_path, monkeypatch):
+    # The tests run as root, where signalling any pid works: pretend the holder belongs to
+    # another user (os.kill says EPERM). It is alive: its lock is not stale, its files are not ours.
+    pid = dead_pid()
+    real_kill = os.kill
+
+    def kill(p: int, sig: int) -> None:
+        if p == pid:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        real_kill(p, sig)
+
+    monkeypatch.setattr(os, "kill", kill)
+    lock = write_lock(tmp_path / "ds", pid)
+    temp = tmp_path / temp_name("other", pid)
+    temp.write_text("being written")
+    with pytest.raises(SuiteError, match=f"pid {pid} "), atomic_dir(tmp_path / "ds"):
+        pass
+    assert lock.exists() and temp.exists()
+    with atomic_path(tmp_path / "other.txt") as tmp:
+        tmp.write_text("mine")
+    assert temp.read_text() == "being written"
 
 
 def test_a1_refuses_while_another_writer_holds_the_dataset(tmp_path, capsys):

@@ -9,15 +9,14 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import E1_evaluate
 import E2_visualize
 from src.cli import run_stage
 from src.method import index as index_mod
-from src.partitions import LEGACY, Partitions, Plan, open_partitions, write_set
-from tests._pipeline import Pipeline, build_pipeline
+from src.partitions import Partitions
+from tests._pipeline import Pipeline, as_partitions, build_pipeline
 
 TASK = "synthart-style"
 TIMES = ("table5.csv", "table6.csv")  # with the searches' ms/query (metrics.json has the rest)
@@ -54,23 +53,12 @@ def _e1(pipe, *extra: str) -> dict:
     return found
 
 
-def _as_partitions(pipe, partition_rows: int) -> Partitions:
-    """The run's embeddings.npz rewritten as C1's partitions (the .npz removed, as C1 does)."""
-    wdir = pipe.weights_root / pipe.run
-    with np.load(wdir / LEGACY) as f:
-        arrays = {k: f[k] for k in f.files}
-    n = len(arrays["z"])
-    write_set(wdir, lambda a, b: {k: v[a:b] for k, v in arrays.items()}, Plan(n, partition_rows))
-    assert not (wdir / LEGACY).exists()
-    return open_partitions(wdir)
-
-
 def test_e1_on_partitions_equals_e1_on_the_old_embeddings_npz(pipe, monkeypatch):
     """Every metric and every ranked row the same bits, with partitions of 37 rows (the test
     split's database starts inside one, a 7-row rest at the end) and tiles of 40 rows across
     them, and z never loaded whole (the guard fails any whole read)."""
     old = _e1(pipe, "--exclude-query", "--sweep")
-    store = _as_partitions(pipe, 37)
+    store = as_partitions(pipe, 37)
     assert len(store.parts) == 6 and store.parts[-1].stop - store.parts[-1].start == 7
     monkeypatch.setattr(index_mod, "TILE_ROWS", 40)
 

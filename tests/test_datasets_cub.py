@@ -92,11 +92,27 @@ def test_attributes_txt_in_other_places(tmp_path, capsys, where):
 
 
 def test_source_may_be_the_cub_folder_itself(tmp_path, capsys, cub_src):
-    source, _ = cub_src
+    source, fx = cub_src
+    rc, _, err = run_a1(
+        capsys, "--dataset", "cub", "--source", source, "--data-root", tmp_path / "a"
+    )
+    assert rc == 0, err
     (source / "attributes.txt").rename(source / "CUB_200_2011" / "attributes.txt")
     argv = ["--source", source / "CUB_200_2011", "--data-root", tmp_path / "d"]
     rc, _, err = run_a1(capsys, "--dataset", "cub", *argv)
     assert rc == 0, err
+    labels, train, test, config = read_out(tmp_path / "d", "cub")
+    # the same dataset as from the folder above it: labels, split, tags and images
+    assert labels == {"species": sorted(CUB_SPECIES)}
+    train_idx, test_idx = expected_split(fx["species"])
+    assert list(test["image"]) == [f"images/{fx['paths'][i]}" for i in test_idx]
+    before = read_out(tmp_path / "a", "cub")
+    pd.testing.assert_frame_equal(train, before[1])
+    pd.testing.assert_frame_equal(test, before[2])
+    assert config["tag_threshold"] == before[3]["tag_threshold"] == pytest.approx(CUB_THRESHOLD)
+    assert config["tag_attributes_kept"] == len(CUB_KEPT)
+    for rel in train["image"]:
+        assert (tmp_path / "d" / "cub" / rel).samefile(source / "CUB_200_2011" / rel)
 
 
 def test_unreadable_image_skipped_or_fatal_with_strict(tmp_path, capsys, cub_src):

@@ -697,26 +697,46 @@ def test_imported_run_without_a_student_says_so(tmp_path):
 # identity, so an image's predicted style is the index of its largest coordinate.
 
 
-def hand_made(db_z: list[list[float]], z0: list[list[float]], cond: list[int], exclude=None):
-    """A search space over a hand-made database and its queries; centroids: class c's is 2·e_c."""
+def reader(rows: slice, dim: int) -> torch.nn.Linear:
+    """A head whose logits are the coordinates `rows` of z: its class is the largest of them."""
+    head = torch.nn.Linear(dim, rows.stop - rows.start, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(dim)[rows])
+    return head
+
+
+def hand_made(
+    db_z: list[list[float]],
+    z0: list[list[float]],
+    cond: list[int] | dict[str, list[int]],
+    exclude=None,
+    heads: dict[str, torch.nn.Module] | None = None,
+):
+    """A search space over a hand-made database and its queries. Default: one attribute, style,
+    whose head is the identity on 3-d z (classes a, b, c); centroids: class c's is 2·e_c."""
     from src.method import metrics
     from src.method.index import in_memory_search
     from src.tasks import Task
 
-    head = torch.nn.Linear(3, 3, bias=False)
-    with torch.no_grad():
-        head.weight.copy_(torch.eye(3))
     db = torch.tensor(db_z)
     searcher = in_memory_search(db)
+    heads = heads or {"style": reader(slice(0, 3), 3)}
+    cond = cond if isinstance(cond, dict) else {"style": cond}
+    with torch.no_grad():
+        label_ids = {a: h(db).argmax(1) for a, h in heads.items()}
+    sizes = {a: h.out_features for a, h in heads.items()}
     n_db, n_q = len(db_z), len(z0)
-    encoder = SimpleNamespace(heads={"style": head})
+    encoder = SimpleNamespace(heads=heads)
     space = SearchSpace(
-        task=Task("hand", "synthart", ("style",), 1.0, None),
+        task=Task("hand", "synthart", tuple(heads), 1.0, None),
         run="hand",
         weights=Path("."),
         data_root=Path("."),
         config={},
-        labels={"style": ["a", "b", "c"]},
+        labels={
+            a: ["a", "b", "c"][:n] if a == "style" else [str(c) for c in range(n)]
+            for a, n in sizes.items()
+        },  # fmt: skip
         encoder=encoder,
         device=torch.device("cpu"),
         database="test",
@@ -724,21 +744,21 @@ def hand_made(db_z: list[list[float]], z0: list[list[float]], cond: list[int], e
         split=np.full(n_db, "test"),
         db=searcher.db,
         searcher=searcher,
-        label_ids={"style": db.argmax(1)},
+        label_ids=label_ids,
         tag_cells=np.full(n_db, ""),
         tags=sp.csr_matrix((n_db, 1)),
         vocab=pd.Index(["t"]),
         embedded=pd.Index([]),
         store=searcher.db.store,
         embedded_labels={},
-        centroids={"style": 2 * torch.eye(3)},
+        centroids={a: 2 * torch.eye(n, db.shape[1]) for a, n in sizes.items()},
     )
-    conditions = {"style": torch.tensor(cond)}
+    conditions = {a: torch.tensor(c) for a, c in cond.items()}
     ex = None if exclude is None else torch.tensor(exclude)
     q = Queries(
         z0=torch.tensor(z0),
         conditions=conditions,
-        own={"style": torch.zeros(n_q, dtype=torch.long)},
+        own={a: torch.zeros(n_q, dtype=torch.long) for a in heads},
         tags=sp.csr_matrix((n_q, 1)),
         exclude=ex,
         n_relevant=metrics.count_relevant(space.label_ids, conditions, ex),
@@ -767,6 +787,32 @@ def test_filtered_knn_keeps_condition_images_while_enough_exist_then_pads_by_sim
     assert got[1][4:].tolist() == rest[np.argsort(-sim[rest])][:6].tolist()
     # plain kNN returns no b at all here: the filter does the work
     assert not (pred[ev.rank(space, queries.z0)[1].numpy()[0]] == 1).any()
+
+
+def test_filtered_knn_on_two_conditions_puts_every_match_first_even_pointing_away():
+    # z = (style 0, style 1, genre 0, genre 1): each head reads its two coordinates. The query
+    # points away from the (style 0, genre 1) rows (cosine ≈ −0.7) and towards the (style 1,
+    # genre 0) rows (≈ +0.7) — the pair whose combination would be taken for (0, 1) if the two
+    # classes were added rather than combined one-to-one.
+    rng = np.random.default_rng(2)
+    kinds = {(0, 1): [1, 0, 0, 0.3], (1, 0): [0, 0.3, 1, 0], (0, 0): [1, 0, 0.3, 0],
+             (1, 1): [0, 0.3, 0, 1]}  # fmt: skip
+    counts = {(0, 1): 4, (1, 0): 8, (0, 0): 4, (1, 1): 4}
+    db = np.concatenate([np.tile(kinds[k], (n, 1)) for k, n in counts.items()])
+    db += rng.uniform(0, 0.05, db.shape)
+    q = [-1.0, 0.0, 1.0, 0.0]
+    heads = {"style": reader(slice(0, 2), 4), "genre": reader(slice(2, 4), 4)}
+    cond = {"style": [0, 1, 1], "genre": [1, 0, 1]}
+    space, queries = hand_made(db.tolist(), [q] * 3, cond, heads=heads)
+    got = ev.rank_filtered_knn(space, queries).indices.numpy()
+    # brute force: the rows whose (style, genre) is the condition, by cosine; then the rest
+    pred = np.stack([db[:, :2].argmax(1), db[:, 2:].argmax(1)], 1)
+    sim = db @ np.asarray(q) / np.linalg.norm(db, axis=1)
+    for i in range(3):
+        match = (pred == [cond["style"][i], cond["genre"][i]]).all(1)
+        order = [np.flatnonzero(m)[np.argsort(-sim[m], kind="stable")] for m in (match, ~match)]
+        assert got[i].tolist() == np.concatenate(order)[:10].tolist(), i
+    assert sim[got[0][:4]].max() < -0.6  # the four matches, though every other row is nearer
 
 
 def test_filtered_knn_never_returns_the_excluded_row():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from src.errors import SuiteError
 from src.paper import QUERIES
 from src.paper import QUERY_MAX_JACCARD as MAX_JACCARD
 from src.paper import QUERY_MIN_TARGETS as MIN_TARGETS
-from src.queries import make_queries, read_queries
+from src.queries import load_test_split, make_queries, read_queries
 from src.tags import split_tags
 
 A2 = importlib.import_module("A2_make_queries")
@@ -133,6 +134,44 @@ def test_a_pair_needs_a_target_with_little_context_in_common():
     check_rules(test, q, ["style"])
 
 
+def test_a_target_at_exactly_the_jaccard_limit_is_not_dissimilar():
+    # A images: 'c' and `own_a` tags of their own; B images: 'c', 'b' and 4 of their own. With
+    # own_a = 4 an A candidate shares 1 of 10 tags with each B target: Jaccard exactly 0.1, which
+    # is not < 0.1 (A–A pairs: 1 of 9, B–B: 2 of 10): no pair qualifies at all.
+    def split(own_a: int) -> pd.DataFrame:
+        tags = ["|".join(["c", *(f"a{i}_{j}" for j in range(own_a))]) for i in range(11)]
+        tags += ["|".join(["c", "b", *(f"b{i}_{j}" for j in range(4))]) for i in range(11)]
+        return table({"style": ["A"] * 11 + ["B"] * 11}, tags)
+
+    labels = {"style": ["A", "B"]}
+    with pytest.raises(SuiteError, match="found only 0 of 1 queries after 2000 draws"):
+        make_queries(split(4), labels, ["style"], 1, seed=0, max_draws=2000)
+    # one more tag of their own puts the A images at 1/11 from every other image but a B's
+    # from a B: every pair but (B image, condition B) qualifies
+    draw = make_queries(split(5), labels, ["style"], 20, seed=0)
+    own = split(5)["style"].to_numpy()[draw.rows]
+    assert not ((own == "B") & (draw.queries["style"].to_numpy() == "B")).any()
+    assert set(zip(own, draw.queries["style"], strict=True)) == {("A", "A"), ("A", "B"), ("B", "A")}
+
+
+@pytest.mark.parametrize("tagged_b, untagged_b", [(10, 1), (9, 3)])
+def test_untagged_images_are_no_targets(tagged_b, untagged_b):
+    # Every tagged image carries the same tags, so no tagged target is dissimilar; the untagged B
+    # images would be (Jaccard 0 to anything), and would make up the 10 targets with 9 tagged —
+    # but they are not in the retrieval database, so they are no targets: no pair qualifies.
+    def split(untagged: str) -> pd.DataFrame:
+        tags = ["x|y"] * (11 + tagged_b) + [untagged.format(i) for i in range(untagged_b)]
+        return table({"style": ["A"] * 11 + ["B"] * (tagged_b + untagged_b)}, tags)
+
+    labels = {"style": ["A", "B"]}
+    with pytest.raises(SuiteError, match="found only 0 of 1 queries"):
+        make_queries(split(""), labels, ["style"], 1, seed=0, max_draws=2000)
+    # the same images with a tag of their own are targets: A candidates conditioned on B qualify
+    draw = make_queries(split("z{}"), labels, ["style"], 10, seed=0)
+    own = split("z{}")["style"].to_numpy()[draw.rows]
+    assert ((own == "A") & (draw.queries["style"] == "B").to_numpy()).any()
+
+
 def test_pairs_are_unique_even_when_draws_repeat():
     rng = np.random.default_rng(9)
     test = table({"style": ["A"] * 12 + ["B"] * 12}, random_tags(rng, 24, vocab=200))
@@ -158,6 +197,88 @@ def test_too_small_a_split_fails_with_the_count_found():
     test = table({"style": ["A"] * 11 + ["B"] * 9}, random_tags(rng, 20, vocab=200))
     with pytest.raises(SuiteError, match=r"found only \d+ of 30 queries after \d+ draws"):
         make_queries(test, {"style": ["A", "B"]}, ["style"], 30, seed=0, max_draws=5000)
+
+
+def test_every_draw_is_accepted_or_skipped_for_one_reason():
+    test, labels = skewed(300, seed=3)
+    for n in (1, 50):
+        draw = make_queries(test, labels, ["style", "genre"], n, seed=4)
+        assert draw.draws == n + sum(draw.skipped.values())
+        assert set(draw.skipped) == {"no_tags", "duplicate", "few_targets", "no_dissimilar_target"}
+    rng = np.random.default_rng(5)  # every image a valid query of every condition: no skip
+    easy = table({"style": ["A", "B"] * 20}, random_tags(rng, 40, vocab=500))
+    draw = make_queries(easy, {"style": ["A", "B"]}, ["style"], 3, seed=6)
+    assert draw.draws == 3 and draw.skipped == dict.fromkeys(draw.skipped, 0)
+
+
+def test_a_class_no_test_image_carries_is_never_a_query_condition_that_qualifies():
+    # labels.json lists C but the test split has none: a C condition has no targets
+    rng = np.random.default_rng(7)
+    test = table({"style": ["A"] * 30 + ["B"] * 30}, random_tags(rng, 60, vocab=300))
+    draw = make_queries(test, {"style": ["A", "B", "C"]}, ["style"], 40, seed=8)
+    assert "C" not in set(draw.queries["style"]) and draw.skipped["few_targets"] > 0
+
+
+def test_as_many_queries_as_there_are_pairs_may_be_asked():
+    rng = np.random.default_rng(9)
+    test = table({"style": ["A"] * 12 + ["B"] * 12}, random_tags(rng, 24, vocab=500))
+    draw = make_queries(test, {"style": ["A", "B"]}, ["style"], 48, seed=10)  # 24 × 2 pairs
+    assert len(set(zip(draw.queries["image"], draw.queries["style"], strict=True))) == 48
+    with pytest.raises(SuiteError) as e:
+        make_queries(test, {"style": ["A", "B"]}, ["style"], 49, seed=10)
+    assert str(e.value) == (
+        "--num-queries 49 is more than the 48 (test image, condition) pairs the test split "
+        "(24 images) has; lower --num-queries"
+    )
+
+
+def test_the_draw_budget_grows_with_the_queries_asked():
+    # 50 draws per query asked, at least 20,000: a split that cannot supply says how many it drew
+    test = table({"style": ["A"] * 11 + ["B"] * 11}, ["x|y"] * 22)  # no dissimilar target at all
+    labels = {"style": ["A", "B"]}
+    for n, draws in ((10, 20_000), (44, 20_000)):
+        with pytest.raises(SuiteError, match=f"found only 0 of {n} queries after {draws} draws"):
+            make_queries(test, labels, ["style"], n, seed=0)
+    big = table({"style": ["A"] * 300 + ["B"] * 300}, ["x|y"] * 600)
+    with pytest.raises(SuiteError, match="found only 0 of 500 queries after 25000 draws"):
+        make_queries(big, labels, ["style"], 500, seed=0)
+
+
+NO_GENRE = "the test split has no 'genre' labels; re-run A1 for this dataset"
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (lambda t, lab: (t.drop(columns="genre"), lab, 1), NO_GENRE),
+        (lambda t, lab: (t, {"style": lab["style"]}, 1), NO_GENRE),
+        (lambda t, lab: (t, lab, 0), "--num-queries must be at least 1 (got 0)"),
+        (
+            lambda t, lab: (t.iloc[:0], lab, 1),
+            "the test split is empty; re-run A1 for this dataset",
+        ),
+        (
+            lambda t, lab: (t.assign(tags=""), lab, 1),
+            "none of the 300 test images has tags (the tags column is empty), and a query needs "
+            "tags (SPEC §3); re-run A1 with tags for this dataset",
+        ),
+        (
+            lambda t, lab: (t, {**lab, "genre": ["g", "h"]}, 1),
+            "the test split: genre class 'k' is not in labels.json; re-run A1",
+        ),
+    ],
+)
+def test_a_split_queries_cannot_be_drawn_from_is_one_line(change, said):
+    test, labels, n = change(*skewed(300, seed=1))
+    with pytest.raises(SuiteError) as e:
+        make_queries(test, labels, ["style", "genre"], n, seed=0)
+    assert str(e.value) == said
+
+
+def test_a_single_image_split_is_not_empty():
+    test = table({"style": ["A"]}, ["x"])
+    with pytest.raises(SuiteError, match="found only 0 of 1 queries"):  # too small, not empty
+        make_queries(test, {"style": ["A"]}, ["style"], 1, seed=0, max_draws=100)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,3 +411,79 @@ def test_a2_default_on_a_small_split_records_the_note_and_the_test_classes(tmp_p
     # --num-queries still asks exactly, and is refused when the split cannot give it
     assert A2.run_stage(A2.main, [*argv, "--num-queries", str(len(q) + 1)]) == 2
     assert A2.run_stage(A2.main, [*argv, "--num-queries", str(len(q))]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a query file back
+
+
+def write_query_file(data_root, ids: list, images: list[str]) -> Path:
+    """A synthart-style query file with these query ids and images (style flat, tags t)."""
+    path = data_root / "synthart" / "queries_synthart-style.csv"
+    rows = "".join(f"{i},{im},flat,t\n" for i, im in zip(ids, images, strict=True))
+    path.write_text("query_id,image,style,tags\n" + rows)
+    return path
+
+
+@pytest.mark.parametrize("bad", ["x", "1.5", "-3", str(2**53), "1e30"])
+def test_a_query_id_that_is_not_an_integer_from_0_to_2_to_the_53_is_refused(tmp_path, bad):
+    test = write_dataset(tmp_path)
+    path = write_query_file(tmp_path, [0, bad, 2], list(test["image"][:3]))
+    with pytest.raises(SuiteError) as e:
+        read_queries(tmp_path, "synthart-style")
+    assert str(e.value) == (
+        f"{path} has a query_id that is not an integer ≥ 0; "
+        "re-run A2_make_queries.py --task synthart-style"
+    )
+
+
+def test_query_ids_up_to_2_to_the_53_are_read_as_integers(tmp_path):
+    test = write_dataset(tmp_path)
+    ids = [0, 200, 2**53 - 1]
+    write_query_file(tmp_path, ids, list(test["image"][:3]))
+    q = read_queries(tmp_path, "synthart-style")
+    assert q["query_id"].dtype == np.int64 and q["query_id"].tolist() == ids
+
+
+def test_a_repeated_query_id_is_named(tmp_path):
+    test = write_dataset(tmp_path)
+    path = write_query_file(tmp_path, [0, 1, 1, 2, 2], list(test["image"][:5]))
+    with pytest.raises(SuiteError) as e:
+        read_queries(tmp_path, "synthart-style")
+    assert str(e.value) == (
+        f"{path} has query_id 1 twice; re-run A2_make_queries.py --task synthart-style"
+    )
+
+
+def test_query_images_of_the_train_split_are_refused_and_others_left_to_the_stages(tmp_path):
+    test = write_dataset(tmp_path)
+    train = pd.read_csv(tmp_path / "synthart" / "train.csv")["image"]
+    images = [test["image"][0], train[3], "images/elsewhere.png", train[5]]
+    path = write_query_file(tmp_path, [0, 1, 2, 3], images)
+    with pytest.raises(SuiteError) as e:
+        read_queries(tmp_path, "synthart-style")
+    assert str(e.value) == (
+        f"{path} has 2 query image(s) of the train split (e.g. {train[3]}); "
+        "re-run A2_make_queries.py --task synthart-style"
+    )
+    # an image in neither split is no train image: E1 and E2 say it has no embedding
+    write_query_file(tmp_path, [0, 1], [test["image"][0], "images/elsewhere.png"])
+    assert read_queries(tmp_path, "synthart-style")["image"].tolist()[1] == "images/elsewhere.png"
+
+
+def test_a_user_datasets_queries_and_test_split_are_read(tmp_path):
+    labels = {"colour": ["red", "blue"]}
+    test = table({"colour": ["red", "blue"] * 6}, ["a|b"] * 12)
+    out = tmp_path / "mine"
+    out.mkdir()
+    write_processed(
+        out, Processed(labels, test.head(4).assign(image=lambda d: "tr" + d["image"]), test)
+    )
+    (out / "dataset.json").write_text(json.dumps({"attributes": ["colour"], "classes": labels}))
+    (out / "queries_mine:colour.csv").write_text(
+        f"query_id,image,colour,tags\n0,{test['image'][1]},red,a|b\n"
+    )
+    q = read_queries(tmp_path, "mine:colour")
+    assert q["image"].tolist() == [test["image"][1]] and q["colour"].tolist() == ["red"]
+    split, got_labels = load_test_split(tmp_path, "mine:colour")
+    assert got_labels == labels and split["image"].tolist() == test["image"].tolist()

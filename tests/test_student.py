@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -12,28 +13,30 @@ import torch
 from torch import nn
 
 import D1_train_distill as d1
-from bench.toy import toy_space, train_heads
 from src.artifacts import save_torch
 from src.errors import SuiteError
+from src.hints import hint
 from src.method.backward_search import backward_search
 from src.method.student import (
+    HIDDEN,
     DistillConfig,
     Student,
+    batch_starts,
     distill,
     load_student,
     student_input,
     student_lambdas,
     student_path,
 )
+from tests._search import toy_world
 
 CLASSES = {"style": 5, "genre": 3}
 
 
 @pytest.fixture(scope="module")
 def world():
-    z, labels = toy_space(700, 16, CLASSES, seed=3, spread=3.0, noise=0.5)
-    heads = train_heads(z[:500], {a: y[:500] for a, y in labels.items()}, steps=120)
-    return z[:500], z[500:], heads
+    z, _, heads = toy_world(700, 16, tuple(CLASSES.items()), 3, 500, 120)
+    return z[:500], z[500:], {a: copy.deepcopy(h) for a, h in heads.items()}
 
 
 def test_input_is_z0_then_one_hots_in_task_order():
@@ -150,6 +153,60 @@ def test_load_student_round_trip(tmp_path):
         load_student(tmp_path / "bad.pt")
     with pytest.raises(SuiteError, match="run D1_train_distill.py first"):
         load_student(tmp_path / "missing.pt")
+
+
+def test_a_student_keeps_its_hidden_size(tmp_path):
+    cfg = {"embedding_size": 4, "conditions": ["style"], "num_classes": {"style": 3}}
+    for hidden in (32, None):  # None: a file from before `hidden` was recorded — HIDDEN
+        s = Student(4, {"style": 3}, hidden or HIDDEN).eval()
+        save_torch(tmp_path / "s.pt", {"config": {**cfg, "hidden": hidden} if hidden else cfg,
+                                       "model": s.state_dict()})  # fmt: skip
+        loaded, _ = load_student(tmp_path / "s.pt")
+        assert loaded.net[0].out_features == (hidden or HIDDEN)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_student_written_on_cuda_loads_onto_the_device_asked(tmp_path):
+    cfg = {"embedding_size": 4, "conditions": ["style"], "num_classes": {"style": 3}}
+    save_torch(
+        tmp_path / "s.pt", {"config": cfg, "model": Student(4, {"style": 3}).cuda().state_dict()}
+    )
+    for device in ("cpu", "cuda"):
+        loaded, _ = load_student(tmp_path / "s.pt", device)
+        assert {p.device.type for p in loaded.parameters()} == {device}
+
+
+def test_a_file_that_is_no_student_is_named_with_the_first_line_of_the_error(tmp_path, monkeypatch):
+    path = tmp_path / "bad.pt"
+    again = f"re-run {hint('D1')}"
+    save_torch(path, {"config": {"embedding_size": 4}, "model": {}})
+    with pytest.raises(SuiteError) as e:
+        load_student(path)
+    assert str(e.value) == f"{path} is not a student file (KeyError: 'conditions'); {again}"
+    long = "x" * 300  # an error's first line is cut at 200 characters
+    cfg = {"embedding_size": 4, "conditions": [long], "num_classes": {}}
+    save_torch(path, {"config": cfg, "model": {}})
+    with pytest.raises(SuiteError) as e:
+        load_student(path)
+    assert str(e.value) == f"{path} is not a student file (KeyError: '{long[:199]}); {again}"
+    # an error without a message still gives the one line
+    cfg = {"embedding_size": 4, "conditions": ["style"], "num_classes": {"style": 3}}
+    save_torch(path, {"config": cfg, "model": {}})
+
+    def silent(*_a, **_k):
+        raise RuntimeError()
+
+    monkeypatch.setattr(Student, "load_state_dict", silent)
+    with pytest.raises(SuiteError) as e:
+        load_student(path)
+    assert str(e.value) == f"{path} is not a student file (RuntimeError: ); {again}"
+
+
+def test_batches_start_every_batch_size_and_a_last_batch_of_one_is_dropped():
+    assert batch_starts(10, 4) == [0, 4, 8]
+    assert batch_starts(9, 4) == [0, 4]  # rows 8..8 alone: BatchNorm needs two
+    assert batch_starts(1, 4) == [] and batch_starts(2, 4) == [0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from src.evaluation.space import Queries, SearchSpace
+from src.errors import SuiteError
+from src.evaluation.space import Queries, SearchSpace, stage_hint
 from src.evaluation.timing import Timing, time_repeated
 from src.method.backward_search import SearchResult, StopRule, _EvalMode, backward_search
 from src.method.retrieval import Boost
@@ -154,8 +155,22 @@ def rank_filtered_knn(space: SearchSpace, q: Queries) -> Ranking:
     return Ranking("filtered_knn", rows)
 
 
+def centroids_missing(space: SearchSpace) -> str | None:
+    """Why the centroid shift cannot run on `space`, or None: without train embeddings there are
+    no class centroids (each μ would be one mean, the shift kNN itself)."""
+    if space.centroids:
+        return None
+    return (
+        f"needs the train split's class centroids, and {space.weights / 'embeddings.npz'} holds "
+        f"no train embeddings: re-run {stage_hint('C1', space.task, space.run)}"
+    )
+
+
 def centroid_shift(space: SearchSpace, q: Queries, alpha: float) -> Tensor:
     """z = z0 + α · Σ_attr (μ_attr[condition] − μ_attr[predicted class of z0]) for every query."""
+    missing = centroids_missing(space)
+    if missing:
+        raise SuiteError(f"the class-centroid shift {missing}")
     pred = head_predictions(space, q.z0)
     shift = torch.zeros_like(q.z0)
     for a, cond in q.conditions.items():

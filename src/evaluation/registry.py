@@ -21,6 +21,7 @@ from src.evaluation.methods import (
     BackwardSearches,
     Ranking,
     centroid_shift,
+    centroids_missing,
     rank_centroid_shifts,
     rank_cosine,
     rank_filtered_knn,
@@ -96,6 +97,11 @@ class Method:
     ranks: Callable[[Setting], Ranking] | None = None
     trained: bool = False  # a network trained per λ (D1): it exists only at the λ it was trained at
     sweep: Sweep | None = None
+    missing: Callable[[SearchSpace], str | None] | None = None  # what a space may lack for it
+
+    def cannot_rank(self, space: SearchSpace) -> str | None:
+        """Why it cannot rank in `space` (e.g. no train embeddings), or None when it can."""
+        return None if self.missing is None else self.missing(space)
 
     def title(self, value: float | None = None) -> str:
         """Its name where it stands among others: the label, its knob's value when given, and
@@ -144,6 +150,7 @@ METHODS: dict[str, Method] = {
                 tuple(i / 4 for i in range(9)),  # 0, 0.25, …, 2
                 lambda s, grid: rank_centroid_shifts(s.space, s.q, grid),
             ),
+            missing=centroids_missing,
         ),
         Method(
             BACKWARD_SEARCH,
@@ -163,6 +170,12 @@ def method(key: Any) -> Method:
     if not isinstance(key, str) or key not in METHODS:
         raise SuiteError(f"unknown method {key!r}: choose one of {', '.join(METHODS)}")
     return METHODS[key]
+
+
+def rankable(space: SearchSpace, keys: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """The methods of `keys` that `space` can rank, and why each other cannot (`Method.missing`)."""
+    why = {k: r for k in keys if (r := method(k).cannot_rank(space))}
+    return [k for k in keys if k not in why], why
 
 
 def rank(s: Setting, keys: Iterable[str]) -> dict[str, Ranking]:

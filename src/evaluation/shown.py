@@ -28,7 +28,13 @@ from src.evaluation.registry import (
     Setting,
     rank,
 )
-from src.evaluation.space import Queries, SearchSpace, file_queries, picture_query
+from src.evaluation.space import (
+    Queries,
+    SearchSpace,
+    file_queries,
+    picture_query,
+    unreachable_warning,
+)
 from src.method import metrics
 
 log = logging.getLogger(__name__)
@@ -101,6 +107,8 @@ def result_grids(
     here, all queries at once — only the paper's methods (E1 owns the settings of the others),
     the student only where D1 trained one at λ."""
     q = file_queries(space, queries)
+    if warning := unreachable_warning(space, q):
+        log.warning("%s", warning)
     s = Setting(space, q, lam, alpha=alpha)
     grid = [m for m in METHODS.values() if m.key != RANDOM]  # random pictures say nothing here
     found: dict[str, Tensor] = {}
@@ -172,6 +180,8 @@ def search_picture(
     """Backward Search from a picture's embedding z0 (`embed_image`) towards `conditions`,
     beside kNN and (when D1 trained it for these conditions) the student."""
     q = picture_query(space, z0, conditions)
+    if warning := unreachable_warning(space, q):
+        log.warning("%s", warning)
     keys = [KNN, BACKWARD_SEARCH]
     student = space.student(lam)
     if student is not None and set(student.num_classes) != set(conditions):

@@ -11,6 +11,7 @@ B1 and C1 artifacts fails here, naming the stage to re-run.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ DATABASE_TEXT = {
     "test": "the test split (the paper's protocol)",
     "all": "train + test (the whole collection)",
 }
+log = logging.getLogger(__name__)
 MAX_SIDE = 512  # JPEGs are decoded at no less than 4× this side (the transforms resize to ~224)
 
 
@@ -80,7 +82,8 @@ class SearchSpace:
     embedded: pd.Index  # every image C1 embedded (train and test), for queries' z0
     store: Partitions  # their embeddings (`store.take(rows)`), memory-mapped
     embedded_labels: dict[str, np.ndarray]  # attr → their class ids
-    centroids: dict[str, Tensor]  # attr → C×E train-class means (the centroid shift's μ)
+    # attr → C×E train-class means (the centroid shift's μ); {} without train embeddings
+    centroids: dict[str, Tensor]
     source: str | None = None  # data/<ds>/config.json "source" (artifacts.is_release: imported)
     image_root: Path | None = None  # E2 --images: the pictures outside data/<dataset>
     students: dict[float, Student | None] = field(default_factory=dict, repr=False)
@@ -172,6 +175,21 @@ class SearchSpace:
                 f"{path} was distilled on {student.embedding_size}-d embeddings, run {self.run}'s "
                 f"are {self.dim}-d; re-run {d1}"
             )
+        trained_at = cfg.get("lambda")  # the file's name is λ to 6 digits (student_path)
+        if isinstance(trained_at, int | float) and f"{trained_at:g}" != f"{lam:g}":
+            raise SuiteError(
+                f"{path} was distilled at λ = {trained_at:g} (its config), not at the λ = {lam:g} "
+                f"its name says (a file renamed by hand?); re-run {d1}"
+            )
+        recorded = cfg.get("embeddings_fingerprint")  # none in students older than the record
+        if recorded is not None and recorded != self.store.fingerprint:
+            log.warning(
+                "warning: %s was distilled from other embeddings than %s holds now (C1 re-ran "
+                "after D1), so its results are a stale student's; re-run %s",
+                path,
+                self.store.source,
+                d1,
+            )
         return student
 
 
@@ -216,22 +234,59 @@ def class_centroids(
 
 
 def database_rows(
-    emb: Mapping[str, np.ndarray], tables: pd.DataFrame, splits: Sequence[str], c1: str
+    emb: Mapping[str, np.ndarray], tables: Mapping[str, pd.DataFrame], c1: str, source: Path
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the embeddings that form the database — images of `splits` with tags (SPEC §7) —
-    in C1's row order (increasing), and their tag cells."""
+    """Rows of the embeddings (`source`: C1's partitions or embeddings.npz, their metadata columns
+    `emb`) that form the database — images of the splits of `tables` with tags (SPEC §7) — in
+    C1's row order (increasing), and their tag cells. Every tagged image of those splits must have
+    its embedding: one C1 has not embedded (the data grew after C1) could never be found, so it is
+    refused naming the split and the stage to re-run."""
     keys = emb["image"].astype(str, copy=False)
-    rows = np.flatnonzero(np.isin(emb["split"], list(splits)))
-    pos = pd.Index(tables["image"]).get_indexer(keys[rows])
+    both = pd.concat(tables.values(), ignore_index=True)
+    rows = np.flatnonzero(np.isin(emb["split"], list(tables)))
+    pos = pd.Index(both["image"]).get_indexer(keys[rows])
     if (pos < 0).any():
         raise SuiteError(
-            f"C1's embeddings hold {'/'.join(splits)} images missing from "
-            f"{', '.join(f'{s}.csv' for s in splits)} (e.g. {keys[rows][pos < 0][0]}); the data "
+            f"{source} holds {'/'.join(tables)} images missing from "
+            f"{', '.join(f'{s}.csv' for s in tables)} (e.g. {keys[rows][pos < 0][0]}); the data "
             f"changed after C1: re-run {c1}"
         )
-    cells = tables["tags"].to_numpy(dtype=object)[pos]
+    embedded = np.zeros(len(both), dtype=bool)
+    embedded[pos] = True
+    start = 0
+    for split, table in tables.items():  # the database's images C1 did not embed, per split
+        tagged = table["tags"].to_numpy(dtype=object) != ""
+        lost = tagged & ~embedded[start : start + len(table)]
+        start += len(table)
+        if lost.any() and not (emb["split"] == split).any():  # e.g. trimmed, or a release's
+            raise SuiteError(
+                f"{source} holds no {split} embeddings, so the {int(lost.sum())} tagged images of "
+                f"{split}.csv cannot be searched: re-run {c1}, or search the test split alone "
+                "(--database test)"
+            )
+        if lost.any():
+            raise SuiteError(
+                f"{int(lost.sum())} of the {int(tagged.sum())} tagged images of {split}.csv have "
+                f"no embedding in {source} (e.g. {table['image'].iloc[int(np.argmax(lost))]}): the "
+                f"data grew after C1, and a search could never find them; re-run {c1}"
+            )
+    cells = both["tags"].to_numpy(dtype=object)[pos]
     tagged = cells != ""
     return rows[tagged], cells[tagged]
+
+
+def check_database_size(n: int, database: str, exclude_query: bool = False) -> None:
+    """Retrieval fills a top-10 (one more with the query left out): a smaller database is refused
+    in one line that says how to grow it."""
+    need = TOP_K + int(exclude_query)
+    if n < need:
+        where = "test split" if database == "test" else "collection"
+        raise SuiteError(
+            f"the database ({DATABASE_TEXT[database]}) has {n} tagged images, and retrieval ranks "
+            f"the top {TOP_K}{' besides the query' if exclude_query else ''}, so it needs at "
+            f"least {need}: give the {where} more tagged images (for your own images: more "
+            "pictures, or labels.csv's split column) and re-run A1, then C1"
+        )
 
 
 def _pick(column: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -277,13 +332,9 @@ def load_space(
     label_attrs = [a for a in labels if f"label_{a}" in emb]
 
     splits = ("test",) if database == "test" else ("train", "test")
-    tables = pd.concat([read_split(data_root, task.dataset, s) for s in splits], ignore_index=True)
-    rows, cells = database_rows(emb, tables, splits, c1)
-    if len(rows) < TOP_K:
-        raise SuiteError(
-            f"the database has {len(rows)} tagged {'/'.join(splits)} images; retrieval needs more "
-            f"than {TOP_K}"
-        )
+    tables = {s: read_split(data_root, task.dataset, s) for s in splits}
+    rows, cells = database_rows(emb, tables, c1, store.source)
+    check_database_size(len(rows), database)
     tags, vocab = tag_matrix(cells)
     train = np.flatnonzero(emb["split"] == "train")
     cfg_path = dataset_dir(data_root, task.dataset) / "config.json"
@@ -294,6 +345,8 @@ def load_space(
     searcher = open_or_build(index, store, all_rows, index_folder(rdir, index, database))
     label_of = {a: emb[f"label_{a}"] for a in label_attrs}
     sizes = {a: len(labels[a]) for a in task.conditions}
+    # none without train embeddings (the centroid shift then refuses)
+    centroids = class_centroids(store, train, label_of, sizes) if len(train) else {}
 
     def dev(x: np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(x)).to(device)  # shares memory on a CPU
@@ -319,7 +372,7 @@ def load_space(
         embedded=pd.Index(emb["image"].astype(str, copy=False)),
         store=store,
         embedded_labels=label_of,
-        centroids={a: dev(c) for a, c in class_centroids(store, train, label_of, sizes).items()},
+        centroids={a: dev(c) for a, c in centroids.items()},
         source=data_cfg.get("source") if isinstance(data_cfg, dict) else None,
         image_root=None if images is None else Path(images),
     )
@@ -345,6 +398,18 @@ class Queries:
     def __len__(self) -> int:
         return self.z0.shape[0]
 
+    def unreachable(self, labels: Mapping[str, list[str]]) -> tuple[int, list[str]]:
+        """How many queries ask for a condition no database image carries (besides the query
+        itself when it is left out) — every method scores 0 on them — and those conditions
+        (`attr=class`, joined by + for several attributes), each once."""
+        none = (self.n_relevant == 0).cpu().numpy()
+        ids = {a: c.cpu().numpy()[none] for a, c in self.conditions.items()}
+        named = [
+            "+".join(f"{a}={labels[a][int(c)]}" for a, c in zip(ids, row, strict=True))
+            for row in zip(*ids.values(), strict=True)
+        ]
+        return int(none.sum()), sorted(set(named))
+
     def select(self, index: Sequence[int]) -> Queries:
         """The queries at `index` (repeats allowed), e.g. one query once per λ of Fig 5."""
         i = torch.as_tensor(list(index), dtype=torch.long)
@@ -359,6 +424,23 @@ class Queries:
             None if self.frame is None else self.frame.iloc[i.numpy()].reset_index(drop=True),
             self.quirks,
         )
+
+
+def unreachable_warning(space: SearchSpace, q: Queries) -> str | None:
+    """One warning line when some queries ask for a condition no database image carries (every
+    method scores 0 on them, which would read as a failure of the methods), else None."""
+    n, names = q.unreachable(space.labels)
+    if not n:
+        return None
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    which = "the query asks" if len(q) == 1 else f"{n} of {len(q)} queries ask"
+    return (
+        f"warning: {which} for a condition no image of the database ({space.describe()}) "
+        f"carries: {', '.join(names[:5])}{more}; every method scores 0 on "
+        f"{'it' if len(q) == 1 else 'them'}. Give these classes tagged test images (A1, then C1 "
+        "and A2)"
+        + (", or search the whole collection (--database all)" if space.database == "test" else "")
+    )
 
 
 def _queries(space: SearchSpace, z0: np.ndarray | Tensor, conditions, own, tags, exclude, **kw):
@@ -435,6 +517,18 @@ def picture_query(space: SearchSpace, z0: Tensor, conditions: Mapping[str, int])
     return _queries(space, z0, {a: [c] for a, c in conditions.items()}, {}, None, None)
 
 
+# Modes a box-filter reduction averages meaningfully (not palette indices, 1-bit or 16-bit ints)
+REDUCIBLE = ("RGB", "RGBX", "RGBA", "L", "LA", "I", "F", "CMYK", "YCbCr")
+
+
+def _reduced(im: Image.Image) -> Image.Image:
+    """A huge decoded picture shrunk by a whole factor, its short side kept ≥ 4 × MAX_SIDE (what
+    a JPEG's draft does while decoding), before its mode is converted: that conversion copies
+    it, so a 9400² PNG peaks at 0.35 GB instead of 0.7 GB."""
+    k = min(im.size) // (4 * MAX_SIDE)
+    return im.reduce(k) if k >= 2 and im.mode in REDUCIBLE else im
+
+
 def embed_image(
     space: SearchSpace,
     path: Path | BinaryIO,
@@ -459,7 +553,7 @@ def embed_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=formats) as f:
                 f.draft("RGB", (4 * MAX_SIDE,) * 2)  # a huge JPEG: decode at a reduced scale
-                im = f.convert("RGB")
+                im = _reduced(f).convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise SuiteError(
             f"{name} is too large to decode (> {Image.MAX_IMAGE_PIXELS} pixels): resize it"

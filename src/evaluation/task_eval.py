@@ -53,6 +53,7 @@ class TaskResults:
     student_file: str | None = None  # the student's file name (its λ is in it), when evaluated
     alpha: float = 1.0  # the centroid shift's α
     paired: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # vs BS
+    unreachable: dict[str, Any] | None = None  # queries no database image can satisfy, if any
 
     @property
     def summary(self) -> dict[str, dict[str, Any]]:
@@ -74,7 +75,7 @@ def evaluate(
     λ = 0; optionally every method's sweep along its knob and the mTS calibration."""
     methods = list(methods)
     s = Setting(space, q, lam, alpha=alpha, seed=seed, measure=True)
-    swept = [m for m in METHODS.values() if sweep and m.sweep is not None]
+    swept = [m for m in METHODS.values() if sweep and m.sweep and not m.cannot_rank(space)]
     # every λ known now in one database pass: the reported one, Table 2's 0, the λ sweeps' grids
     # and the calibration's two ends; the cosine-ranked methods in another
     lams = [lam, 0.0] if BACKWARD_SEARCH in methods else []
@@ -86,6 +87,8 @@ def evaluate(
     rankings = rank(s, methods)
     scores = {m: score(space, q, r) for m, r in rankings.items()}
     res = TaskResults(space, q, lam, rankings, scores, alpha=float(alpha))
+    n, names = q.unreachable(space.labels)
+    res.unreachable = {"queries": n, "conditions": names} if n else None  # metrics.json, REPORT
     res.paired = paired_tests(res.scores)
     if BACKWARD_SEARCH in rankings:
         res.lambda0 = evaluate_lambda(s.searches, 0.0)

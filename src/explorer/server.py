@@ -50,13 +50,27 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _named(host: str) -> str:
+    """An address as a URL or a Host header names it (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    return f"http://{_named(host)}:{port}/"
+
+
+def host_names(host: str, sock: socket.socket) -> list[str]:
+    """The Host names a loopback explorer answers: loopback's own, --host as given and the
+    address it bound (127.0.0.2, a name of this machine): its printed URL works, another site's
+    name does not (DNS rebinding)."""
+    return list(dict.fromkeys([*LOOPBACK_HOSTS, _named(host), _named(sock.getsockname()[0])]))
 
 
 def _server(app: Starlette) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    return uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    )
 
 
 def serve(app: Starlette, sock: socket.socket) -> None:

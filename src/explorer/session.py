@@ -10,11 +10,11 @@ a one-row query file (`file_queries`, as E1 and E2 read them), so its answer is 
 from __future__ import annotations
 
 import io
-import math
 import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from src.tags import split_tags
 MAX_UPLOAD_BYTES = 16 * 2**20  # an upload larger than this is refused before it is decoded
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")  # what Pillow may decode from an upload
 MAX_UPLOADS = 32  # embedded uploads kept in memory (the oldest forgotten first); none on disk
+RECENT_QUERIES = 64  # queries (one per page, query and condition) kept for the next interaction
 LAMBDA_MAX = 64.0  # the slider's range: 0 … 64, as the paper's λ sweep (Fig 6)
 ALPHA_MAX = 4.0  # the centroid shift's α: E1 sweeps 0 … 2
 PAGE = 48  # database images per page of the query browser
@@ -89,16 +90,23 @@ class Answer:
 
 def _number(body: Mapping[str, Any], key: str, low: float, high: float, default: float) -> float:
     value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SuiteError(f"{key} must be a number, got {value!r}")
-    if not low <= value <= high:
-        raise SuiteError(f"{key} = {value:g} is outside {low:g} … {high:g}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SuiteError(f"{key} must be a number, got {_shown(value)}")
+    # an int is compared exactly (float() of one with 400 digits would overflow); NaN fails here
+    if not (low <= value <= high):
+        raise SuiteError(f"{key} = {_shown(value)} is outside {low:g} … {high:g}")
     return float(value)
+
+
+def _shown(value: Any) -> str:
+    """A request's value in a message: its repr, cut short (a number of 400 digits, a long list)."""
+    text = repr(value) if not isinstance(value, float) else f"{value:g}"
+    return text if len(text) <= 40 else f"{text[:37]}…"
 
 
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SuiteError(f"{what} must be an integer, got {value!r}")
+        raise SuiteError(f"{what} must be an integer, got {_shown(value)}")
     return value
 
 
@@ -111,8 +119,16 @@ class Explorer:
         self.default_lambda = float(default_lambda)
         self.student_lambdas = student_lambdas(space.weights, space.task.name)
         self.uploads: OrderedDict[str, Any] = OrderedDict()  # token → 1×E embedding
-        self.lock = threading.Lock()  # one computation at a time (torch state, caches)
-        self.last: tuple[tuple, Queries] | None = None  # the last query: a new λ reuses it
+        # Searches run side by side (each its own tensors; the heads stay in eval mode); the lock
+        # guards only the two small dicts they share: the uploads and the recent queries.
+        self.lock = threading.Lock()
+        # Uploaded pictures are decoded one at a time, always in this one thread: a 9400×9400
+        # picture takes a third of a GB while it is decoded, and each thread that decodes keeps
+        # its own malloc arena, so decoding in many threads kept GBs that were never given back.
+        self.decoder = ThreadPoolExecutor(1, thread_name_prefix="E3-upload")
+        # the queries of recent interactions: a new λ or method reuses its page's query, also
+        # while other pages ask in between
+        self.recent: OrderedDict[tuple, Queries] = OrderedDict()
         self.label_ids = {a: ids.cpu().numpy() for a, ids in space.label_ids.items()}
         root = space.image_root or space.data_root / space.task.dataset
         self.image_root = Path(root).resolve()
@@ -178,8 +194,8 @@ class Explorer:
         if not 0 <= row < len(self.space):
             raise SuiteError(f"no database row {row} (0 … {len(self.space) - 1})")
         path = self.space.image_path(self.space.images[row]).resolve()
-        if not path.is_relative_to(self.image_root) or not path.is_file():
-            raise SuiteError(f"the picture of row {row} is not under {self.image_root}")
+        if not path.is_relative_to(self.image_root) or not path.is_file():  # no server path said
+            raise SuiteError(f"the picture of row {row} is not under the dataset's image folder")
         return path
 
     # -- interactions ----------------------------------------------------------------------
@@ -188,14 +204,17 @@ class Explorer:
         """Embed an uploaded picture (kept in memory only); its token and how the heads see it."""
         if len(data) > MAX_UPLOAD_BYTES:
             raise SuiteError(f"{name} is larger than {MAX_UPLOAD_BYTES >> 20} MiB: resize it")
+        z0 = embed_image(self.space, io.BytesIO(data), name=name, formats=UPLOAD_FORMATS)
+        token = secrets.token_hex(8)
         with self.lock:
-            z0 = embed_image(self.space, io.BytesIO(data), name=name, formats=UPLOAD_FORMATS)
-            token = secrets.token_hex(8)
             self.uploads[token] = z0
             while len(self.uploads) > MAX_UPLOADS:
                 self.uploads.popitem(last=False)
-            seen = seen_as(self.space, z0)
-        return {"token": token, "name": name, "seen_as": seen}
+        return {"token": token, "name": name, "seen_as": seen_as(self.space, z0)}
+
+    def submit_upload(self, data: bytes, name: str) -> Future:
+        """`upload` in the decoder thread, after the uploads sent before it (the web app awaits it)."""
+        return self.decoder.submit(self.upload, data, name)
 
     def ask(self, body: Mapping[str, Any]) -> Ask:
         """An Ask from the page's JSON, every value checked (a bad one: a one-line SuiteError)."""
@@ -209,15 +228,15 @@ class Explorer:
         for a in s.task.conditions:
             c = _int(given[a], f"the {a} condition")
             if not 0 <= c < len(s.labels[a]):
-                raise SuiteError(f"{a} class {c} out of range (0 … {len(s.labels[a]) - 1})")
+                raise SuiteError(f"{a} class {_shown(c)} out of range (0 … {len(s.labels[a]) - 1})")
             conditions[a] = c
         method = registry.method(body.get("method")).key
         row, upload = body.get("row"), body.get("upload")
         if (row is None) == (upload is None):
             raise SuiteError("give the query as a database row or an uploaded picture")
         if row is not None and not 0 <= _int(row, "row") < len(s):
-            raise SuiteError(f"no database row {row} (0 … {len(s) - 1})")
-        if upload is not None and upload not in self.uploads:
+            raise SuiteError(f"no database row {_shown(row)} (0 … {len(s) - 1})")
+        if upload is not None and (not isinstance(upload, str) or upload not in self.uploads):
             raise SuiteError("that uploaded picture is no longer here: upload it again")
         lam = _number(body, "lam", 0.0, LAMBDA_MAX, self.default_lambda)
         alpha = _number(body, "alpha", 0.0, ALPHA_MAX, 1.0)
@@ -227,7 +246,11 @@ class Explorer:
         """The query of `ask`: a database row as a one-row query file, or an uploaded picture."""
         s = self.space
         if ask.upload is not None:
-            return picture_query(s, self.uploads[ask.upload], ask.conditions)
+            with self.lock:
+                z0 = self.uploads.get(ask.upload)
+            if z0 is None:  # forgotten since `ask` looked (MAX_UPLOADS newer ones came)
+                raise SuiteError("that uploaded picture is no longer here: upload it again")
+            return picture_query(s, z0, ask.conditions)
         frame = pd.DataFrame(
             {
                 "query_id": [ask.row],
@@ -243,13 +266,19 @@ class Explorer:
         s = self.space
         key = (ask.row, ask.upload, tuple(ask.conditions.items()))
         with self.lock:
-            if self.last is None or self.last[0] != key:
-                self.last = (key, self.queries(ask))
-            q = self.last[1]
-            w = walk(s, q, ask.method, ask.lam, ask.alpha)
-            r = w.ranking
-            top = shown_rows(s, q, ask.method, r.indices, r.scores)[0]
-            query_as, answer_as = seen_as(s, w.path[:1]), seen_as(s, w.path[-1:])
+            q = self.recent.get(key)
+            if q is not None:
+                self.recent.move_to_end(key)
+        if q is None:
+            q = self.queries(ask)
+            with self.lock:
+                self.recent[key] = q
+                while len(self.recent) > RECENT_QUERIES:
+                    self.recent.popitem(last=False)
+        w = walk(s, q, ask.method, ask.lam, ask.alpha)
+        r = w.ranking
+        top = shown_rows(s, q, ask.method, r.indices, r.scores)[0]
+        query_as, answer_as = seen_as(s, w.path[:1]), seen_as(s, w.path[-1:])
         own = set() if ask.row is None else split_tags(s.tag_cells[ask.row])
         shown = []
         for i, row in enumerate(top.rows.tolist()):

@@ -7,8 +7,8 @@ rule; the authors' code has two (`StopRule`):
 - SINGLE (their one-query `compute()`, the source of Table 5's iteration counts):
   Σ_attr CE + λ · Σ_dims |z − z0|, watching the cross-entropy alone.
 `backward_search` runs every query at once on z0's device under either rule and drops finished
-queries from the batch; `backward_search_reference` is the plain one-query-at-a-time form of the
-BATCH rule with torch.optim.Adam — the ground truth for tests and the benchmark.
+queries from the batch. Its ground truth, written independently (torch.optim.Adam, one query at a
+time), lives in the tests (tests/_search.py).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class SearchResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Input checks (shared by both forms)
+# Input checks
 
 
 def _check_inputs(
@@ -318,54 +318,3 @@ class _Walk:
                 if t <= last[i]:
                     per_query[i].append(z[j])
         return [torch.stack(p) for p in per_query]
-
-
-# ---------------------------------------------------------------------------------------------
-# The reference: one query at a time, torch.optim.Adam, the authors' loop shape
-
-
-def backward_search_reference(
-    heads: Mapping[str, nn.Module],
-    z0: Tensor,
-    conditions: Mapping[str, Tensor],
-    lam: float | Tensor,
-    *,
-    lr: float = 0.2,
-    max_iter: int = 100,
-    early_stopping: bool = True,
-    patience: int = 10,
-) -> SearchResult:
-    """`backward_search` under StopRule.BATCH, written plainly: the ground truth for tests and benchmarks."""
-    attrs, conds, lam_t = _check_inputs(heads, z0, conditions, lam, lr, max_iter, patience)
-    n = z0.shape[0]
-    out_z = z0.detach().clone()
-    out_iters = torch.zeros(n, dtype=torch.long)
-    out_sat = torch.full((n,), -1, dtype=torch.long)
-    out_loss = torch.full((n,), float("inf"), dtype=z0.dtype)
-    with _EvalMode(heads), torch.enable_grad():
-        for i in range(n):
-            base = z0[i : i + 1].detach()
-            cond = {a: conds[a][i : i + 1] for a in attrs}
-            z = base.clone().requires_grad_(True)
-            opt = torch.optim.Adam([z], lr=lr, betas=BETAS, eps=EPS)
-            best, counter, saved = float("inf"), 0, base.clone()
-            for t in range(max_iter):
-                _, loss, hit = _loss_and_hits(heads, attrs, z, base, cond, lam_t[i : i + 1])
-                (z.grad,) = torch.autograd.grad(loss.sum(), z)  # no grads land on the heads
-                opt.step()
-                out_iters[i] = t + 1
-                if out_sat[i] < 0 and bool(hit):
-                    out_sat[i] = t
-                value = float(loss.detach())
-                if not early_stopping:
-                    best, saved = value, z.detach().clone()
-                elif value <= best and counter <= patience:
-                    best, counter, saved = value, 0, z.detach().clone()
-                else:
-                    counter += 1
-                if early_stopping and counter > patience:
-                    break
-            out_z[i] = saved[0]
-            out_loss[i] = best
-    dev = z0.device
-    return SearchResult(out_z, out_iters.to(dev), out_sat.to(dev), out_loss.to(dev))

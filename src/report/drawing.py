@@ -282,10 +282,12 @@ def tsne_2d(z: np.ndarray, seed: int) -> np.ndarray:
     if n < 4:
         raise SuiteError(f"t-SNE needs at least 4 points, got {n}")
     perplexity = min(30.0, (n - 1) / 3)
+    z = np.asarray(z, dtype=np.float32).reshape(n, -1)
+    # its PCA initialisation needs two features: a 1-d embedding (--embedding-size 1) gets a zero
+    # one, which changes no distance (the map is then a line, as the data is)
+    z = np.pad(z, ((0, 0), (0, max(0, 2 - z.shape[1]))))
     with threadpool_limits(1):
-        return TSNE(n_components=2, perplexity=perplexity, random_state=seed).fit_transform(
-            np.asarray(z, dtype=np.float32)
-        )
+        return TSNE(n_components=2, perplexity=perplexity, random_state=seed).fit_transform(z)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -329,6 +329,8 @@ def _record(res: TaskResults) -> dict[str, Any]:
         },
         "paired": {"backward_search_minus": res.paired},
         **_index(space.searcher.info),
+        # only when some query asks for a condition the database lacks (REPORT.md says so)
+        **({"unreachable": res.unreachable} if res.unreachable else {}),
     }
 
 

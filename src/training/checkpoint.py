@@ -31,8 +31,11 @@ RESUME_KEYS = (
     "image_size",
     "flips",
 )
-# … and the recipe's optimisation settings (a changed one would splice two runs into one).
+# … and the recipe's settings (a changed one would splice two runs into one, and config.json
+# would record the new value for the whole run).
 RESUME_RECIPE_KEYS = (
+    "pretrained",
+    "random_resized_crop",
     "optimizer",
     "lr",
     "batch_size",
@@ -47,7 +50,7 @@ RESUME_RECIPE_KEYS = (
 )
 
 
-# What checkpoint.pt holds (every B1 since checkpoints began writes these keys; `resume_checkpoint`
+# What checkpoint.pt holds (every B1 since checkpoints began writes these keys; `read_checkpoint`
 # refuses a file without them in one line).
 CHECKPOINT_KEYS = ("config", "epoch", *STATE_KEYS, "rng", "log")
 
@@ -89,10 +92,10 @@ def full_recipe(stored: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def flag_name(key: str) -> str:
-    """The flag that sets a recipe field (schedule and warm-up come with --recipe/--dataset)."""
-    return (
-        "--" + key.replace("_", "-") if "help" in Recipe.__dataclass_fields__[key].metadata else key
-    )
+    """The flag that sets a recipe field (one without a flag of its own comes with --recipe)."""
+    if "help" in Recipe.__dataclass_fields__[key].metadata:
+        return "--" + key.replace("_", "-")
+    return f"{key} (--recipe)"
 
 
 def check_resumable(
@@ -148,10 +151,9 @@ def save_checkpoint(
     )
 
 
-def resume_checkpoint(
-    path: Path, config: Mapping[str, Any], recipe: Recipe, state: TrainState
-) -> tuple[int, list[dict[str, Any]]]:
-    """Load checkpoint.pt into the training state; returns (last epoch, log rows)."""
+def read_checkpoint(path: Path, config: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """checkpoint.pt, checked against the flags (`check_resumable`) before B1 reads data or
+    downloads weights: a refused --resume costs nothing."""
     ck = load_torch(path, f"{B1_HINT} (without --resume)", map_location="cpu")
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
     if missing:
@@ -160,6 +162,12 @@ def resume_checkpoint(
             "start over"
         )
     check_resumable(ck, config, recipe, path)
+    return ck
+
+
+def resume_checkpoint(ck: Mapping[str, Any], state: TrainState) -> tuple[int, list[dict[str, Any]]]:
+    """Load a checkpoint (`read_checkpoint`) into the training state; returns (last epoch, log
+    rows)."""
     state.load_state_dict(ck)
     set_rng_state(ck["rng"])
     return int(ck["epoch"]), list(ck["log"])

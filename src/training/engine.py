@@ -315,6 +315,25 @@ def lr_factor(recipe: Recipe, steps_per_epoch: int):
     return factor
 
 
+def schedule_warnings(recipe: Recipe) -> list[str]:
+    """One line per way the learning-rate schedule cannot do what its flags say within --epochs
+    (B1 warns with them before it trains)."""
+    out = []
+    if recipe.schedule == "step" and recipe.lr_step >= recipe.epochs:
+        out.append(
+            f"WARNING: --lr-step {recipe.lr_step} with --epochs {recipe.epochs}: the step schedule "
+            "never lowers the learning rate; pass a smaller --lr-step or --schedule cosine"
+        )
+    if recipe.warmup_epochs >= recipe.epochs:
+        out.append(
+            f"WARNING: --warmup-epochs {recipe.warmup_epochs:g} with --epochs {recipe.epochs}: the "
+            f"warm-up lasts the whole run, so the learning rate only climbs to "
+            f"{recipe.epochs / recipe.warmup_epochs:.0%} of --lr {recipe.lr:g} at the last step; "
+            "pass fewer --warmup-epochs (or more --epochs)"
+        )
+    return out
+
+
 def make_train_state(
     model: nn.Module,
     recipe: Recipe,

@@ -25,7 +25,7 @@ from src.data import load_split, maybe_cache
 from src.method.encoder import build_encoder
 from src.progress import run_estimate
 from src.tasks import Recipe
-from src.training.checkpoint import resume_checkpoint, save_checkpoint
+from src.training.checkpoint import read_checkpoint, resume_checkpoint, save_checkpoint
 from src.training.engine import Runtime, evaluate, loader, make_train_state, train_one_epoch
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ def train_encoder(
     """
     attrs = config["attributes"]
     ds = config["dataset"]
+    ckpt_path = (checkpoint_dir or out_dir) / "checkpoint.pt"
+    ck = read_checkpoint(ckpt_path, config, recipe) if resume else None  # before data, downloads
     train_set = load_split(data_root, ds, "train", config, train=True)
     test_set = load_split(data_root, ds, "test", config, train=False)
     maybe_cache(train_set, rt.workers, "train")
@@ -74,10 +76,10 @@ def train_encoder(
     test_batches = loader(test_part, rt, max(batch, 256), None)
 
     state = make_train_state(model, recipe, rt, len(train_batches), forward=ddp)
-    ckpt_path = (checkpoint_dir or out_dir) / "checkpoint.pt"
     start, rows = 0, []
-    if resume:
-        start, rows = resume_checkpoint(ckpt_path, config, recipe, state)
+    if ck is not None:
+        start, rows = resume_checkpoint(ck, state)
+        del ck  # its tensors are in the model and optimiser now
         if rt.rank:
             torch.manual_seed(seed + rt.rank + 7919 * start)
         log.info("resumed from %s at epoch %d", ckpt_path, start)

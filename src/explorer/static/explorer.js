@@ -26,7 +26,8 @@ function svgEl(tag, attrs = {}) {
 }
 const colour = (c) => (c < PALETTE.length ? PALETTE[c] : `hsl(${(c * 47) % 360} 55% 50%)`);
 const fmt = (x) => (x === null || x === undefined ? "—" : Number(x).toFixed(3));
-const lamText = (x) => (x === 0 ? "0" : x >= 1 ? `${+x.toFixed(3)}` : `1/${+(1 / x).toFixed(2)}`);
+// λ in decimals, three significant digits: 0.841, 0.0156, 64
+const lamText = (x) => (x === 0 ? "0" : `${+x.toPrecision(3)}`);
 
 async function getJSON(url, options) {
   const r = await fetch(url, options);
@@ -190,8 +191,10 @@ async function onUpload(ev) {
   msg.textContent = `embedding ${file.name}…`;
   let up;
   try {
-    up = await getJSON("/api/upload", { method: "POST", body: file,
-      headers: { "X-Filename": encodeURIComponent(file.name) } });
+    // an image type, as the server asks (a type a cross-site form cannot send); it says if not
+    up = await getJSON("/api/upload", { method: "POST", body: file, headers: {
+      "Content-Type": file.type || "application/octet-stream",
+      "X-Filename": encodeURIComponent(file.name) } });
   } catch (e) {
     msg.textContent = e.message; // the server said why; it keeps running
     msg.classList.add("error");
