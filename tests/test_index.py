@@ -127,6 +127,18 @@ def test_ivf_pq_reranked_reaches_the_target(store, tmp_path, monkeypatch):
     assert info.disk_bytes < N * (4 * E + 8)  # smaller than ivf's lists
 
 
+def test_a_small_database_gets_no_more_lists_than_training_rows(tmp_path):
+    """38 rows (E2 --index ivf on a toy collection): the sizing rule asks 32 lists, the sample
+    (the rows besides the 19 held out) has 19 — FAISS's k-means refused that with a traceback.
+    ivf-pq's 8-bit codes need 256 training rows: refused in one line."""
+    small = write_set(tmp_path / "run", clustered, Plan(38, 38, {"toy": 1}))
+    info = build_index("ivf", small, tmp_path / "ivf")
+    assert sizing.nlist(38) == 32 and info.nlist == 19 and info.recall_at_10 >= 0.99
+    with pytest.raises(SuiteError, match="ivf-pq needs at least 256 training rows.*38"):
+        build_index("ivf-pq", small, tmp_path / "pq")
+    assert not (tmp_path / "pq").exists()  # nothing half-written
+
+
 def test_the_shards_merged_on_disk_equal_one_index_in_memory(store, tmp_path):
     build_index("ivf", store, tmp_path / "ivf", queries=200)
     on_disk = open_index("ivf", store, folder=tmp_path / "ivf")

@@ -53,6 +53,7 @@ PQ_INDEX_BUDGET = 4 << 30  # bytes of an ivf-pq index (index_sizing.pq_m)
 TILE_ROWS = 1 << 16  # database rows read at once (64 MiB at E = 256)
 ADD_ROWS = 1 << 16  # rows added to a shard at once
 RERANK_BLOCK = 64  # queries re-scored together (one product over their candidates' union)
+PQ_CODEBOOK = 256  # centroids of each 8-bit PQ sub-quantizer: its k-means needs as many rows
 PQ_CANDIDATES = (4, 16, 64)  # ivf-pq candidates per query, × k, tried by the calibration
 
 
@@ -347,7 +348,13 @@ def _train(db: Database, kind: str, seed: int, held_out: np.ndarray):
     faiss = faiss_module()
     from faiss.contrib.clustering import two_level_clustering
 
-    lists = sizing.nlist(db.n)
+    pool = db.n - len(held_out)  # rows the sample can be drawn from
+    lists = min(sizing.nlist(db.n), pool)  # k-means: a training row per list (small databases)
+    if kind == "ivf-pq" and pool < PQ_CODEBOOK:
+        raise SuiteError(
+            f"--index ivf-pq needs at least {PQ_CODEBOOK} training rows for its 8-bit codes; this "
+            f"database has {db.n} ({pool} besides the held-out queries): use --index ivf or exact"
+        )
     m = sizing.pq_m(db.n, db.dim, PQ_INDEX_BUDGET) if kind == "ivf-pq" else 0
     factory = f"{sizing.coarse(lists)},{f'PQ{m}x8np' if m else 'Flat'}"  # np: no polysemous training (unused, slow)
     rng = np.random.default_rng(seed)
