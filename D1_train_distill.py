@@ -3,7 +3,7 @@
     python D1_train_distill.py --task wikiart-style [--lambda 1.1] [--epochs 49] [--run NAME]
 
 Reads the encoder's heads (weights/<run>/encoder.pt, B1) and the train-split embeddings
-(weights/<run>/embeddings.npz, C1); writes weights/<run>/student_<task>_lam<λ>.pt ({"config",
+(weights/<run>/embeddings/, C1: only the train rows are read); writes weights/<run>/student_<task>_lam<λ>.pt ({"config",
 "model"}), its .json config and a per-epoch _log.csv, atomically.
 """
 
@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 
 from src.argtypes import int_at_least, nonnegative_float, run_name_arg
@@ -94,8 +95,8 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
     """Distill the student and write its files as `out` (.pt), .json, _log.csv (in staging)."""
     import torch  # here, not above `src` (its import chooses the OpenMP wait policy first)
 
-    from src.embeddings import fingerprint, load_embeddings
     from src.method.encoder import load_encoder
+    from src.partitions import open_partitions
 
     encoder, enc_cfg = load_encoder(rdir, device)
     if enc_cfg.get("dataset") != task.dataset:
@@ -103,11 +104,11 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
             f"run {run} holds a {enc_cfg.get('dataset')} encoder; task {task.name} needs "
             f"{task.dataset}: pass --run of a {task.dataset} encoder"
         )
-    emb = load_embeddings(rdir)
-    z_train = torch.from_numpy(emb["z"][emb["split"] == "train"])
+    store = open_partitions(rdir)  # memory-mapped: only the train rows are read
+    z_train = torch.from_numpy(store.take(np.flatnonzero(store.column("split") == "train")))
     if len(z_train) < 2:  # e.g. trimmed, or a release without them
         raise SuiteError(
-            f"{rdir / 'embeddings.npz'} holds {len(z_train)} train embeddings, and D1 distils on "
+            f"{store.source} holds {len(z_train)} train embeddings, and D1 distils on "
             f"the train split: re-run {stage_hint('C1', task, run)}"
         )
     log.info(
@@ -145,7 +146,7 @@ def train_student(args, task, run: str, lam: float, rdir, out, device) -> None:
         "lambda": lam,
         **asdict(settings),
         "seed": args.seed,
-        "embeddings_fingerprint": fingerprint(emb["z"]),  # E1 warns when C1 has re-run since
+        "embeddings_fingerprint": store.fingerprint,  # E1 warns when C1 has re-run since
     }
     model = {k: v.cpu() for k, v in student.state_dict().items()}
     write_csv(out.with_name(out.stem + "_log.csv"), pd.DataFrame(epochs_log))

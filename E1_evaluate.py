@@ -27,6 +27,7 @@ from src.artifacts import stage_config, write_json
 from src.atomic import atomic_dir
 from src.cli import (
     add_device_arg,
+    add_index_arg,
     resolve_device,
     run_stage,
     seed_everything,
@@ -89,6 +90,7 @@ def parse_args(argv: list[str] | None):
         "without attributes lowers mTS@10), all or none (docs/deviations.md)",
     )
     add_device_arg(p)
+    add_index_arg(p, paper=True)
     return p.parse_args(argv)
 
 
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = chosen_methods(args, student_file, lam)
     t0 = time.time()
 
-    space = tr.space(device)
+    space = tr.space(device, index=args.index)
     queries = read_queries(args.data_root, task.name)
     q = file_queries(space, queries, exclude_query=args.exclude_query, quirks=quirks)
     check_database_size(len(space), space.database, args.exclude_query)
@@ -146,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
                 device,
             )
             log.info("λ = %g (%s); mTS@10 protocol: %s", lam, lam_source, protocol_label(q.quirks))
+            if args.index != "exact":
+                log.info(
+                    "searched with %s: not the paper's protocol", space.searcher.info.describe()
+                )
             for key, why in left_out.items():
                 log.warning("E1: warning: %s left out: it %s", METHODS[key].label, why)
             if warning := unreachable_warning(space, q):

@@ -27,6 +27,7 @@ from src.artifacts import stage_config, write_json
 from src.atomic import atomic_path, stage_lock
 from src.cli import (
     add_device_arg,
+    add_index_arg,
     resolve_device,
     run_stage,
     seed_everything,
@@ -51,6 +52,7 @@ log = logging.getLogger("src.E2")
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     add_device_arg(p)
+    add_index_arg(p)
     p.add_argument(
         "--task", required=True, metavar="TASK", help=f"the task to draw and report: {TASK_HELP}"
     )
@@ -157,7 +159,9 @@ def visualize(args) -> None:
         raise SuiteError(f"--images {args.images} is not a folder: give the dataset's image folder")
     tr = open_task_run(args)
     task, results = tr.task, tr.results
-    space = tr.space(resolve_device(args.device), database=args.database, images=args.images)
+    space = tr.space(
+        resolve_device(args.device), database=args.database, images=args.images, index=args.index
+    )
     if args.image is not None:  # checked and embedded before anything is written
         conditions = parse_conditions(args.condition, space.labels, task.conditions)
         z0 = embed_image(space, args.image)

@@ -16,7 +16,14 @@ import logging
 import sys
 
 from src.argtypes import int_at_least, run_name_arg
-from src.cli import add_device_arg, resolve_device, run_stage, setup_logging, stage_parser
+from src.cli import (
+    add_device_arg,
+    add_index_arg,
+    resolve_device,
+    run_stage,
+    setup_logging,
+    stage_parser,
+)
 from src.evaluation.space import DATABASES, SearchSpace
 from src.evaluation.task_run import open_task_run
 from src.explorer.app import create_app
@@ -34,6 +41,7 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 def parse_args(argv: list[str] | None):
     p = stage_parser(__doc__.split("\n")[0])
     add_device_arg(p)
+    add_index_arg(p)
     p.add_argument(
         "--task", required=True, metavar="TASK", help=f"the task to explore: {TASK_HELP}"
     )
@@ -58,7 +66,7 @@ def parse_args(argv: list[str] | None):
 def open_space(args) -> tuple[SearchSpace, float]:
     """--task's search space over its run, and its default λ (E1's, else the task's)."""
     tr = open_task_run(args)
-    space = tr.space(resolve_device(args.device), database=args.database)
+    space = tr.space(resolve_device(args.device), database=args.database, index=args.index)
     lam, _ = tr.lam(None)
     return space, lam
 

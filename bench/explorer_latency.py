@@ -43,6 +43,7 @@ from src.explorer.app import create_app  # noqa: E402
 from src.explorer.projection import fit_projection  # noqa: E402
 from src.explorer.server import THREADS, serving  # noqa: E402
 from src.explorer.session import Explorer  # noqa: E402
+from src.method.index import in_memory_search  # noqa: E402
 from src.runs import resolve_run  # noqa: E402
 from src.tags import tag_matrix  # noqa: E402
 from src.tasks import get_task  # noqa: E402
@@ -57,11 +58,12 @@ def grown(space: SearchSpace, size: int, seed: int = 0) -> SearchSpace:
     rng = np.random.default_rng(seed)
     n = len(space)
     idx = np.arange(size) % n
-    z = space.z.cpu().numpy()
+    z = space.vectors(np.arange(n)).cpu().numpy()
     noisy = z[idx] + (idx != np.arange(size))[:, None] * rng.normal(
         0, 0.1 * z.std(0), (size, z.shape[1])
     )
     noisy = noisy.astype(np.float32)
+    searcher = in_memory_search(noisy)  # the queries' z0 are read from its rows too
     keys = np.array([k if i < n else f"{k}~{i // n}" for i, k in enumerate(space.images[idx])])
     cells = space.tag_cells[idx]
     tags, _ = tag_matrix(cells, space.vocab)
@@ -70,12 +72,13 @@ def grown(space: SearchSpace, size: int, seed: int = 0) -> SearchSpace:
         space,
         images=keys,
         split=space.split[idx],
-        z=torch.as_tensor(noisy, device=space.device),
+        db=searcher.db,
+        searcher=searcher,
         label_ids=labels,
         tag_cells=cells,
         tags=tags,
         embedded=pd.Index(keys),  # the queries' z0 are read from here
-        embedded_z=noisy,
+        store=searcher.db.store,
         embedded_labels={a: ids.cpu().numpy() for a, ids in labels.items()},
     )
 
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\n{task.name}, run {run}: database of {len(space)} images ("
         + (f"the test split's {len(base)} tiled with noise" if args.size else "the test split")
-        + f"), E = {space.z.shape[1]}, device {args.device}, "
+        + f"), E = {space.dim}, device {args.device}, "
         f"torch threads {torch.get_num_threads()}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; {args.clients} client(s) at once; map fitted in "
         f"{fit_s * 1000:.0f} ms; Backward Search iterations per answer "

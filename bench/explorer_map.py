@@ -43,7 +43,7 @@ class PCAMap:
     """The explorer's map before: PCA of a class-balanced sample (4,000 rows), a linear map."""
 
     def __init__(self, space: SearchSpace):
-        z = space.z.cpu().double().numpy()
+        z = space.vectors(np.arange(len(space))).cpu().double().numpy()
         sample = z[balanced_sample(space, 4000)]
         self.mean = sample.mean(0)
         self.axes = np.linalg.svd(sample - self.mean, full_matrices=False)[2][:2]
@@ -68,7 +68,7 @@ def kept(xy: np.ndarray, places: np.ndarray, wanted: np.ndarray, leave_out=None)
 
 def cosine_neighbours(space: SearchSpace) -> np.ndarray:
     """Each database row's TOP nearest other rows by cosine (N×TOP)."""
-    u = torch.nn.functional.normalize(space.z.double(), dim=1)
+    u = torch.nn.functional.normalize(space.vectors(np.arange(len(space))).double(), dim=1)
     out = []
     for part in torch.arange(len(u)).split(2048):
         s = u[part] @ u.T
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         table.append((name, walk, own_rows, seconds))
     load_after = os.getloadavg()
     print(
-        f"\n{space.task.name}, run {space.run}: {space.describe()}, E = {space.z.shape[1]}; "
+        f"\n{space.task.name}, run {space.run}: {space.describe()}, E = {space.dim}; "
         f"Backward Search at λ = {lam:g} from {len(rows)} random database images and conditions "
         f"(seed {own.seed}); {platform.processor() or platform.machine()}, {os.cpu_count()} cores,"
         f" torch threads {torch.get_num_threads()}; load average before {load_before[0]:.2f}, "

@@ -44,8 +44,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench.toy import accuracy, train_heads  # noqa: E402
-from src.artifacts import run_dir, save_npz, save_torch, write_json  # noqa: E402
+from src.artifacts import run_dir, save_torch, write_json  # noqa: E402
 from src.method.encoder import build_encoder, encoder_config  # noqa: E402
+from src.partitions import Plan, write_set  # noqa: E402
 from src.tags import TAG_SEP  # noqa: E402
 from src.tasks import DATASET_FILE, default_run  # noqa: E402
 
@@ -100,9 +101,47 @@ def near_duplicates(r: dict, rng: np.random.Generator, bases: int = 400, noise: 
     return out
 
 
+CHUNK = 1_000_000  # rows generated at once and rows per partition
+
+
+def _table(data: Path, split: str, r: dict, labels: dict, start: int) -> dict[str, np.ndarray]:
+    """Rows `r` of a split: appended to <split>.csv (created at start 0), and as C1's columns."""
+    n = len(r["z"])
+    image = np.array([f"images/{split}/{i:07d}.jpg" for i in range(start, start + n)], dtype=object)
+    table = pd.DataFrame({"image": image})
+    for a in CLASSES:
+        table[a] = np.asarray(labels[a], dtype=object)[r[a]]
+    table["tags"] = r["tags"]
+    table.to_csv(data / f"{split}.csv", index=False, mode="w" if start == 0 else "a",
+                 header=start == 0)  # fmt: skip
+    columns = {"image": image.astype(str), "split": np.full(n, split), "z": r["z"]}
+    return columns | {f"label_{a}": r[a].astype(np.int64) for a in CLASSES}
+
+
+class InOrder:
+    """Rows [start, stop) asked in order (as write_set does) from pieces of any length."""
+
+    def __init__(self, pieces):
+        self.pieces, self.held, self.at = iter(pieces), None, 0
+
+    def take(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        assert start == self.at, "partitions are asked for in order"
+        while self.held is None or len(self.held["z"]) < stop - start:
+            more = next(self.pieces)
+            held = self.held
+            self.held = (
+                more if held is None else {k: np.concatenate([held[k], more[k]]) for k in more}
+            )
+        n, self.at = stop - start, stop
+        out = {k: v[:n] for k, v in self.held.items()}
+        self.held = {k: v[n:] for k, v in self.held.items()}
+        return out
+
+
 def build(root: Path, n_test: int, emb: int, seed: int = 0, near_dup: bool = False) -> str:
     """data/scalebench (dataset.json, labels.json, train.csv, test.csv) and weights/<run>
-    (embeddings.npz, encoder.pt with trained heads, no backbone) under `root`; returns the run."""
+    (C1's partitions of a million rows, encoder.pt with trained heads, no backbone) under
+    `root`; returns the run."""
     rng = np.random.default_rng(seed)
     centres = {a: rng.standard_normal((c, emb), dtype=np.float32) for a, c in CLASSES.items()}
     centres |= {f"p_{a}": rng.dirichlet(np.full(c, 2.0)) for a, c in CLASSES.items()}
@@ -123,28 +162,21 @@ def build(root: Path, n_test: int, emb: int, seed: int = 0, near_dup: bool = Fal
             "classes": labels,
         },
     )
-    arrays: dict[str, list] = {"image": [], "split": [], "z": []}
-    arrays |= {f"label_{a}": [] for a in CLASSES}
-    parts = {}
-    for split, n in (("train", TRAIN_ROWS), ("test", n_test)):
-        r = rows(n, emb, rng, centres)
-        if near_dup and split == "test":
-            r = near_duplicates(r, rng)
-        image = np.array([f"images/{split}/{i:07d}.jpg" for i in range(n)], dtype=object)
-        table = pd.DataFrame({"image": image})
-        for a in CLASSES:
-            table[a] = np.asarray(labels[a], dtype=object)[r[a]]
-            arrays[f"label_{a}"].append(r[a].astype(np.int64))
-        table["tags"] = r["tags"]
-        table.to_csv(data / f"{split}.csv", index=False)
-        arrays["image"].append(image.astype(str))
-        arrays["split"].append(np.full(n, split))
-        arrays["z"].append(r["z"])
-        parts[split] = r
     run = default_run(NAME)
     out = run_dir(root / "weights", run)
     out.mkdir(parents=True, exist_ok=True)
-    save_npz(out / "embeddings.npz", **{k: np.concatenate(v) for k, v in arrays.items()})
+    parts: dict[str, dict] = {"train": rows(TRAIN_ROWS, emb, rng, centres)}
+
+    def pieces():  # train, then the test split a chunk at a time (never all of it in memory)
+        yield _table(data, "train", parts["train"], labels, 0)
+        for a in range(0, n_test, CHUNK):
+            chunk = rows(min(CHUNK, n_test - a), emb, rng, centres)
+            chunk = near_duplicates(chunk, rng) if near_dup else chunk  # within each chunk
+            parts.setdefault("test", chunk)  # the heads' accuracy is measured on its first rows
+            yield _table(data, "test", chunk, labels, a)
+
+    plan = Plan(TRAIN_ROWS + n_test, CHUNK, {"bench": "scale", "seed": seed, "emb": emb})
+    write_set(out, InOrder(pieces()).take, plan)  # C1's partitions, through C1's writer
     train = parts["train"]
     z = torch.from_numpy(train["z"][:HEAD_ROWS])
     y = {a: torch.from_numpy(train[a][:HEAD_ROWS]) for a in CLASSES}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -246,6 +247,36 @@ def load_npz(path: str | Path, stage: str) -> dict[str, np.ndarray]:
         raise SuiteError(
             f"{path} is not a readable .npz file ({_first_line(e)}); re-run {stage}"
         ) from None
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """One array as .npy (memory-mappable; an object array is refused, never pickled), atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+
+def load_npy(path: str | Path, stage: str, mmap: bool = False) -> np.ndarray:
+    """One .npy array (never unpickling), memory-mapped read-only when `mmap`; a missing or
+    damaged file fails in one line naming `stage` to re-run."""
+    path = require(path, stage)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except PermissionError:  # the machine's, not the file's: run_stage says so
+        raise
+    except (ValueError, OSError, EOFError) as e:  # truncated, empty, bit-flipped or pickled
+        raise SuiteError(
+            f"{path} is not a readable .npy file ({_first_line(e)}); re-run {stage}"
+        ) from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (a fingerprint of an artifact)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_torch(path: str | Path, obj: Any) -> None:

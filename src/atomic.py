@@ -222,6 +222,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def restore_swap(path: str | Path) -> None:
+    """Repair what a swap_dir killed between its two renames left: the old folder put back when
+    `path` is missing (the last whole one), else removed. Call under path's lock."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if old.is_symlink() or old.exists():
+        if path.exists():
+            _remove(old)  # a link (left by older versions) is unlinked, its target kept
+        else:  # killed between the two renames: the old folder is the last whole one
+            os.replace(old, path)
+            log.warning("restored %s, left aside by a run killed while swapping", path)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a fresh folder beside `path`; it replaces `path` as a whole only if the block succeeds.
@@ -233,14 +246,8 @@ def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     hard-linked from the old folder into the new one before the swap.
     """
     path = Path(path)
-    old = path.with_name(f".{path.name}.old")
     with stage_lock(path):
-        if old.is_symlink() or old.exists():
-            if path.exists():
-                _remove(old)  # a link (left by older versions) is unlinked, its target kept
-            else:  # killed between the two renames: the old folder is the last whole one
-                os.replace(old, path)
-                log.warning("restored %s, left aside by a run killed while swapping", path)
+        restore_swap(path)
         tmp = _temp_name(path)
         os.mkdir(tmp)  # 0o777 & ~umask, unlike mkdtemp's 0700
         try:
@@ -252,14 +259,59 @@ def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
                         shutil.copytree(src, tmp / name, copy_function=os.link)
                     else:
                         os.link(src, tmp / name)
-            if path.exists():
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            swap_dir(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_dir(new: str | Path, path: str | Path) -> None:
+    """Put the finished folder `new` in the place of folder `path` (same file system): two renames
+    (old → `.<name>.old`, new → path), then the old folder is removed. Call under path's lock
+    (stage_lock); a run killed between the renames is repaired by atomic_dir or `restore_swap`."""
+    new, path = Path(new), Path(path)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
+
+
+def write_once(path: str | Path, text: str) -> str:
+    """Create file `path` holding `text` unless it exists; return what `path` holds. Race-free:
+    the file appears whole (a hard link of a finished temporary), and of several processes
+    writing at once exactly one wins and all read the winner's text."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def new_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh folder beside `path`; it becomes `path` in one rename only if the block
+    succeeds. No lock: when `path` appeared meanwhile (another writer of the same content, e.g.
+    two launches of one C1 partition), that one is kept and ours dropped."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, path)  # fails on an existing non-empty folder: never replaces one
+        except OSError:
+            if not path.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -91,6 +91,22 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_index_arg(p: argparse.ArgumentParser, *, paper: bool = False) -> None:
+    """--index: where the database is searched (src/method/index.py); `paper`: a stage whose
+    default reproduces the paper's tables (E1), for which any other kind is not the protocol."""
+    from src.method.index_sizing import KINDS  # light: no torch at --help
+
+    note = " Not the paper's protocol: the tables then say so." if paper else ""
+    p.add_argument(
+        "--index",
+        choices=KINDS,
+        default="exact",
+        help="exact (default: ours, tile by tile), faiss-flat (the same top-10), ivf or ivf-pq "
+        "(approximate, built once per run and database into weights/<run>/index-<kind>-"
+        "<database>, recall@10 calibrated ≥ 0.99 and stated in every output)." + note,
+    )
+
+
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # what --device accepts
 
 

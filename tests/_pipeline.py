@@ -22,6 +22,7 @@ from PIL import Image
 
 from src.artifacts import queries_path, run_dir, save_npz, save_torch, write_csv, write_json
 from src.method.encoder import build_encoder, encoder_config
+from src.partitions import LEGACY, Partitions, Plan, open_partitions, write_set
 from src.tasks import get_dataset, tasks_of
 
 STYLES = ["flat", "dots", "hatch", "mosaic"]
@@ -57,6 +58,17 @@ class Pipeline:
             self.run,
             *extra,
         ]
+
+
+def as_partitions(pipe: Pipeline, partition_rows: int) -> Partitions:
+    """The run's embeddings.npz rewritten as C1's partitions (the .npz removed, as C1 does)."""
+    wdir = pipe.weights_root / pipe.run
+    with np.load(wdir / LEGACY) as f:
+        arrays = {k: f[k] for k in f.files}
+    n = len(arrays["z"])
+    write_set(wdir, lambda a, b: {k: v[a:b] for k, v in arrays.items()}, Plan(n, partition_rows))
+    assert not (wdir / LEGACY).exists()
+    return open_partitions(wdir)
 
 
 def _split_table(rng: np.random.Generator, n_per_pair: int, split: str) -> pd.DataFrame:

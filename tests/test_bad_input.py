@@ -337,13 +337,18 @@ def test_a1_refuses_while_another_writer_holds_the_dataset(tmp_path, capsys):
     assert not (tmp_path / "synthart").exists()
 
 
-def test_c1_refuses_while_another_writer_holds_its_embeddings(pipe, capsys):
-    npz = pipe.weights_root / pipe.run / "embeddings.npz"
+def test_c1_refuses_while_another_writer_holds_its_embeddings(pipe, capsys, monkeypatch):
+    """A live writer holds the set: C1 writes its partitions aside but does not publish them."""
+    import src.partitions
+
+    monkeypatch.setattr(src.partitions, "FINISH_WAIT_S", 0.0)  # no waiting for the holder
+    rdir = pipe.weights_root / pipe.run
+    npz = rdir / "embeddings.npz"
     before = npz.read_bytes()
-    write_lock(npz, os.getppid())
+    write_lock(rdir / "embeddings", os.getppid())
     rc = run_stage(C1_extract_embeddings.main, [*roots(pipe), "--run", pipe.run])
-    assert rc == 2 and ".embeddings.npz.lock" in one_error_line(capsys.readouterr().err)
-    assert npz.read_bytes() == before
+    assert rc == 2 and ".embeddings.lock" in one_error_line(capsys.readouterr().err)
+    assert npz.read_bytes() == before and not (rdir / "embeddings").exists()
 
 
 def d1_argv(p, *extra: str) -> list[str]:
@@ -1288,7 +1293,7 @@ def test_embeddings_of_another_run_are_one_line(pipe, capsys):
     argv = [*roots(pipe), "--run", pipe.run, "--task", "synthart-style", "--device", "cpu"]
     assert run_stage(E1_evaluate.main, argv) == 2
     err = one_error_line(capsys.readouterr().err)
-    assert "holds embeddings of shape (192, 23), but the encoder of run tiny_e18 makes 18-d" in err
+    assert "embeddings.npz holds 23-d embeddings, but the encoder of run tiny_e18 makes 18-d" in err
 
 
 @pytest.mark.parametrize(

@@ -47,9 +47,11 @@ def run_c1(data: Path, weights: Path, *extra: str) -> None:
 def test_embeddings_file(setup):
     data, weights, model, cfg = setup
     run_c1(data, weights, "--dataset", "synthart", "--batch-size", "4")
-    path = weights / RUN / "embeddings.npz"
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    folder = weights / RUN / "embeddings"  # a small run is one partition
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [p["name"] for p in manifest["partitions"]] == ["part-00000"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "part-00000", "plan.json"]
+    arrays = {f.stem: np.load(f, allow_pickle=False) for f in (folder / "part-00000").glob("*.npy")}
     assert set(arrays) == {"image", "split", "label_style", "label_genre", "z"}
     assert arrays["image"].dtype.kind == "U" and arrays["split"].dtype.kind == "U"
     assert arrays["z"].dtype == np.float32 and arrays["z"].shape == (17, 8)
@@ -106,7 +108,7 @@ def test_class_count_mismatch(setup):
     (data / "synthart" / "labels.json").write_text(json.dumps(labels))
     with pytest.raises(SuiteError, match=r"style head has 3 classes but .*labels.json lists 4"):
         run_c1(data, weights, "--dataset", "synthart")
-    assert not (weights / RUN / "embeddings.npz").exists()
+    assert sorted(p.name for p in (weights / RUN).iterdir()) == ["encoder.pt"]
 
 
 def test_wrong_dataset_for_run(setup):

@@ -715,9 +715,11 @@ def hand_made(
     """A search space over a hand-made database and its queries. Default: one attribute, style,
     whose head is the identity on 3-d z (classes a, b, c); centroids: class c's is 2·e_c."""
     from src.method import metrics
+    from src.method.index import in_memory_search
     from src.tasks import Task
 
     db = torch.tensor(db_z)
+    searcher = in_memory_search(db)
     heads = heads or {"style": reader(slice(0, 3), 3)}
     cond = cond if isinstance(cond, dict) else {"style": cond}
     with torch.no_grad():
@@ -740,13 +742,14 @@ def hand_made(
         database="test",
         images=np.asarray([f"d{i}" for i in range(n_db)]),
         split=np.full(n_db, "test"),
-        z=db,
+        db=searcher.db,
+        searcher=searcher,
         label_ids=label_ids,
         tag_cells=np.full(n_db, ""),
         tags=sp.csr_matrix((n_db, 1)),
         vocab=pd.Index(["t"]),
         embedded=pd.Index([]),
-        embedded_z=np.zeros((0, 3)),
+        store=searcher.db.store,
         embedded_labels={},
         centroids={a: 2 * torch.eye(n, db.shape[1]) for a, n in sizes.items()},
     )

@@ -39,6 +39,7 @@ from src.explorer.app import create_app
 from src.explorer.server import serving
 from src.explorer.session import Explorer
 from src.hints import STAGE_SCRIPTS
+from src.method.index import in_memory_search
 from src.method.student import Student, student_path
 from src.queries import read_queries
 from src.tags import split_tags
@@ -113,15 +114,13 @@ def brute_force(space, q, method: str, lam: float = 1.0, alpha: float = 1.0) -> 
             )
         else:  # kNN, head-filtered kNN, random
             z = z0
-        db = space.z.cpu().double().numpy()
+        every = space.vectors(np.arange(len(space))).cpu()
+        db = every.double().numpy()
         sim = db @ z.double().numpy()[0] / np.linalg.norm(db, axis=1) / z.double().norm().item()
         first = np.zeros(len(db), dtype=bool)  # head-filtered kNN: the rows predicted to match
         if method == "filtered_knn":
             first = np.logical_and.reduce(
-                [
-                    heads[a](space.z.cpu()).argmax(1).numpy() == int(q.conditions[a][0])
-                    for a in attrs
-                ]
+                [heads[a](every).argmax(1).numpy() == int(q.conditions[a][0]) for a in attrs]
             )
     if method == "random":  # K distinct rows: the top-K of seeded uniform keys (seed 0)
         sim = torch.rand(len(db), generator=torch.Generator().manual_seed(0)).double().numpy()
@@ -788,15 +787,17 @@ def test_the_map_is_cached_once_in_the_run_folder_and_refitted_when_stale(space,
     path = proj.projection_path(space)
     assert path == space.weights / "projection_synthart-style_test.npz" and path.is_file()
     first = proj.load_projection(space)
-    np.testing.assert_allclose(first.project(space.z), first.xy, atol=1e-9)
+    z = space.vectors(np.arange(len(space)))
+    np.testing.assert_allclose(first.project(z), first.xy, atol=1e-9)
     monkeypatch.setattr(proj, "fit_projection", lambda s: pytest.fail("the cache was not used"))
     again = proj.load_projection(space)
     assert np.array_equal(again.xy, first.xy) and again.fingerprint == first.fingerprint
     monkeypatch.undo()
-    moved = dataclasses.replace(space, z=space.z + 0.5)  # C1 re-ran: the cached map is stale
+    shifted = in_memory_search(z + 0.5)  # C1 re-ran: the cached map is stale
+    moved = dataclasses.replace(space, db=shifted.db, searcher=shifted)
     refit = proj.load_projection(moved)
     assert refit.fingerprint != first.fingerprint
-    np.testing.assert_allclose(refit.xy, refit.project(moved.z), atol=1e-9)
+    np.testing.assert_allclose(refit.xy, refit.project(z + 0.5), atol=1e-9)
     proj.load_projection(space)  # back to the real one
 
 
@@ -810,7 +811,7 @@ def test_the_map_fit_is_class_balanced_and_deterministic(space, monkeypatch):
     monkeypatch.setattr(proj, "SAMPLE", 20)  # a large one: a balanced sample, the rest placed
     c = proj.fit_projection(space)
     assert np.array_equal(c.rows, rows) and np.array_equal(c.xy[c.rows], c.anchor_xy)
-    np.testing.assert_allclose(c.project(space.z), c.xy, atol=1e-9)
+    np.testing.assert_allclose(c.project(space.vectors(np.arange(len(space)))), c.xy, atol=1e-9)
 
 
 def test_the_map_draws_the_ranked_vector_among_its_top10(pipe, space, explorer, client):
@@ -834,17 +835,16 @@ def test_a_new_point_is_drawn_among_its_nearest_database_images(space, explorer)
     """An uploaded picture or an iterate is no database row: it lands inside the box of the map
     places of its 10 cosine-nearest images, and a database row on its own point."""
     rng = np.random.default_rng(0)
-    new = torch.as_tensor(rng.normal(size=(20, space.z.shape[1])), dtype=torch.float32)
-    new = torch.cat([new, space.z[:5] + 0.05 * new[:5]])  # near database rows too
+    z = space.vectors(np.arange(len(space)))
+    new = torch.as_tensor(rng.normal(size=(20, space.dim)), dtype=torch.float32)
+    new = torch.cat([new, z[:5] + 0.05 * new[:5]])  # near database rows too
     placed = explorer.projection.project(new)
     unit = torch.nn.functional.normalize
-    nearest = (unit(new, dim=1) @ unit(space.z, dim=1).T).topk(10, dim=1).indices.numpy()
+    nearest = (unit(new, dim=1) @ unit(z, dim=1).T).topk(10, dim=1).indices.numpy()
     box = explorer.projection.xy[nearest]  # 25×10×2
     assert np.isfinite(placed).all()
     assert ((box.min(1) <= placed + 1e-9) & (placed <= box.max(1) + 1e-9)).all()
-    np.testing.assert_allclose(
-        explorer.projection.project(space.z[7:9]), explorer.projection.xy[7:9]
-    )
+    np.testing.assert_allclose(explorer.projection.project(z[7:9]), explorer.projection.xy[7:9])
 
 
 def test_a_corrupt_or_unwritable_cache_costs_only_the_cache(space, tmp_path, caplog):

@@ -93,7 +93,7 @@ def test_the_chain_writes_every_artifact_and_a_report(chain):
     assert run == "mine_convnext_base_e256_ft"  # B1's default recipe names the run...
     trained = RUN  # ...this one used the overrides
     wdir = chain / "weights" / trained
-    assert (wdir / "encoder.pt").is_file() and (wdir / "embeddings.npz").is_file()
+    assert (wdir / "encoder.pt").is_file() and (wdir / "embeddings" / "manifest.json").is_file()
     assert list(wdir.glob("student_mine-style_lam1.pt"))  # λ 1.0: one condition
     assert len(pd.read_csv(chain / "data" / NAME / "queries_mine-style.csv")) == 20
     metrics = json.loads((chain / "results" / trained / "mine-style" / "metrics.json").read_text())

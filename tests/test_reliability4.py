@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import re
@@ -33,10 +34,11 @@ from src.artifacts import load_npz, read_json, results_dir, save_npz
 from src.atomic import atomic_dir, atomic_path
 from src.cli import run_stage
 from src.errors import SuiteError
+from src.partitions import Plan, open_partitions, write_set
 from src.report import document
 from src.tasks import SMALL_TRAINING, Recipe
 from src.training.checkpoint import check_resumable, full_recipe
-from tests._pipeline import Pipeline, build_pipeline
+from tests._pipeline import Pipeline, as_partitions, build_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,11 +102,25 @@ def test_database_all_refuses_images_c1_did_not_embed(pipe, capsys):
     assert not (pipe.results_root / pipe.run).exists()  # nothing written
 
 
-def test_the_test_database_refuses_images_c1_did_not_embed(pipe, capsys):
+@pytest.mark.parametrize("written", ["embeddings.npz", "partitions"])
+def test_the_test_database_refuses_images_c1_did_not_embed(pipe, capsys, written, monkeypatch):
+    if written == "partitions":  # C1's set as today's C1 writes it: the rows read from its columns
+        import src.partitions
+
+        # its "published" line not to an earlier stage's log handler (a closed captured stream)
+        monkeypatch.setattr(src.partitions, "log", logging.getLogger("quiet.partitions"))
+        logging.getLogger("quiet.partitions").propagate = False
+        as_partitions(pipe, 37)
     grow(pipe, "test", 2)
     assert run_stage(E1_evaluate.main, argv(pipe, "synthart-style", "--methods", "knn")) == 2
     err = one_error_line(capsys.readouterr().err)
     assert "2 of the 98 tagged images of test.csv have no embedding" in err
+    where = (
+        pipe.weights_root
+        / pipe.run
+        / ("embeddings.npz" if written != "partitions" else "embeddings")
+    )
+    assert f"in {where} (e.g." in err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,11 +212,16 @@ def resume_argv(p: Pipeline, *extra: str) -> list[str]:
             "1", "--device", "cpu", "--resume", *extra]  # fmt: skip
 
 
+def run_files(folder: Path) -> dict[str, bytes]:
+    """Every file under a run folder (C1's partitions are a folder of folders) and its bytes."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+
+
 def test_b1_resume_refuses_other_weights_before_downloading_them(trained, capsys, monkeypatch):
     import src.training.loop as loop
 
     p, _ = trained
-    before = {f.name: f.read_bytes() for f in (p.weights_root / B1_RUN).iterdir()}
+    before = run_files(p.weights_root / B1_RUN)
 
     def no_download(*a, **k):
         raise AssertionError("B1 built the encoder (downloading its weights) before the check")
@@ -212,7 +233,7 @@ def test_b1_resume_refuses_other_weights_before_downloading_them(trained, capsys
     assert run_stage(B1_train_encoder.main, resume_argv(p, "--pretrained", str(weights))) == 2
     err = one_error_line(capsys.readouterr().err)
     assert f"--pretrained: checkpoint 'none' vs flags '{weights}'" in err
-    assert {f.name: f.read_bytes() for f in (p.weights_root / B1_RUN).iterdir()} == before
+    assert run_files(p.weights_root / B1_RUN) == before
 
 
 def test_b1_resume_refuses_another_recipes_crop(trained):
@@ -447,19 +468,25 @@ def distilled(pipe, capsys):
 def test_e1_warns_on_a_student_distilled_from_older_embeddings(distilled, capsys):
     pipe = distilled
     student = pipe.weights_root / pipe.run / "student_synthart-style_lam1"
+    run = pipe.weights_root / pipe.run
     recorded = read_json(student.with_suffix(".json"), "D1")["embeddings_fingerprint"]
-    assert isinstance(recorded, str) and len(recorded) == 16
+    assert recorded == open_partitions(run).fingerprint  # the set's, not a hash of z made here
     e1 = argv(pipe, "synthart-style", "--methods", "knn,student")
     capsys.readouterr()
     assert run_stage(E1_evaluate.main, e1) == 0
     assert "stale student" not in capsys.readouterr().out  # the same embeddings: no warning
-    arrays = load_npz(npz(pipe), "C1")  # C1 re-ran (e.g. after B1 was retrained)
+    arrays = load_npz(npz(pipe), "C1")  # C1 re-ran (e.g. after B1 was retrained): partitions
     arrays["z"] = np.tanh(arrays["z"] + 0.01).astype(np.float32)
-    save_npz(npz(pipe), **arrays)
+    n = len(arrays["z"])
+    write_set(run, lambda a, b: {k: v[a:b] for k, v in arrays.items()}, Plan(n, 37))
     assert run_stage(E1_evaluate.main, e1) == 0
     warned = [line for line in capsys.readouterr().out.splitlines() if "stale student" in line]
     assert len(warned) == 1 and "student_synthart-style_lam1.pt" in warned[0]
-    assert "re-run D1_train_distill.py" in warned[0]
+    assert "re-run D1_train_distill.py" in warned[0] and "embeddings" in warned[0]
+    d1 = argv(pipe, "synthart-style", "--epochs", "1", "--batch-size", "64")
+    assert run_stage(D1_train_distill.main, d1) == 0  # D1 again, on the partitions
+    assert run_stage(E1_evaluate.main, e1) == 0
+    assert "stale student" not in capsys.readouterr().out
 
 
 def test_knob_checks_accept_what_e1_writes():

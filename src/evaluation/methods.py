@@ -23,7 +23,7 @@ from src.errors import SuiteError
 from src.evaluation.space import Queries, SearchSpace, stage_hint
 from src.evaluation.timing import Timing, time_repeated
 from src.method.backward_search import SearchResult, StopRule, _EvalMode, backward_search
-from src.method.retrieval import Boost, cosine_topk
+from src.method.retrieval import Boost
 from src.method.student import Student
 from src.paper import TOP_K as K
 from src.threads import search_threads
@@ -56,9 +56,10 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, Timing]:
 def rank(
     space: SearchSpace, vectors: Tensor, exclude: Tensor | None = None, k: int = K
 ) -> tuple[Tensor, Tensor]:
-    """The one cosine ranking: (scores Q×k, database rows Q×k) of each vector against the space."""
+    """The one cosine ranking: (scores Q×k, database rows Q×k) of each vector against the space
+    (its searcher: exact by default, tile by tile over the partitions)."""
     with torch.no_grad():
-        return cosine_topk(vectors.detach().to(space.device), space.z, k, exclude=exclude)
+        return space.searcher.search(vectors.detach().to(space.device), k, exclude)
 
 
 def rank_cosine(
@@ -120,6 +121,14 @@ def head_predictions(
         }
 
 
+def database_predictions(space: SearchSpace) -> dict[str, Tensor]:
+    """`head_predictions` of every database row, read tile by tile from the partitions."""
+    parts = [
+        head_predictions(space, torch.from_numpy(z).to(space.device)) for _, z in space.db.tiles()
+    ]
+    return {a: torch.cat([p[a] for p in parts]) for a in space.task.conditions}
+
+
 def seen_as(space: SearchSpace, z: Tensor) -> dict[str, str]:
     """How the encoder's heads see one vector (1×E): the class name it predicts for every
     attribute it has a head for (an outside picture in E2 and the explorer, a walk's answer)."""
@@ -139,10 +148,10 @@ def rank_filtered_knn(space: SearchSpace, q: Queries) -> Ranking:
     """kNN among the database images whose heads predict every condition class; the rest follow
     in similarity order when fewer than K qualify. No optimisation at all."""
     sizes = {a: len(space.labels[a]) for a in space.task.conditions}
-    db_key = class_key(head_predictions(space, space.z), sizes)
+    db_key = class_key(database_predictions(space), sizes)
     boost = Boost(db_key, class_key(q.conditions, sizes), FILTER_BONUS)
     with torch.no_grad():
-        _, rows = cosine_topk(q.z0, space.z, K, exclude=q.exclude, boost=boost)
+        _, rows = space.searcher.search(q.z0, K, q.exclude, boost)
     return Ranking("filtered_knn", rows)
 
 

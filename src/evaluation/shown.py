@@ -154,9 +154,9 @@ def lambda_rows(
     batch = torch.stack([q.z0[0] if lam is None else zs[lam] for lam in lams])
     indices = rank_vectors(space, batch, k=top_k)[1]
     knn, bs = METHODS[KNN], METHODS[BACKWARD_SEARCH]
-    z_db = space.z.cpu().numpy()
     names = [knn.label if lam is None else f"{bs.knob.symbol}={lam:g}" for lam in lams]
-    marks = {n: z_db[r[:3].cpu().numpy()].mean(0) for n, r in zip(names, indices, strict=True)}
+    top3 = space.vectors(indices[:, :3]).cpu().numpy()  # only those rows read
+    marks = {n: z.mean(0) for n, z in zip(names, top3, strict=True)}
     qs = q.select([0] * len(lams))
     titles = [knn.title() if lam is None else bs.title(lam) for lam in lams]
     rows = [shown_rows(space, qs, t, indices)[i] for i, t in enumerate(titles)]

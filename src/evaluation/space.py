@@ -28,15 +28,15 @@ from torch import Tensor, nn
 
 from src.artifacts import dataset_dir, read_json, require, run_dir
 from src.datasets.common import read_labels, read_split
-from src.embeddings import fingerprint, load_embeddings
 from src.errors import SuiteError
 from src.hints import hint
 from src.labels import class_ids
 from src.method import metrics
 from src.method.encoder import Encoder, load_encoder
-from src.method.retrieval import prepare
+from src.method.index import Database, Searcher, index_folder, open_or_build
 from src.method.student import Student, load_student, student_path
 from src.paper import TOP_K
+from src.partitions import Partitions, open_partitions, release
 from src.quirks import applicable
 from src.tags import tag_matrix
 from src.tasks import Task, default_run
@@ -71,15 +71,16 @@ class SearchSpace:
     encoder: Encoder  # eval mode; an imported run's has no backbone
     device: torch.device
     database: str  # "test" or "all"
-    images: np.ndarray  # (N,) image keys, in embeddings.npz order
+    images: np.ndarray  # (N,) image keys, in C1's row order
     split: np.ndarray  # (N,) "train" or "test"
-    z: Tensor  # N×E
+    db: Database  # the N database rows of C1's partitions, memory-mapped, read in tiles
+    searcher: Searcher  # how the database is searched: exact (default) or --index
     label_ids: dict[str, Tensor]  # attr → (N,) class ids, every label attribute C1 stored
     tag_cells: np.ndarray  # (N,) '|'-joined tags
     tags: sp.csr_matrix  # N×T binary
     vocab: pd.Index  # the T tags
     embedded: pd.Index  # every image C1 embedded (train and test), for queries' z0
-    embedded_z: np.ndarray  # their embeddings
+    store: Partitions  # their embeddings (`store.take(rows)`), memory-mapped
     embedded_labels: dict[str, np.ndarray]  # attr → their class ids
     # attr → C×E train-class means (the centroid shift's μ); {} without train embeddings
     centroids: dict[str, Tensor]
@@ -94,9 +95,22 @@ class SearchSpace:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def dim(self) -> int:
+        """E, the embeddings' size."""
+        return self.db.dim
+
+    def vectors(self, rows: np.ndarray | Tensor) -> Tensor:
+        """The embeddings of database rows (any order) on the device: only those rows read."""
+        rows = rows.cpu().numpy() if isinstance(rows, Tensor) else np.asarray(rows)
+        return torch.from_numpy(self.db.take(rows.ravel())).reshape(*rows.shape, -1).to(self.device)
+
     def describe(self) -> str:
-        """The database in words, for logs and figure titles: which splits, how many images."""
-        return f"{DATABASE_TEXT[self.database]}, {len(self):,} images"
+        """The database in words, for logs and figure titles: which splits, how many images, and
+        the index when it is not our exact search (with its measured recall@10)."""
+        where = f"{DATABASE_TEXT[self.database]}, {len(self):,} images"
+        info = self.searcher.info
+        return where if info.kind == "exact" else f"{where}; {info.describe()}"
 
     @cached_property
     def row_index(self) -> pd.Index:
@@ -156,10 +170,10 @@ class SearchSpace:
                     f"{path} was distilled for {n} {a} classes, labels.json lists "
                     f"{len(self.labels[a])}; re-run {d1}"
                 )
-        if student.embedding_size != self.z.shape[1]:
+        if student.embedding_size != self.dim:
             raise SuiteError(
                 f"{path} was distilled on {student.embedding_size}-d embeddings, run {self.run}'s "
-                f"are {self.z.shape[1]}-d; re-run {d1}"
+                f"are {self.dim}-d; re-run {d1}"
             )
         trained_at = cfg.get("lambda")  # the file's name is λ to 6 digits (student_path)
         if isinstance(trained_at, int | float) and f"{trained_at:g}" != f"{lam:g}":
@@ -168,12 +182,12 @@ class SearchSpace:
                 f"its name says (a file renamed by hand?); re-run {d1}"
             )
         recorded = cfg.get("embeddings_fingerprint")  # none in students older than the record
-        if recorded is not None and recorded != fingerprint(self.embedded_z):
+        if recorded is not None and recorded != self.store.fingerprint:
             log.warning(
                 "warning: %s was distilled from other embeddings than %s holds now (C1 re-ran "
                 "after D1), so its results are a stale student's; re-run %s",
                 path,
-                self.weights / "embeddings.npz",
+                self.store.source,
                 d1,
             )
         return student
@@ -194,34 +208,46 @@ def _check_heads(task: Task, run: str, space_cfg, heads, labels, emb, c1: str) -
                 f"{len(labels.get(a, ()))}; the encoder was trained on other data: re-run B1, C1"
             )
         if f"label_{a}" not in emb:
-            raise SuiteError(f"embeddings.npz of run {run} has no label_{a}; re-run {c1}")
+            raise SuiteError(f"the embeddings of run {run} have no label_{a}; re-run {c1}")
 
 
-def class_centroids(z: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """C×E mean embedding per class (the centroid shift's μ); a class without rows gets the mean
-    of all rows, so that shifting to or from it moves nothing class-specific."""
-    labels = np.asarray(labels, dtype=np.int64)
-    sums = np.zeros((n_classes, z.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, z)
-    counts = np.bincount(labels, minlength=n_classes)[:, None]
-    overall = z.mean(0, keepdims=True) if len(z) else np.zeros((1, z.shape[1]))
-    return np.where(counts > 0, sums / np.maximum(counts, 1), overall).astype(np.float32)
+def class_centroids(
+    store: Partitions, rows: np.ndarray, labels: Mapping[str, np.ndarray], sizes: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Per attribute, the C×E mean embedding of each class over `rows` of the store (the centroid
+    shift's μ, of the train split), read partition by partition; a class without rows gets the
+    mean of all rows, so that shifting to or from it moves nothing class-specific."""
+    sums = {a: np.zeros((n, store.dim), dtype=np.float64) for a, n in sizes.items()}
+    for start, z in store.tiles():
+        mine = rows[(rows >= start) & (rows < start + len(z))]
+        if len(mine):
+            chunk = z[mine - start]  # only these rows' pages are read
+            for a in sizes:
+                np.add.at(sums[a], labels[a][mine], chunk)  # row order: the bits of one pass
+        release(z)
+    out = {}
+    for a, n in sizes.items():
+        counts = np.bincount(labels[a][rows], minlength=n)[:, None]
+        overall = sums[a].sum(0, keepdims=True) / max(len(rows), 1)
+        out[a] = np.where(counts > 0, sums[a] / np.maximum(counts, 1), overall).astype(np.float32)
+    return out
 
 
 def database_rows(
-    emb: Mapping[str, np.ndarray], tables: Mapping[str, pd.DataFrame], c1: str, npz: Path
+    emb: Mapping[str, np.ndarray], tables: Mapping[str, pd.DataFrame], c1: str, source: Path
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the embeddings that form the database — images of the splits of `tables` with tags
-    (SPEC §7) — in embeddings.npz order, and their tag cells. Every tagged image of those splits
-    must have its embedding: one C1 has not embedded (the data grew after C1) could never be
-    found, so it is refused naming the split and the stage to re-run."""
+    """Rows of the embeddings (`source`: C1's partitions or embeddings.npz, their metadata columns
+    `emb`) that form the database — images of the splits of `tables` with tags (SPEC §7) — in
+    C1's row order (increasing), and their tag cells. Every tagged image of those splits must have
+    its embedding: one C1 has not embedded (the data grew after C1) could never be found, so it is
+    refused naming the split and the stage to re-run."""
     keys = emb["image"].astype(str, copy=False)
     both = pd.concat(tables.values(), ignore_index=True)
     rows = np.flatnonzero(np.isin(emb["split"], list(tables)))
     pos = pd.Index(both["image"]).get_indexer(keys[rows])
     if (pos < 0).any():
         raise SuiteError(
-            f"embeddings.npz holds {'/'.join(tables)} images missing from "
+            f"{source} holds {'/'.join(tables)} images missing from "
             f"{', '.join(f'{s}.csv' for s in tables)} (e.g. {keys[rows][pos < 0][0]}); the data "
             f"changed after C1: re-run {c1}"
         )
@@ -234,14 +260,14 @@ def database_rows(
         start += len(table)
         if lost.any() and not (emb["split"] == split).any():  # e.g. trimmed, or a release's
             raise SuiteError(
-                f"{npz} holds no {split} embeddings, so the {int(lost.sum())} tagged images of "
+                f"{source} holds no {split} embeddings, so the {int(lost.sum())} tagged images of "
                 f"{split}.csv cannot be searched: re-run {c1}, or search the test split alone "
                 "(--database test)"
             )
         if lost.any():
             raise SuiteError(
                 f"{int(lost.sum())} of the {int(tagged.sum())} tagged images of {split}.csv have "
-                f"no embedding in {npz} (e.g. {table['image'].iloc[int(np.argmax(lost))]}): the "
+                f"no embedding in {source} (e.g. {table['image'].iloc[int(np.argmax(lost))]}): the "
                 f"data grew after C1, and a search could never find them; re-run {c1}"
             )
     cells = both["tags"].to_numpy(dtype=object)[pos]
@@ -263,13 +289,12 @@ def check_database_size(n: int, database: str, exclude_query: bool = False) -> N
         )
 
 
-def database_z(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The database rows of the embeddings: a view when they are one run of rows (the test split
-    with every image tagged), so a million rows are held once, not twice."""
-    z = z.astype(np.float32, copy=False)
+def _pick(column: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A column's database rows: a view when they are one run of rows (the test split with every
+    image tagged), so millions of image keys are held once, not twice."""
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        return z[rows[0] : rows[-1] + 1]
-    return z[rows]
+        return column[rows[0] : rows[-1] + 1]
+    return column[rows]
 
 
 def load_space(
@@ -281,36 +306,47 @@ def load_space(
     *,
     database: str = "test",
     images: Path | None = None,
+    index: str = "exact",
 ) -> SearchSpace:
-    """Read labels, embeddings, the encoder and the database of `task`; check they fit together."""
+    """Read labels, embeddings, the encoder and the database of `task`; check they fit together.
+
+    The embeddings stay on disk, memory-mapped (src/partitions.py): the rows' metadata is read,
+    z only in tiles (the search, the centroids) or by row (queries, shown results), so memory
+    does not grow with N by E floats. `index`: how the database is searched (method/index.py;
+    ivf and ivf-pq built on first use into weights/<run>/index-<kind>-<database>)."""
     if database not in DATABASES:
         raise SuiteError(f"--database {database!r}: choose {' or '.join(DATABASES)}")
     labels = read_labels(data_root, task.dataset)
     rdir = run_dir(weights_root, run)
     c1 = stage_hint("C1", task, run)
-    require(rdir / "embeddings.npz", c1)
-    emb = load_embeddings(rdir)  # refuses NaN or infinite rows
+    store = open_partitions(rdir, c1)  # partitions or embeddings.npz; refuses NaN or infinite rows
+    emb = {c: store.column(c) for c in store.columns if c != "z"}  # the rows' metadata only
     require(rdir / "encoder.pt", stage_hint("B1", task, run))
     encoder, config = load_encoder(rdir, device)
     _check_heads(task, run, config, encoder.heads, labels, emb, c1)
-    if emb["z"].ndim != 2 or emb["z"].shape[1] != int(config["embedding_size"]):
-        raise SuiteError(  # e.g. embeddings.npz copied from another run
-            f"{rdir / 'embeddings.npz'} holds embeddings of shape {emb['z'].shape}, but the "
-            f"encoder of run {run} makes {config['embedding_size']}-d ones; re-run {c1}"
+    if store.dim != int(config["embedding_size"]):
+        raise SuiteError(  # e.g. embeddings copied from another run
+            f"{store.source} holds {store.dim}-d embeddings, but the encoder of run {run} makes "
+            f"{config['embedding_size']}-d ones; re-run {c1}"
         )
     label_attrs = [a for a in labels if f"label_{a}" in emb]
 
     splits = ("test",) if database == "test" else ("train", "test")
     tables = {s: read_split(data_root, task.dataset, s) for s in splits}
-    rows, cells = database_rows(emb, tables, c1, rdir / "embeddings.npz")
+    rows, cells = database_rows(emb, tables, c1, store.source)
     check_database_size(len(rows), database)
     tags, vocab = tag_matrix(cells)
-    z = emb["z"]
-    train = emb["split"] == "train"
+    train = np.flatnonzero(emb["split"] == "train")
     cfg_path = dataset_dir(data_root, task.dataset) / "config.json"
     data_cfg = (
         read_json(cfg_path, hint("A1", "--dataset", task.dataset)) if cfg_path.is_file() else {}
     )
+    all_rows = None if len(rows) == len(store) else rows
+    searcher = open_or_build(index, store, all_rows, index_folder(rdir, index, database))
+    label_of = {a: emb[f"label_{a}"] for a in label_attrs}
+    sizes = {a: len(labels[a]) for a in task.conditions}
+    # none without train embeddings (the centroid shift then refuses)
+    centroids = class_centroids(store, train, label_of, sizes) if len(train) else {}
 
     def dev(x: np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(x)).to(device)  # shares memory on a CPU
@@ -325,21 +361,18 @@ def load_space(
         encoder=encoder,
         device=device,
         database=database,
-        images=emb["image"].astype(str, copy=False)[rows],
-        split=emb["split"].astype(str, copy=False)[rows],
-        z=prepare(dev(database_z(z, rows))),  # its retrieval screen's copy made once
-        label_ids={a: dev(emb[f"label_{a}"][rows]) for a in label_attrs},
+        images=_pick(emb["image"].astype(str, copy=False), rows),
+        split=_pick(emb["split"].astype(str, copy=False), rows),
+        db=searcher.db,
+        searcher=searcher,
+        label_ids={a: dev(_pick(label_of[a], rows)) for a in label_attrs},
         tag_cells=cells,
         tags=tags,
         vocab=vocab,
         embedded=pd.Index(emb["image"].astype(str, copy=False)),
-        embedded_z=z,
-        embedded_labels={a: emb[f"label_{a}"] for a in label_attrs},
-        centroids={  # none without train embeddings (the centroid shift then refuses)
-            a: dev(class_centroids(z[train], emb[f"label_{a}"][train], len(labels[a])))
-            for a in task.conditions
-            if train.any()
-        },
+        store=store,
+        embedded_labels=label_of,
+        centroids={a: dev(c) for a, c in centroids.items()},
         source=data_cfg.get("source") if isinstance(data_cfg, dict) else None,
         image_root=None if images is None else Path(images),
     )
@@ -415,7 +448,7 @@ def _queries(space: SearchSpace, z0: np.ndarray | Tensor, conditions, own, tags,
     conditions = {a: torch.as_tensor(c, dtype=torch.long).to(dev) for a, c in conditions.items()}
     exclude = None if exclude is None else torch.as_tensor(exclude, dtype=torch.long).to(dev)
     return Queries(
-        z0=torch.as_tensor(z0, dtype=torch.float32).to(dev).reshape(-1, space.z.shape[1]),
+        z0=torch.as_tensor(z0, dtype=torch.float32).to(dev).reshape(-1, space.dim),
         conditions=conditions,
         own={a: torch.as_tensor(c).to(dev) for a, c in own.items()},
         tags=tags,
@@ -469,7 +502,7 @@ def file_queries(
     exclude = space.rows_of(frame["image"].astype(str)) if exclude_query else None
     return _queries(
         space,
-        space.embedded_z[rows],
+        space.store.take(rows),
         conditions,
         own,
         tags,

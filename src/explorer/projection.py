@@ -81,10 +81,11 @@ def projection_path(space: SearchSpace) -> Path:
 
 
 def fingerprint(space: SearchSpace) -> str:
-    """A digest of the database (image keys and embeddings): a cached map of other data is stale."""
+    """A digest of the database (image keys and embeddings: the partitions' SHA-256s and the
+    database rows): a cached map of other data is stale."""
     h = hashlib.sha256()
     h.update("\n".join(space.images).encode())
-    h.update(np.ascontiguousarray(space.z.cpu().numpy(), dtype=np.float32).tobytes())
+    h.update(space.db.fingerprint.encode())
     return h.hexdigest()
 
 
@@ -112,16 +113,22 @@ def layout(unit: np.ndarray) -> np.ndarray:
 
 def _placed(space: SearchSpace, rows: np.ndarray, anchor_xy: np.ndarray) -> Projection:
     """The projection of these anchors, every database row placed on it."""
-    anchors = space.z[torch.as_tensor(rows, device=space.z.device)]
+    anchors = space.vectors(rows)
     partial = Projection(rows, anchors, anchor_xy, np.empty((0, 2)), "")
-    xy = np.concatenate([partial.project(part) for part in space.z.split(4096)])
+    xy = np.concatenate(  # the database streamed in tiles; 4096 rows × K anchors scored at once
+        [
+            partial.project(part)
+            for _, z in space.db.tiles()
+            for part in torch.from_numpy(z).split(4096)
+        ]
+    )
     return Projection(rows, anchors, anchor_xy, xy, fingerprint(space))
 
 
 def fit_projection(space: SearchSpace) -> Projection:
     """t-SNE of the anchors (a class-balanced sample of at most SAMPLE rows), every row placed."""
     rows = balanced_sample(space, SAMPLE)
-    z = space.z[torch.as_tensor(rows, device=space.z.device)].cpu().double().numpy()
+    z = space.vectors(rows).cpu().double().numpy()  # only the anchors' rows read
     unit = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     log.info("E3: laying out the map of %d images (t-SNE, once; then cached)", len(rows))
     return _placed(space, rows, layout(unit))
@@ -145,8 +152,7 @@ def _read(path: Path, space: SearchSpace, want: str) -> Projection | None:
     except (SuiteError, KeyError) as e:
         log.warning("E3: %s is unreadable (%s); fitting the map again", path, e)
         return None
-    anchors = space.z[torch.as_tensor(rows, device=space.z.device)]
-    return Projection(rows, anchors, anchor_xy, xy, want)
+    return Projection(rows, space.vectors(rows), anchor_xy, xy, want)
 
 
 def load_projection(space: SearchSpace) -> Projection:

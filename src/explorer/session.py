@@ -143,6 +143,7 @@ class Explorer:
             "run": s.run,
             "database": s.database,
             "size": len(s),
+            "searched": s.describe(),  # the index, with its recall@10, when not exact
             "attributes": {a: list(s.labels[a]) for a in self.label_ids},
             "conditions": list(s.task.conditions),
             "default_lambda": self.default_lambda,

@@ -94,7 +94,6 @@ def tsne_panel(
     """t-SNE of the database embeddings of `classes` (subsampled, seeded) with the query and each
     row's top-3 mean embedded in the same fit (t-SNE cannot place new points afterwards)."""
     rng = np.random.default_rng(seed)
-    z_db = space.z.cpu().numpy()
     picks, names = [], []
     for c in dict.fromkeys(classes):
         rows = np.flatnonzero(space.table[attr].to_numpy() == c)
@@ -103,7 +102,7 @@ def tsne_panel(
         names += [c] * len(rows)
     idx = np.concatenate(picks) if picks else np.zeros(0, dtype=int)
     extra = np.stack([query_z, *marks.values()])
-    xy = tsne_2d(np.concatenate([z_db[idx], extra]), seed)
+    xy = tsne_2d(np.concatenate([space.vectors(idx).cpu().numpy(), extra]), seed)
     n = len(idx)
     return TsnePanel(
         xy[:n],
@@ -120,7 +119,8 @@ def tsne_panel(
 
 def _title(space: SearchSpace, query: pd.Series, extra: str = "") -> str:
     cond = {a: query[a] for a in space.task.conditions}
-    where = "" if space.database == "test" else f" · database {space.describe()}"
+    exact = space.searcher.info.kind == "exact"
+    where = "" if space.database == "test" and exact else f" · database {space.describe()}"
     return (
         f"{space.task.name} · query {query['query_id']} · condition {condition_text(cond)}"
         f"{extra}{where}"

@@ -5,7 +5,7 @@ files E1 writes per task (tables, retrievals, sweeps, calibration, metrics.json)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from src.evaluation import bootstrap
 from src.evaluation.registry import BACKWARD_SEARCH, METHODS, RANDOM, STUDENT
 from src.evaluation.task_eval import TaskResults
 from src.evaluation.timing import spread_notes
+from src.method.index import IndexInfo
 from src.quirks import protocol_label
 from src.report.markdown import (
     LOW,
@@ -285,7 +286,12 @@ def table_notes(task: Task, record: Mapping[str, Any]) -> TableNotes:
         paper=paper_values(task),
         metric=METRIC_NOTE,
         queries=f"Queries: {record.get('n_queries')}; database: {record.get('database_size')} "
-        f"tagged test images; query image {kept} the database; device {record.get('device')}.",
+        f"tagged test images; query image {kept} the database; device {record.get('device')}."
+        + (
+            f" Searched with {record['index']['description']} — not the paper's protocol."
+            if record.get("index")
+            else ""
+        ),
         release="From the authors' released artifacts: their encoder heads, embeddings and queries "
         "(converted by the release importer, src/release)."
         if is_release(record)
@@ -322,9 +328,17 @@ def _record(res: TaskResults) -> dict[str, Any]:
             "interval": "percentile, over queries",
         },
         "paired": {"backward_search_minus": res.paired},
+        **_index(space.searcher.info),
         # only when some query asks for a condition the database lacks (REPORT.md says so)
         **({"unreachable": res.unreachable} if res.unreachable else {}),
     }
+
+
+def _index(info: IndexInfo) -> dict[str, Any]:
+    """metrics.json's record of an index other than exact (E1 --index: not the paper's)."""
+    if info.kind == "exact":
+        return {}
+    return {"index": {**asdict(info), "description": info.describe()}}
 
 
 def write_results(out: Path, res: TaskResults) -> None:

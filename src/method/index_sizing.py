@@ -1,0 +1,80 @@
+"""How big an approximate index is: inverted lists, training sample, PQ code size, bytes per vector.
+
+Ported from autofaiss (criteo/autofaiss 2.18.0, which cannot be installed beside numpy 2) so the
+suite needs FAISS only; each rule names the function it comes from:
+- `nlist`: `external/optimize.py` get_optimal_nb_clusters, its first (most recommended) choice —
+  2^round(log2(4·√N)) below 1 M vectors (the FAISS wiki's 4·√N … 16·√N), 16,384 below 10 M,
+  65,536 below 300 M, 131,072 above.
+- `coarse`: a flat coarse quantizer below 1,000 lists, an HNSW32 graph over the centroids above
+  (get_optimal_quantization's `IVF{c}_HNSW32`), searched with efSearch = 2·nprobe
+  (get_optimal_hyperparameters).
+- `train_rows`: get_optimal_train_size — 100 points per list, fewer when the sample would not fit
+  the memory budget (its IVF-Flat training estimate: the sample × 1.5), never under 31 per list.
+- `pq_m`: get_optimal_quantization — the largest of 256, 128, 64, 48, 32, 24, 16, 8, 4 bytes per
+  code below E whose codes plus the 8-byte id fit the index budget; we also need it to divide E
+  (FAISS's PQ without the OPQ rotation autofaiss adds).
+- `bytes_per_vector`: external/metadata.py estimated_index_size_in_bytes (codes + 8-byte ids per
+  vector; nlist·E·4 for the centroids, once).
+"""
+
+from __future__ import annotations
+
+import math
+
+from src.errors import SuiteError
+
+KINDS = ("exact", "faiss-flat", "ivf", "ivf-pq")  # where the database is searched (method/index.py)
+
+PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
+HNSW_FROM = 1000  # lists from which the coarse quantizer is an HNSW graph
+ID_BYTES = 8
+
+
+def nlist(n: int) -> int:
+    """Inverted lists for n vectors (autofaiss's first choice)."""
+    if n < 1_000_000:
+        return max(1, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))
+    if n < 10_000_000:
+        return 16_384
+    if n < 300_000_000:
+        return 65_536
+    return 131_072
+
+
+def coarse(lists: int) -> str:
+    """The coarse quantizer in FAISS's factory syntax: `IVF{lists}` or `IVF{lists}_HNSW32`."""
+    return f"IVF{lists}_HNSW32" if lists >= HNSW_FROM else f"IVF{lists}"
+
+
+def ef_search(nprobe: int) -> int:
+    """The HNSW coarse quantizer's efSearch for `nprobe` lists (autofaiss: 2·nprobe)."""
+    return 2 * nprobe
+
+
+def train_rows(lists: int, n: int, dim: int, budget_bytes: float) -> int:
+    """Vectors to train the coarse quantizer (and PQ) on, within `budget_bytes` of memory."""
+    per_list = budget_bytes / (1.5 * lists * dim * 4)
+    return min(round(max(min(per_list, 100.0), 31.0) * lists), n)
+
+
+def pq_m(n: int, dim: int, index_bytes: float) -> int:
+    """Bytes per PQ code for n vectors of E = dim within an index of `index_bytes`."""
+    for m in PQ_SIZES:
+        if m < dim and dim % m == 0 and n * (m + ID_BYTES) <= index_bytes:
+            return m
+    smallest = min(m for m in PQ_SIZES if dim % m == 0 and m < dim)
+    raise SuiteError(
+        f"{n} vectors do not fit an index of {index_bytes / 2**30:.1f} GiB even with "
+        f"{smallest}-byte codes ({n * (smallest + ID_BYTES) / 2**30:.1f} GiB): allow more"
+    )
+
+
+def bytes_per_vector(kind: str, dim: int, m: int = 0) -> int:
+    """Bytes one vector takes in an index of `kind` (centroids aside)."""
+    sizes = {
+        "exact": 4 * dim,
+        "faiss-flat": 4 * dim,
+        "ivf": 4 * dim + ID_BYTES,
+        "ivf-pq": m + ID_BYTES,
+    }
+    return sizes[kind]
