@@ -995,3 +995,22 @@ def test_e3_serves_on_one_thread_unless_threads_is_given(pipe, monkeypatch):
         use_threads(None)  # the other tests' default
         torch.set_num_threads(before)
     assert threads == [1, 2]
+
+
+def test_the_explorers_socket_sends_answers_without_waiting_for_acks():
+    """asyncio sets TCP_NODELAY only on a socket whose proto is TCP: with proto 0, every answer
+    on a kept-alive connection (a browser's) waited ~40 ms for the client's delayed ACK."""
+    from src.explorer.server import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        sock.listen()
+        client = socket.create_connection(sock.getsockname())
+        accepted, _ = sock.accept()
+        try:
+            assert accepted.proto == socket.IPPROTO_TCP  # what asyncio's _set_nodelay asks
+        finally:
+            accepted.close()
+            client.close()
+    finally:
+        sock.close()

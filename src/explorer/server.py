@@ -40,7 +40,9 @@ def listen(host: str, port: int) -> socket.socket:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as e:
         raise SuiteError(f"--host {host}: not an address of this machine ({e})") from None
-    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    # proto TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP, and
+    # with Nagle on, each answer on a kept-alive connection waited 40 ms for a delayed ACK
+    sock = socket.socket(info[0], socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.bind(info[4])
     except OSError as e:
