@@ -12,6 +12,7 @@ runs it; E2 can still embed a picture with it).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,4 +189,15 @@ def build_pipeline(
             for a, ids in (("style", test_s), ("genre", test_g))
         }
     write_json(wdir / "metrics.json", {"test_accuracy": acc})
-    return Pipeline(root, root / "data", root / "weights", root / "results", dataset, RUN)
+    return pipeline_at(root, dataset, RUN)
+
+
+def pipeline_at(root: Path, dataset: str = "synthart", run: str = RUN) -> Pipeline:
+    """The pipeline whose roots lie under `root` (data/, weights/, results/)."""
+    return Pipeline(root, root / "data", root / "weights", root / "results", dataset, run)
+
+
+def copy_pipeline(template: Path, root: Path, run: str = RUN) -> Pipeline:
+    """A copy of a built pipeline at `root`: tests change their copy, never the template."""
+    shutil.copytree(template, root)
+    return pipeline_at(root, "synthart", run)

@@ -58,7 +58,7 @@ from src.cli import run_stage, staged_log
 from src.errors import SuiteError
 from src.method.student import student_path
 from src.queries import read_queries
-from tests._pipeline import Pipeline, build_pipeline
+from tests._pipeline import build_pipeline, copy_pipeline
 
 STAGES = {
     "A1": A1_preprocess,
@@ -97,9 +97,7 @@ def template(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def pipe(template, tmp_path):
-    root = tmp_path / "p"
-    shutil.copytree(template, root)
-    return Pipeline(root, root / "data", root / "weights", root / "results", "synthart", "tiny_e18")
+    return copy_pipeline(template, tmp_path / "p")
 
 
 def roots(p) -> list[str]:

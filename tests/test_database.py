@@ -16,7 +16,7 @@ import E2_visualize
 from src.cli import run_stage
 from src.method import index as index_mod
 from src.partitions import Partitions
-from tests._pipeline import Pipeline, as_partitions, build_pipeline
+from tests._pipeline import as_partitions, build_pipeline, copy_pipeline
 
 TASK = "synthart-style"
 TIMES = ("table5.csv", "table6.csv")  # with the searches' ms/query (metrics.json has the rest)
@@ -30,9 +30,7 @@ def template(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def pipe(template, tmp_path):
-    root = tmp_path / "p"
-    shutil.copytree(template, root)
-    return Pipeline(root, root / "data", root / "weights", root / "results", "synthart", "tiny_e18")
+    return copy_pipeline(template, tmp_path / "p")
 
 
 def _untimed(x):

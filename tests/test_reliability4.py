@@ -38,7 +38,7 @@ from src.partitions import Plan, open_partitions, write_set
 from src.report import document
 from src.tasks import SMALL_TRAINING, Recipe
 from src.training.checkpoint import check_resumable, full_recipe
-from tests._pipeline import Pipeline, as_partitions, build_pipeline
+from tests._pipeline import Pipeline, as_partitions, build_pipeline, copy_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,9 +51,7 @@ def template(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def pipe(template, tmp_path) -> Pipeline:
-    root = tmp_path / "p"
-    shutil.copytree(template, root)
-    return Pipeline(root, root / "data", root / "weights", root / "results", "synthart", "tiny_e18")
+    return copy_pipeline(template, tmp_path / "p")
 
 
 def argv(p: Pipeline, task: str = "synthart-style", *extra: str) -> list[str]:
@@ -179,9 +177,7 @@ B1_RUN = "e1_run"
 def trained(template, tmp_path_factory) -> tuple[Pipeline, str]:
     """The template with a B1 run of embedding size 1 (1 epoch, --warmup-epochs 50), its C1,
     and B1's stdout."""
-    root = tmp_path_factory.mktemp("trained") / "p"
-    shutil.copytree(template, root)
-    p = Pipeline(root, root / "data", root / "weights", root / "results", "synthart", B1_RUN)
+    p = copy_pipeline(template, tmp_path_factory.mktemp("trained") / "p", B1_RUN)
     b1 = [*p.argv(), "--dataset", "synthart", "--image-size", "32", "--embedding-size", "1",
           "--batch-size", "8", "--epochs", "1", "--warmup-epochs", "50", "--checkpoint-every",
           "1", "--device", "cpu"]  # fmt: skip
