@@ -103,31 +103,8 @@ def rank_random(space: SearchSpace, q: Queries, seed: int) -> Ranking:
         if ex is not None:
             has = ex[start:stop] >= 0
             keys[has.nonzero().flatten(), ex[start:stop][has]] = -1.0
-        out[start:stop] = top_keys(keys, K)
+        out[start:stop] = keys.topk(K, dim=1).indices
     return Ranking("random", out.to(space.device))
-
-
-def top_keys(keys: Tensor, k: int) -> Tensor:
-    """keys.topk(k, dim=1).indices of uniform keys in [0, 1) (or -1), the same indices in the
-    same order, found among the keys above 1 − 4k/N (about 4k per row) instead of a top-k over
-    every key: where a row has two equal keys among its k + 1 best (whose order topk leaves to
-    its algorithm), or fewer than k keys there (then two paddings are equal), that row is ranked
-    by topk itself."""
-    rows, n = keys.shape
-    if n < 64 * k:  # small rows: topk is as quick
-        return keys.topk(k, dim=1).indices
-    row, col = (keys >= 1 - 4 * k / n).nonzero().unbind(1)
-    counts = torch.bincount(row, minlength=rows)
-    pos = torch.arange(len(row)) - (counts.cumsum(0) - counts)[row]
-    width = max(int(counts.max()), k) + 1  # one more: a padding key below every key at k + 1
-    cand = keys.new_full((rows, width), -2.0).index_put_((row, pos), keys[row, col])
-    best, at = cand.topk(k + 1, dim=1)
-    cols = torch.zeros(rows, width, dtype=torch.long).index_put_((row, pos), col)
-    out = cols.gather(1, at[:, :k])
-    redo = (best[:, 1:] == best[:, :-1]).any(1)
-    if redo.any():
-        out[redo] = keys[redo].topk(k, dim=1).indices
-    return out
 
 
 def head_predictions(
