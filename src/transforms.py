@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,6 +42,8 @@ def transform_parts(config: Mapping[str, Any], train: bool) -> tuple[list, list]
     The deterministic part may be cached (decoded once per image); the tensor part holds the
     random augmentation and normalisation and runs on uint8 C×H×W tensors every time.
     """
+    from torchvision import transforms  # here: a stage that embeds no picture never imports it
+
     s = int(config["image_size"])
     square = bool(config.get("square_resize", False))
     resize = transforms.Resize((s, s) if square else s, antialias=True)
@@ -64,5 +65,7 @@ def transform_parts(config: Mapping[str, Any], train: bool) -> tuple[list, list]
 
 def image_transform(config: Mapping[str, Any], train: bool) -> Callable:
     """PIL image → normalised float tensor 3×S×S, as B1 (train) or C1 (test) sees it."""
+    from torchvision import transforms
+
     pre, post = transform_parts(config, train)
     return transforms.Compose([*pre, transforms.PILToTensor(), *post])

@@ -278,6 +278,16 @@ def test_random_is_seeded(synth):
     assert not (a.indices == q.exclude[:, None]).any()
 
 
+def test_random_search_is_the_top_k_of_one_seeded_draw_of_keys(synth, monkeypatch):
+    """rank_random drawn a few queries at a time ≡ its definition: the top K of one Q×N
+    torch.rand draw, the excluded rows' keys below every other."""
+    space, q = load(synth, "synthart-style", exclude_query=True)
+    monkeypatch.setattr(ev, "RANDOM_BUDGET", 3 * len(space) + 1)  # 3 queries a chunk, a short last
+    keys = torch.rand(len(q), len(space), generator=torch.Generator().manual_seed(5))
+    keys[torch.arange(len(q)), q.exclude] = -1.0
+    assert torch.equal(ev.rank_random(space, q, 5).indices, keys.topk(10, dim=1).indices)
+
+
 def test_only_the_reported_lambda_is_timed(synth, monkeypatch):
     space, q = load(synth, "synthart-style")
     searches = BackwardSearches(space, q)
@@ -890,3 +900,21 @@ def test_report_summary_from_e1s_files(synth, synth_style):
     assert text.count(METRIC_NOTE) == 1 and "Queries: " not in text
     assert text.count("[low, high]") == 1 and text.count("Paper values: ") == 1
     assert text.count("Source: `") == text.count("## Task `")  # one per task
+
+
+def test_e1_imports_no_torchvision_until_a_backbone_is_built():
+    """torchvision takes a second or more to import; E1 on embeddings never needs it (a run
+    imported without its backbone never does), so only building a backbone or a transform
+    imports it."""
+    code = (
+        "import sys\nimport E1_evaluate\nfrom src.method.encoder import BACKBONES\n"
+        "print('torchvision' in sys.modules)\n"
+        "BACKBONES['convnext_atto'].build()\n"
+        "print('torchvision' in sys.modules)"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]

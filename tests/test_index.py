@@ -75,13 +75,19 @@ def test_faiss_flat_returns_the_exact_top10(store, database):
             assert not (r_e.numpy() == exclude[:, None]).any()
 
 
+@pytest.mark.parametrize("prepared", [True, False])
 @pytest.mark.parametrize("tile_rows", [997, 4999, 1 << 18])
-def test_exact_over_tiles_equals_one_pass_over_the_whole_database(store, monkeypatch, tile_rows):
+def test_exact_over_tiles_equals_one_pass_over_the_whole_database(
+    store, monkeypatch, tile_rows, prepared
+):
     """Tiles across partitions (a short rest joined to the tile before), each tile's top-k
-    merged: the same rows and score bits as cosine_topk over the database in one tensor."""
+    merged: the same rows and score bits as cosine_topk over the database in one tensor —
+    streamed on every call, or (where it fits) prepared on the first and never read again."""
+    from src.method import retrieval
     from src.method.retrieval import cosine_topk
 
     monkeypatch.setattr(index_mod, "TILE_ROWS", tile_rows)
+    monkeypatch.setattr(retrieval, "PREPARED_BYTES", (1 << 30) if prepared else 0)
     rows = np.arange(1, N, 2)  # a database of some rows only: positions ≠ store rows
     z = store.column("z")[rows]
     tiles = list(index_mod.Database(store, rows).tiles(tile_rows))
@@ -89,10 +95,15 @@ def test_exact_over_tiles_equals_one_pass_over_the_whole_database(store, monkeyp
     assert all(len(t) >= 16 for _, t in tiles)
     q = torch.from_numpy(clustered(0, 64, seed=4)["z"])
     exclude = torch.arange(0, 64 * 50, 50)
+    exact = open_index("exact", store, rows)
+    reads = []
+    read = index_mod.Database.tiles
+    monkeypatch.setattr(index_mod.Database, "tiles", lambda *a: reads.append(1) or read(*a))
     for ex in (None, exclude):
-        s1, r1 = open_index("exact", store, rows).search(q, 10, ex)
+        s1, r1 = exact.search(q, 10, ex)
         s2, r2 = cosine_topk(q, torch.from_numpy(z), 10, ex)
         assert torch.equal(r1, r2) and torch.equal(s1, s2)
+    assert len(reads) == (1 if prepared else 2)  # prepared: the partitions read once
 
 
 @pytest.mark.parametrize("quantizer", ["flat", "hnsw"])

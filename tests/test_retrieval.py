@@ -407,9 +407,9 @@ def test_a_prepared_database_is_the_tensor_with_its_screen_copy():
 def test_the_copy_of_a_prepared_database_follows_the_screen(monkeypatch):
     db = torch.randn(100, 8)
     monkeypatch.setenv(SCREEN_ENV, "off")
-    assert prepare(db).screen is None
+    assert prepare(db).ready.screen is None
     monkeypatch.setenv(SCREEN_ENV, "on")
-    assert prepare(db).screen.shape == (100, 16)
+    assert prepare(db).ready.screen.shape == (100, 16)
 
 
 def test_the_non_cpu_branches_on_a_cpu(monkeypatch):

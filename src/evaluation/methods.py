@@ -88,16 +88,18 @@ def rank_random(space: SearchSpace, q: Queries, seed: int) -> Ranking:
     """K distinct random database items per query (seeded; the excluded row never drawn).
 
     The top-K of i.i.d. uniform keys is a uniformly random K-subset. The keys are drawn a few
-    queries at a time (RANDOM_BUDGET): one generator stream, so the same keys as one Q×N draw.
+    queries at a time (RANDOM_BUDGET) into one buffer: one generator stream, so the same keys as
+    one Q×N draw (torch.rand(Q, N)).
     """
     gen = torch.Generator().manual_seed(seed)
     n_q, n_db = len(q), len(space)
     ex = None if q.exclude is None else q.exclude.cpu()
     step = max(1, RANDOM_BUDGET // max(n_db, 1))
     out = torch.empty(n_q, K, dtype=torch.long)
+    buf = torch.empty(min(step, n_q), n_db)  # filled in place: no new pages per chunk
     for start in range(0, n_q, step):
         stop = min(start + step, n_q)
-        keys = torch.rand(stop - start, n_db, generator=gen)
+        keys = buf[: stop - start].uniform_(generator=gen)
         if ex is not None:
             has = ex[start:stop] >= 0
             keys[has.nonzero().flatten(), ex[start:stop][has]] = -1.0

@@ -15,8 +15,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision import models
-from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
 from src.argtypes import MIN_IMAGE_SIZE
 from src.artifacts import load_torch
@@ -31,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def _small_convnext(dims: tuple[int, int, int, int], depths: tuple[int, int, int, int], **_: Any):
     """A ConvNeXt of torchvision's class with the given widths and depths (for CPU demos)."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
     cfg = [CNBlockConfig(dims[i], dims[i + 1] if i < 3 else None, depths[i]) for i in range(4)]
     return ConvNeXt(cfg, stochastic_depth_prob=0.0, layer_scale=1e-6)
 
@@ -58,27 +58,35 @@ class Backbone:
     weights_image_size: int | None = None  # the only side its pretrained weights fit (ViT: 224)
 
 
-def _tv(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    return lambda **_: builder(weights=None)
+def models():
+    """torchvision's models, imported when a backbone is built: a stage that only reads
+    embeddings (E1, an imported run) skips the second torchvision takes to import."""
+    import torchvision.models
+
+    return torchvision.models
+
+
+def _tv(name: str) -> Callable[..., nn.Module]:
+    return lambda **_: getattr(models(), name)(weights=None)
 
 
 BACKBONES: dict[str, Backbone] = {
     # The authors replaced convnext's whole classifier (LayerNorm2d, Flatten, Linear) by Flatten.
     "convnext_base": Backbone(
-        _tv(models.convnext_base),
+        _tv("convnext_base"),
         _strip("classifier", nn.Flatten),
         1024,
         "ConvNeXt_Base_Weights.IMAGENET1K_V1",
     ),
     "convnext_tiny": Backbone(
-        _tv(models.convnext_tiny),
+        _tv("convnext_tiny"),
         _strip("classifier", nn.Flatten),
         768,
         "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
     ),
     # The authors' resnet50(pretrained=True) is torchvision's legacy alias for IMAGENET1K_V1.
     "resnet50": Backbone(  # padded stride-2 convolutions: any side ≥ 16 (MIN_IMAGE_SIZE) runs
-        _tv(models.resnet50),
+        _tv("resnet50"),
         _strip("fc", nn.Identity),
         2048,
         "ResNet50_Weights.IMAGENET1K_V1",
@@ -86,7 +94,7 @@ BACKBONES: dict[str, Backbone] = {
     ),
     # VGG's adaptive 7×7 pool flattened: 512·7·7 = 25,088 features.
     "vgg16_bn": Backbone(
-        _tv(models.vgg16_bn),
+        _tv("vgg16_bn"),
         _strip("classifier", nn.Identity),
         25088,
         "VGG16_BN_Weights.IMAGENET1K_V1",
@@ -95,7 +103,7 @@ BACKBONES: dict[str, Backbone] = {
     # is the enum's DEFAULT, IMAGENET1K_V1 (224 px, ImageNet-1k). Without weights the position
     # table fits image_size.
     "vit_b_16": Backbone(
-        lambda image_size=224, **_: models.vit_b_16(weights=None, image_size=image_size),
+        lambda image_size=224, **_: models().vit_b_16(weights=None, image_size=image_size),
         _strip("heads", nn.Identity),
         768,
         "ViT_B_16_Weights.IMAGENET1K_V1",
@@ -160,7 +168,7 @@ def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
         raise SuiteError(
             f"backbone {name} has no ImageNet weights in torchvision; use --pretrained none or PATH"
         )
-    weights = models.get_weight(spec.weights)
+    weights = models().get_weight(spec.weights)
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
     except Exception as e:  # no network, proxy, corrupt download …

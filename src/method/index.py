@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -226,7 +227,22 @@ class Searcher:
 
 
 class ExactSearch(Searcher):
-    """Ours: retrieval.py's running top-k (`RunningTopK`) fed the database tile by tile."""
+    """Ours: retrieval.py's running top-k (`RunningTopK`) fed the database tile by tile: from
+    its rows made ready once (`retrieval.Prepared`) where they fit retrieval.PREPARED_BYTES,
+    else streamed from the partitions on every call."""
+
+    def __init__(self, db: Database, info: IndexInfo):
+        super().__init__(db, info)
+        self.ready: retrieval.Prepared | None = None
+        self.lock = threading.Lock()  # the explorer searches side by side: one prepares
+
+    def prepared(self, screen: bool) -> retrieval.Prepared | None:
+        """The database normalised (and copied for the screen) on the first call, if it fits."""
+        with self.lock:
+            if self.ready is None and retrieval.fits(self.db.n, self.db.dim, screen):
+                parts = ((s, torch.from_numpy(z)) for s, z in self.db.tiles())
+                self.ready = retrieval.Prepared.of(parts, self.db.n, self.db.dim, screen)
+        return self.ready
 
     def search(self, queries, k=10, exclude=None, boost=None):
         q = torch.as_tensor(queries, dtype=torch.float32)
@@ -236,6 +252,9 @@ class ExactSearch(Searcher):
             raise SuiteError(f"k={k} but the database offers {n_keep} rows per query")
         ex_t = None if ex is None else torch.from_numpy(ex).to(q.device)
         top = RunningTopK(q, k, ex_t, boost)
+        if (ready := self.prepared(top.screen)) is not None:
+            ready.feed(top)
+            return top.result()
         for start, z in self.db.tiles():
             rows = torch.from_numpy(z)  # a tile is a copy in memory (Database.tiles)
             for a, b in tiles(len(rows), retrieval.TILE_ROWS):  # as cosine_topk cuts a database

@@ -38,7 +38,9 @@ So a row whose float32 score reaches the k-th best has a product ≥ 0 when the 
 (2u·(E + 2K) + 2⁻¹⁵)·(3 + |t|) (at E = 256, K = 272: 5.0·10⁻⁴ for |t| = 1, against up to 2⁻⁷ =
 7.8·10⁻³ for the inputs' rounding).
 
-The database may be prepared once (`prepare`: its screen copy made once per run, not per call).
+The database may be prepared once (`Prepared`, `prepare`: its rows normalised and copied for the
+screen once per run, not on every call; index.py's exact search does so where PREPARED_BYTES
+allows, and streams a larger database from its partitions).
 `RunningTopK` takes the database tile by tile (`add`), so a database that does not fit in
 memory can be fed from its partitions. `exclude` drops one database row per query (the "clean"
 protocol, where a query may not retrieve its own image); the authors' protocol keeps it.
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +75,7 @@ SCREEN_ENV = "RETRIEVAL_SCREEN"  # auto (default), off, on
 ROUNDING = 1 + 2.0**-5  # the inputs' bound: ROUNDING·(e_q + e_d) (see above)
 UNIT = 2.0**-24  # float32's unit roundoff
 EXTRA = 3  # the screen's extra columns: −t_hi, −t_lo, the row's bound
+PREPARED_BYTES = 2 << 30  # a database's rows made ready once up to this size (1M × 256: 1.6 GB)
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,11 @@ def screen_rows(unit: Tensor, out: Tensor | None = None) -> Tensor:
 
 
 class Database(Tensor):
-    """A database (N×E float32) that behaves as the plain tensor it is, with its screen copy made
+    """A database (N×E float32) that behaves as the plain tensor it is, with its rows made ready
     once (`prepare`) instead of on every call. Operations on it give plain tensors."""
 
-    screen: Tensor | None  # N×K `screen_rows` of the normalised rows (None: no screen here)
-    version: int  # the tensor's version when the copy was made (an in-place change drops it)
+    ready: Prepared  # its rows normalised and their screen copy
+    version: int  # the tensor's version when they were made (an in-place change drops them)
 
     __torch_function__ = torch._C._disabled_torch_function_impl
 
@@ -132,22 +136,59 @@ class Database(Tensor):
         return self.clone()  # a plain tensor (prepare it again where it matters)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A database's rows made ready once per run rather than on every call: normalised (float32,
+    the bits `F.normalize` gives each row alone) and, where the screen runs, their screen copy."""
+
+    unit: Tensor  # N×E
+    screen: Tensor | None  # N×K `screen_rows` of unit (None: no screen here)
+
+    @staticmethod
+    def of(
+        parts: Iterable[tuple[int, Tensor]], n: int, dim: int, screen: bool, device: str = "cpu"
+    ) -> Prepared:
+        """From (first row, rows) parts covering rows 0…n−1 (a memory-mapped database's tiles),
+        each normalised and copied for the screen as it comes."""
+        unit = torch.empty(n, dim, device=device)
+        copy = unit.new_empty(n, _width(dim), dtype=torch.bfloat16) if screen else None
+        for start, rows in parts:
+            for a, b in tiles(len(rows), TILE_ROWS):  # a tile's normalised rows stay in cache
+                at = slice(start + a, start + b)
+                unit[at] = F.normalize(rows[a:b].float(), dim=1)
+                if copy is not None:
+                    screen_rows(unit[at], copy[at])
+        return Prepared(unit, copy)
+
+    def feed(self, top: RunningTopK, tile_rows: int = TILE_ROWS) -> None:
+        """Every row into the running top-k, tile by tile (the screen copy where it runs)."""
+        copy = self.screen if top.screen else None
+        for start, stop in tiles(len(self.unit), max(tile_rows, top.k + 1, MIN_ROWS)):
+            part = None if copy is None else copy[start:stop]
+            top.add(self.unit[start:stop], start, part, unit=True)
+
+
+def fits(n: int, dim: int, screen: bool) -> bool:
+    """Whether a `Prepared` copy of an n×dim database stays within PREPARED_BYTES."""
+    return n * (4 * dim + (2 * _width(dim) if screen else 0)) <= PREPARED_BYTES
+
+
 def prepare(z: Tensor) -> Tensor:
-    """z as a `Database`: its screen copy made now, where the screen runs (for an N×E float32
-    database N×K bfloat16, about half of z's memory)."""
+    """z as a `Database`: its rows normalised and (where the screen runs) copied for it now (for
+    an N×E float32 database 1.5× z's memory more)."""
     db = Database(z)
-    db.screen, db.version = None, z._version
-    if z.dim() == 2 and screens(z.device, z.dtype):
-        db.screen = z.new_empty(len(z), _width(z.shape[1]), dtype=torch.bfloat16)
-        for s in range(0, len(z), TILE_ROWS):
-            screen_rows(F.normalize(z[s : s + TILE_ROWS], dim=1), db.screen[s : s + TILE_ROWS])
+    matrix = z.dim() == 2
+    n, dim = z.shape if matrix else (0, 0)
+    screen = matrix and screens(z.device, z.dtype)
+    db.ready = Prepared.of([(0, z)] if matrix else [], n, dim, screen, z.device)
+    db.version = z._version
     return db
 
 
-def _prepared(database: Tensor) -> Tensor | None:
-    """The database's screen copy, when it was prepared and has not changed since."""
+def _prepared(database: Tensor) -> Prepared | None:
+    """The database's prepared rows, when it was prepared and has not changed since."""
     if isinstance(database, Database) and database._version == database.version:
-        return database.screen
+        return database.ready
     return None
 
 
@@ -224,7 +265,7 @@ class _Screen:
         w, m = len(screen), len(self.cols)
         s = out[: w * m].view(w, m)
         bits = s.view(torch.int16)
-        best = bits.new_full((-(-w // MIN_ROWS), m), -1)  # -1: not needed
+        best = bits.new_empty(-(-w // MIN_ROWS), m)  # every group written below
         for a in range(0, w, SCREEN_ROWS):
             b = min(a + SCREEN_ROWS, w)
             torch.mm(screen[a:b], self.cols.T, out=s[a:b])
@@ -306,15 +347,22 @@ class RunningTopK:
             ]
         return self.screens
 
-    def add(self, rows: Tensor, start: int | None = None, screen: Tensor | None = None) -> None:
+    def add(
+        self,
+        rows: Tensor,
+        start: int | None = None,
+        screen: Tensor | None = None,
+        unit: bool = False,
+    ) -> None:
         """Merge the database rows `rows` (n×E, the rows start…start+n−1 of the database; start
         defaults to the rows added so far) into every query's top-k. `screen`: their
-        `screen_rows`, when prepared. The first rows added must be more than k; n ≥ MIN_ROWS
+        `screen_rows`, when prepared; unit: the rows are normalised already (`Prepared`: the bits
+        F.normalize gives them). The first rows added must be more than k; n ≥ MIN_ROWS
         keeps every score the bits of a whole-matrix product (`tiles` cuts the database so)."""
         if not self.seen and len(rows) <= self.k:
             raise SuiteError(f"RunningTopK: the first rows added must be more than k={self.k}")
         start = self.seen if start is None else start
-        tile = _Tile(rows.to(self.q.device, self.q.dtype), start, screen)
+        tile = _Tile(rows.to(self.q.device, self.q.dtype), start, screen, unit)
         screens = self._screens() if self.screen else [None] * len(self.blocks)
         for (a, b), scr in zip(self.blocks, screens, strict=True):
             qs = torch.arange(a, b, device=self.q.device)
@@ -401,7 +449,7 @@ class RunningTopK:
         the query's k-th best (a chunk's best costs what a row's does)."""
         w = s.shape[1]
         c = CHUNK if w % CHUNK == 0 else w
-        most = s.view(len(s), w // c, c).amax(2)
+        most = s.view(-1, c).amax(1).view(len(s), w // c)  # 3× quicker than .amax(2) of a 3-D view
         query, chunk = (most >= self.scores[qs, -1, None]).nonzero().unbind(1)
         if not len(query):
             return
@@ -469,8 +517,7 @@ def _consecutive(qs: Tensor) -> bool:
 def _ragged(group: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For sorted group ids: the groups, their sizes, and each item's (group rank, position in
     its group), to lay the items out as groups × max size."""
-    groups, counts = torch.unique_consecutive(group, return_counts=True)
-    rank = torch.repeat_interleave(torch.arange(len(groups), device=group.device), counts)
+    groups, rank, counts = torch.unique_consecutive(group, return_inverse=True, return_counts=True)
     pos = torch.arange(len(group), device=group.device) - (counts.cumsum(0) - counts)[rank]
     return groups, counts, rank, pos
 
@@ -478,8 +525,9 @@ def _ragged(group: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 class _Tile:
     """Database rows start…start+n−1, normalised and copied for the screen only when asked."""
 
-    def __init__(self, rows: Tensor, start: int, screen: Tensor | None):
-        self.rows, self.start, self._screen, self._unit = rows, start, screen, None
+    def __init__(self, rows: Tensor, start: int, screen: Tensor | None, unit: bool = False):
+        self.rows, self.start, self._screen = rows, start, screen
+        self._unit = rows if unit else None
 
     def unit(self) -> Tensor:
         if self._unit is None:
@@ -524,11 +572,14 @@ def cosine_topk(
     exclude: (Q,) database row to leave out per query, -1 for none. boost: see `Boost`.
     screen: the bfloat16 screen (default: where it runs, `screens`). tile_rows, query_block: the
     tile sizes (memory ≈ their product; results do not depend on them). Runs on the queries'
-    device. A `prepare`d database brings its screen copy.
+    device. A `prepare`d database brings its rows normalised and their screen copy.
     """
     exclude = _check(queries, database, k, exclude)
     top = RunningTopK(queries, k, exclude, boost, screen=screen, query_block=query_block)
-    copy = _prepared(database) if top.screen else None
+    ready = _prepared(database)
+    if ready is not None:
+        ready.feed(top, tile_rows)
+        return top.result()
     for start, stop in tiles(database.shape[0], max(tile_rows, k + 1, MIN_ROWS)):
-        top.add(database[start:stop], start, None if copy is None else copy[start:stop])
+        top.add(database[start:stop], start)
     return top.result()
