@@ -36,6 +36,7 @@ from src.explorer import app as app_module
 from src.explorer import projection as proj
 from src.explorer import session
 from src.explorer.app import create_app
+from src.explorer.searchers import SearchFailed
 from src.explorer.server import serving
 from src.explorer.session import Explorer
 from src.hints import STAGE_SCRIPTS
@@ -672,6 +673,17 @@ def test_a_search_process_refuses_or_fails_in_one_line_and_goes_on(space, one_th
             assert r.json() == json.loads(session.as_json(ex.answer(ex.ask({**SEARCH, "lam": 2}))))
     finally:
         ex.close()
+
+
+def test_search_processes_that_ended_give_one_line_and_nobody_waits(space, one_thread):
+    ex = forked_explorer(space)
+    for p in ex.searchers.processes:
+        p.kill()
+        p.join()
+    for _ in range(3):  # more requests than processes
+        with pytest.raises(SearchFailed, match="a search process ended; restart E3"):
+            ex.submit_answer(ex.ask(SEARCH)).result(60)
+    ex.searchers.waiters.shutdown(wait=False)  # none waits for a process (close would)
 
 
 def test_closing_the_explorer_ends_its_search_processes(space, one_thread):

@@ -74,9 +74,10 @@ class Searchers:
         try:
             conn.send_bytes(request)
             reply = conn.recv_bytes()
-        except (EOFError, OSError):  # it ended (killed, out of memory): it gets no more requests
+        except (EOFError, OSError):  # it ended (killed, out of memory)
             raise SearchFailed("a search process ended; restart E3") from None
-        self.free.put(conn)
+        finally:
+            self.free.put(conn)  # an ended one too: its next request fails at once, none waits
         kind, rest = reply[:1], reply[1:]
         if kind == REFUSED:
             raise SuiteError(rest.decode())
