@@ -28,11 +28,12 @@ from src.evaluation.space import DATABASES, SearchSpace
 from src.evaluation.task_run import open_task_run
 from src.explorer.app import create_app
 from src.explorer.projection import load_projection
+from src.explorer.searchers import forkable
 from src.explorer.server import THREADS, host_names, is_loopback, listen, serve, url_of
 from src.explorer.session import Explorer
 from src.runs import RUN_HELP
 from src.tasks import TASK_HELP
-from src.threads import use_threads
+from src.threads import usable_cpus, use_threads
 
 log = logging.getLogger("src.E3")
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
@@ -97,8 +98,13 @@ def main(argv: list[str] | None = None) -> None:
         log.info(
             "E3: %s, run %s: %d %s images", space.task.name, space.run, len(space), space.database
         )
+        if forkable(space.device):  # a search process per CPU: one process's threads share a GIL
+            explorer.in_processes(usable_cpus(), close=[sock])
         log.info("E3: the explorer is at %s (Ctrl-C stops it)", url_of(sock))
-        serve(create_app(explorer, ["*"] if open_to_all else host_names(args.host, sock)), sock)
+        try:
+            serve(create_app(explorer, ["*"] if open_to_all else host_names(args.host, sock)), sock)
+        finally:
+            explorer.close()
     finally:
         sock.close()
 

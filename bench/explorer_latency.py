@@ -9,22 +9,22 @@ tiling the embeddings with noise (labels and tags tiled with them; --size 0: the
 is), then serves the explorer on a free loopback port (uvicorn, as E3 does) and times, per query (a
 database image), each interaction the page sends for Backward Search: a new λ, a new condition, and
 a switch back to Backward Search from another method — from the POST to the parsed JSON answer (the
-top-10, the metrics, the walk on the map), in wall time and in the CPU time of the process (server
-and clients). --clients N: N clients at once, each on its own connection with --queries queries of
-its own. Writes nothing (the map is fitted in memory). Prints a markdown table and the load average.
+top-10, the metrics, the walk on the map), in wall time. --clients N: N pages at once, each a
+process of its own (bench/explorer_page.py: as browsers, they share no lock of the server's, only
+its CPUs) on its own connection with --queries queries of its own. Reports the CPU time the server
+and the pages spent per answer. Writes nothing (the map is fitted in memory). Prints a markdown table and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import http.client
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -47,9 +47,10 @@ from src.method.index import in_memory_search  # noqa: E402
 from src.runs import resolve_run  # noqa: E402
 from src.tags import tag_matrix  # noqa: E402
 from src.tasks import get_task  # noqa: E402
-from src.threads import use_threads  # noqa: E402
+from src.threads import usable_cpus, use_threads  # noqa: E402
 
 LAMBDAS = (1 / 16, 0.25, 1.0, 4.0, 16.0)
+PAGE = Path(__file__).with_name("explorer_page.py")  # one page, a process of its own
 
 
 def grown(space: SearchSpace, size: int, seed: int = 0) -> SearchSpace:
@@ -83,19 +84,53 @@ def grown(space: SearchSpace, size: int, seed: int = 0) -> SearchSpace:
     )
 
 
-def post(conn: http.client.HTTPConnection, body: dict, answers: list | None = None):
-    """(wall seconds, CPU seconds of this process) from sending one interaction to its parsed
-    answer (kept with its body in `answers` when given). The server runs in this process, so the
-    CPU time is its work and the client's: what the wall time comes down to on a quiet machine."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    conn.request("POST", "/api/search", json.dumps(body), {"Content-Type": "application/json"})
-    answer = json.loads(conn.getresponse().read())
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if "error" in answer:
-        raise RuntimeError(answer["error"])
-    if answers is not None:
-        answers.append((body, answer))
-    return seconds, cpu
+def plan(rows: np.ndarray, n_cls: dict[str, int], seed: int) -> list[dict]:
+    """One page's interactions, per query (a database image): the query picked (not timed: a new
+    query, not an interaction), five new λ, a new condition per attribute, and a switch to kNN and
+    back to Backward Search (the switch back timed)."""
+    rng = np.random.default_rng(seed)
+    steps = []
+    for row in rows:
+        cond = {a: int(rng.integers(n)) for a, n in n_cls.items()}
+        body = {"row": int(row), "conditions": cond, "method": "backward_search", "lam": 1.0}
+        steps.append({"body": body, "kind": None})
+        steps += [{"body": {**body, "lam": lam}, "kind": "new λ"} for lam in LAMBDAS]
+        for a, n in n_cls.items():
+            cond = {**cond, a: (cond[a] + 1) % n}
+            steps.append({"body": {**body, "conditions": cond}, "kind": "new condition"})
+        body = {**body, "conditions": cond}
+        steps.append({"body": {**body, "method": "knn"}, "kind": None})
+        steps.append({"body": body, "kind": "method → Backward Search"})
+    return steps
+
+
+def server_cpu(explorer: Explorer) -> float:
+    """CPU seconds of the server so far: this process's and its search processes' (from /proc)."""
+    ticks = 0
+    for p in explorer.searchers.processes:
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return time.process_time() + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_pages(port: int, plans: list[list[dict]]) -> list[dict]:
+    """Each plan asked by a page of its own (bench/explorer_page.py, a process), all at once."""
+    pages = [
+        subprocess.Popen(
+            [sys.executable, str(PAGE), str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in plans
+    ]
+    for page, steps in zip(pages, plans, strict=True):  # every page under way before any is read
+        page.stdin.write(json.dumps(steps))
+        page.stdin.close()
+    done = [json.loads(page.stdout.read()) for page in pages]
+    if any(page.wait() for page in pages):
+        raise RuntimeError("a page failed (its error is printed above)")
+    return done
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,76 +155,51 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(1)
     rows = rng.choice(len(space), size=args.queries * args.clients, replace=False)
     n_cls = {a: len(space.labels[a]) for a in task.conditions}
-    times: dict[str, list[tuple[float, float]]] = {
-        "new λ": [],
-        "new condition": [],
-        "method → Backward Search": [],
-    }
-    iterations, asked = [], []
-
-    def client(port: int, rows: np.ndarray, seed: int) -> None:
-        """One page's interactions on its own connection."""
-        rng = np.random.default_rng(seed)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        for row in rows:
-            cond = {a: int(rng.integers(n)) for a, n in n_cls.items()}
-            body = {"row": int(row), "conditions": cond, "method": "backward_search", "lam": 1.0}
-            post(conn, body)  # the query is picked (not timed: a new query, not an interaction)
-            for lam in LAMBDAS:
-                times["new λ"].append(post(conn, {**body, "lam": lam}, asked))
-            for a, n in n_cls.items():
-                cond = {**cond, a: (cond[a] + 1) % n}
-                times["new condition"].append(post(conn, {**body, "conditions": cond}, asked))
-            body = {**body, "conditions": cond}
-            post(conn, {**body, "method": "knn"})
-            times["method → Backward Search"].append(post(conn, body, asked))
-            iterations.append(explorer.answer(explorer.ask(body)).iterations)
-        conn.close()
-
+    plans = [plan(part, n_cls, i) for i, part in enumerate(np.array_split(rows, args.clients))]
     load_before = os.getloadavg()
     use_threads(THREADS)  # as E3 serves it
+    explorer.in_processes(usable_cpus())
     with serving(create_app(explorer)) as url:
         port = int(url.rstrip("/").rsplit(":", 1)[1])
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        clients = [
-            threading.Thread(target=client, args=(port, part, i))
-            for i, part in enumerate(np.array_split(rows, args.clients))
-        ]
-        for c in clients:
-            c.start()
-        for c in clients:
-            c.join()
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        wall0, cpu0 = time.perf_counter(), server_cpu(explorer)
+        pages = run_pages(port, plans)
+        wall, cpu = time.perf_counter() - wall0, server_cpu(explorer) - cpu0
+    explorer.close()
     load_after = os.getloadavg()
-    # the same interactions asked one at a time, after the clients are done: the same answers?
+    asked = [(kind, s, answer) for page in pages for kind, s, answer in page["asked"]]
+    bodies = [step["body"] for steps in plans for step in steps if step["kind"] is not None]
+    # the same interactions asked one at a time, after the pages are done: the same answers?
     same = sum(
         json.loads(json.dumps(dataclasses.asdict(explorer.answer(explorer.ask(body))))) == answer
-        for body, answer in asked
+        for body, (_, _, answer) in zip(bodies, asked, strict=True)
     )
-    answers = len(rows) * (len(LAMBDAS) + len(n_cls) + 4)  # every answer client() asks for
+    answers = sum(len(steps) for steps in plans)  # every answer the pages asked for, timed or not
+    page_cpu = sum(page["cpu_s"] for page in pages)
+    iterations = [a["iterations"] for kind, _, a in asked if kind == "method → Backward Search"]
     print(
         f"\n{task.name}, run {run}: database of {len(space)} images ("
         + (f"the test split's {len(base)} tiled with noise" if args.size else "the test split")
         + f"), E = {space.dim}, device {args.device}, "
         f"torch threads {torch.get_num_threads()}; {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores; {args.clients} client(s) at once; map fitted in "
-        f"{fit_s * 1000:.0f} ms; Backward Search iterations per answer "
+        f"{os.cpu_count()} cores; {args.clients} page(s) at once, each its own process; map "
+        f"fitted in {fit_s * 1000:.0f} ms; Backward Search iterations per answer "
         f"{statistics.mean(iterations):.1f} (mean)."
     )
     print(
-        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; the process used "
-        f"{cpu / wall:.2f} CPUs over the run, {cpu / answers * 1000:.1f} ms of CPU per answer "
-        "(server and clients; with several clients the CPU column counts the others' work too); "
-        f"answers equal to the same interaction asked alone afterwards: {same} of {len(asked)}\n"
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; over the "
+        f"{wall:.1f} s of asking ({answers} answers) the server used {cpu / wall:.2f} CPUs, "
+        f"{cpu / answers * 1000:.1f} ms of CPU per answer, and the pages (on the same cores) "
+        f"{page_cpu / answers * 1000:.1f} ms per answer; answers equal to the same interaction "
+        f"asked alone afterwards: {same} of {len(asked)}\n"
     )
-    print("| interaction | n | median ms | p90 ms | p95 ms | max ms | median CPU ms |")
-    print("|---|---|---|---|---|---|---|")
-    every = [t for pairs in times.values() for t in pairs]
-    for name, pairs in [*times.items(), ("all", every)]:
-        ms, cpu = (np.array(x) * 1000 for x in zip(*pairs, strict=True))
+    print("| interaction | n | median ms | p90 ms | p95 ms | max ms |")
+    print("|---|---|---|---|---|---|")
+    kinds = [*dict.fromkeys(kind for kind, _, _ in asked), "all"]
+    for kind in kinds:
+        ms = np.array([s for k, s, _ in asked if kind in (k, "all")]) * 1000
         print(
-            f"| {name} | {len(ms)} | {np.median(ms):.1f} | {np.percentile(ms, 90):.1f} "
-            f"| {np.percentile(ms, 95):.1f} | {ms.max():.1f} | {np.median(cpu):.1f} |"
+            f"| {kind} | {len(ms)} | {np.median(ms):.1f} | {np.percentile(ms, 90):.1f} "
+            f"| {np.percentile(ms, 95):.1f} | {ms.max():.1f} |"
         )
 
 

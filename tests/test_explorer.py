@@ -36,6 +36,7 @@ from src.explorer import app as app_module
 from src.explorer import projection as proj
 from src.explorer import session
 from src.explorer.app import create_app
+from src.explorer.searchers import SearchFailed
 from src.explorer.server import serving
 from src.explorer.session import Explorer
 from src.hints import STAGE_SCRIPTS
@@ -44,7 +45,7 @@ from src.method.student import Student, student_path
 from src.queries import read_queries
 from src.tags import split_tags
 from src.tasks import get_task
-from src.threads import use_threads
+from src.threads import usable_cpus, use_threads
 from src.transforms import image_transform
 from tests._pipeline import build_pipeline
 from tests._search import batch_query_reference
@@ -566,6 +567,132 @@ def test_eight_clients_at_once_get_the_answers_one_client_gets(pipe, space, expl
         assert len(answers[i]) == 8 and all(a == want for a in answers[i]), bodies[i]
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one intra-op thread, as E3 serves (search processes are forked only so)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def forked_explorer(space) -> Explorer:
+    """An explorer of its own searching in two forked processes, as E3 serves on the CPU."""
+    ex = Explorer(space, proj.load_projection(space), space.task.default_lambda)
+    ex.in_processes(2)
+    return ex
+
+
+def test_pages_at_once_in_search_processes_get_the_answers_searched_here(pipe, space, one_thread):
+    ex = forked_explorer(space)
+    try:
+        _, rows = query_rows(pipe, space, 4)
+        with serving(create_app(ex)) as url:
+            port = int(url.rstrip("/").rsplit(":", 1)[1])
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("POST", "/api/upload", picture(), {"Content-Type": "image/png"})
+            token = json.loads(conn.getresponse().read())["token"]  # decoded here, not there
+            bodies = [
+                {**where, "conditions": {"style": (i + 1) % 4}, "method": m, "lam": lam}
+                for i, where in enumerate([*({"row": int(r)} for r in rows), {"upload": token}])
+                for m, lam in [("backward_search", 1.0), ("backward_search", 0.25), ("student", 1)]
+            ]
+            # the oracle: each interaction searched in this process, one at a time
+            here = [json.loads(session.as_json(ex.answer(ex.ask(b)))) for b in bodies]
+            answers: dict[int, list] = {}
+
+            def page(k: int) -> None:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                for i in [*range(k, len(bodies)), *range(k)]:
+                    c.request("POST", "/api/search", json.dumps(bodies[i]), JSON)
+                    answers.setdefault(i, []).append(json.loads(c.getresponse().read()))
+                c.close()
+
+            pages = [threading.Thread(target=page, args=(k,)) for k in range(8)]
+            for t in pages:
+                t.start()
+            for t in pages:
+                t.join(300)
+    finally:
+        ex.close()
+    for i, want in enumerate(here):
+        assert len(answers[i]) == 8 and all(a == want for a in answers[i]), bodies[i]
+
+
+def test_two_searches_run_at_once_in_two_search_processes(space, one_thread, tmp_path, monkeypatch):
+    """Each search (in a process forked after this patch) notes its process and waits for a
+    second one to be searching too: searches taking turns would never both arrive."""
+    real = session.walk
+
+    def walk(*args):
+        (tmp_path / str(os.getpid())).touch()
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.iterdir())) < 2:
+            assert time.monotonic() < deadline, "no second search ran meanwhile"
+            time.sleep(0.01)
+        return real(*args)
+
+    monkeypatch.setattr(session, "walk", walk)
+    ex = forked_explorer(space)
+    try:
+        asks = [ex.ask({**SEARCH, "method": "backward_search", "lam": lam}) for lam in (1, 2)]
+        futures = [ex.submit_answer(a) for a in asks]
+        assert all(json.loads(f.result(120))["lam"] in (1, 2) for f in futures)
+    finally:
+        ex.close()
+    pids = {int(p.name) for p in tmp_path.iterdir()}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_a_search_process_refuses_or_fails_in_one_line_and_goes_on(space, one_thread, monkeypatch):
+    real = Explorer.answer
+
+    def answer(self, ask):
+        if ask.lam == 0.5:
+            raise SuiteError("λ 0.5 refused here")
+        return 1 / 0 if ask.lam == 0.25 else real(self, ask)
+
+    monkeypatch.setattr(Explorer, "answer", answer)  # before the processes are forked
+    ex = forked_explorer(space)
+    monkeypatch.undo()  # this process searches as before: only the processes were changed
+    try:
+        with TestClient(
+            create_app(ex), base_url="http://127.0.0.1", raise_server_exceptions=False
+        ) as c:
+            r = c.post("/api/search", json={**SEARCH, "lam": 0.5})
+            assert (r.status_code, r.json()) == (400, {"error": "λ 0.5 refused here"})
+            for _ in range(3):  # more failures than processes: each one goes on
+                r = c.post("/api/search", json={**SEARCH, "lam": 0.25})
+                assert r.status_code == 500
+            assert r.json() == {
+                "error": "the explorer failed on this request (ZeroDivisionError in a search "
+                "process)"
+            }
+            r = c.post("/api/search", json={**SEARCH, "lam": 2.0})
+            assert r.status_code == 200
+            assert r.json() == json.loads(session.as_json(ex.answer(ex.ask({**SEARCH, "lam": 2}))))
+    finally:
+        ex.close()
+
+
+def test_search_processes_that_ended_give_one_line_and_nobody_waits(space, one_thread):
+    ex = forked_explorer(space)
+    for p in ex.searchers.processes:
+        p.kill()
+        p.join()
+    for _ in range(3):  # more requests than processes
+        with pytest.raises(SearchFailed, match="a search process ended; restart E3"):
+            ex.submit_answer(ex.ask(SEARCH)).result(60)
+    ex.searchers.waiters.shutdown(wait=False)  # none waits for a process (close would)
+
+
+def test_closing_the_explorer_ends_its_search_processes(space, one_thread):
+    ex = forked_explorer(space)
+    processes = ex.searchers.processes
+    ex.close()  # each waits at most 10 s: a process holding another's pipe end would wait longer
+    assert [p.exitcode for p in processes] == [0, 0]
+
+
 def test_uploads_are_decoded_one_at_a_time_in_one_thread_while_searches_go_on(
     explorer, monkeypatch
 ):
@@ -982,10 +1109,13 @@ def test_e3_marks_e1s_lambda_when_e1_ran(pipe):
 
 
 def test_e3_serves_on_one_thread_unless_threads_is_given(pipe, monkeypatch):
-    threads = []
+    """…and then searches in a process per CPU: forked with two OpenMP threads they would hang."""
+    threads, forked, closed = [], [], []
     monkeypatch.setattr(
         E3_explore, "serve", lambda app, sock: threads.append(torch.get_num_threads())
     )
+    monkeypatch.setattr(Explorer, "in_processes", lambda self, n, close: forked.append(n))
+    monkeypatch.setattr(Explorer, "close", lambda self: closed.append(len(threads)))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the stages' default here would be two threads
     before = torch.get_num_threads()
     try:
@@ -994,7 +1124,7 @@ def test_e3_serves_on_one_thread_unless_threads_is_given(pipe, monkeypatch):
     finally:
         use_threads(None)  # the other tests' default
         torch.set_num_threads(before)
-    assert threads == [1, 2]
+    assert threads == [1, 2] and forked == [usable_cpus()] and closed == [1, 2]
 
 
 def test_the_explorers_socket_sends_answers_without_waiting_for_acks():

@@ -13,7 +13,6 @@ page shows; the server keeps running and no answer names a path of the server.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -22,7 +21,6 @@ from pathlib import Path, PurePath
 from urllib.parse import unquote, urlsplit
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -33,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.errors import SuiteError
+from src.explorer.searchers import SearchFailed
 from src.explorer.session import MAX_UPLOAD_BYTES, Explorer
 
 log = logging.getLogger(__name__)
@@ -201,8 +200,8 @@ def create_app(explorer: Explorer, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS
             raise Refusal(f"a search is sent as {SEARCH_TYPE}", 415)
         too_big = f"a search request is larger than {MAX_SEARCH_BYTES >> 10} KiB"
         body = parse_search(await read_body(request, MAX_SEARCH_BYTES, too_big))
-        answer = await run_in_threadpool(explorer.answer, explorer.ask(body))
-        return JSONResponse(dataclasses.asdict(answer))
+        answer = await asyncio.wrap_future(explorer.submit_answer(explorer.ask(body)))
+        return Response(answer, media_type="application/json")
 
     hidden = server_folders(explorer)
 
@@ -214,8 +213,10 @@ def create_app(explorer: Explorer, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS
         return Response(status_code=400)  # nobody reads it
 
     async def failed(request: Request, e: Exception) -> Response:
-        # the traceback goes to the server's log (uvicorn prints it), the page gets one line
-        return refuse(f"the explorer failed on this request ({type(e).__name__})", 500)
+        # the traceback goes to the server's log (uvicorn's or the search process's), the page
+        # gets one line
+        what = str(e) if isinstance(e, SearchFailed) else type(e).__name__
+        return refuse(f"the explorer failed on this request ({what})", 500)
 
     routes = [
         Route("/", page),

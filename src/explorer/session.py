@@ -9,11 +9,14 @@ a one-row query file (`file_queries`, as E1 and E2 read them), so its answer is 
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import secrets
+import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from src.errors import SuiteError
 from src.evaluation import registry
@@ -28,9 +32,11 @@ from src.evaluation.methods import seen_as
 from src.evaluation.shown import shown_rows
 from src.evaluation.space import Queries, SearchSpace, embed_image, file_queries, picture_query
 from src.explorer.projection import Projection
+from src.explorer.searchers import Searchers
 from src.explorer.walk import walk
 from src.method.student import student_lambdas
 from src.tags import split_tags
+from src.threads import usable_cpus
 
 MAX_UPLOAD_BYTES = 16 * 2**20  # an upload larger than this is refused before it is decoded
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")  # what Pillow may decode from an upload
@@ -88,6 +94,13 @@ class Answer:
     query: dict[str, Any] = field(default_factory=dict)  # row, labels and tags of a database query
 
 
+def as_json(answer: Answer) -> bytes:
+    """The answer as the page reads it: JSON as Starlette's JSONResponse writes it."""
+    return json.dumps(
+        dataclasses.asdict(answer), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode()
+
+
 def _number(body: Mapping[str, Any], key: str, low: float, high: float, default: float) -> float:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -122,6 +135,9 @@ class Explorer:
         # Searches run side by side (each its own tensors; the heads stay in eval mode); the lock
         # guards only the two small dicts they share: the uploads and the recent queries.
         self.lock = threading.Lock()
+        # searches in threads of this process, at most one per CPU, unless in_processes was called
+        self.searcher = ThreadPoolExecutor(usable_cpus(), thread_name_prefix="E3-search")
+        self.searchers: Searchers | None = None
         # Uploaded pictures are decoded one at a time, always in this one thread: a 9400×9400
         # picture takes a third of a GB while it is decoded, and each thread that decodes keeps
         # its own malloc arena, so decoding in many threads kept GBs that were never given back.
@@ -206,15 +222,50 @@ class Explorer:
             raise SuiteError(f"{name} is larger than {MAX_UPLOAD_BYTES >> 20} MiB: resize it")
         z0 = embed_image(self.space, io.BytesIO(data), name=name, formats=UPLOAD_FORMATS)
         token = secrets.token_hex(8)
+        self.keep_upload(token, z0)
+        return {"token": token, "name": name, "seen_as": seen_as(self.space, z0)}
+
+    def keep_upload(self, token: str, z0: Any) -> None:
+        """Keep an uploaded picture's embedding under `token` (the MAX_UPLOADS newest)."""
         with self.lock:
             self.uploads[token] = z0
             while len(self.uploads) > MAX_UPLOADS:
                 self.uploads.popitem(last=False)
-        return {"token": token, "name": name, "seen_as": seen_as(self.space, z0)}
 
     def submit_upload(self, data: bytes, name: str) -> Future:
         """`upload` in the decoder thread, after the uploads sent before it (the web app awaits it)."""
         return self.decoder.submit(self.upload, data, name)
+
+    def in_processes(self, n: int, close: Sequence[socket.socket] = ()) -> None:
+        """Search from now on in `n` processes forked from this one (`close`: sockets they must
+        not hold): threads of one process take turns on its GIL (src/explorer/searchers.py)."""
+        self.searchers = Searchers(self.answer_request, n, close)
+
+    def close(self) -> None:
+        """End the search processes, if any (the threads end with this process)."""
+        if self.searchers is not None:
+            self.searchers.close()
+            self.searchers = None
+
+    def submit_answer(self, ask: Ask) -> Future:
+        """`ask`'s answer as JSON bytes, from a free search process or thread (in turn)."""
+        if self.searchers is None:
+            return self.searcher.submit(lambda: as_json(self.answer(ask)))
+        request: dict[str, Any] = {"ask": dataclasses.asdict(ask), "z0": None}
+        if ask.upload is not None:  # the processes were forked before it came: it goes along
+            with self.lock:
+                z0 = self.uploads.get(ask.upload)
+            if z0 is not None:  # float32 → JSON → float32 is exact
+                request["z0"], request["dtype"] = z0.tolist(), str(z0.dtype).split(".")[-1]
+        return self.searchers.submit(json.dumps(request).encode())
+
+    def answer_request(self, request: bytes) -> bytes:
+        """submit_answer's request answered (in a search process): the answer as JSON bytes."""
+        r = json.loads(request)
+        ask = Ask(**r["ask"])
+        if r["z0"] is not None:
+            self.keep_upload(ask.upload, torch.tensor(r["z0"], dtype=getattr(torch, r["dtype"])))
+        return as_json(self.answer(ask))
 
     def ask(self, body: Mapping[str, Any]) -> Ask:
         """An Ask from the page's JSON, every value checked (a bad one: a one-line SuiteError)."""
