@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -58,6 +60,29 @@ def stage_hint(stage: str, task: Task, run: str) -> str:
     return hint(stage, "--run", run)
 
 
+class KeyIndex:
+    """Image key → row over millions of keys (a numpy array of str), without a Python object or
+    hash entry per key: binary search over the keys in sorted order (an argsort, made on the
+    first lookup, only when C1's row order is not already sorted)."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = np.asarray(keys).astype(str, copy=False)
+
+    @cached_property
+    def order(self) -> np.ndarray | None:
+        k = self.keys
+        return None if bool((k[1:] >= k[:-1]).all()) else np.argsort(k, kind="stable")
+
+    def get_indexer(self, wanted: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:
+        """The row of each wanted key (the first, were one repeated), -1 where none."""
+        w = np.asarray(list(wanted), dtype=str)
+        if not len(self.keys) or not len(w):
+            return np.full(len(w), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.keys, w, sorter=self.order), len(self.keys) - 1)
+        rows = at if self.order is None else self.order[at]
+        return np.where(self.keys[rows] == w, rows, -1).astype(np.int64)
+
+
 @dataclass
 class SearchSpace:
     """The database of a task (N tagged images) on one device, and what searches it."""
@@ -76,10 +101,10 @@ class SearchSpace:
     db: Database  # the N database rows of C1's partitions, memory-mapped, read in tiles
     searcher: Searcher  # how the database is searched: exact (default) or --index
     label_ids: dict[str, Tensor]  # attr → (N,) class ids, every label attribute C1 stored
-    tag_cells: np.ndarray  # (N,) '|'-joined tags
+    tag_cells: pd.Series  # (N,) '|'-joined tags (Arrow strings: no Python object per row)
     tags: sp.csr_matrix  # N×T binary
     vocab: pd.Index  # the T tags
-    embedded: pd.Index  # every image C1 embedded (train and test), for queries' z0
+    embedded: KeyIndex  # every image C1 embedded (train and test), for queries' z0
     store: Partitions  # their embeddings (`store.take(rows)`), memory-mapped
     embedded_labels: dict[str, np.ndarray]  # attr → their class ids
     # attr → C×E train-class means (the centroid shift's μ); {} without train embeddings
@@ -113,9 +138,9 @@ class SearchSpace:
         return where if info.kind == "exact" else f"{where}; {info.describe()}"
 
     @cached_property
-    def row_index(self) -> pd.Index:
+    def row_index(self) -> KeyIndex:
         """Image key → database row."""
-        return pd.Index(self.images)
+        return KeyIndex(self.images)
 
     def rows_of(self, keys: Sequence[str]) -> np.ndarray:
         """The database rows of image keys (-1 where an image is not in the database)."""
@@ -233,29 +258,44 @@ def class_centroids(
     return out
 
 
+def _strings(column: pd.Series) -> pa.ChunkedArray:
+    """A table's column as Arrow strings (pandas' own Arrow buffers: no copy per cell)."""
+    return pa.chunked_array([pa.array(column, type=pa.large_string())])
+
+
+def _positions(keys: np.ndarray, images: pa.ChunkedArray) -> np.ndarray:
+    """Where each key lies among `images` (-1: not there), hashed in Arrow, not in Python; the
+    common case — C1's rows are the tables' rows in order — found by one comparison."""
+    k = pa.array(keys, type=pa.large_string())
+    if len(k) == len(images) and pc.all(pc.equal(k, images)).as_py() is not False:
+        return np.arange(len(k), dtype=np.int64)
+    found = pc.index_in(k, value_set=images.combine_chunks())
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def database_rows(
     emb: Mapping[str, np.ndarray], tables: Mapping[str, pd.DataFrame], c1: str, source: Path
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, pa.Array]:
     """Rows of the embeddings (`source`: C1's partitions or embeddings.npz, their metadata columns
     `emb`) that form the database — images of the splits of `tables` with tags (SPEC §7) — in
     C1's row order (increasing), and their tag cells. Every tagged image of those splits must have
     its embedding: one C1 has not embedded (the data grew after C1) could never be found, so it is
     refused naming the split and the stage to re-run."""
     keys = emb["image"].astype(str, copy=False)
-    both = pd.concat(tables.values(), ignore_index=True)
+    images = pa.chunked_array([c for t in tables.values() for c in _strings(t["image"]).chunks])
     rows = np.flatnonzero(np.isin(emb["split"], list(tables)))
-    pos = pd.Index(both["image"]).get_indexer(keys[rows])
+    pos = _positions(keys[rows], images)
     if (pos < 0).any():
         raise SuiteError(
             f"{source} holds {'/'.join(tables)} images missing from "
             f"{', '.join(f'{s}.csv' for s in tables)} (e.g. {keys[rows][pos < 0][0]}); the data "
             f"changed after C1: re-run {c1}"
         )
-    embedded = np.zeros(len(both), dtype=bool)
+    embedded = np.zeros(len(images), dtype=bool)
     embedded[pos] = True
     start = 0
     for split, table in tables.items():  # the database's images C1 did not embed, per split
-        tagged = table["tags"].to_numpy(dtype=object) != ""
+        tagged = np.asarray(pc.not_equal(_strings(table["tags"]), ""))
         lost = tagged & ~embedded[start : start + len(table)]
         start += len(table)
         if lost.any() and not (emb["split"] == split).any():  # e.g. trimmed, or a release's
@@ -270,9 +310,10 @@ def database_rows(
                 f"no embedding in {source} (e.g. {table['image'].iloc[int(np.argmax(lost))]}): the "
                 f"data grew after C1, and a search could never find them; re-run {c1}"
             )
-    cells = both["tags"].to_numpy(dtype=object)[pos]
-    tagged = cells != ""
-    return rows[tagged], cells[tagged]
+    tags = pa.chunked_array([c for t in tables.values() for c in _strings(t["tags"]).chunks])
+    cells = tags.take(pos)
+    tagged = np.asarray(pc.not_equal(cells, ""))
+    return rows[tagged], cells.filter(tagged).combine_chunks()
 
 
 def check_database_size(n: int, database: str, exclude_query: bool = False) -> None:
@@ -332,7 +373,7 @@ def load_space(
     label_attrs = [a for a in labels if f"label_{a}" in emb]
 
     splits = ("test",) if database == "test" else ("train", "test")
-    tables = {s: read_split(data_root, task.dataset, s) for s in splits}
+    tables = {s: read_split(data_root, task.dataset, s, ["image", "tags"]) for s in splits}
     rows, cells = database_rows(emb, tables, c1, store.source)
     check_database_size(len(rows), database)
     tags, vocab = tag_matrix(cells)
@@ -366,10 +407,10 @@ def load_space(
         db=searcher.db,
         searcher=searcher,
         label_ids={a: dev(_pick(label_of[a], rows)) for a in label_attrs},
-        tag_cells=cells,
+        tag_cells=pd.Series(cells, dtype="str"),
         tags=tags,
         vocab=vocab,
-        embedded=pd.Index(emb["image"].astype(str, copy=False)),
+        embedded=KeyIndex(emb["image"]),
         store=store,
         embedded_labels=label_of,
         centroids={a: dev(c) for a, c in centroids.items()},
