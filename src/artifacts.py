@@ -210,7 +210,10 @@ def read_table(
     wanted = set(required)
     try:
         df = pd.read_csv(
-            path, dtype=str, keep_default_na=False, usecols=(lambda c: c in wanted) if only else None
+            path,
+            dtype=str,
+            keep_default_na=False,
+            usecols=(lambda c: c in wanted) if only else None,
         )
     except pd.errors.EmptyDataError:
         raise SuiteError(f"{path} is empty; re-run {stage}") from None

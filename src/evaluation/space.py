@@ -284,7 +284,7 @@ def database_rows(
     keys = emb["image"].astype(str, copy=False)
     images = pa.chunked_array([c for t in tables.values() for c in _strings(t["image"]).chunks])
     rows = np.flatnonzero(np.isin(emb["split"], list(tables)))
-    pos = _positions(keys[rows], images)
+    pos = _positions(_pick(keys, rows), images)
     if (pos < 0).any():
         raise SuiteError(
             f"{source} holds {'/'.join(tables)} images missing from "
@@ -311,9 +311,11 @@ def database_rows(
                 f"data grew after C1, and a search could never find them; re-run {c1}"
             )
     tags = pa.chunked_array([c for t in tables.values() for c in _strings(t["tags"]).chunks])
-    cells = tags.take(pos)
+    same = len(pos) == len(tags) and bool((pos == np.arange(len(pos))).all())
+    cells = tags if same else tags.take(pos)  # no copy of millions of cells when in order
     tagged = np.asarray(pc.not_equal(cells, ""))
-    return rows[tagged], cells.filter(tagged).combine_chunks()
+    cells = cells if tagged.all() else cells.filter(tagged)
+    return rows[tagged], cells.chunk(0) if cells.num_chunks == 1 else cells.combine_chunks()
 
 
 def check_database_size(n: int, database: str, exclude_query: bool = False) -> None:
