@@ -149,11 +149,16 @@ class SearchSpace:
     @cached_property
     def table(self) -> pd.DataFrame:
         """The database as a table for people: image, class name per label attribute, tags, split."""
-        out = pd.DataFrame({"image": self.images})
+        return self.table_rows(np.arange(len(self)))
+
+    def table_rows(self, rows: np.ndarray) -> pd.DataFrame:
+        """`table`'s rows `rows` (indexed 0 …), only those made: a search's few of millions."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = pd.DataFrame({"image": self.images[rows]})
         for a, ids in self.label_ids.items():
-            out[a] = np.asarray(self.labels[a], dtype=object)[ids.cpu().numpy()]
-        out["tags"] = self.tag_cells
-        out["split"] = self.split
+            out[a] = np.asarray(self.labels[a], dtype=object)[ids.cpu().numpy()[rows]]
+        out["tags"] = self.tag_cells.iloc[rows].to_numpy()
+        out["split"] = self.split[rows]
         return out
 
     def image_path(self, key: str) -> Path:
