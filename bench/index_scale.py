@@ -84,20 +84,15 @@ class PeakMemory:
         return self.now()
 
 
-def centres(n_clusters: int) -> np.ndarray:
-    """The clusters' centres (n_clusters × E), the same for every seed."""
-    return np.random.default_rng(0).standard_normal((n_clusters, E), dtype=np.float32)
-
-
-def clustered(n_clusters: int, seed: int, data: str, with_cluster: bool = False):
+def clustered(n_clusters: int, seed: int, data: str):
     """columns(start, stop) of the synthetic set: rows drawn from (seed, start) alone.
 
     isotropic: centre + 0.45·noise in all E dimensions (the neighbours of a row spread over its
     whole cluster: the hard case for inverted lists). subspace: each cluster varies along its own
     SUBSPACE directions (the same spread) plus 0.05·noise, as embeddings of a trained encoder do
-    (a low intrinsic dimension). with_cluster: each row's cluster too (column "cluster")."""
+    (a low intrinsic dimension)."""
     rng0 = np.random.default_rng(0)
-    mean = rng0.standard_normal((n_clusters, E), dtype=np.float32)  # = centres(n_clusters)
+    centres = rng0.standard_normal((n_clusters, E), dtype=np.float32)
     bases = None
     if data == "subspace":  # unit-length directions, SUBSPACE per cluster
         bases = rng0.standard_normal((n_clusters, SUBSPACE, E), dtype=np.float32) / np.sqrt(E)
@@ -106,19 +101,17 @@ def clustered(n_clusters: int, seed: int, data: str, with_cluster: bool = False)
     def columns(start: int, stop: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([seed, start])
         z = np.empty((stop - start, E), dtype=np.float32)
-        cluster = np.empty(stop - start, dtype=np.int64)
         for a in range(0, stop - start, 1 << 13):  # in slices: no float64 copy of a partition
             b = min(a + (1 << 13), stop - start)
-            label = cluster[a:b] = rng.integers(n_clusters, size=b - a)
+            label = rng.integers(n_clusters, size=b - a)
             noise = rng.standard_normal((b - a, E), dtype=np.float32)
             if bases is None:
-                z[a:b] = mean[label] + NOISE * noise
+                z[a:b] = centres[label] + NOISE * noise
             else:
                 coef = spread * rng.standard_normal((b - a, 1, SUBSPACE), dtype=np.float32)
-                z[a:b] = mean[label] + (coef @ bases[label])[:, 0] + 0.05 * noise
+                z[a:b] = centres[label] + (coef @ bases[label])[:, 0] + 0.05 * noise
         ids = np.arange(start, stop)
-        out = {"z": z, "image": ids.astype(str), "split": np.full(stop - start, "test")}
-        return out | ({"cluster": cluster} if with_cluster else {})
+        return {"z": z, "image": ids.astype(str), "split": np.full(stop - start, "test")}
 
     return columns
 

@@ -6,8 +6,8 @@ stages' own processes, with `--index ivf`: search time, latency over a socket, p
 
 `layout` turns the root into what the stages read, without copying the rows: data/synthidx (the
 rows' test.csv: an 8-digit image key, a style and a genre — each the argmax of a fixed random
-linear map of the row's cluster centre, so heads can learn them — and three tags: style, genre,
-t<cluster mod 500>) and weights/<run> whose partitions link index_scale.py's z.npy (the same
+linear map of the row's embedding, so heads can learn them — and three tags: style, genre and a
+topic, t<argmax of another such map to 500>) and weights/<run> whose partitions link index_scale.py's z.npy (the same
 SHA-256s, so the same fingerprint: its ivf index, linked as index-ivf-test, is accepted), with
 label columns added, and an encoder.pt: the --encoder-from run's backbone (its pictures are
 embedded as they would be), a fresh reduction to E = 256 (seed 0) and heads fitted on 20,000 rows.
@@ -48,7 +48,7 @@ import pyarrow.compute as pc  # noqa: E402
 import torch  # noqa: E402
 
 from bench.explorer_latency import LAMBDAS, post  # noqa: E402
-from bench.index_scale import ROWS_PER_CLUSTER, E, centres, clustered  # noqa: E402
+from bench.index_scale import E  # noqa: E402
 from bench.scale import LAUNCHER, load, machine  # noqa: E402
 from bench.toy import accuracy, train_heads  # noqa: E402
 from src.artifacts import load_torch, read_json, save_npy, save_torch, write_json  # noqa: E402
@@ -78,25 +78,25 @@ def layout(root: Path, encoder_from: Path) -> None:
     data.mkdir(parents=True)
     demo = load_torch(encoder_from / "encoder.pt", "the demo", map_location="cpu")
     labels = demo["config"]["labels"]
-    n_clusters = len(store) // ROWS_PER_CLUSTER
     rng = np.random.default_rng(7)
-    mean = centres(n_clusters)
-    class_of = {a: (mean @ rng.standard_normal((E, len(c)), dtype=np.float32)).argmax(1)
-                for a, c in labels.items()}  # fmt: skip
+    maps = {a: rng.standard_normal((E, len(c)), dtype=np.float32) for a, c in labels.items()}
+    topic_map = rng.standard_normal((E, TAGS), dtype=np.float32)
     write_json(data / "labels.json", labels)
     write_json(data / DATASET_FILE, {"name": DATASET, "attributes": list(labels),
                "classes": labels, "description": "bench/index_stages.py's rows"})  # fmt: skip
-    rows = clustered(n_clusters, 0, "subspace", with_cluster=True)  # replays index_scale's rows
     src_dir, out = store.source, run / "embeddings"
     out.mkdir(parents=True)
     heads_z, heads_y = [], {a: [] for a in labels}
-    for part in store.parts:
-        cols = rows(part.start, part.stop)
-        assert np.array_equal(cols["z"][:100], store.take(np.arange(part.start, part.start + 100)))
-        ids = {a: class_of[a][cols["cluster"]] for a in labels}
+    for i, part in enumerate(store.parts):
+        z = store.z(i)
+        ids = {a: np.concatenate([(z[s : s + 65536] @ m).argmax(1) for s in range(0, len(z), 65536)])
+               for a, m in maps.items()}  # fmt: skip
+        topics = np.concatenate(
+            [(z[s : s + 65536] @ topic_map).argmax(1) for s in range(0, len(z), 65536)]
+        )
         keys = np.char.zfill(np.arange(part.start, part.stop).astype(str), 8)
         names = [pa.array(np.asarray(labels[a], dtype=object)[ids[a]]) for a in labels]
-        topic = pa.array(np.char.add("t", (cols["cluster"] % TAGS).astype(str)))
+        topic = pa.array(np.char.add("t", topics.astype(str)))
         tags = pc.binary_join_element_wise(*names, topic, "|")
         table = pd.DataFrame({"image": keys, **{a: n.to_pandas() for a, n in zip(labels, names, strict=True)},
                               "tags": tags.to_pandas()})  # fmt: skip
@@ -111,7 +111,7 @@ def layout(root: Path, encoder_from: Path) -> None:
         for a in labels:
             save_npy(d / f"label_{a}.npy", ids[a].astype(np.int64))
         if len(heads_z) * len(keys) < 2 * HEAD_ROWS:
-            heads_z.append(cols["z"][: HEAD_ROWS // 2])
+            heads_z.append(np.array(z[: HEAD_ROWS // 2]))
             for a in labels:
                 heads_y[a].append(ids[a][: HEAD_ROWS // 2])
         print(f"  layout: {part.name} ({part.stop:,} rows)", file=sys.stderr, flush=True)
@@ -122,9 +122,9 @@ def layout(root: Path, encoder_from: Path) -> None:
     z = torch.from_numpy(np.concatenate(heads_z)[:HEAD_ROWS])
     y = {a: torch.from_numpy(np.concatenate(v)[:HEAD_ROWS]) for a, v in heads_y.items()}
     heads = train_heads(z, y, seed=0)
-    held = rows(store.parts[-1].start, store.parts[-1].start + 5000)
-    acc = accuracy(heads, torch.from_numpy(held["z"]),
-                   {a: torch.from_numpy(class_of[a][held["cluster"]]) for a in labels})  # fmt: skip
+    held = np.array(store.z(len(store.parts) - 1)[-5000:])
+    acc = accuracy(heads, torch.from_numpy(held),
+                   {a: torch.from_numpy((held @ m).argmax(1)) for a, m in maps.items()})  # fmt: skip
     config = {**demo["config"], "dataset": DATASET, "embedding_size": E}
     torch.manual_seed(0)
     model = build_encoder(config)  # the reduction to E = 256: fresh
