@@ -129,7 +129,18 @@ def search_picture(
     found = shown.search_picture(space, z0, conditions, lam)
     search_ms = 1e3 * (time.perf_counter() - t0)
     named = {a: space.labels[a][c] for a, c in conditions.items()}
-    figures.picture_grid(space, args.image, found, named, path)
+    shown_keys = [k for r in found.rows for k in space.images[r.rows]]
+    missing = space.missing_images(shown_keys)
+    if missing:  # e.g. a collection embedded elsewhere: the results are still printed and saved
+        log.warning(
+            "E2: %d of the %d result pictures are not on disk (e.g. %s), so no grid is drawn; "
+            "give their folder with --images DIR",
+            len(missing),
+            len(shown_keys),
+            missing[0],
+        )
+    else:
+        figures.picture_grid(space, args.image, found, named, path)
     log.info(
         "%s → %s (λ = %g) in %s; the encoder sees it as %s; embedded in %.1f ms, searched in "
         "%.1f ms (every method's ranking and its rows)",
@@ -152,7 +163,10 @@ def search_picture(
         results=found.results.to_dict(orient="records"),
     )
     write_json(path.with_suffix(".json"), record)
-    log.info("E2: wrote %s and %s", path, path.with_suffix(".json").name)
+    log.info(
+        "E2: wrote %s",
+        path.with_suffix(".json") if missing else f"{path} and {path.with_suffix('.json').name}",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

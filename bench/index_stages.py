@@ -154,12 +154,13 @@ def phase_e2(root: Path, encoder_from: Path, count: int) -> list[dict]:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode:
-            sys.exit(proc.stderr[-3000:])
-        said = re.search(r"embedded in ([\d.]+) ms, searched in ([\d.]+) ms", proc.stderr)
-        if said is None:
-            sys.exit("E2 did not report its search time:\n" + proc.stderr[-3000:])
-        recall = re.search(r"recall@10 ([\d.]+)", proc.stderr)
-        out.append({"picture": pic.name, "embed_ms": float(said[1]), "search_ms": float(said[2]),
+            sys.exit((proc.stdout + proc.stderr)[-3000:])
+        said = proc.stdout + proc.stderr  # the stage logs to stdout
+        found = re.search(r"embedded in ([\d.]+) ms, searched in ([\d.]+) ms", said)
+        if found is None:
+            sys.exit("E2 did not report its search time:\n" + said[-3000:])
+        recall = re.search(r"recall@10 ([\d.]+)", said)
+        out.append({"picture": pic.name, "embed_ms": float(found[1]), "search_ms": float(found[2]),
                     "wall_s": wall, "peak_rss_gib": int(rss.read_text()) / 2**20,
                     "recall": recall and float(recall[1])})  # fmt: skip
         print(f"  E2 {out[-1]}", file=sys.stderr, flush=True)
