@@ -112,6 +112,9 @@ class SearchSpace:
     source: str | None = None  # data/<ds>/config.json "source" (artifacts.is_release: imported)
     image_root: Path | None = None  # E2 --images: the pictures outside data/<dataset>
     students: dict[float, Student | None] = field(default_factory=dict, repr=False)
+    counters: dict[tuple[str, ...], metrics.RelevantCounter] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def heads(self) -> Mapping[str, nn.Module]:
@@ -171,6 +174,13 @@ class SearchSpace:
     def missing_images(self, keys: Sequence[str]) -> list[Path]:
         """The pictures of `keys` that are not on disk (an imported release carries none)."""
         return [p for p in map(self.image_path, keys) if not p.is_file()]
+
+    def relevant_counter(self, attrs: tuple[str, ...]) -> metrics.RelevantCounter:
+        """metrics.count_relevant over this database for conditions on `attrs`, its per-class
+        counts made once (a query over millions of rows then costs no pass over them)."""
+        if attrs not in self.counters:
+            self.counters[attrs] = metrics.RelevantCounter(self.label_ids, list(attrs))
+        return self.counters[attrs]
 
     def student_file(self, lam: float) -> Path:
         """weights/<run>/student_<task>_lam<λ>.pt: where D1 writes the task's student at λ."""
@@ -271,9 +281,14 @@ def _strings(column: pd.Series) -> pa.ChunkedArray:
 def _positions(keys: np.ndarray, images: pa.ChunkedArray) -> np.ndarray:
     """Where each key lies among `images` (-1: not there), hashed in Arrow, not in Python; the
     common case — C1's rows are the tables' rows in order — found by one comparison."""
+    step = 1 << 20  # keys compared a million at a time: no second copy of millions of keys
+    if len(keys) == len(images) and all(
+        pc.all(pc.equal(pa.array(keys[a : a + step], type=pa.large_string()),
+                        images.slice(a, step))).as_py() is not False
+        for a in range(0, len(keys), step)
+    ):  # fmt: skip
+        return np.arange(len(keys), dtype=np.int64)
     k = pa.array(keys, type=pa.large_string())
-    if len(k) == len(images) and pc.all(pc.equal(k, images)).as_py() is not False:
-        return np.arange(len(k), dtype=np.int64)
     found = pc.index_in(k, value_set=images.combine_chunks())
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -382,6 +397,7 @@ def load_space(
     splits = ("test",) if database == "test" else ("train", "test")
     tables = {s: read_split(data_root, task.dataset, s, ["image", "tags"]) for s in splits}
     rows, cells = database_rows(emb, tables, c1, store.source)
+    del tables  # the image keys read from the CSV (C1's are kept)
     check_database_size(len(rows), database)
     tags, vocab = tag_matrix(cells)
     train = np.flatnonzero(emb["split"] == "train")
@@ -501,7 +517,7 @@ def _queries(space: SearchSpace, z0: np.ndarray | Tensor, conditions, own, tags,
         own={a: torch.as_tensor(c).to(dev) for a, c in own.items()},
         tags=tags,
         exclude=exclude,
-        n_relevant=metrics.count_relevant(space.label_ids, conditions, exclude),
+        n_relevant=space.relevant_counter(tuple(conditions))(conditions, exclude),
         **kw,
     )
 
