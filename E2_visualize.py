@@ -20,6 +20,7 @@ import logging
 import math
 import re
 import sys
+import time
 from pathlib import Path
 
 from src.argtypes import int_at_least, nonnegative_float, run_name_arg
@@ -112,22 +113,44 @@ def fig5_rows(text: str) -> list[float | None]:
 
 
 def search_picture(
-    args, space: SearchSpace, conditions: dict[str, int], z0, lam: float, figs: Path
+    args,
+    space: SearchSpace,
+    conditions: dict[str, int],
+    z0,
+    lam: float,
+    figs: Path,
+    embed_ms: float,
 ) -> None:
     """--image: print the ranked results of Backward Search for the picture (embedded as z0)
     and save the grid."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", args.image.stem)[:60] or "image"
     path = figs / f"search_{stem}{figures.database_suffix(space)}.png"
+    t0 = time.perf_counter()
     found = shown.search_picture(space, z0, conditions, lam)
+    search_ms = 1e3 * (time.perf_counter() - t0)
     named = {a: space.labels[a][c] for a, c in conditions.items()}
-    figures.picture_grid(space, args.image, found, named, path)
+    shown_keys = [k for r in found.rows for k in space.images[r.rows]]
+    missing = space.missing_images(shown_keys)
+    if missing:  # e.g. a collection embedded elsewhere: the results are still printed and saved
+        log.warning(
+            "E2: %d of the %d result pictures are not on disk (e.g. %s), so no grid is drawn; "
+            "give their folder with --images DIR",
+            len(missing),
+            len(shown_keys),
+            missing[0],
+        )
+    else:
+        figures.picture_grid(space, args.image, found, named, path)
     log.info(
-        "%s → %s (λ = %g) in %s; the encoder sees it as %s",
+        "%s → %s (λ = %g) in %s; the encoder sees it as %s; embedded in %.1f ms, searched in "
+        "%.1f ms (every method's ranking and its rows)",
         args.image,
         figures.condition_text(named),
         lam,
         space.describe(),
         figures.condition_text(found.seen_as),
+        embed_ms,
+        search_ms,
     )
     log.info(found.results.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     record = stage_config(
@@ -140,7 +163,10 @@ def search_picture(
         results=found.results.to_dict(orient="records"),
     )
     write_json(path.with_suffix(".json"), record)
-    log.info("E2: wrote %s and %s", path, path.with_suffix(".json").name)
+    log.info(
+        "E2: wrote %s",
+        path.with_suffix(".json") if missing else f"{path} and {path.with_suffix('.json').name}",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,7 +190,9 @@ def visualize(args) -> None:
     )
     if args.image is not None:  # checked and embedded before anything is written
         conditions = parse_conditions(args.condition, space.labels, task.conditions)
+        t0 = time.perf_counter()
         z0 = embed_image(space, args.image)
+        embed_ms = 1e3 * (time.perf_counter() - t0)
     lam, lam_source = tr.lam(args.lam)
     chosen = None if args.image is not None else chosen_queries(args, task.name)
     log_file = results / "figures" / "E2.log"
@@ -174,7 +202,8 @@ def visualize(args) -> None:
         with staged_log(staged, previous=log_file):  # only now: bad inputs leave no file behind
             log.info("E2 %s, run %s: λ = %g (%s)", task.name, tr.run, lam, lam_source)
             if args.image is not None:
-                return search_picture(args, space, conditions, z0, lam, results / "figures")
+                figs = results / "figures"
+                return search_picture(args, space, conditions, z0, lam, figs, embed_ms)
             draw(args, tr, space, chosen, lam, lams)
 
 

@@ -81,6 +81,7 @@ def grown(space: SearchSpace, size: int, seed: int = 0) -> SearchSpace:
         embedded=pd.Index(keys),  # the queries' z0 are read from here
         store=searcher.db.store,
         embedded_labels={a: ids.cpu().numpy() for a, ids in labels.items()},
+        counters={},  # counted over the grown labels, not the base's
     )
 
 

@@ -195,8 +195,11 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
 
 
-def read_table(path: str | Path, required: list[str] | tuple[str, ...], stage: str):
-    """A CSV artifact (every cell a string) with its required columns and at least one row.
+def read_table(
+    path: str | Path, required: list[str] | tuple[str, ...], stage: str, only: bool = False
+):
+    """A CSV artifact (every cell a string) with its required columns and at least one row;
+    `only`: those columns alone (a table of millions of rows holds what its reader needs).
 
     The one place a table's schema is checked: a missing, empty, header-only, undecodable file or
     a missing column fails with the file, the column and the stage to re-run.
@@ -204,8 +207,14 @@ def read_table(path: str | Path, required: list[str] | tuple[str, ...], stage: s
     import pandas as pd
 
     path = require(path, stage)
+    wanted = set(required)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            usecols=(lambda c: c in wanted) if only else None,
+        )
     except pd.errors.EmptyDataError:
         raise SuiteError(f"{path} is empty; re-run {stage}") from None
     except PermissionError:  # the machine's, not the file's: run_stage says so

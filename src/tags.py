@@ -46,8 +46,14 @@ def split_tags(cell) -> frozenset[str]:
     return frozenset(tags)
 
 
-def _cells(items: Sequence) -> pd.Series:
-    """CSV cells from a list of cells, tag sets or None (a set becomes its cell, empty tag kept)."""
+def _cells(items: Sequence | pa.Array | pa.ChunkedArray) -> pd.Series | pa.Array:
+    """CSV cells from a list of cells, tag sets or None (a set becomes its cell, empty tag kept);
+    cells already in an Arrow string array are kept there (no Python object per cell)."""
+    if isinstance(items, pa.ChunkedArray):
+        items = items.combine_chunks()
+    if isinstance(items, pa.Array) and not items.null_count:
+        if pa.types.is_string(items.type) or pa.types.is_large_string(items.type):
+            return items
     s = pd.Series(list(items), dtype=object)
     other = ~s.map(type).eq(str).to_numpy(dtype=bool)
     if other.any():
@@ -55,33 +61,39 @@ def _cells(items: Sequence) -> pd.Series:
     return s
 
 
-def _pairs(cells: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pairs(cells: pd.Series | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, tag code) of every tag of every cell by split_tags' rule (a tag may repeat within a
     row), and the tags the codes stand for. Split and encoded in Arrow: no Python object per tag."""
-    arr = pa.array(cells.to_numpy(dtype=object), type=pa.string())
+    if not isinstance(cells, pa.Array):
+        cells = pa.array(cells.to_numpy(dtype=object), type=pa.string())
+    arr = cells
     lists = pc.split_pattern(arr, TAG_SEP)  # '' → ['']; 'a|b|' → [a, b, '']
-    rows = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    rows = pc.cast(pc.list_parent_indices(lists), pa.int32()).to_numpy()  # half of int64's memory
     encoded = pc.list_flatten(lists).dictionary_encode()
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
     trailing = pc.ends_with(arr, TAG_SEP).to_numpy(zero_copy_only=False).astype(bool)
     empty = np.flatnonzero(names == "")  # an inner '' is no tag; a trailing one is
     keep = (codes != (empty[0] if len(empty) else -1)) | trailing[rows]
+    if keep.all():  # the usual case: no copy of millions of pairs
+        return rows, codes, names
     return rows[keep], codes[keep], names
 
 
-def tag_matrix(items: Sequence, vocab: pd.Index | None = None) -> tuple[sp.csr_matrix, pd.Index]:
+def tag_matrix(
+    items: Sequence | pa.Array | pa.ChunkedArray, vocab: pd.Index | None = None
+) -> tuple[sp.csr_matrix, pd.Index]:
     """Tag sets as a binary csr matrix (rows × vocabulary) and the vocabulary it used.
 
-    items: CSV cells, tag sets or None. With `vocab` given, its columns come first and tags it
-    lacks get new columns after them (the returned vocabulary is `vocab` extended), so a matrix
+    items: CSV cells (a list, or an Arrow string array), tag sets or None. With `vocab` given,
+    its columns come first and tags it lacks get new columns after them (the returned vocabulary is `vocab` extended), so a matrix
     made with the database's vocabulary can be compared with the database's (see tag_jaccard).
     """
     cells = _cells(items)
     rows, codes, names = _pairs(cells)
     vocab = pd.Index([], dtype=object) if vocab is None else vocab
     col_of = vocab.get_indexer(names) if len(vocab) else np.full(len(names), -1, dtype=np.int64)
-    col_of = col_of.astype(np.int64)
+    col_of = col_of.astype(np.int32)  # a column per tag code: the csr matrix's index type
     met = pd.unique(codes)  # the tags present, in first-seen order
     new = met[col_of[met] < 0]
     if len(new):  # the tags the vocabulary lacks get the next columns

@@ -3,6 +3,8 @@ searching a picture from outside the dataset (`E2_visualize.py --image`)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -394,3 +396,21 @@ def test_image_search_shows_the_student_row_when_it_exists(pipe, tmp_path, monke
         expected = ["k-nearest search", f"Backward Search at λ = {lam}"]
         assert titles == expected + ([f"Student (distilled) at λ = {lam}"] if student else [])
         assert all(len(r.tiles) == 10 for r in drawn[0])
+
+
+def test_image_search_without_the_result_pictures_prints_and_saves_the_results(
+    pipe, tmp_path, capsys
+):
+    # a collection whose pictures are elsewhere (e.g. embedded on a cluster): no grid, no error
+    pic, empty = tmp_path / "away.png", tmp_path / "no_pictures"
+    Image.fromarray(solid(GREY)).save(pic)
+    empty.mkdir()
+    argv = pipe.argv("--task", "synthart-style", "--image", str(pic), "--condition", "style=dots")
+    argv += ["--images", str(empty), "--device", "cpu"]
+    assert E2_visualize.run_stage(E2_visualize.main, argv) == 0
+    captured = capsys.readouterr()
+    assert "result pictures are not on disk" in captured.out + captured.err
+    assert "searched in" in captured.out + captured.err  # the search time is reported
+    figs = pipe.results_root / pipe.run / "synthart-style" / "figures"
+    record = json.loads((figs / "search_away.json").read_text())
+    assert len(record["results"]) == 10 and not (figs / "search_away.png").exists()

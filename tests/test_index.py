@@ -106,15 +106,13 @@ def test_exact_over_tiles_equals_one_pass_over_the_whole_database(
     assert len(reads) == (1 if prepared else 2)  # prepared: the partitions read once
 
 
-@pytest.mark.parametrize("quantizer", ["flat", "hnsw"])
+@pytest.mark.parametrize("quantizer", ["flat", "two-level"])
 def test_ivf_is_calibrated_to_recall_099_and_says_so(store, tmp_path, monkeypatch, quantizer):
-    if (
-        quantizer == "hnsw"
-    ):  # FAISS's two-level k-means and an HNSW coarse quantizer, as at ≥ 1 M rows
-        monkeypatch.setattr(sizing, "HNSW_FROM", 64)
+    if quantizer == "two-level":  # the centroids in an inverted file of their own, as at ≥ 1 M rows
+        monkeypatch.setattr(sizing, "TWO_LEVEL_FROM", 64)
     info = build_index("ivf", store, tmp_path / "ivf", queries=400)
     assert info.recall_at_10 >= 0.99 and info.nprobe < info.nlist  # found before exhaustive
-    assert ("HNSW32" in info.factory) == (quantizer == "hnsw")
+    assert ("(IVF" in info.factory) == (quantizer == "two-level")
     recorded = json.loads((tmp_path / "ivf" / "index.json").read_text())
     assert recorded["recall_at_10"] == info.recall_at_10 and recorded["nprobe"] == info.nprobe
     assert "recall@10" in info.describe() and f"nprobe {info.nprobe}" in info.describe()
@@ -223,7 +221,7 @@ def test_the_sizing_rules_are_autofaiss_s():
     assert [sizing.nlist(n) for n in (10_000, 200_000, 999_999)] == [512, 2048, 4096]
     assert [sizing.nlist(n) for n in (1_000_000, 9_999_999, 10_000_000, 300_000_000)] == [
         16_384, 16_384, 65_536, 131_072]  # fmt: skip
-    assert sizing.coarse(512) == "IVF512" and sizing.coarse(16_384) == "IVF16384_HNSW32"
+    assert sizing.coarse(512) == "IVF512" and sizing.coarse(16_384) == "IVF16384(IVF128,Flat)"
     # get_optimal_train_size: 100 per list, down to 31 when the budget is short
     assert sizing.train_rows(1024, 10**7, 256, 1 << 40) == 102_400
     assert sizing.train_rows(65_536, 10**8, 256, 1 << 30) == 31 * 65_536

@@ -178,3 +178,28 @@ def test_bad_inputs():
     qm, dm = tag_matrices([{"a"}], [{"a"}] * 6)
     with pytest.raises(SuiteError, match="1 query tag sets for 2 queries"):
         tag_jaccard(qm, dm, TOP)
+
+
+def test_count_relevant_matches_a_brute_force_count_with_unseen_classes_and_exclusions():
+    """RelevantCounter's bincount table against counting row by row: a class no row carries
+    (beyond the database's largest id, which would alias another combination) counts 0, and an
+    excluded row is subtracted only when it carries the condition."""
+    rng = np.random.default_rng(3)
+    db = {
+        "a": torch.from_numpy(rng.integers(0, 4, 300)),
+        "b": torch.from_numpy(rng.integers(0, 3, 300)),
+    }
+    cond = {"a": torch.tensor([0, 3, 4, 1, 2, 7]), "b": torch.tensor([0, 2, 0, 3, 1, 1])}
+    exclude = torch.tensor(
+        [5, -1, 9, 12, int(np.flatnonzero((db["a"] == 2) & (db["b"] == 1))[0]), 0]
+    )
+    got = count_relevant(db, cond, exclude).tolist()
+    want = []
+    for i in range(6):
+        n = sum(
+            int(db["a"][r]) == int(cond["a"][i]) and int(db["b"][r]) == int(cond["b"][i])
+            for r in range(300)
+            if r != int(exclude[i])
+        )
+        want.append(n)
+    assert got == want and want[2] == 0 and want[3] == 0

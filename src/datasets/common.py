@@ -110,9 +110,14 @@ def split_columns(dataset: str, data_root: str | Path | None = None) -> list[str
     return ["image", *get_dataset(dataset, data_root).attributes, "tags"]
 
 
-def read_split(data_root: str | Path, dataset: str, split: str) -> pd.DataFrame:
-    """One split of a processed dataset; class names and tags as strings (empty tags → '')."""
+def read_split(
+    data_root: str | Path, dataset: str, split: str, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """One split of a processed dataset; class names and tags as strings (empty tags → '').
+    `columns`: only these (each still required)."""
     path = dataset_dir(data_root, dataset) / f"{split}.csv"
+    if columns is not None:
+        return read_table(path, columns, a1_hint(dataset), only=True)
     return read_table(path, split_columns(dataset, data_root), a1_hint(dataset))
 
 

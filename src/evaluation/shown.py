@@ -201,7 +201,7 @@ def search_picture(
     ]
     bs = rows[keys.index(BACKWARD_SEARCH)]
     split = ["split"] if space.database != "test" else []  # which split each result is from
-    found = space.table.iloc[bs.rows][["image", *space.labels, *split]].reset_index(drop=True)
+    found = space.table_rows(bs.rows)[["image", *space.labels, *split]]
     found.insert(0, "cosine", bs.scores)
     found.insert(0, "rank", np.arange(1, len(found) + 1))
     found["satisfies"] = bs.hits

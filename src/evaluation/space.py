@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -58,6 +60,29 @@ def stage_hint(stage: str, task: Task, run: str) -> str:
     return hint(stage, "--run", run)
 
 
+class KeyIndex:
+    """Image key → row over millions of keys (a numpy array of str), without a Python object or
+    hash entry per key: binary search over the keys in sorted order (an argsort, made on the
+    first lookup, only when C1's row order is not already sorted)."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = np.asarray(keys).astype(str, copy=False)
+
+    @cached_property
+    def order(self) -> np.ndarray | None:
+        k = self.keys
+        return None if bool((k[1:] >= k[:-1]).all()) else np.argsort(k, kind="stable")
+
+    def get_indexer(self, wanted: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:
+        """The row of each wanted key (the first, were one repeated), -1 where none."""
+        w = np.asarray(list(wanted), dtype=str)
+        if not len(self.keys) or not len(w):
+            return np.full(len(w), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.keys, w, sorter=self.order), len(self.keys) - 1)
+        rows = at if self.order is None else self.order[at]
+        return np.where(self.keys[rows] == w, rows, -1).astype(np.int64)
+
+
 @dataclass
 class SearchSpace:
     """The database of a task (N tagged images) on one device, and what searches it."""
@@ -76,10 +101,10 @@ class SearchSpace:
     db: Database  # the N database rows of C1's partitions, memory-mapped, read in tiles
     searcher: Searcher  # how the database is searched: exact (default) or --index
     label_ids: dict[str, Tensor]  # attr → (N,) class ids, every label attribute C1 stored
-    tag_cells: np.ndarray  # (N,) '|'-joined tags
+    tag_cells: pd.Series  # (N,) '|'-joined tags (Arrow strings: no Python object per row)
     tags: sp.csr_matrix  # N×T binary
     vocab: pd.Index  # the T tags
-    embedded: pd.Index  # every image C1 embedded (train and test), for queries' z0
+    embedded: KeyIndex  # every image C1 embedded (train and test), for queries' z0
     store: Partitions  # their embeddings (`store.take(rows)`), memory-mapped
     embedded_labels: dict[str, np.ndarray]  # attr → their class ids
     # attr → C×E train-class means (the centroid shift's μ); {} without train embeddings
@@ -87,6 +112,9 @@ class SearchSpace:
     source: str | None = None  # data/<ds>/config.json "source" (artifacts.is_release: imported)
     image_root: Path | None = None  # E2 --images: the pictures outside data/<dataset>
     students: dict[float, Student | None] = field(default_factory=dict, repr=False)
+    counters: dict[tuple[str, ...], metrics.RelevantCounter] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def heads(self) -> Mapping[str, nn.Module]:
@@ -113,9 +141,9 @@ class SearchSpace:
         return where if info.kind == "exact" else f"{where}; {info.describe()}"
 
     @cached_property
-    def row_index(self) -> pd.Index:
+    def row_index(self) -> KeyIndex:
         """Image key → database row."""
-        return pd.Index(self.images)
+        return KeyIndex(self.images)
 
     def rows_of(self, keys: Sequence[str]) -> np.ndarray:
         """The database rows of image keys (-1 where an image is not in the database)."""
@@ -124,11 +152,16 @@ class SearchSpace:
     @cached_property
     def table(self) -> pd.DataFrame:
         """The database as a table for people: image, class name per label attribute, tags, split."""
-        out = pd.DataFrame({"image": self.images})
+        return self.table_rows(np.arange(len(self)))
+
+    def table_rows(self, rows: np.ndarray) -> pd.DataFrame:
+        """`table`'s rows `rows` (indexed 0 …), only those made: a search's few of millions."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = pd.DataFrame({"image": self.images[rows]})
         for a, ids in self.label_ids.items():
-            out[a] = np.asarray(self.labels[a], dtype=object)[ids.cpu().numpy()]
-        out["tags"] = self.tag_cells
-        out["split"] = self.split
+            out[a] = np.asarray(self.labels[a], dtype=object)[ids.cpu().numpy()[rows]]
+        out["tags"] = self.tag_cells.iloc[rows].to_numpy()
+        out["split"] = self.split[rows]
         return out
 
     def image_path(self, key: str) -> Path:
@@ -141,6 +174,13 @@ class SearchSpace:
     def missing_images(self, keys: Sequence[str]) -> list[Path]:
         """The pictures of `keys` that are not on disk (an imported release carries none)."""
         return [p for p in map(self.image_path, keys) if not p.is_file()]
+
+    def relevant_counter(self, attrs: tuple[str, ...]) -> metrics.RelevantCounter:
+        """metrics.count_relevant over this database for conditions on `attrs`, its per-class
+        counts made once (a query over millions of rows then costs no pass over them)."""
+        if attrs not in self.counters:
+            self.counters[attrs] = metrics.RelevantCounter(self.label_ids, list(attrs))
+        return self.counters[attrs]
 
     def student_file(self, lam: float) -> Path:
         """weights/<run>/student_<task>_lam<λ>.pt: where D1 writes the task's student at λ."""
@@ -233,29 +273,49 @@ def class_centroids(
     return out
 
 
+def _strings(column: pd.Series) -> pa.ChunkedArray:
+    """A table's column as Arrow strings (pandas' own Arrow buffers: no copy per cell)."""
+    return pa.chunked_array([pa.array(column, type=pa.large_string())])
+
+
+def _positions(keys: np.ndarray, images: pa.ChunkedArray) -> np.ndarray:
+    """Where each key lies among `images` (-1: not there), hashed in Arrow, not in Python; the
+    common case — C1's rows are the tables' rows in order — found by one comparison."""
+    step = 1 << 20  # keys compared a million at a time: no second copy of millions of keys
+    if len(keys) == len(images) and all(
+        pc.all(pc.equal(pa.array(keys[a : a + step], type=pa.large_string()),
+                        images.slice(a, step))).as_py() is not False
+        for a in range(0, len(keys), step)
+    ):  # fmt: skip
+        return np.arange(len(keys), dtype=np.int64)
+    k = pa.array(keys, type=pa.large_string())
+    found = pc.index_in(k, value_set=images.combine_chunks())
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def database_rows(
     emb: Mapping[str, np.ndarray], tables: Mapping[str, pd.DataFrame], c1: str, source: Path
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, pa.Array]:
     """Rows of the embeddings (`source`: C1's partitions or embeddings.npz, their metadata columns
     `emb`) that form the database — images of the splits of `tables` with tags (SPEC §7) — in
     C1's row order (increasing), and their tag cells. Every tagged image of those splits must have
     its embedding: one C1 has not embedded (the data grew after C1) could never be found, so it is
     refused naming the split and the stage to re-run."""
     keys = emb["image"].astype(str, copy=False)
-    both = pd.concat(tables.values(), ignore_index=True)
+    images = pa.chunked_array([c for t in tables.values() for c in _strings(t["image"]).chunks])
     rows = np.flatnonzero(np.isin(emb["split"], list(tables)))
-    pos = pd.Index(both["image"]).get_indexer(keys[rows])
+    pos = _positions(_pick(keys, rows), images)
     if (pos < 0).any():
         raise SuiteError(
             f"{source} holds {'/'.join(tables)} images missing from "
             f"{', '.join(f'{s}.csv' for s in tables)} (e.g. {keys[rows][pos < 0][0]}); the data "
             f"changed after C1: re-run {c1}"
         )
-    embedded = np.zeros(len(both), dtype=bool)
+    embedded = np.zeros(len(images), dtype=bool)
     embedded[pos] = True
     start = 0
     for split, table in tables.items():  # the database's images C1 did not embed, per split
-        tagged = table["tags"].to_numpy(dtype=object) != ""
+        tagged = np.asarray(pc.not_equal(_strings(table["tags"]), ""))
         lost = tagged & ~embedded[start : start + len(table)]
         start += len(table)
         if lost.any() and not (emb["split"] == split).any():  # e.g. trimmed, or a release's
@@ -270,9 +330,12 @@ def database_rows(
                 f"no embedding in {source} (e.g. {table['image'].iloc[int(np.argmax(lost))]}): the "
                 f"data grew after C1, and a search could never find them; re-run {c1}"
             )
-    cells = both["tags"].to_numpy(dtype=object)[pos]
-    tagged = cells != ""
-    return rows[tagged], cells[tagged]
+    tags = pa.chunked_array([c for t in tables.values() for c in _strings(t["tags"]).chunks])
+    same = len(pos) == len(tags) and bool((pos == np.arange(len(pos))).all())
+    cells = tags if same else tags.take(pos)  # no copy of millions of cells when in order
+    tagged = np.asarray(pc.not_equal(cells, ""))
+    cells = cells if tagged.all() else cells.filter(tagged)
+    return rows[tagged], cells.chunk(0) if cells.num_chunks == 1 else cells.combine_chunks()
 
 
 def check_database_size(n: int, database: str, exclude_query: bool = False) -> None:
@@ -332,8 +395,9 @@ def load_space(
     label_attrs = [a for a in labels if f"label_{a}" in emb]
 
     splits = ("test",) if database == "test" else ("train", "test")
-    tables = {s: read_split(data_root, task.dataset, s) for s in splits}
+    tables = {s: read_split(data_root, task.dataset, s, ["image", "tags"]) for s in splits}
     rows, cells = database_rows(emb, tables, c1, store.source)
+    del tables  # the image keys read from the CSV (C1's are kept)
     check_database_size(len(rows), database)
     tags, vocab = tag_matrix(cells)
     train = np.flatnonzero(emb["split"] == "train")
@@ -366,10 +430,10 @@ def load_space(
         db=searcher.db,
         searcher=searcher,
         label_ids={a: dev(_pick(label_of[a], rows)) for a in label_attrs},
-        tag_cells=cells,
+        tag_cells=pd.Series(cells, dtype="str"),
         tags=tags,
         vocab=vocab,
-        embedded=pd.Index(emb["image"].astype(str, copy=False)),
+        embedded=KeyIndex(emb["image"]),
         store=store,
         embedded_labels=label_of,
         centroids={a: dev(c) for a, c in centroids.items()},
@@ -453,7 +517,7 @@ def _queries(space: SearchSpace, z0: np.ndarray | Tensor, conditions, own, tags,
         own={a: torch.as_tensor(c).to(dev) for a, c in own.items()},
         tags=tags,
         exclude=exclude,
-        n_relevant=metrics.count_relevant(space.label_ids, conditions, exclude),
+        n_relevant=space.relevant_counter(tuple(conditions))(conditions, exclude),
         **kw,
     )
 

@@ -78,7 +78,7 @@ class IndexInfo:
     rows: int  # database rows it holds
     dim: int
     fingerprint: str  # of the partitions and the database rows (`database_fingerprint`)
-    factory: str = ""  # FAISS's description, e.g. IVF16384_HNSW32,Flat
+    factory: str = ""  # FAISS's description, e.g. IVF16384(IVF128,Flat),Flat
     nlist: int = 0
     pq_m: int = 0
     nprobe: int = 0
@@ -305,8 +305,10 @@ class FaissSearch(Searcher):
         if self.info.nlist == 0:
             return None
         quantizer = None
-        if self.info.nlist >= sizing.HNSW_FROM:
-            quantizer = faiss.SearchParametersHNSW(efSearch=sizing.ef_search(nprobe))
+        if sizing.cells(self.info.nlist):  # the centroids' own inverted file
+            quantizer = faiss.SearchParametersIVF(
+                nprobe=sizing.coarse_probe(nprobe, self.info.nlist)
+            )
         return faiss.SearchParametersIVF(nprobe=nprobe, quantizer_params=quantizer)
 
     def candidates(self, q: Tensor, count: int, nprobe: int) -> np.ndarray:
@@ -381,10 +383,13 @@ def _train(db: Database, kind: str, seed: int, held_out: np.ndarray):
     xt = _normalize_in_place(db.take(train))  # the sample: the build's largest array
     index = faiss.index_factory(db.dim, factory, faiss.METRIC_L2)  # L2 on unit vectors ≡ cosine
     ivf = faiss.extract_index_ivf(index)
-    if lists >= sizing.HNSW_FROM:  # two levels: √nlist coarse clusters, then each split up
-        centroids, _ = two_level_clustering(xt, int(np.sqrt(lists)), lists, seed=seed)
-        ivf.quantizer.add(centroids)
-        ivf.quantizer.is_trained = True
+    if sizing.cells(lists):  # two levels: √nlist coarse clusters, then each split up
+        centroids, _ = two_level_clustering(xt, sizing.cells(lists), lists, seed=seed)
+        quantizer = faiss.downcast_index(ivf.quantizer)  # an inverted file of the centroids
+        quantizer.cp.seed = seed
+        quantizer.train(xt)  # its cells: k-means of the sample (of the centroids: unbalanced)
+        quantizer.add(centroids)
+        quantizer.nprobe = sizing.COARSE_PROBE  # how rows are put in their lists when added
     else:
         ivf.cp.seed = seed
     index.train(xt)  # the quantizer is kept when trained and full; PQ codebooks on residuals

@@ -15,6 +15,7 @@ on the indices' device (per query) or floats (means).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -60,26 +61,51 @@ def paper_map_at_k(hits) -> float:
     return float(precision_at_k(hits).mean())
 
 
+class RelevantCounter:
+    """How many database rows carry each combination of classes of `attrs`, counted once (one
+    bincount over the rows), so that counting a query's relevant rows costs no pass over them —
+    one query of the explorer over millions of rows asks it each time."""
+
+    def __init__(self, db_labels: Labels, attrs: list[str]):
+        if not attrs:
+            raise SuiteError("count_relevant: no condition attribute given")
+        self.attrs = attrs
+        self.labels = {a: _t(db_labels[a]).long() for a in attrs}
+        self.sizes = [int(self.labels[a].max()) + 1 if len(self.labels[a]) else 1 for a in attrs]
+        self.table = torch.bincount(self._key(self.labels), minlength=math.prod(self.sizes))
+
+    def _key(self, labels: Labels) -> Tensor:
+        """One integer per combination of classes (mixed radix over the database's class counts)."""
+        key = None
+        for a, size in zip(self.attrs, self.sizes, strict=True):
+            lab = _t(labels[a]).long()
+            key = lab if key is None else key * size + lab
+        return key
+
+    def __call__(self, conditions: Labels, exclude=None) -> Tensor:
+        """Per query, the rows carrying every condition label (less the excluded row)."""
+        first = _t(conditions[self.attrs[0]])
+        dev = first.device
+        cond = {a: _t(conditions[a], dev).long() for a in self.attrs}
+        known = torch.ones(len(first), dtype=torch.bool, device=dev)
+        for a, size in zip(self.attrs, self.sizes, strict=True):
+            known &= (cond[a] >= 0) & (cond[a] < size)  # a class no database row carries: none
+            cond[a] = cond[a].clamp(0, size - 1)  # (its key is not looked at)
+        q_key = self._key(cond)
+        counts = torch.where(known, self.table.to(dev)[q_key], 0)
+        if exclude is not None:
+            ex = _t(exclude, dev).long()
+            row = ex.clamp(min=0)
+            own = known.clone()
+            for a in self.attrs:
+                own &= self.labels[a].to(dev)[row] == cond[a]
+            counts = counts - ((ex >= 0) & own).long()
+        return counts
+
+
 def count_relevant(db_labels: Labels, conditions: Labels, exclude=None) -> Tensor:
     """Per query, how many database rows carry every condition label (less the excluded row)."""
-    attrs = list(conditions)
-    if not attrs:
-        raise SuiteError("count_relevant: no condition attribute given")
-    first = _t(conditions[attrs[0]])
-    dev = first.device
-    db_key = torch.zeros(len(_t(db_labels[attrs[0]])), dtype=torch.long, device=dev)
-    q_key = torch.zeros(len(first), dtype=torch.long, device=dev)
-    for a in attrs:  # one integer key per combination of classes
-        lab, cond = _t(db_labels[a], dev).long(), _t(conditions[a], dev).long()
-        size = int(max(lab.max(), cond.max())) + 1
-        db_key, q_key = db_key * size + lab, q_key * size + cond
-    ordered = db_key.sort().values
-    counts = torch.searchsorted(ordered, q_key, right=True) - torch.searchsorted(ordered, q_key)
-    if exclude is not None:
-        ex = _t(exclude, dev).long()
-        self_relevant = (ex >= 0) & (db_key[ex.clamp(min=0)] == q_key)
-        counts = counts - self_relevant.long()
-    return counts
+    return RelevantCounter(db_labels, list(conditions))(conditions, exclude)
 
 
 def average_precision_at_k(hits, n_relevant) -> Tensor:
