@@ -60,6 +60,8 @@ MODULES: dict[str, Target] = {
         "src/evaluation/methods.py", ("tests/test_evaluation.py", "tests/test_explorer.py")
     ),
     "session": Target("src/explorer/session.py", ("tests/test_explorer.py",)),
+    "index": Target("src/method/index.py", ("tests/test_index.py",)),
+    "index_sizing": Target("src/method/index_sizing.py", ("tests/test_index.py",)),
 }
 
 # mutmut statuses (mutmut.stats.status_by_exit_code) that count as a kill
