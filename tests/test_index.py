@@ -225,3 +225,25 @@ def test_the_sizing_rules_are_autofaiss_s():
         sizing.pq_m(10**9, 256, 1e9)
     assert [sizing.bytes_per_vector(k, 256, 32) for k in ("faiss-flat", "ivf", "ivf-pq")] == [
         1024, 1032, 40]  # fmt: skip
+
+
+def test_the_sizing_rules_at_their_boundaries():
+    """Each rule where it turns: the lists at 999 and 1,000, a budget between 31 and 100 rows per
+    list, the codes that just fit, the exact bytes of every kind (autofaiss's formulas, by hand)."""
+    assert sizing.coarse(999) == "IVF999" and sizing.coarse(1000) == "IVF1000_HNSW32"
+    assert sizing.ef_search(1) == 2 and sizing.ef_search(40) == 80
+    assert [sizing.nlist(n) for n in (0, 1, 16, 17)] == [4, 4, 16, 16]  # 4·√n rounded in log2
+    # 50 rows per list fit the budget: 1.5 × 1024 lists × 256 × 4 bytes × 50
+    assert sizing.train_rows(1024, 10**7, 256, 1.5 * 1024 * 256 * 4 * 50) == 50 * 1024
+    assert sizing.train_rows(1024, 10**7, 256, 1.5 * 1024 * 256 * 4 * 50.4) == 51_610
+    # 10 M × (32 + 8) bytes fit an index of exactly that size; a byte less: 16 (24 ∤ 256)
+    assert sizing.pq_m(10_000_000, 256, 10_000_000 * 40) == 32
+    assert sizing.pq_m(10_000_000, 256, 10_000_000 * 40 - 1) == 16
+    assert sizing.pq_m(1000, 8, 1e9) == 4  # never the whole E: 8 bytes of 8 would be no code
+    with pytest.raises(SuiteError) as e:
+        sizing.pq_m(2**30, 256, 2**33)
+    assert str(e.value) == (
+        "1073741824 vectors do not fit an index of 8.0 GiB even with 4-byte codes (12.0 GiB): "
+        "allow more"
+    )
+    assert [sizing.bytes_per_vector(k, 96, 24) for k in sizing.KINDS] == [384, 384, 392, 32]
