@@ -232,7 +232,8 @@ def test_the_sizing_rules_at_their_boundaries():
     list, the codes that just fit, the exact bytes of every kind (autofaiss's formulas, by hand)."""
     assert sizing.coarse(999) == "IVF999" and sizing.coarse(1000) == "IVF1000_HNSW32"
     assert sizing.ef_search(1) == 2 and sizing.ef_search(40) == 80
-    assert [sizing.nlist(n) for n in (0, 1, 16, 17)] == [4, 4, 16, 16]  # 4·√n rounded in log2
+    # 2^round(log2(4·√n)): 4·√388 = 2^6.30 → 64 lists (5·√388 = 2^6.62 would give 128)
+    assert [sizing.nlist(n) for n in (0, 1, 16, 388)] == [4, 4, 16, 64]
     # 50 rows per list fit the budget: 1.5 × 1024 lists × 256 × 4 bytes × 50
     assert sizing.train_rows(1024, 10**7, 256, 1.5 * 1024 * 256 * 4 * 50) == 50 * 1024
     assert sizing.train_rows(1024, 10**7, 256, 1.5 * 1024 * 256 * 4 * 50.4) == 51_610
@@ -247,3 +248,11 @@ def test_the_sizing_rules_at_their_boundaries():
         "allow more"
     )
     assert [sizing.bytes_per_vector(k, 96, 24) for k in sizing.KINDS] == [384, 384, 392, 32]
+    # an E no code size divides below it (odd, or ≤ 4): one line, not min() of nothing
+    for dim in (30, 4, 1):
+        with pytest.raises(SuiteError) as e:
+            sizing.pq_m(1000, dim, 1e9)
+        assert str(e.value) == (
+            "--index ivf-pq splits each vector into codes of 256, 128, 64, 48, 32, 24, 16, 8, 4 "
+            f"bytes, of which none divides E = {dim} below it: use --index ivf or exact"
+        )
