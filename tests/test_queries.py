@@ -377,6 +377,8 @@ def test_default_takes_every_valid_pair_of_a_small_split_with_a_note():
     assert got == expected and len(draw.queries) == len(expected) < QUERIES
     assert draw.queries["query_id"].tolist() == list(range(len(expected)))
     assert draw.note.startswith(f"{len(expected)} queries, not the protocol's {QUERIES}")
+    # 240 pairs < 1,000: no draw was made, none skipped (the valid pairs were taken directly)
+    assert draw.draws == 0 and draw.skipped == dict.fromkeys(draw.skipped, 0)
     # the order is the protocol's: rare classes' images come early (p ∝ 1/frequency)
     first = test.iloc[draw.rows[: len(expected) // 4]]["style"]
     assert (first != "A").mean() > 0.7
