@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGING = REPO / ".mutate"
 EQUIVALENTS = REPO / "docs" / "mutation-equivalents.txt"
 TARGET = 0.95  # the kill rate each module must reach (killed + accepted equivalents)
+TIMEOUT_CONSTANT = 60  # seconds added to each mutant's estimated test time (see _stage)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,11 @@ def _stage(name: str, target: Target) -> Path:
         "pytest_add_cli_args_test_selection=",
         *(f"    {t}" for t in target.tests),
         *(["    -k", f"    {target.keyword}"] if target.keyword else []),
+        # a mutant's time limit is 15 × (its tests' time + this): the tests' time leaves out the
+        # module fixtures they share (a pipeline trained once), which a mutant's run must build
+        # again, on shared cores at nice 19 — without the constant a mutant whose one test
+        # needs such a fixture ran out of time before its test began (a false "timeout", a kill)
+        f"timeout_constant={TIMEOUT_CONSTANT}",
         "pytest_add_cli_args=",
         "    -p",
         "    no:cacheprovider",
