@@ -1014,3 +1014,31 @@ def test_the_explorers_socket_sends_answers_without_waiting_for_acks():
             client.close()
     finally:
         sock.close()
+
+
+def test_browse_pages_hold_48_rows_from_the_offset_a_negative_one_the_first(space, explorer):
+    n = len(space)
+    assert n >= 96  # two pages at least
+    first = explorer.browse({}, 0)
+    assert first["total"] == n and [r["row"] for r in first["rows"]] == list(range(48))
+    assert [r["row"] for r in explorer.browse({}, -5)["rows"]] == list(range(48))
+    assert [r["row"] for r in explorer.browse({}, 48)["rows"]] == list(range(48, 96))
+    assert [r["row"] for r in explorer.browse({}, n - 1)["rows"]] == [n - 1]
+    assert explorer.browse({}, n)["rows"] == []
+
+
+def test_a_long_value_is_shown_whole_up_to_40_characters_then_cut(space, explorer):
+    body = {"conditions": {"style": 0}, "method": "knn"}
+    with pytest.raises(SuiteError) as e:  # 40 digits: whole
+        explorer.ask({**body, "row": 10**39})
+    assert str(e.value) == f"no database row {10**39} (0 … {len(space) - 1})"
+    with pytest.raises(SuiteError) as e:  # 41 digits: the first 37 and an ellipsis
+        explorer.ask({**body, "row": 10**40})
+    assert str(e.value) == f"no database row {'1' + '0' * 36}… (0 … {len(space) - 1})"
+
+
+def test_a_picture_of_no_row_is_refused_naming_the_rows_there_are(space, explorer):
+    for row in (-1, len(space)):
+        with pytest.raises(SuiteError) as e:
+            explorer.picture(row)
+        assert str(e.value) == f"no database row {row} (0 … {len(space) - 1})"
