@@ -890,3 +890,14 @@ def test_report_summary_from_e1s_files(synth, synth_style):
     assert text.count(METRIC_NOTE) == 1 and "Queries: " not in text
     assert text.count("[low, high]") == 1 and text.count("Paper values: ") == 1
     assert text.count("Source: `") == text.count("## Task `")  # one per task
+
+
+def test_each_ranking_names_the_method_and_knob_that_made_it():
+    rng = np.random.default_rng(2)
+    space, q = hand_made(rng.normal(size=(30, 3)).tolist(), [[1.0, 0.1, 0.0]] * 2, [1, 2])
+    shifts = ev.rank_centroid_shifts(space, q, [0.5, 0.0, 0.5])
+    assert [(r.method, r.alpha) for r in shifts] == [("centroid_shift", a) for a in (0.5, 0, 0.5)]
+    searches = ev.BackwardSearches(space, q)
+    searches.prefetch([2.0, 0.5])
+    assert [(lam, r.method, r.lam) for lam, r in searches.done.items()] == [
+        (2.0, "backward_search", 2.0), (0.5, "backward_search", 0.5)]  # fmt: skip
