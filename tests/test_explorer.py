@@ -1042,3 +1042,33 @@ def test_a_picture_of_no_row_is_refused_naming_the_rows_there_are(space, explore
         with pytest.raises(SuiteError) as e:
             explorer.picture(row)
         assert str(e.value) == f"no database row {row} (0 … {len(space) - 1})"
+
+
+def test_meta_and_map_name_the_run_the_ranges_and_the_coloured_attribute(
+    pipe, space, explorer, client
+):
+    # what the page reads: the task and run it shows, how the database is searched, the sliders'
+    # ranges; the map's points to 4 decimals, coloured by the first condition attribute
+    meta = client.get("/api/meta").json()
+    assert meta["task"] == TASK and meta["run"] == pipe.run and meta["searched"] == space.describe()
+    assert meta["lambda_max"] == 64.0 and meta["alpha_max"] == 4.0
+    m = client.get("/api/map").json()
+    assert m["attribute"] == "style"
+    xy = np.asarray(m["xy"])
+    assert np.array_equal(xy, np.round(xy, 4)) and not np.array_equal(xy, np.round(xy, 3))
+    assert np.allclose(xy, explorer.projection.xy, rtol=0, atol=5e-5)
+
+
+def test_browse_names_the_attributes_it_filters_by_and_echoes_the_offset(explorer):
+    with pytest.raises(SuiteError) as e:
+        explorer.browse({"colour": 1})
+    assert str(e.value) == f"no attribute 'colour'; filter by {', '.join(explorer.label_ids)}"
+    assert ", " in str(e.value)  # more than one attribute to name
+    assert explorer.browse({}, 48)["offset"] == 48
+
+
+def test_a_float_is_shown_as_its_shortest_general_form(explorer):
+    body = {"conditions": {"style": 0}, "method": "knn", "row": 0}
+    with pytest.raises(SuiteError) as e:
+        explorer.ask({**body, "lam": -(0.1 + 0.2)})  # repr: -0.30000000000000004
+    assert str(e.value) == "lam = -0.3 is outside 0 … 64"
