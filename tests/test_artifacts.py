@@ -138,3 +138,15 @@ def test_npy_round_trip_memory_mapped_read_only_on_request_and_never_pickled(tmp
             assert said.endswith("); re-run C1") and "\n" not in said
     with pytest.raises(SuiteError, match=r"^\S*nothing\.npy not found: run C1 first$"):
         load_npy(tmp_path / "nothing.npy", "C1")
+
+
+def test_a_files_sha256_is_the_hash_of_all_its_bytes(tmp_path):
+    import hashlib
+
+    from src.artifacts import file_sha256
+
+    data = np.random.default_rng(0).bytes(3 * 2**20 + 5)  # several 1 MiB blocks and a rest
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "e").write_bytes(b"")
+    assert file_sha256(tmp_path / "e") == hashlib.sha256(b"").hexdigest()

@@ -901,3 +901,14 @@ def test_each_ranking_names_the_method_and_knob_that_made_it():
     searches.prefetch([2.0, 0.5])
     assert [(lam, r.method, r.lam) for lam, r in searches.done.items()] == [
         (2.0, "backward_search", 2.0), (0.5, "backward_search", 0.5)]  # fmt: skip
+
+
+def test_backward_search_is_timed_only_when_asked_and_traced_only_when_asked():
+    rng = np.random.default_rng(3)
+    space, q = hand_made(rng.normal(size=(30, 3)).tolist(), [[1.0, 0.1, 0.0]] * 2, [1, 2])
+    plain = ev.rank_backward_search(space, q, 0.5)
+    assert plain.timing is None and plain.search.trace is None and plain.lam == 0.5
+    timed = ev.rank_backward_search(space, q, 0.5, timed=True, trace=True)
+    assert timed.timing is not None and timed.timing.repeats == REPEATS
+    assert len(timed.search.trace) == len(q)  # one walk per query
+    assert torch.equal(timed.indices, plain.indices) and torch.equal(timed.search.z, plain.search.z)
