@@ -1052,6 +1052,7 @@ def test_meta_and_map_name_the_run_the_ranges_and_the_coloured_attribute(
     meta = client.get("/api/meta").json()
     assert meta["task"] == TASK and meta["run"] == pipe.run and meta["searched"] == space.describe()
     assert meta["lambda_max"] == 64.0 and meta["alpha_max"] == 4.0
+    assert meta["uploads"] == space.encoder.has_backbone and meta["max_upload_bytes"] == 16 * 2**20
     m = client.get("/api/map").json()
     assert m["attribute"] == "style"
     xy = np.asarray(m["xy"])
@@ -1072,3 +1073,12 @@ def test_a_float_is_shown_as_its_shortest_general_form(explorer):
     with pytest.raises(SuiteError) as e:
         explorer.ask({**body, "lam": -(0.1 + 0.2)})  # repr: -0.30000000000000004
     assert str(e.value) == "lam = -0.3 is outside 0 … 64"
+
+
+def test_an_upload_over_16_mib_is_refused_by_its_size_and_one_of_16_mib_is_decoded(explorer):
+    with pytest.raises(SuiteError) as e:
+        explorer.upload(b"x" * (16 * 2**20 + 1), "big.png")
+    assert str(e.value) == "big.png is larger than 16 MiB: resize it"
+    with pytest.raises(SuiteError) as e:  # at the limit: decoded (and refused as no picture)
+        explorer.upload(b"x" * (16 * 2**20), "big.png")
+    assert "larger than" not in str(e.value)
