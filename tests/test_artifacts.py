@@ -97,3 +97,56 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(SuiteError, match="--device cpu"):
             resolve_device("cuda")
+
+
+def test_json_takes_numpy_values_and_paths_and_names_what_it_cannot(tmp_path):
+    from src.artifacts import read_json
+
+    write_json(
+        tmp_path / "m.json",
+        {"f": np.float32(0.5), "i": np.int64(7), "a": np.arange(3), "p": tmp_path / "x"},
+    )
+    assert read_json(tmp_path / "m.json", "E1") == {
+        "f": 0.5, "i": 7, "a": [0, 1, 2], "p": str(tmp_path / "x")}  # fmt: skip
+    with pytest.raises(TypeError) as e:
+        write_json(tmp_path / "s.json", {"s": {1, 2}})
+    assert str(e.value) == "not JSON serialisable: set"
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_npy_round_trip_memory_mapped_read_only_on_request_and_never_pickled(tmp_path):
+    from src.artifacts import load_npy, save_npy
+
+    z = np.arange(12, dtype=np.float32).reshape(4, 3)
+    save_npy(tmp_path / "z.npy", z)
+    loaded = load_npy(tmp_path / "z.npy", "C1")
+    assert not isinstance(loaded, np.memmap) and np.array_equal(loaded, z)
+    mapped = load_npy(tmp_path / "z.npy", "C1", mmap=True)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    assert np.array_equal(mapped, z)
+    with pytest.raises(ValueError):  # an object array would be pickled: refused, nothing written
+        save_npy(tmp_path / "o.npy", np.array([{"x": 1}], dtype=object))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.npy"]
+    np.save(tmp_path / "o.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "t.npy").write_bytes((tmp_path / "z.npy").read_bytes()[:100])  # truncated
+    for name in ("o.npy", "t.npy"):
+        for mmap in (False, True):
+            with pytest.raises(SuiteError) as e:
+                load_npy(tmp_path / name, "C1", mmap=mmap)
+            said = str(e.value)
+            assert said.startswith(f"{tmp_path / name} is not a readable .npy file (ValueError: ")
+            assert said.endswith("); re-run C1") and "\n" not in said
+    with pytest.raises(SuiteError, match=r"^\S*nothing\.npy not found: run C1 first$"):
+        load_npy(tmp_path / "nothing.npy", "C1")
+
+
+def test_a_files_sha256_is_the_hash_of_all_its_bytes(tmp_path):
+    import hashlib
+
+    from src.artifacts import file_sha256
+
+    data = np.random.default_rng(0).bytes(3 * 2**20 + 5)  # several 1 MiB blocks and a rest
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "e").write_bytes(b"")
+    assert file_sha256(tmp_path / "e") == hashlib.sha256(b"").hexdigest()

@@ -918,3 +918,25 @@ def test_e1_imports_no_torchvision_until_a_backbone_is_built():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_each_ranking_names_the_method_and_knob_that_made_it():
+    rng = np.random.default_rng(2)
+    space, q = hand_made(rng.normal(size=(30, 3)).tolist(), [[1.0, 0.1, 0.0]] * 2, [1, 2])
+    shifts = ev.rank_centroid_shifts(space, q, [0.5, 0.0, 0.5])
+    assert [(r.method, r.alpha) for r in shifts] == [("centroid_shift", a) for a in (0.5, 0, 0.5)]
+    searches = ev.BackwardSearches(space, q)
+    searches.prefetch([2.0, 0.5])
+    assert [(lam, r.method, r.lam) for lam, r in searches.done.items()] == [
+        (2.0, "backward_search", 2.0), (0.5, "backward_search", 0.5)]  # fmt: skip
+
+
+def test_backward_search_is_timed_only_when_asked_and_traced_only_when_asked():
+    rng = np.random.default_rng(3)
+    space, q = hand_made(rng.normal(size=(30, 3)).tolist(), [[1.0, 0.1, 0.0]] * 2, [1, 2])
+    plain = ev.rank_backward_search(space, q, 0.5)
+    assert plain.timing is None and plain.search.trace is None and plain.lam == 0.5
+    timed = ev.rank_backward_search(space, q, 0.5, timed=True, trace=True)
+    assert timed.timing is not None and timed.timing.repeats == REPEATS
+    assert len(timed.search.trace) == len(q)  # one walk per query
+    assert torch.equal(timed.indices, plain.indices) and torch.equal(timed.search.z, plain.search.z)

@@ -1144,3 +1144,71 @@ def test_the_explorers_socket_sends_answers_without_waiting_for_acks():
             client.close()
     finally:
         sock.close()
+
+
+def test_browse_pages_hold_48_rows_from_the_offset_a_negative_one_the_first(space, explorer):
+    n = len(space)
+    assert n >= 96  # two pages at least
+    first = explorer.browse({}, 0)
+    assert first["total"] == n and [r["row"] for r in first["rows"]] == list(range(48))
+    assert [r["row"] for r in explorer.browse({}, -5)["rows"]] == list(range(48))
+    assert [r["row"] for r in explorer.browse({}, 48)["rows"]] == list(range(48, 96))
+    assert [r["row"] for r in explorer.browse({}, n - 1)["rows"]] == [n - 1]
+    assert explorer.browse({}, n)["rows"] == []
+
+
+def test_a_long_value_is_shown_whole_up_to_40_characters_then_cut(space, explorer):
+    body = {"conditions": {"style": 0}, "method": "knn"}
+    with pytest.raises(SuiteError) as e:  # 40 digits: whole
+        explorer.ask({**body, "row": 10**39})
+    assert str(e.value) == f"no database row {10**39} (0 … {len(space) - 1})"
+    with pytest.raises(SuiteError) as e:  # 41 digits: the first 37 and an ellipsis
+        explorer.ask({**body, "row": 10**40})
+    assert str(e.value) == f"no database row {'1' + '0' * 36}… (0 … {len(space) - 1})"
+
+
+def test_a_picture_of_no_row_is_refused_naming_the_rows_there_are(space, explorer):
+    for row in (-1, len(space)):
+        with pytest.raises(SuiteError) as e:
+            explorer.picture(row)
+        assert str(e.value) == f"no database row {row} (0 … {len(space) - 1})"
+
+
+def test_meta_and_map_name_the_run_the_ranges_and_the_coloured_attribute(
+    pipe, space, explorer, client
+):
+    # what the page reads: the task and run it shows, how the database is searched, the sliders'
+    # ranges; the map's points to 4 decimals, coloured by the first condition attribute
+    meta = client.get("/api/meta").json()
+    assert meta["task"] == TASK and meta["run"] == pipe.run and meta["searched"] == space.describe()
+    assert meta["lambda_max"] == 64.0 and meta["alpha_max"] == 4.0
+    assert meta["uploads"] == space.encoder.has_backbone and meta["max_upload_bytes"] == 16 * 2**20
+    m = client.get("/api/map").json()
+    assert m["attribute"] == "style"
+    xy = np.asarray(m["xy"])
+    assert np.array_equal(xy, np.round(xy, 4)) and not np.array_equal(xy, np.round(xy, 3))
+    assert np.allclose(xy, explorer.projection.xy, rtol=0, atol=5e-5)
+
+
+def test_browse_names_the_attributes_it_filters_by_and_echoes_the_offset(explorer):
+    with pytest.raises(SuiteError) as e:
+        explorer.browse({"colour": 1})
+    assert str(e.value) == f"no attribute 'colour'; filter by {', '.join(explorer.label_ids)}"
+    assert ", " in str(e.value)  # more than one attribute to name
+    assert explorer.browse({}, 48)["offset"] == 48
+
+
+def test_a_float_is_shown_as_its_shortest_general_form(explorer):
+    body = {"conditions": {"style": 0}, "method": "knn", "row": 0}
+    with pytest.raises(SuiteError) as e:
+        explorer.ask({**body, "lam": -(0.1 + 0.2)})  # repr: -0.30000000000000004
+    assert str(e.value) == "lam = -0.3 is outside 0 … 64"
+
+
+def test_an_upload_over_16_mib_is_refused_by_its_size_and_one_of_16_mib_is_decoded(explorer):
+    with pytest.raises(SuiteError) as e:
+        explorer.upload(b"x" * (16 * 2**20 + 1), "big.png")
+    assert str(e.value) == "big.png is larger than 16 MiB: resize it"
+    with pytest.raises(SuiteError) as e:  # at the limit: decoded (and refused as no picture)
+        explorer.upload(b"x" * (16 * 2**20), "big.png")
+    assert "larger than" not in str(e.value)

@@ -234,3 +234,114 @@ def test_the_sizing_rules_are_autofaiss_s():
         sizing.pq_m(10**9, 256, 1e9)
     assert [sizing.bytes_per_vector(k, 256, 32) for k in ("faiss-flat", "ivf", "ivf-pq")] == [
         1024, 1032, 40]  # fmt: skip
+
+
+def test_the_sizing_rules_at_their_boundaries():
+    """Each rule where it turns: the lists at 999 and 1,000, a budget between 31 and 100 rows per
+    list, the codes that just fit, the exact bytes of every kind (autofaiss's formulas, by hand)."""
+    assert sizing.coarse(999) == "IVF999" and sizing.coarse(1000) == "IVF1000_HNSW32"
+    assert sizing.ef_search(1) == 2 and sizing.ef_search(40) == 80
+    # 2^round(log2(4·√n)): 4·√388 = 2^6.30 → 64 lists (5·√388 = 2^6.62 would give 128)
+    assert [sizing.nlist(n) for n in (0, 1, 16, 388)] == [4, 4, 16, 64]
+    # 50 rows per list fit the budget: 1.5 × 1024 lists × 256 × 4 bytes × 50
+    assert sizing.train_rows(1024, 10**7, 256, 1.5 * 1024 * 256 * 4 * 50) == 50 * 1024
+    assert sizing.train_rows(1024, 10**7, 256, 1.5 * 1024 * 256 * 4 * 50.4) == 51_610
+    # 10 M × (32 + 8) bytes fit an index of exactly that size; a byte less: 16 (24 ∤ 256)
+    assert sizing.pq_m(10_000_000, 256, 10_000_000 * 40) == 32
+    assert sizing.pq_m(10_000_000, 256, 10_000_000 * 40 - 1) == 16
+    assert sizing.pq_m(1000, 8, 1e9) == 4  # never the whole E: 8 bytes of 8 would be no code
+    with pytest.raises(SuiteError) as e:
+        sizing.pq_m(2**30, 256, 2**33)
+    assert str(e.value) == (
+        "1073741824 vectors do not fit an index of 8.0 GiB even with 4-byte codes (12.0 GiB): "
+        "allow more"
+    )
+    assert [sizing.bytes_per_vector(k, 96, 24) for k in sizing.KINDS] == [384, 384, 392, 32]
+    # an E no code size divides below it (odd, or ≤ 4): one line, not min() of nothing
+    for dim in (30, 4, 1):
+        with pytest.raises(SuiteError) as e:
+            sizing.pq_m(1000, dim, 1e9)
+        assert str(e.value) == (
+            "--index ivf-pq splits each vector into codes of 256, 128, 64, 48, 32, 24, 16, 8, 4 "
+            f"bytes, of which none divides E = {dim} below it: use --index ivf or exact"
+        )
+
+
+def test_every_searcher_says_what_it_searches(store):
+    """IndexInfo of exact and faiss-flat: the kind, the database's rows, E and fingerprint."""
+    from src.method.index import IndexInfo, database_fingerprint
+
+    rows = np.arange(0, N, 3)
+    for chosen, n in ((None, N), (rows, len(rows))):
+        fingerprint = database_fingerprint(store, chosen)
+        exact = open_index("exact", store, chosen)
+        assert exact.info == IndexInfo("exact", n, E, fingerprint)
+        assert exact.info.describe() == "index exact (exact top-k)"
+        flat = open_index("faiss-flat", store, chosen)
+        assert flat.info == IndexInfo("faiss-flat", n, E, fingerprint, "Flat", candidates=20)
+        assert flat.info.describe() == "index faiss-flat (exact top-k)"
+    assert database_fingerprint(store, rows) != database_fingerprint(store, None)
+
+
+def test_opening_an_index_that_is_not_there_says_what_to_do(store, tmp_path):
+    with pytest.raises(SuiteError) as e:
+        open_index("hnsw", store)
+    assert str(e.value) == "index 'hnsw': choose one of exact, faiss-flat, ivf, ivf-pq"
+    with pytest.raises(SuiteError) as e:
+        open_index("ivf", store)
+    assert str(e.value) == "no ivf index: build it first"
+    with pytest.raises(SuiteError) as e:
+        open_index("ivf", store, folder=tmp_path / "none")
+    assert str(e.value) == f"no ivf index at {tmp_path / 'none'}: build it first"
+    (tmp_path / "ivf").mkdir()
+    (tmp_path / "ivf" / "index.json").write_text('{"kind": "ivf", "colour": 1}')
+    with pytest.raises(SuiteError) as e:
+        open_index("ivf", store, folder=tmp_path / "ivf", build_hint="run X")
+    assert str(e.value) == f"{tmp_path / 'ivf' / 'index.json'} is damaged: run X"
+    (tmp_path / "ivf" / "index.json").write_text('{"kind": "iv')
+    with pytest.raises(SuiteError, match=r"index\.json is not readable JSON .*; re-run run X$"):
+        open_index("ivf", store, folder=tmp_path / "ivf", build_hint="run X")
+
+
+def test_open_or_build_builds_once_per_run_and_database(tmp_path):
+    from src.method.index import index_folder, open_or_build
+
+    small = write_set(tmp_path / "run", clustered, Plan(600, 600, {"toy": 0}))
+    folder = index_folder(tmp_path / "run", "ivf", "test")
+    assert folder == tmp_path / "run" / "index-ivf-test"
+    said: list[str] = []
+
+    def built() -> int:
+        n = sum("building the index" in s for s in said)
+        said.clear()
+        return n
+
+    assert open_or_build("exact", small, None, folder, said.append).info.kind == "exact"
+    assert built() == 0 and not folder.exists()  # exact needs no index
+    first = open_or_build("ivf", small, None, folder, said.append)
+    assert built() == 1 and first.info.kind == "ivf" and first.info.rows == 600
+    assert open_or_build("ivf", small, None, folder, said.append).info == first.info
+    assert built() == 0  # found, not built again
+    half = np.arange(0, 600, 2)  # another database: built again, for it
+    assert open_or_build("ivf", small, half, folder, said.append).info.rows == 300
+    assert built() == 1
+    (folder / "index.json").write_text("{")  # damaged: built again
+    assert open_or_build("ivf", small, half, folder, said.append).info.rows == 300
+    assert built() == 1
+    info = json.loads((folder / "index.json").read_text())
+    (folder / "index.json").write_text(json.dumps({**info, "kind": "ivf-pq"}))
+    assert open_or_build("ivf", small, half, folder, said.append).info.kind == "ivf"
+    assert built() == 1  # an index of another kind: built again
+
+
+def test_in_memory_search_ranks_any_tensor_as_the_brute_force_does():
+    from src.method.index import in_memory_search
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(300, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(7, 8, generator=gen)
+    searcher = in_memory_search(z)
+    assert searcher.info.kind == "exact" and searcher.info.rows == 300 and searcher.info.dim == 8
+    _, found = searcher.search(q, 5)
+    want = brute_force(z.detach().numpy().astype(np.float32), q.numpy(), 5)
+    assert np.array_equal(found.numpy(), want)

@@ -377,10 +377,55 @@ def test_default_takes_every_valid_pair_of_a_small_split_with_a_note():
     assert got == expected and len(draw.queries) == len(expected) < QUERIES
     assert draw.queries["query_id"].tolist() == list(range(len(expected)))
     assert draw.note.startswith(f"{len(expected)} queries, not the protocol's {QUERIES}")
+    # 240 pairs < 1,000: no draw was made, none skipped (the valid pairs were taken directly)
+    assert draw.draws == 0 and draw.skipped == dict.fromkeys(draw.skipped, 0)
     # the order is the protocol's: rare classes' images come early (p ∝ 1/frequency)
     first = test.iloc[draw.rows[: len(expected) // 4]]["style"]
     assert (first != "A").mean() > 0.7
     check_rules(test, draw.queries, ["style"])
+
+
+def test_default_order_of_a_small_splits_pairs_is_a_seeded_random_draw():
+    # the same valid pairs each time; their order is drawn (∝ 1/frequency, so not sorted by it):
+    # the same seed gives the same order, other seeds other orders
+    rng = np.random.default_rng(21)
+    style = ["A"] * 20 + ["B"] * 18 + ["C"] * 14
+    test = table({"style": style}, random_tags(rng, len(style), vocab=40))
+    labels = {"style": ["A", "B", "C"]}
+    orders = [make_queries(test, labels, ["style"], seed=s).queries for s in (3, 3, 4, 5)]
+    pd.testing.assert_frame_equal(orders[0], orders[1])
+    pairs = [list(zip(o["image"], o["style"], strict=True)) for o in orders]
+    assert all(sorted(p) == sorted(pairs[0]) for p in pairs)
+    assert pairs[0] != pairs[2] and pairs[0] != pairs[3] and pairs[2] != pairs[3]
+    # an image of the most frequent class A ahead of one of the rarest, C: drawn, not sorted
+    own = [test.set_index("image").loc[[i for i, _ in p], "style"].tolist() for p in pairs]
+    assert any(o.index("A") < len(o) - 1 - o[::-1].index("C") for o in own)
+
+
+def test_default_takes_a_class_of_exactly_ten_images_as_a_condition_of_the_others():
+    # B has exactly 10 tagged images: a B image sees 9 other B's (not a B query), any A image
+    # sees all 10 (an A image conditioned on B is valid); every tag set its own (Jaccard 0)
+    style = ["A"] * 15 + ["B"] * 10
+    test = table({"style": style}, [f"u{i}" for i in range(len(style))])
+    labels = {"style": ["A", "B"]}
+    draw = make_queries(test, labels, ["style"], seed=0)
+    got = set(zip(draw.queries["image"], draw.queries["style"], strict=True))
+    assert got == all_valid_pairs(test, labels, "style")
+    assert len(got) == 15 + 15 + 10
+
+
+def test_default_falls_back_to_every_valid_pair_and_takes_the_protocols_1000():
+    # 1,020 pairs, every one valid (each image its own tag); the draws stop at max_draws, so the
+    # default takes 1,000 of the valid pairs and says so
+    style = ["A"] * 255 + ["B"] * 255
+    test = table({"style": style}, [f"u{i}" for i in range(len(style))])
+    draw = make_queries(test, {"style": ["A", "B"]}, ["style"], seed=0, max_draws=10)
+    assert len(draw.queries) == QUERIES and draw.draws == 10
+    assert len(set(zip(draw.queries["image"], draw.queries["style"], strict=True))) == QUERIES
+    assert draw.note == (
+        "the protocol's 1000 queries, drawn among the 1020 valid pairs of all 1020 "
+        "(image, condition) pairs"
+    )
 
 
 def test_default_draws_as_the_protocol_when_the_split_allows_its_1000():
@@ -394,8 +439,14 @@ def test_default_draws_as_the_protocol_when_the_split_allows_its_1000():
 def test_default_names_the_rules_when_no_pair_is_valid():
     rng = np.random.default_rng(22)
     test = table({"style": ["A"] * 9 + ["B"] * 9}, random_tags(rng, 18))
-    with pytest.raises(SuiteError, match="no valid query in the test split \\(18 images\\)"):
+    with pytest.raises(SuiteError) as e:
         make_queries(test, {"style": ["A", "B"]}, ["style"])
+    assert str(e.value) == (
+        f"no valid query in the test split (18 images): a condition needs {MIN_TARGETS} other "
+        f"tagged test images that carry it, one of them with tag-Jaccard < {MAX_JACCARD} to the "
+        "query (SPEC §3); give the collection more test images (labels.csv's split column) or "
+        "more tags"
+    )
 
 
 def test_a2_default_on_a_small_split_records_the_note_and_the_test_classes(tmp_path, caplog):

@@ -184,15 +184,16 @@ class Explorer:
             "colour": self.label_ids[attr].tolist(),
         }
 
-    def browse(self, filters: Mapping[str, int], offset: int = 0, limit: int = PAGE) -> dict:
-        """Database rows whose class is `filters[attr]` for every attribute filtered, one page."""
+    def browse(self, filters: Mapping[str, int], offset: int = 0) -> dict:
+        """Database rows whose class is `filters[attr]` for every attribute filtered, one page
+        of PAGE rows from `offset` (a negative one: the first page)."""
         keep = np.ones(len(self.space), dtype=bool)
         for a, c in filters.items():
             if a not in self.label_ids:
                 raise SuiteError(f"no attribute {a!r}; filter by {', '.join(self.label_ids)}")
             keep &= self.label_ids[a] == c
         rows = np.flatnonzero(keep)
-        page = rows[max(0, offset) : max(0, offset) + max(1, min(limit, 200))]
+        page = rows[max(0, offset) : max(0, offset) + PAGE]
         return {"total": len(rows), "offset": offset, "rows": [self.describe(r) for r in page]}
 
     def describe(self, row: int) -> dict[str, Any]:

@@ -69,18 +69,24 @@ def train_rows(lists: int, n: int, dim: int, budget_bytes: float) -> int:
 
 def pq_m(n: int, dim: int, index_bytes: float) -> int:
     """Bytes per PQ code for n vectors of E = dim within an index of `index_bytes`."""
-    for m in PQ_SIZES:
-        if m < dim and dim % m == 0 and n * (m + ID_BYTES) <= index_bytes:
+    sizes = [m for m in PQ_SIZES if m < dim and dim % m == 0]  # FAISS's PQ splits E evenly
+    if not sizes:
+        raise SuiteError(
+            f"--index ivf-pq splits each vector into codes of {', '.join(map(str, PQ_SIZES))} "
+            f"bytes, of which none divides E = {dim} below it: use --index ivf or exact"
+        )
+    for m in sizes:
+        if n * (m + ID_BYTES) <= index_bytes:
             return m
-    smallest = min(m for m in PQ_SIZES if dim % m == 0 and m < dim)
+    smallest = sizes[-1]
     raise SuiteError(
         f"{n} vectors do not fit an index of {index_bytes / 2**30:.1f} GiB even with "
         f"{smallest}-byte codes ({n * (smallest + ID_BYTES) / 2**30:.1f} GiB): allow more"
     )
 
 
-def bytes_per_vector(kind: str, dim: int, m: int = 0) -> int:
-    """Bytes one vector takes in an index of `kind` (centroids aside)."""
+def bytes_per_vector(kind: str, dim: int, m: int) -> int:
+    """Bytes one vector takes in an index of `kind` (centroids aside; m: ivf-pq's code bytes)."""
     sizes = {
         "exact": 4 * dim,
         "faiss-flat": 4 * dim,
