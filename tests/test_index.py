@@ -237,10 +237,13 @@ def test_the_sizing_rules_are_autofaiss_s():
 
 
 def test_the_sizing_rules_at_their_boundaries():
-    """Each rule where it turns: the lists at 999 and 1,000, a budget between 31 and 100 rows per
+    """Each rule where it turns: the lists at 999 and 1,000 and the coarse cells probed, a budget between 31 and 100 rows per
     list, the codes that just fit, the exact bytes of every kind (autofaiss's formulas, by hand)."""
-    assert sizing.coarse(999) == "IVF999" and sizing.coarse(1000) == "IVF1000_HNSW32"
-    assert sizing.ef_search(1) == 2 and sizing.ef_search(40) == 80
+    assert (
+        sizing.coarse(999) == "IVF999" and sizing.coarse(1000) == "IVF1000(IVF31,Flat)"
+    )  # ⌊√1000⌋
+    # the coarse cells probed: 8 at least, as many as the lists probed, never more than there are
+    assert [sizing.coarse_probe(p, 1000) for p in (1, 8, 9, 31, 40)] == [8, 8, 9, 31, 31]
     # 2^round(log2(4·√n)): 4·√388 = 2^6.30 → 64 lists (5·√388 = 2^6.62 would give 128)
     assert [sizing.nlist(n) for n in (0, 1, 16, 388)] == [4, 4, 16, 64]
     # 50 rows per list fit the budget: 1.5 × 1024 lists × 256 × 4 bytes × 50
