@@ -71,7 +71,7 @@ def count_relevant(db_labels: Labels, conditions: Labels, exclude=None) -> Tenso
     q_key = torch.zeros(len(first), dtype=torch.long, device=dev)
     for a in attrs:  # one integer key per combination of classes
         lab, cond = _t(db_labels[a], dev).long(), _t(conditions[a], dev).long()
-        size = int(max(lab.max(), cond.max())) + 1
+        size = torch.maximum(lab.max(), cond.max()) + 1  # a 0-d tensor: no host sync
         db_key, q_key = db_key * size + lab, q_key * size + cond
     ordered = db_key.sort().values
     counts = torch.searchsorted(ordered, q_key, right=True) - torch.searchsorted(ordered, q_key)
@@ -176,7 +176,7 @@ def tag_jaccard(query_tags: sp.csr_matrix, db_tags: sp.csr_matrix, indices) -> n
     cols = idx.ravel()
     inter = np.asarray(query_tags[rows].multiply(db_tags[cols]).sum(1)).ravel()
     union = query_tags.getnnz(1)[rows] + db_tags.getnnz(1)[cols] - inter
-    jac = np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+    jac = inter / np.maximum(union, 1)  # inter ≤ union: 0 where both sets are empty
     return jac.reshape(n_q, k)
 
 
