@@ -308,3 +308,118 @@ def test_frozen_train_mode_is_read_from_the_config():
     assert build_encoder(tiny_config(frozen=True)).train().backbone.training is False
     quirk = build_encoder(tiny_config(frozen=True, frozen_train_mode=True)).train()
     assert quirk.backbone.training is True
+
+
+# ---------------------------------------------------------------------------------------------
+# The backbone table's rules, the files, the release's encoder without a backbone
+
+
+def test_small_convnexts_are_deterministic_with_torchvisions_layer_scale():
+    from torchvision.models.convnext import CNBlock
+
+    model = build_backbone("convnext_atto")
+    blocks = [m for m in model.modules() if isinstance(m, CNBlock)]
+    assert len(blocks) == 2 + 2 + 6 + 2
+    assert all(torch.all(b.layer_scale == 1e-6) for b in blocks)  # torchvision's initial scale
+    assert all(b.stochastic_depth.p == 0.0 for b in blocks)  # no blocks dropped in training
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), model(x))
+
+
+def test_unknown_backbone_is_one_exact_line():
+    with pytest.raises(SuiteError) as e:
+        build_backbone("resnet9000")
+    assert str(e.value) == f"unknown backbone 'resnet9000'; choose one of: {', '.join(BACKBONES)}"
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "pretrained", "said"),
+    [("convnext_atto", 31, "none", "--image-size 31 is too small for convnext_atto: it takes ≥ 32 px; "
+      "choose another --image-size (or --backbone)"),
+     ("vit_b_16", 232, "none", "--image-size 232 does not fit vit_b_16: it takes multiples of 16 px; "
+      "choose another --image-size (or --backbone)"),
+     ("vit_b_16", 240, "imagenet", "--image-size 240 does not fit vit_b_16 with --pretrained imagenet: "
+      "its weights take 224 px only; use that size or --pretrained none"),
+     ("convnext_atto", 32, "none", None), ("vit_b_16", 16, "none", None),
+     ("vit_b_16", 224, "imagenet", None), ("vit_b_16", 240, "none", None),
+     ("resnet50", 40, "imagenet", None)],
+)  # fmt: skip
+def test_image_sizes_at_the_edges_of_the_table(backbone, size, pretrained, said):
+    from src.method.encoder import check_image_size
+
+    if said is None:
+        check_image_size(backbone, size, pretrained)  # no error
+        return
+    with pytest.raises(SuiteError) as e:
+        check_image_size(backbone, size, pretrained)
+    assert str(e.value) == said
+
+
+def test_imagenet_weights_are_downloaded_with_their_hash_checked(monkeypatch):
+    import torchvision.models._api as api
+
+    seen = {}
+
+    def fake(url, *args, **kwargs):
+        seen.update(kwargs)
+        return BACKBONES["resnet50"].build().state_dict()
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", fake)
+    build_backbone("resnet50", "imagenet")
+    assert seen["check_hash"] is True and seen["progress"] is True
+
+
+def test_a_state_dict_under_a_state_dict_key_loads(tmp_path):
+    torch.manual_seed(2)
+    src = BACKBONES["convnext_atto"].build()
+    save_torch(tmp_path / "wrapped.pth", {"state_dict": src.state_dict()})
+    model = build_backbone("convnext_atto", str(tmp_path / "wrapped.pth"))
+    assert torch.equal(model.features[0][0].weight, src.features[0][0].weight)
+
+
+def test_a_finetuned_backbone_gets_gradients():
+    model = build_encoder(tiny_config()).train()
+    z = model.embed(torch.randn(4, 3, 32, 32))
+    z.sum().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+
+
+def test_the_release_encoder_has_heads_but_no_backbone():
+    from src.method.encoder import AbsentBackbone
+
+    cfg = tiny_config(frozen=True) | {"backbone_absent": True}
+    model = build_encoder(cfg).eval()
+    assert isinstance(model.backbone, AbsentBackbone) and not model.has_backbone
+    assert model.frozen and list(model.heads) == ["style", "genre"]
+    assert model.reduction[0].in_features == BACKBONES["convnext_atto"].feature_size
+    assert model.heads["genre"](torch.zeros(2, 16)).shape == (2, 2)
+    with pytest.raises(SuiteError) as e:
+        model.embed(torch.zeros(1, 3, 32, 32))
+    assert str(e.value) == (
+        "this encoder was imported from the authors' release without its backbone: it has "
+        "their embeddings and heads but cannot encode images"
+    )
+    assert build_encoder(tiny_config()).has_backbone
+
+
+def test_load_encoder_puts_the_model_on_the_device_asked(tmp_path):
+    cfg = tiny_config()
+    save_torch(tmp_path / "encoder.pt", {"config": cfg, "model": build_encoder(cfg).state_dict()})
+    loaded, _ = load_encoder(tmp_path, device="meta")  # "meta" stands in for a GPU here
+    assert {p.device.type for p in loaded.parameters()} == {"meta"}
+
+
+def test_load_encoder_errors_are_one_exact_line(tmp_path):
+    from src.hints import B1_HINT
+
+    save_torch(tmp_path / "encoder.pt", {"config": tiny_config()})
+    with pytest.raises(SuiteError) as e:
+        load_encoder(tmp_path)
+    path = tmp_path / "encoder.pt"
+    assert str(e.value) == f"{path} is not an encoder file (no config/model); re-run {B1_HINT}"
+    other = build_encoder(tiny_config(embedding_size=8)).state_dict()
+    save_torch(path, {"config": tiny_config(), "model": other})
+    with pytest.raises(SuiteError) as e:
+        load_encoder(tmp_path)
+    assert str(e.value).startswith(f"{path}: weights do not match its config (Error(s) in loading")

@@ -254,3 +254,57 @@ def test_d1_rejects_a_run_of_another_dataset(pipeline, capsys):
     argv = ["--task", "wikiart-style", "--weights-root", str(p.weights_root), "--run", p.run]
     assert d1.run_stage(d1.main, argv) == 2
     assert "needs wikiart" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Edges: exact messages, the smallest settings, an empty batch, a default device elsewhere
+
+
+@pytest.mark.parametrize(
+    "cond, message",
+    [
+        ({"style": torch.tensor([5, 0])}, "class id out of range for 'style' (0..4 allowed)"),
+        ({"style": torch.tensor([0])}, "condition 'style' must have shape (2,)"),
+        ({"genre": torch.tensor([0, 0])}, "conditions on ['genre'] but the student was trained for ['style']"),
+    ],
+)  # fmt: skip
+def test_input_errors_are_one_exact_line(cond, message):
+    with pytest.raises(SuiteError) as e:
+        student_input(torch.zeros(2, 4), cond, {"style": 5})
+    assert str(e.value) == f"student_input: {message}"
+
+
+def test_the_smallest_distill_settings_are_allowed():
+    assert DistillConfig(epochs=1, batch_size=2).batch_size == 2
+    for bad in ({"epochs": 0}, {"batch_size": 1}):
+        with pytest.raises(SuiteError) as e:
+            DistillConfig(**bad)
+        assert str(e.value) == "distill: epochs must be ≥ 1 and batch_size ≥ 2"
+
+
+def test_an_empty_batch_is_an_empty_input():
+    x = student_input(torch.zeros(0, 4), {"style": torch.zeros(0, dtype=torch.long)}, {"style": 5})
+    assert x.shape == (0, 9)
+
+
+def test_a_student_knows_its_sizes():
+    s = Student(16, {"style": 5, "genre": 3})
+    assert s.embedding_size == 16 and s.num_classes == {"style": 5, "genre": 3}  # E1 checks both
+
+
+def test_the_input_follows_z0_under_a_default_device_elsewhere():
+    # torch.set_default_device("cuda") in a notebook: conditions still meet z0 on its device. The
+    # "meta" device stands in for the GPU (it holds no data: reading a class id from it raises).
+    z0 = torch.tensor([[0.5, -0.5], [0.25, 0.75]])
+    cond = {"genre": torch.tensor([2, 0]), "style": [1, 4]}
+    with torch.device("meta"):
+        x = student_input(z0, cond, {"style": 5, "genre": 3})
+    assert x.device.type == "cpu"
+    assert x.tolist() == student_input(z0, cond, {"style": 5, "genre": 3}).tolist()
+
+
+def test_only_the_names_d1_writes_are_students(tmp_path):
+    student_path(tmp_path, "synthart-style", 0.5).write_bytes(b"")
+    for stray in ("lam0.50", "lam1e0", "lamfoo", "lam-"):  # another spelling of a λ, or none
+        (tmp_path / f"student_synthart-style_{stray}.pt").write_bytes(b"")
+    assert student_lambdas(tmp_path, "synthart-style") == [0.5]
