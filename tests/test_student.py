@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -80,8 +81,14 @@ def test_architecture_matches_spec():
     assert (s.net[3].in_features, s.net[6].out_features) == (128, 16)
 
 
-def test_distill_learns_the_teacher(world):
+def test_distill_learns_the_teacher(world, caplog):
     z_train, z_test, heads = world
+    caplog.set_level("INFO", logger="src.method.student")
+    paces = []  # (seconds per batch, epochs logged by then): D1's estimate comes in epoch 1
+
+    def on_pace(seconds: float) -> None:
+        paces.append((seconds, sum(": mse " in m for m in caplog.messages)))
+
     student, log = distill(
         heads,
         z_train,
@@ -90,12 +97,31 @@ def test_distill_learns_the_teacher(world):
         1.0,
         DistillConfig(epochs=6, batch_size=100),
         seed=0,
-        progress=False,
+        progress=True,  # off a terminal: a few log lines, and the pace once
+        on_pace=on_pace,
     )
     assert [r["epoch"] for r in log] == list(range(1, 7))
+    assert len(paces) == 1 and paces[0][0] > 0 and paces[0][1] == 0
     assert log[-1]["mse"] < 0.5 * log[0]["mse"]
     assert all(0.9 <= r["teacher_satisfied"] <= 1.0 for r in log)
     assert not student.training
+    # D1's log (its _log.csv): one row per epoch, each field what it says
+    assert all(
+        set(r) == {"epoch", "mse", "l1_to_z0", "loss", "teacher_iterations", "teacher_satisfied",
+                   "seconds"} for r in log
+    )  # fmt: skip
+    assert all(1 <= r["teacher_iterations"] <= 100 and r["seconds"] > 0 for r in log)
+    assert all(r["loss"] == r["mse"] for r in log)  # student_reg 0
+    lines = [m for m in caplog.messages if ": mse " in m]
+    assert len(lines) == 6
+    assert re.fullmatch(
+        r"D1 epoch 6/6: mse \d\.\d{5}, teacher \d+\.\d iterations, \d+\.\d% satisfied \(\d+\.\d s\)",
+        lines[-1],
+    )
+    assert (
+        f"mse {log[-1]['mse']:.5f}, teacher {log[-1]['teacher_iterations']:.1f} iterations"
+        in lines[-1]
+    )
     # on unseen queries, the student moves towards the teacher's answer and meets the condition
     g = torch.Generator().manual_seed(5)
     cond = {"style": torch.randint(5, (len(z_test),), generator=g)}
