@@ -423,3 +423,43 @@ def test_load_encoder_errors_are_one_exact_line(tmp_path):
     with pytest.raises(SuiteError) as e:
         load_encoder(tmp_path)
     assert str(e.value).startswith(f"{path}: weights do not match its config (Error(s) in loading")
+
+
+def test_the_tables_builders_strip_the_classifier_and_load_no_weights():
+    from src.method.encoder import _strip, _tv
+
+    assert _tv(lambda weights: ("built", weights))(image_size=64) == ("built", None)
+    model = nn.Sequential(nn.Linear(2, 3))
+    model.classifier = nn.Linear(3, 4)
+    assert _strip("classifier", nn.Identity)(model) is model
+    assert isinstance(model.classifier, nn.Identity)
+
+
+def test_without_pretrained_any_size_the_layers_take_is_allowed():
+    from src.method.encoder import check_image_size
+
+    check_image_size("vit_b_16", 240)  # the default is no weights: 224 px is not required
+
+
+def test_an_encoder_file_without_its_config_is_one_line(tmp_path):
+    from src.hints import B1_HINT
+
+    save_torch(tmp_path / "encoder.pt", {"model": build_encoder(tiny_config()).state_dict()})
+    with pytest.raises(SuiteError) as e:
+        load_encoder(tmp_path)
+    path = tmp_path / "encoder.pt"
+    assert str(e.value) == f"{path} is not an encoder file (no config/model); re-run {B1_HINT}"
+
+
+def test_a_long_load_error_is_cut_to_200_characters(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    save_torch(tmp_path / "encoder.pt", {"config": cfg, "model": build_encoder(cfg).state_dict()})
+
+    def refuse(*_a, **_k):
+        raise RuntimeError("x" * 300 + "\nsecond line")
+
+    monkeypatch.setattr(Encoder, "load_state_dict", refuse)
+    with pytest.raises(SuiteError) as e:
+        load_encoder(tmp_path)
+    path = tmp_path / "encoder.pt"
+    assert str(e.value) == f"{path}: weights do not match its config ({'x' * 200})"

@@ -334,3 +334,13 @@ def test_only_the_names_d1_writes_are_students(tmp_path):
     for stray in ("lam0.50", "lam1e0", "lamfoo", "lam-"):  # another spelling of a λ, or none
         (tmp_path / f"student_synthart-style_{stray}.pt").write_bytes(b"")
     assert student_lambdas(tmp_path, "synthart-style") == [0.5]
+
+
+def test_distill_defaults_to_seed_0_and_takes_float64_embeddings(world):
+    # seed 0 unless told; float64 embeddings (C1 may write them) are trained on as float32
+    z_train, _, heads = world
+    settings = DistillConfig(epochs=1, batch_size=250)
+    a, _ = distill(heads, z_train.double(), ["style"], CLASSES, 1.0, settings, progress=False)
+    b, _ = distill(heads, z_train, ["style"], CLASSES, 1.0, settings, seed=0, progress=False)
+    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), k
