@@ -609,3 +609,14 @@ def test_single_rule_treats_a_best_ce_of_zero_as_unset():
             ]
         )
     assert (zero_before & (single.loss > 0)).sum() > 5
+
+
+def test_trace_of_more_queries_than_dimensions(world):
+    z, _, heads = world
+    n = z.shape[1] + 8  # more walks than coordinates
+    cond = _conditions(n, ["style"])
+    r = backward_search(heads, z[:n], cond, 1.0, max_iter=20, trace=True)
+    assert len(r.trace) == n
+    assert all(
+        torch.equal(w[0], z[i]) and torch.equal(w[-1], r.z[i]) for i, w in enumerate(r.trace)
+    )

@@ -336,11 +336,27 @@ def test_only_the_names_d1_writes_are_students(tmp_path):
     assert student_lambdas(tmp_path, "synthart-style") == [0.5]
 
 
-def test_distill_defaults_to_seed_0_and_takes_float64_embeddings(world):
-    # seed 0 unless told; float64 embeddings (C1 may write them) are trained on as float32
+def test_distill_defaults_to_seed_0_and_progress_and_takes_float64_embeddings(world):
+    # seed 0 and progress (so D1's pace estimate comes) unless told; float64 embeddings (C1 may
+    # write them) are trained on as float32
     z_train, _, heads = world
-    settings = DistillConfig(epochs=1, batch_size=250)
-    a, _ = distill(heads, z_train.double(), ["style"], CLASSES, 1.0, settings, progress=False)
+    settings = DistillConfig(epochs=1, batch_size=100)
+    paces = []
+    a, _ = distill(heads, z_train.double(), ["style"], CLASSES, 1.0, settings, on_pace=paces.append)
     b, _ = distill(heads, z_train, ["style"], CLASSES, 1.0, settings, seed=0, progress=False)
     for (k, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), k
+    assert len(paces) == 1
+
+
+def test_distill_refuses_unusable_embeddings_in_one_exact_line(world):
+    z_train, _, heads = world
+    bad = z_train[:10].clone()
+    bad[3, 1] = float("nan")
+    for z, message in [
+        (bad, "distill: training embeddings hold NaN or inf; re-run C1"),
+        (z_train[:1], "distill: need at least 2 training embeddings, got 1"),
+    ]:
+        with pytest.raises(SuiteError) as e:
+            distill(heads, z, ["style"], CLASSES, 1.0, DistillConfig(epochs=1), progress=False)
+        assert str(e.value) == message
