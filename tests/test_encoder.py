@@ -463,3 +463,49 @@ def test_a_long_load_error_is_cut_to_200_characters(tmp_path, monkeypatch):
         load_encoder(tmp_path)
     path = tmp_path / "encoder.pt"
     assert str(e.value) == f"{path}: weights do not match its config ({'x' * 200})"
+
+
+def test_an_encoder_is_fine_tuned_and_in_our_mode_unless_told():
+    plain = Encoder(stochastic_backbone(), 16, 8, {"a": 3}).train()
+    assert not plain.frozen and plain.backbone.training
+    assert all(p.requires_grad for p in plain.backbone.parameters())
+    frozen = Encoder(stochastic_backbone(), 16, 8, {"a": 3}, frozen=True).train()
+    assert not frozen.backbone.training  # frozen_train_mode (the quirk) only when asked
+
+
+def test_the_encoder_is_built_for_its_image_size():
+    # ViT's position table is made for the configured side: 32 px, not its weights' 224
+    cfg = tiny_config(backbone="vit_b_16", image_size=32)
+    model = build_encoder(cfg).eval()
+    with torch.no_grad():
+        assert model.embed(torch.zeros(1, 3, 32, 32)).shape == (1, 16)
+
+
+def test_the_encoder_config_holds_what_rebuilds_and_labels_the_model():
+    cfg = tiny_config()
+    assert cfg == {
+        "dataset": "synthart",
+        "backbone": "convnext_atto",
+        "feature_size": 320,
+        "embedding_size": 16,
+        "frozen": False,
+        "attributes": ["style", "genre"],
+        "num_classes": {"style": 3, "genre": 2},
+        "labels": LABELS,
+        "image_size": 32,
+        "square_resize": False,
+    }
+
+
+def test_a_failed_download_names_the_error(monkeypatch):
+    import torchvision.models._api as api
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(SuiteError) as e:
+        build_backbone("resnet50", "imagenet")
+    assert str(e.value).startswith(
+        "could not download the ImageNet weights ResNet50_Weights.IMAGENET1K_V1 (URLError: "
+    )
