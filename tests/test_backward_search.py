@@ -620,3 +620,15 @@ def test_trace_of_more_queries_than_dimensions(world):
     assert all(
         torch.equal(w[0], z[i]) and torch.equal(w[-1], r.z[i]) for i, w in enumerate(r.trace)
     )
+
+
+def test_a_float_lambda_is_taken_at_z0s_precision(world):
+    # λ = 0.1 is not a float32 number: given as a Python float it must weigh exactly as the
+    # float64 tensor does on float64 embeddings
+    z, _, heads = world
+    cond = _conditions(8, ["style"])
+    as_float = backward_search(heads, z[:8], cond, 0.1, max_iter=30)
+    as_tensor = backward_search(
+        heads, z[:8], cond, torch.full((8,), 0.1, dtype=torch.float64), max_iter=30
+    )
+    assert torch.equal(as_float.z, as_tensor.z) and torch.equal(as_float.loss, as_tensor.loss)
