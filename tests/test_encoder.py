@@ -509,3 +509,43 @@ def test_a_failed_download_names_the_error(monkeypatch):
     assert str(e.value).startswith(
         "could not download the ImageNet weights ResNet50_Weights.IMAGENET1K_V1 (URLError: "
     )
+
+
+def test_imagenet_weights_build_the_vit_at_their_224_px(monkeypatch):
+    # --pretrained imagenet at --image-size 32: the model is built for the weights' 224 px (its
+    # position table must fit them); without weights the default side is 224 too
+    import torchvision.models._api as api
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda *a, **k: vit.state_dict())
+    vit = BACKBONES["vit_b_16"].build(image_size=224)
+    assert build_backbone("vit_b_16", "imagenet", image_size=32).image_size == 224
+    assert build_backbone("vit_b_16").image_size == 224
+
+
+def test_pretrained_files_that_are_no_state_dict_are_one_line(tmp_path, monkeypatch):
+    from torchvision.models.convnext import ConvNeXt
+
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(SuiteError) as e:
+        build_backbone("convnext_atto", str(missing))
+    assert str(e.value) == (
+        f"{missing} not found: run a torchvision state dict download (see --pretrained) first"
+    )
+    save_torch(tmp_path / "tensor.pth", torch.zeros(3))  # a tensor, not a dict
+    with pytest.raises(SuiteError, match="not a torchvision convnext_atto state dict"):
+        build_backbone("convnext_atto", str(tmp_path / "tensor.pth"))
+    save_torch(tmp_path / "wrong.pth", {"x": torch.zeros(1)})
+    with pytest.raises(SuiteError) as e:
+        build_backbone("convnext_atto", str(tmp_path / "wrong.pth"))
+    assert str(e.value) == (
+        f"--pretrained {tmp_path / 'wrong.pth'}: not a torchvision convnext_atto state dict "
+        "(Error(s) in loading state_dict for ConvNeXt:)"
+    )
+
+    def refuse(*_a, **_k):
+        raise RuntimeError("y" * 300 + "\nsecond line")
+
+    monkeypatch.setattr(ConvNeXt, "load_state_dict", refuse)
+    with pytest.raises(SuiteError) as e:
+        build_backbone("convnext_atto", str(tmp_path / "wrong.pth"))
+    assert str(e.value).endswith(f"state dict ({'y' * 200})")
