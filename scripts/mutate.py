@@ -128,11 +128,16 @@ if os.environ.get("MUTANT_UNDER_TEST"):
 # One module
 
 
-def _stage(name: str, target: Target) -> Path:
-    """A fresh copy of the working tree (tracked and untracked, not ignored) with mutmut's config."""
+def _stage(name: str, target: Target, fresh: bool = True) -> Path:
+    """A copy of the working tree (tracked and untracked, not ignored) with mutmut's config.
+
+    fresh=False copies the files over the last copy and keeps mutmut's results (`mutants/`):
+    mutmut then re-tests only the mutants of functions whose source changed (it hashes each one).
+    """
     where = STAGING / name
-    shutil.rmtree(where, ignore_errors=True)
-    where.mkdir(parents=True)
+    if fresh:
+        shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True, exist_ok=True)
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -147,7 +152,7 @@ def _stage(name: str, target: Target) -> Path:
         (where / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, where / rel)
         tops.add(rel.parts[0])
-    (where / "mutants").mkdir()  # on PYTHONPATH from the start (_env): must exist by then
+    (where / "mutants").mkdir(exist_ok=True)  # on PYTHONPATH from the start (_env): must exist
     (where / "sitecustomize.py").write_text(
         SITECUSTOMIZE.format(script=str(Path(__file__).resolve())), encoding="utf-8"
     )
@@ -236,14 +241,54 @@ class Figures:
         return (self.killed + len(self.equivalent)) / max(self.mutants, 1)
 
 
+def _meta(where: Path, source: str) -> dict:
+    """mutmut's record of a module: each mutant's exit code, each function's source hash."""
+    return json.loads((where / "mutants" / f"{source}.meta").read_text(encoding="utf-8"))
+
+
+def _function(mutant: str) -> str:
+    """The (mangled) function a mutant belongs to, as mutmut's hashes name it."""
+    from mutmut.utils.format_utils import mangled_name_from_mutant_name
+
+    return mangled_name_from_mutant_name(mutant).rpartition(".")[2]
+
+
+def _retest(where: Path, source: str, before: dict) -> list[str]:
+    """The survivors of the run recorded in `before` that the run just made did not test again
+    (their function is unchanged, so mutmut kept their result): to be re-run by name."""
+    from mutmut.stats import status_by_exit_code
+
+    now = _meta(where, source)
+    old, new = before["hash_by_function_name"], now["hash_by_function_name"]
+    return sorted(
+        m
+        for m, c in before["exit_code_by_key"].items()
+        if c is not None
+        and status_by_exit_code[c] not in KILLED
+        and m in now["exit_code_by_key"]
+        and old.get(_function(m)) == new.get(_function(m))
+    )
+
+
 def run_module(name: str, jobs: int, mode: str = "run") -> Figures:
     """Mutate one module and collect its figures. mode: "run" (in a fresh staging copy),
     "resume" (go on in the last copy, as it was: mutmut keeps each mutant's result as it comes),
+    "again" (the working tree copied over the last run, finished or not: the mutants of changed
+    functions, the untested ones and every survivor tested, the kills of unchanged functions
+    kept — after adding tests),
     "report" (only read the last run's)."""
     target = MODULES[name]
     where = STAGING / name
     if mode != "report":
-        if mode == "run" or not (where / "mutants").is_dir():
+        last = None
+        if mode == "again":
+            if not (where / "mutants" / f"{target.source}.meta").exists():
+                raise SystemExit(f"error: no run of {name} in {where}; run it first")
+            last = _meta(where, target.source)  # an interrupted run's untested mutants: tested now
+            if (where / "seconds").exists():
+                (where / "seconds").rename(where / "seconds-so-far")
+            _stage(name, target, fresh=False)
+        elif mode == "run" or not (where / "mutants").is_dir():
             where = _stage(name, target)
         (where / "seconds").unlink(missing_ok=True)
         spent = where / "seconds-so-far"  # a resumed run's time adds to the interrupted one's
@@ -251,12 +296,11 @@ def run_module(name: str, jobs: int, mode: str = "run") -> Figures:
         start = time.monotonic()
         print(f"== {name}: {target.source} against {' '.join(target.tests)}", flush=True)
         try:
-            subprocess.run(
-                [*_MUTMUT, "run", "--max-children", str(jobs)],
-                cwd=where,
-                env=_env(where),
-                check=True,
-            )
+            run = [*_MUTMUT, "run", "--max-children", str(jobs)]
+            subprocess.run(run, cwd=where, env=_env(where), check=True)
+            again = _retest(where, target.source, last) if last else []
+            if again:  # named mutants are re-run whatever their last result
+                subprocess.run([*run, *again], cwd=where, env=_env(where), check=True)
         finally:
             spent.write_text(f"{before + time.monotonic() - start:.0f}\n", encoding="utf-8")
         spent.rename(where / "seconds")
@@ -265,8 +309,7 @@ def run_module(name: str, jobs: int, mode: str = "run") -> Figures:
     seconds = float((where / "seconds").read_text(encoding="utf-8"))
     from mutmut.stats import status_by_exit_code
 
-    meta = json.loads((where / "mutants" / f"{target.source}.meta").read_text(encoding="utf-8"))
-    codes = meta["exit_code_by_key"]
+    codes = _meta(where, target.source)["exit_code_by_key"]
     known = _equivalents()
     alive = sorted(m for m, code in codes.items() if status_by_exit_code[code] not in KILLED)
     changes = _changes(where, target.source, alive)
@@ -318,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument(
         "--resume", action="store_true", help="go on with an interrupted run in its staging copy"
     )
+    how.add_argument(
+        "--again",
+        action="store_true",
+        help="after adding tests: re-test the survivors and changed functions of the last run",
+    )
     args = p.parse_args(argv)
     if args.list:
         for name, t in MODULES.items():
@@ -330,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: no module {unknown[0]!r}; choose from {', '.join(MODULES)}", file=sys.stderr)
         return 2
-    mode = "report" if args.report else "resume" if args.resume else "run"
+    mode = (
+        "report" if args.report else "resume" if args.resume else "again" if args.again else "run"
+    )
     figs = [run_module(m, args.jobs, mode) for m in args.modules or MODULES]
     print(report(figs))
     return 0 if all(f.rate >= TARGET for f in figs) else 1

@@ -301,10 +301,14 @@ def test_single_rule_batched_equals_one_at_a_time(world, monkeypatch, attrs, int
 
 
 class _Sine(nn.Module):
-    """1-D z → logits (sin 3z, −sin 3z): Adam overshoots and circles the optimum, so CE wobbles."""
+    """1-D z → logits (w·sin 3z, −w·sin 3z): Adam overshoots and circles the optimum, so CE wobbles."""
+
+    def __init__(self, w: float = 1.0):
+        super().__init__()
+        self.w = w
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        s = torch.sin(3.0 * z)
+        s = self.w * torch.sin(3.0 * z)
         return torch.cat([s, -s], 1)
 
 
@@ -422,3 +426,209 @@ def test_cpu_and_cuda_agree(world, rule):
     assert torch.equal(gpu.iterations.cpu(), cpu.iterations)
     assert torch.equal(gpu.satisfied_at.cpu(), cpu.satisfied_at)
     torch.testing.assert_close(gpu.z.cpu(), cpu.z, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda z, c, lam: (z.long(), c, lam), "z0 must be a floating-point N×E tensor"),
+        (lambda z, c, lam: (z[0], c, lam), "z0 must be a floating-point N×E tensor"),
+        (lambda z, c, lam: (z.tolist(), c, lam), "z0 must be a floating-point N×E tensor"),
+        (lambda z, c, lam: (z, {}, lam), "no condition given; pass at least one attribute"),
+        (
+            lambda z, c, lam: (z, {"artist": c["style"]}, lam),
+            "no head for attribute(s) ['artist']; heads exist for ['style', 'genre', 'mood']",
+        ),
+        (
+            lambda z, c, lam: (z, {"style": c["style"].double()}, lam),
+            "condition 'style' must hold integer class ids",
+        ),
+        (
+            lambda z, c, lam: (z, {"style": c["style"][:3]}, lam),
+            "condition 'style' has shape (3,); expected (5,)",
+        ),
+        (  # exactly the number of classes: one past the last id
+            lambda z, c, lam: (z, {"style": torch.tensor([0, 1, 6, 2, 3])}, lam),
+            "class id 6 for 'style' is out of range; the head has 6 classes (ids 0..5)",
+        ),
+        (
+            lambda z, c, lam: (z, {"style": torch.tensor([0, -1, 5, 2, 3])}, lam),
+            "class id -1 for 'style' is out of range; the head has 6 classes (ids 0..5)",
+        ),
+        (
+            lambda z, c, lam: (z, c, torch.ones(3)),
+            "lam has shape (3,); give a float or (5,) tensor",
+        ),
+        (lambda z, c, lam: (z, c, -1.0), "lam must be finite and ≥ 0"),
+        (lambda z, c, lam: (z, c, float("inf")), "lam must be finite and ≥ 0"),
+        (lambda z, c, lam: (z, c, float("nan")), "lam must be finite and ≥ 0"),
+    ],
+)
+def test_bad_input_is_one_exact_line(world, change, message):
+    z, _, heads = world
+    args = change(z[:5], _conditions(5, ["style"]), 1.0)
+    with pytest.raises(SuiteError) as e:
+        backward_search(heads, *args)
+    assert str(e.value) == f"backward_search: {message}"
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+        ({"lr": -0.2}, "lr must be > 0, got -0.2"),
+        ({"lr": float("inf")}, "lr must be > 0, got inf"),
+        ({"lr": float("nan")}, "lr must be > 0, got nan"),
+        ({"max_iter": -1}, "max_iter and patience must be ≥ 0"),
+        ({"patience": -1}, "max_iter and patience must be ≥ 0"),
+        ({"patience": 0, "rule": "single"}, "the single-query rule needs patience ≥ 1"),
+    ],
+)
+def test_bad_settings_are_one_exact_line(world, settings, message):
+    z, _, heads = world
+    with pytest.raises(SuiteError) as e:
+        backward_search(heads, z[:5], _conditions(5, ["style"]), 1.0, **settings)
+    assert str(e.value) == f"backward_search: {message}"
+
+
+def test_non_finite_embeddings_name_the_first_five_rows(world):
+    z, _, heads = world
+    z0 = z[:9].clone()
+    z0[[1, 2, 3, 5, 6, 8], 0] = float("nan")
+    with pytest.raises(SuiteError) as e:
+        backward_search(heads, z0, _conditions(9, ["style"]), 1.0)
+    assert "(rows [1, 2, 3, 5, 6] …); re-run C1_extract_embeddings.py" in str(e.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])
+def test_conditions_of_any_integer_type_search_alike(world, dtype):
+    z, _, heads = world
+    cond = _conditions(6, ["style", "genre"])
+    plain = backward_search(heads, z[:6], cond, 1.0, max_iter=15)
+    other = backward_search(
+        heads, z[:6], {a: y.to(dtype) for a, y in cond.items()}, 1.0, max_iter=15
+    )
+    assert torch.equal(other.z, plain.z) and torch.equal(other.iterations, plain.iterations)
+
+
+def test_the_smallest_settings_run(world):
+    # patience 0 (batch rule): done at the first non-improvement; patience 1 (single rule): too
+    z, _, heads = world
+    cond = _conditions(6, ["style"])
+    lam = torch.linspace(0.0, 4.0, 6, dtype=torch.float64)
+    ref = batch_query_reference(heads, z[:6], cond, lam, patience=0)
+    r = backward_search(heads, z[:6], cond, lam, patience=0)
+    assert torch.equal(r.iterations, ref.iterations) and (r.iterations < 10).any()
+    torch.testing.assert_close(r.z, ref.z, rtol=0, atol=1e-9)
+    ref_z, ref_iters, _ = single_query_reference(heads, z[:6], cond, lam / 24, patience=1)
+    single = backward_search(heads, z[:6], cond, lam / 24, patience=1, rule="single")
+    assert torch.equal(single.iterations, ref_iters)
+    torch.testing.assert_close(single.z, ref_z, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("rule", list(StopRule))
+def test_no_steps_or_no_queries_give_z0_untouched(world, rule):
+    z, _, heads = world
+    r = backward_search(heads, z[:3], _conditions(3, ["style"]), 1.0, max_iter=0, rule=rule)
+    assert torch.equal(r.z, z[:3]) and r.z is not z
+    assert r.iterations.tolist() == [0, 0, 0] and r.satisfied_at.tolist() == [-1, -1, -1]
+    assert r.loss.tolist() == [math.inf] * 3 and r.loss.dtype == z.dtype
+    empty = backward_search(heads, z[:0], _conditions(0, ["style"]), 1.0, rule=rule)
+    assert empty.z.shape == (0, z.shape[1]) and empty.iterations.shape == (0,)
+    assert empty.loss.shape == (0,) and empty.satisfied_at.shape == (0,)
+
+
+class _Counting(nn.Module):
+    """A head that counts the embeddings it is shown."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head, self.rows = head, 0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.rows += z.shape[0]
+        return self.head(z)
+
+
+@pytest.mark.parametrize("rule", list(StopRule))
+def test_finished_queries_leave_the_batch(world, rule):
+    # On the CPU finished queries are dropped at once: a head sees each query once per iteration
+    # it ran (and z0's first row once, to count its classes), nothing more.
+    z, _, heads = world
+    n = 24
+    cond = _conditions(n, ["style", "genre"])
+    lam = torch.linspace(0.0, 4.0 if rule is StopRule.BATCH else 0.3, n, dtype=torch.float64)
+    counting = {a: _Counting(heads[a]) for a in cond}
+    r = backward_search(counting, z[:n], cond, lam, rule=rule)
+    assert (r.iterations < 100).any()
+    for a in cond:
+        assert counting[a].rows == 1 + int(r.iterations.sum()), a
+
+
+@pytest.mark.parametrize("rule", list(StopRule))
+def test_a_default_device_elsewhere_changes_nothing(world, rule):
+    # torch.set_default_device("cuda") in a notebook must not move a search on CPU tensors: every
+    # tensor it makes follows z0. The "meta" device stands in for the GPU (mixing raises).
+    z, _, heads = world
+    cond = _conditions(12, ["style", "genre"])
+    lam = torch.linspace(0.0, 4.0 if rule is StopRule.BATCH else 0.3, 12, dtype=torch.float64)
+    plain = backward_search(heads, z[:12], cond, lam, rule=rule, trace=True)
+    with torch.device("meta"):
+        r = backward_search(heads, z[:12], cond, 2.0 if rule is StopRule.BATCH else lam, rule=rule)
+        again = backward_search(heads, z[:12], cond, lam, rule=rule, trace=True)
+    assert r.z.device.type == "cpu"
+    for name in ("z", "iterations", "satisfied_at", "loss"):
+        assert torch.equal(getattr(again, name), getattr(plain, name)), name
+    assert all(torch.equal(a, b) for a, b in zip(again.trace, plain.trace, strict=True))
+
+
+def test_single_rule_treats_a_best_ce_of_zero_as_unset():
+    # The authors' `if not best_loss:`: a CE of exactly 0.0 (float64 rounds CE to 0 once the
+    # margin passes ~37) is no best, so the next CE, however large, is taken as the best. With
+    # logits ±20·sin(3z) Adam runs through the CE = 0 band and out the other side.
+    z0 = torch.linspace(-1, 1, 64, dtype=torch.float64)[:, None]
+    cond = {"c": torch.zeros(64, dtype=torch.long)}
+    head = _Sine(20.0)
+    single = backward_search({"c": head}, z0, cond, 0.0, rule="single", trace=True)
+    ref_z, ref_iters, ref_best = single_query_reference({"c": head}, z0, cond, 0.0)
+    assert torch.equal(single.iterations, ref_iters)
+    torch.testing.assert_close(single.z, ref_z, rtol=0, atol=1e-12)
+    torch.testing.assert_close(single.loss, ref_best, rtol=0, atol=1e-12)
+    # a walk measured a CE of 0 before its answer's step, yet its best CE is larger: under a
+    # plain "≤ the best so far" rule the best would have stayed 0
+    with torch.no_grad():
+        zero_before = torch.stack(
+            [
+                (
+                    nn.functional.cross_entropy(
+                        head(w[:-1]), torch.zeros(len(w) - 1, dtype=torch.long), reduction="none"
+                    )
+                    == 0
+                ).any()
+                for w in single.trace
+            ]
+        )
+    assert (zero_before & (single.loss > 0)).sum() > 5
+
+
+def test_trace_of_more_queries_than_dimensions(world):
+    z, _, heads = world
+    n = z.shape[1] + 8  # more walks than coordinates
+    cond = _conditions(n, ["style"])
+    r = backward_search(heads, z[:n], cond, 1.0, max_iter=20, trace=True)
+    assert len(r.trace) == n
+    assert all(
+        torch.equal(w[0], z[i]) and torch.equal(w[-1], r.z[i]) for i, w in enumerate(r.trace)
+    )
+
+
+def test_a_float_lambda_is_taken_at_z0s_precision(world):
+    # λ = 0.1 is not a float32 number: given as a Python float it must weigh exactly as the
+    # float64 tensor does on float64 embeddings
+    z, _, heads = world
+    cond = _conditions(8, ["style"])
+    as_float = backward_search(heads, z[:8], cond, 0.1, max_iter=30)
+    as_tensor = backward_search(
+        heads, z[:8], cond, torch.full((8,), 0.1, dtype=torch.float64), max_iter=30
+    )
+    assert torch.equal(as_float.z, as_tensor.z) and torch.equal(as_float.loss, as_tensor.loss)

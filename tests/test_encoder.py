@@ -308,3 +308,244 @@ def test_frozen_train_mode_is_read_from_the_config():
     assert build_encoder(tiny_config(frozen=True)).train().backbone.training is False
     quirk = build_encoder(tiny_config(frozen=True, frozen_train_mode=True)).train()
     assert quirk.backbone.training is True
+
+
+# ---------------------------------------------------------------------------------------------
+# The backbone table's rules, the files, the release's encoder without a backbone
+
+
+def test_small_convnexts_are_deterministic_with_torchvisions_layer_scale():
+    from torchvision.models.convnext import CNBlock
+
+    model = build_backbone("convnext_atto")
+    blocks = [m for m in model.modules() if isinstance(m, CNBlock)]
+    assert len(blocks) == 2 + 2 + 6 + 2
+    assert all(torch.all(b.layer_scale == 1e-6) for b in blocks)  # torchvision's initial scale
+    assert all(b.stochastic_depth.p == 0.0 for b in blocks)  # no blocks dropped in training
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), model(x))
+
+
+def test_unknown_backbone_is_one_exact_line():
+    with pytest.raises(SuiteError) as e:
+        build_backbone("resnet9000")
+    assert str(e.value) == f"unknown backbone 'resnet9000'; choose one of: {', '.join(BACKBONES)}"
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "pretrained", "said"),
+    [("convnext_atto", 31, "none", "--image-size 31 is too small for convnext_atto: it takes ≥ 32 px; "
+      "choose another --image-size (or --backbone)"),
+     ("vit_b_16", 232, "none", "--image-size 232 does not fit vit_b_16: it takes multiples of 16 px; "
+      "choose another --image-size (or --backbone)"),
+     ("vit_b_16", 240, "imagenet", "--image-size 240 does not fit vit_b_16 with --pretrained imagenet: "
+      "its weights take 224 px only; use that size or --pretrained none"),
+     ("convnext_atto", 32, "none", None), ("vit_b_16", 16, "none", None),
+     ("vit_b_16", 224, "imagenet", None), ("vit_b_16", 240, "none", None),
+     ("resnet50", 40, "imagenet", None)],
+)  # fmt: skip
+def test_image_sizes_at_the_edges_of_the_table(backbone, size, pretrained, said):
+    from src.method.encoder import check_image_size
+
+    if said is None:
+        check_image_size(backbone, size, pretrained)  # no error
+        return
+    with pytest.raises(SuiteError) as e:
+        check_image_size(backbone, size, pretrained)
+    assert str(e.value) == said
+
+
+def test_imagenet_weights_are_downloaded_with_their_hash_checked(monkeypatch):
+    import torchvision.models._api as api
+
+    seen = {}
+
+    def fake(url, *args, **kwargs):
+        seen.update(kwargs)
+        return BACKBONES["resnet50"].build().state_dict()
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", fake)
+    build_backbone("resnet50", "imagenet")
+    assert seen["check_hash"] is True and seen["progress"] is True
+
+
+def test_a_state_dict_under_a_state_dict_key_loads(tmp_path):
+    torch.manual_seed(2)
+    src = BACKBONES["convnext_atto"].build()
+    save_torch(tmp_path / "wrapped.pth", {"state_dict": src.state_dict()})
+    model = build_backbone("convnext_atto", str(tmp_path / "wrapped.pth"))
+    assert torch.equal(model.features[0][0].weight, src.features[0][0].weight)
+
+
+def test_a_finetuned_backbone_gets_gradients():
+    model = build_encoder(tiny_config()).train()
+    z = model.embed(torch.randn(4, 3, 32, 32))
+    z.sum().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+
+
+def test_the_release_encoder_has_heads_but_no_backbone():
+    from src.method.encoder import AbsentBackbone
+
+    cfg = tiny_config(frozen=True) | {"backbone_absent": True}
+    model = build_encoder(cfg).eval()
+    assert isinstance(model.backbone, AbsentBackbone) and not model.has_backbone
+    assert model.frozen and list(model.heads) == ["style", "genre"]
+    assert model.reduction[0].in_features == BACKBONES["convnext_atto"].feature_size
+    assert model.heads["genre"](torch.zeros(2, 16)).shape == (2, 2)
+    with pytest.raises(SuiteError) as e:
+        model.embed(torch.zeros(1, 3, 32, 32))
+    assert str(e.value) == (
+        "this encoder was imported from the authors' release without its backbone: it has "
+        "their embeddings and heads but cannot encode images"
+    )
+    assert build_encoder(tiny_config()).has_backbone
+
+
+def test_load_encoder_puts_the_model_on_the_device_asked(tmp_path):
+    cfg = tiny_config()
+    save_torch(tmp_path / "encoder.pt", {"config": cfg, "model": build_encoder(cfg).state_dict()})
+    loaded, _ = load_encoder(tmp_path, device="meta")  # "meta" stands in for a GPU here
+    assert {p.device.type for p in loaded.parameters()} == {"meta"}
+
+
+def test_load_encoder_errors_are_one_exact_line(tmp_path):
+    from src.hints import B1_HINT
+
+    save_torch(tmp_path / "encoder.pt", {"config": tiny_config()})
+    with pytest.raises(SuiteError) as e:
+        load_encoder(tmp_path)
+    path = tmp_path / "encoder.pt"
+    assert str(e.value) == f"{path} is not an encoder file (no config/model); re-run {B1_HINT}"
+    other = build_encoder(tiny_config(embedding_size=8)).state_dict()
+    save_torch(path, {"config": tiny_config(), "model": other})
+    with pytest.raises(SuiteError) as e:
+        load_encoder(tmp_path)
+    assert str(e.value).startswith(f"{path}: weights do not match its config (Error(s) in loading")
+
+
+def test_the_tables_builders_strip_the_classifier_and_load_no_weights():
+    from src.method.encoder import _strip, _tv
+
+    assert _tv(lambda weights: ("built", weights))(image_size=64) == ("built", None)
+    model = nn.Sequential(nn.Linear(2, 3))
+    model.classifier = nn.Linear(3, 4)
+    assert _strip("classifier", nn.Identity)(model) is model
+    assert isinstance(model.classifier, nn.Identity)
+
+
+def test_without_pretrained_any_size_the_layers_take_is_allowed():
+    from src.method.encoder import check_image_size
+
+    check_image_size("vit_b_16", 240)  # the default is no weights: 224 px is not required
+
+
+def test_an_encoder_file_without_its_config_is_one_line(tmp_path):
+    from src.hints import B1_HINT
+
+    save_torch(tmp_path / "encoder.pt", {"model": build_encoder(tiny_config()).state_dict()})
+    with pytest.raises(SuiteError) as e:
+        load_encoder(tmp_path)
+    path = tmp_path / "encoder.pt"
+    assert str(e.value) == f"{path} is not an encoder file (no config/model); re-run {B1_HINT}"
+
+
+def test_a_long_load_error_is_cut_to_200_characters(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    save_torch(tmp_path / "encoder.pt", {"config": cfg, "model": build_encoder(cfg).state_dict()})
+
+    def refuse(*_a, **_k):
+        raise RuntimeError("x" * 300 + "\nsecond line")
+
+    monkeypatch.setattr(Encoder, "load_state_dict", refuse)
+    with pytest.raises(SuiteError) as e:
+        load_encoder(tmp_path)
+    path = tmp_path / "encoder.pt"
+    assert str(e.value) == f"{path}: weights do not match its config ({'x' * 200})"
+
+
+def test_an_encoder_is_fine_tuned_and_in_our_mode_unless_told():
+    plain = Encoder(stochastic_backbone(), 16, 8, {"a": 3}).train()
+    assert not plain.frozen and plain.backbone.training
+    assert all(p.requires_grad for p in plain.backbone.parameters())
+    frozen = Encoder(stochastic_backbone(), 16, 8, {"a": 3}, frozen=True).train()
+    assert not frozen.backbone.training  # frozen_train_mode (the quirk) only when asked
+
+
+def test_the_encoder_is_built_for_its_image_size():
+    # ViT's position table is made for the configured side: 32 px, not its weights' 224
+    cfg = tiny_config(backbone="vit_b_16", image_size=32)
+    model = build_encoder(cfg).eval()
+    with torch.no_grad():
+        assert model.embed(torch.zeros(1, 3, 32, 32)).shape == (1, 16)
+
+
+def test_the_encoder_config_holds_what_rebuilds_and_labels_the_model():
+    cfg = tiny_config()
+    assert cfg == {
+        "dataset": "synthart",
+        "backbone": "convnext_atto",
+        "feature_size": 320,
+        "embedding_size": 16,
+        "frozen": False,
+        "attributes": ["style", "genre"],
+        "num_classes": {"style": 3, "genre": 2},
+        "labels": LABELS,
+        "image_size": 32,
+        "square_resize": False,
+    }
+
+
+def test_a_failed_download_names_the_error(monkeypatch):
+    import torchvision.models._api as api
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(SuiteError) as e:
+        build_backbone("resnet50", "imagenet")
+    assert str(e.value).startswith(
+        "could not download the ImageNet weights ResNet50_Weights.IMAGENET1K_V1 (URLError: "
+    )
+
+
+def test_imagenet_weights_build_the_vit_at_their_224_px(monkeypatch):
+    # --pretrained imagenet at --image-size 32: the model is built for the weights' 224 px (its
+    # position table must fit them); without weights the default side is 224 too
+    import torchvision.models._api as api
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda *a, **k: vit.state_dict())
+    vit = BACKBONES["vit_b_16"].build(image_size=224)
+    assert build_backbone("vit_b_16", "imagenet", image_size=32).image_size == 224
+    assert build_backbone("vit_b_16").image_size == 224
+
+
+def test_pretrained_files_that_are_no_state_dict_are_one_line(tmp_path, monkeypatch):
+    from torchvision.models.convnext import ConvNeXt
+
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(SuiteError) as e:
+        build_backbone("convnext_atto", str(missing))
+    assert str(e.value) == (
+        f"{missing} not found: run a torchvision state dict download (see --pretrained) first"
+    )
+    save_torch(tmp_path / "tensor.pth", torch.zeros(3))  # a tensor, not a dict
+    with pytest.raises(SuiteError, match="not a torchvision convnext_atto state dict"):
+        build_backbone("convnext_atto", str(tmp_path / "tensor.pth"))
+    save_torch(tmp_path / "wrong.pth", {"x": torch.zeros(1)})
+    with pytest.raises(SuiteError) as e:
+        build_backbone("convnext_atto", str(tmp_path / "wrong.pth"))
+    assert str(e.value) == (
+        f"--pretrained {tmp_path / 'wrong.pth'}: not a torchvision convnext_atto state dict "
+        "(Error(s) in loading state_dict for ConvNeXt:)"
+    )
+
+    def refuse(*_a, **_k):
+        raise RuntimeError("y" * 300 + "\nsecond line")
+
+    monkeypatch.setattr(ConvNeXt, "load_state_dict", refuse)
+    with pytest.raises(SuiteError) as e:
+        build_backbone("convnext_atto", str(tmp_path / "wrong.pth"))
+    assert str(e.value).endswith(f"state dict ({'y' * 200})")

@@ -12,6 +12,7 @@ from src.method.metrics import (
     authors_query_tags,
     average_precision_at_k,
     condition_hits,
+    context_per_query,
     context_preservation,
     count_relevant,
     map_at_k,
@@ -66,9 +67,26 @@ def test_count_relevant_leaves_out_the_excluded_row():
     assert count_relevant(DB, COND, exclude=torch.tensor([-1, 5])).tolist() == [3, 1]
 
 
+def test_count_relevant_can_leave_out_row_zero():
+    # row 0 (style 0) is relevant to query 0: excluding it leaves rows 2 and 4; -1 excludes nothing
+    assert count_relevant(DB, COND, exclude=torch.tensor([0, -1])).tolist() == [2, 2]
+
+
+def test_count_relevant_tells_apart_combinations_beyond_float32():
+    # Four attributes of 100 classes: the combined key reaches 10^8, where float32 steps by 8, so
+    # a key held in float32 would make (99, 99, 99, 98) and (99, 99, 99, 99) one combination.
+    db = {a: torch.full((3,), 99) for a in "abcd"}
+    db["d"] = torch.tensor([98, 99, 0])
+    cond = {a: torch.tensor([99, 99]) for a in "abcd"}
+    cond["d"] = torch.tensor([99, 98])
+    assert count_relevant(db, cond).tolist() == [1, 1]
+
+
 def test_no_relevant_item_gives_zero_ap():
     hits = torch.zeros(2, 3, dtype=torch.bool)
     assert average_precision_at_k(hits, torch.tensor([0, 4])).tolist() == [0.0, 0.0]
+    # nothing relevant once the query's own row is left out, though the ranking found that row
+    assert average_precision_at_k(torch.tensor([[True, False, False]]), [0]).tolist() == [0.0]
 
 
 def test_against_brute_force_on_random_data():
@@ -110,6 +128,34 @@ def test_context_preservation_counts_only_unconditioned_attributes():
     both = context_preservation(TOP, DB, query_labels, conditioned=[])
     # style of query 0's results [0, 1, 0] vs 0 → 2/3; query 1's [2, 1, 1] vs 1 → 2/3
     assert both["style"] == pytest.approx(2 / 3)
+
+
+def test_context_per_query_gives_each_querys_fraction():
+    query_labels = {"style": torch.tensor([0, 1]), "genre": torch.tensor([1, 1])}
+    out = context_per_query(TOP, DB, query_labels, conditioned=["style"])
+    assert list(out) == ["genre"]
+    assert out["genre"].tolist() == pytest.approx([1 / 3, 2 / 3])  # as in the test above
+
+
+def test_results_come_back_on_the_indices_device():
+    # Rankings on an accelerator, labels as numpy arrays or CPU tensors: every per-query result is
+    # on the rankings' device. The "meta" device stands in for a GPU: it holds no data, and mixing
+    # it with a CPU tensor raises, as mixing a CUDA tensor with one does.
+    meta = torch.device("meta")
+    top = TOP.to(meta)
+    db = {"style": DB["style"].numpy(), "genre": DB["genre"]}
+    cond = {"style": np.array([0, 1]), "genre": torch.tensor([0, 1])}
+    hits = condition_hits(top, db, cond)
+    assert hits.device == meta and hits.shape == (2, 3) and hits.dtype == torch.bool
+    ap = average_precision_at_k(hits, np.array([3, 2]))
+    assert ap.device == meta and ap.shape == (2,)
+    context = context_per_query(top, db, cond, conditioned=["style"])
+    assert context["genre"].device == meta and context["genre"].shape == (2,)
+    assert retrieved_similarity(top, TOP).device == meta
+    # count_relevant follows its first condition's device, whatever the others are on
+    on_meta = {"style": torch.tensor([0, 1], device=meta), "genre": np.array([0, 1])}
+    counts = count_relevant(db, on_meta, exclude=np.array([0, -1]))
+    assert counts.device == meta and counts.shape == (2,)
 
 
 def test_tag_similarity_is_mean_jaccard():
@@ -168,15 +214,29 @@ def test_retrieved_similarity_is_jaccard_of_index_sets():
     a = torch.tensor([[0, 1, 2], [3, 5, 1], [7, 8, 9]])
     b = torch.tensor([[2, 0, 5], [4, 6, 7], [9, 8, 7]])
     assert retrieved_similarity(a, b).tolist() == pytest.approx([2 / 4, 0.0, 1.0])
+    # top-k lists of different lengths: {0, 1} vs {2, 0, 5} share 1 of 4 indices, {7, 8} vs {9, 8, 7} 2 of 3
+    assert retrieved_similarity(a[:, :2], b).tolist() == pytest.approx([1 / 4, 0.0, 2 / 3])
+
+
+def test_retrieved_similarity_needs_the_same_queries():
+    a = torch.tensor([[0, 1, 2], [3, 5, 1]])
+    b = torch.tensor([[2, 0, 5], [4, 6, 7], [9, 8, 7]])
+    message = "^retrieved_similarity: both rankings need the same number of queries$"
+    with pytest.raises(SuiteError, match=message):
+        retrieved_similarity(a, b)
+    with pytest.raises(SuiteError, match=message):
+        retrieved_similarity(b, a)
 
 
 def test_bad_inputs():
     with pytest.raises(SuiteError, match="no labels for 'mood'"):
         condition_hits(TOP, DB, {"mood": torch.tensor([0, 0])})
-    with pytest.raises(SuiteError, match="no condition"):
+    with pytest.raises(SuiteError, match="^condition_hits: no condition attribute given$"):
         condition_hits(TOP, DB, {})
-    qm, dm = tag_matrices([{"a"}], [{"a"}] * 6)
-    with pytest.raises(SuiteError, match="1 query tag sets for 2 queries"):
+    with pytest.raises(SuiteError, match="^count_relevant: no condition attribute given$"):
+        count_relevant(DB, {})
+    qm, dm = tag_matrices([{"a", "b", "c"}], [{"a"}] * 6)  # 1 query, 3 tags
+    with pytest.raises(SuiteError, match="^tag_jaccard: 1 query tag sets for 2 queries$"):
         tag_jaccard(qm, dm, TOP)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -80,8 +81,14 @@ def test_architecture_matches_spec():
     assert (s.net[3].in_features, s.net[6].out_features) == (128, 16)
 
 
-def test_distill_learns_the_teacher(world):
+def test_distill_learns_the_teacher(world, caplog):
     z_train, z_test, heads = world
+    caplog.set_level("INFO", logger="src.method.student")
+    paces = []  # (seconds per batch, epochs logged by then): D1's estimate comes in epoch 1
+
+    def on_pace(seconds: float) -> None:
+        paces.append((seconds, sum(": mse " in m for m in caplog.messages)))
+
     student, log = distill(
         heads,
         z_train,
@@ -90,12 +97,31 @@ def test_distill_learns_the_teacher(world):
         1.0,
         DistillConfig(epochs=6, batch_size=100),
         seed=0,
-        progress=False,
+        progress=True,  # off a terminal: a few log lines, and the pace once
+        on_pace=on_pace,
     )
     assert [r["epoch"] for r in log] == list(range(1, 7))
+    assert len(paces) == 1 and paces[0][0] > 0 and paces[0][1] == 0
     assert log[-1]["mse"] < 0.5 * log[0]["mse"]
     assert all(0.9 <= r["teacher_satisfied"] <= 1.0 for r in log)
     assert not student.training
+    # D1's log (its _log.csv): one row per epoch, each field what it says
+    assert all(
+        set(r) == {"epoch", "mse", "l1_to_z0", "loss", "teacher_iterations", "teacher_satisfied",
+                   "seconds"} for r in log
+    )  # fmt: skip
+    assert all(1 <= r["teacher_iterations"] <= 100 and r["seconds"] > 0 for r in log)
+    assert all(r["loss"] == r["mse"] for r in log)  # student_reg 0
+    lines = [m for m in caplog.messages if ": mse " in m]
+    assert len(lines) == 6
+    assert re.fullmatch(
+        r"D1 epoch 6/6: mse \d\.\d{5}, teacher \d+\.\d iterations, \d+\.\d% satisfied \(\d+\.\d s\)",
+        lines[-1],
+    )
+    assert (
+        f"mse {log[-1]['mse']:.5f}, teacher {log[-1]['teacher_iterations']:.1f} iterations"
+        in lines[-1]
+    )
     # on unseen queries, the student moves towards the teacher's answer and meets the condition
     g = torch.Generator().manual_seed(5)
     cond = {"style": torch.randint(5, (len(z_test),), generator=g)}
@@ -254,3 +280,83 @@ def test_d1_rejects_a_run_of_another_dataset(pipeline, capsys):
     argv = ["--task", "wikiart-style", "--weights-root", str(p.weights_root), "--run", p.run]
     assert d1.run_stage(d1.main, argv) == 2
     assert "needs wikiart" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Edges: exact messages, the smallest settings, an empty batch, a default device elsewhere
+
+
+@pytest.mark.parametrize(
+    "cond, message",
+    [
+        ({"style": torch.tensor([5, 0])}, "class id out of range for 'style' (0..4 allowed)"),
+        ({"style": torch.tensor([0])}, "condition 'style' must have shape (2,)"),
+        ({"genre": torch.tensor([0, 0])}, "conditions on ['genre'] but the student was trained for ['style']"),
+    ],
+)  # fmt: skip
+def test_input_errors_are_one_exact_line(cond, message):
+    with pytest.raises(SuiteError) as e:
+        student_input(torch.zeros(2, 4), cond, {"style": 5})
+    assert str(e.value) == f"student_input: {message}"
+
+
+def test_the_smallest_distill_settings_are_allowed():
+    assert DistillConfig(epochs=1, batch_size=2).batch_size == 2
+    for bad in ({"epochs": 0}, {"batch_size": 1}):
+        with pytest.raises(SuiteError) as e:
+            DistillConfig(**bad)
+        assert str(e.value) == "distill: epochs must be ≥ 1 and batch_size ≥ 2"
+
+
+def test_an_empty_batch_is_an_empty_input():
+    x = student_input(torch.zeros(0, 4), {"style": torch.zeros(0, dtype=torch.long)}, {"style": 5})
+    assert x.shape == (0, 9)
+
+
+def test_a_student_knows_its_sizes():
+    s = Student(16, {"style": 5, "genre": 3})
+    assert s.embedding_size == 16 and s.num_classes == {"style": 5, "genre": 3}  # E1 checks both
+
+
+def test_the_input_follows_z0_under_a_default_device_elsewhere():
+    # torch.set_default_device("cuda") in a notebook: conditions still meet z0 on its device. The
+    # "meta" device stands in for the GPU (it holds no data: reading a class id from it raises).
+    z0 = torch.tensor([[0.5, -0.5], [0.25, 0.75]])
+    cond = {"genre": torch.tensor([2, 0]), "style": [1, 4]}
+    with torch.device("meta"):
+        x = student_input(z0, cond, {"style": 5, "genre": 3})
+    assert x.device.type == "cpu"
+    assert x.tolist() == student_input(z0, cond, {"style": 5, "genre": 3}).tolist()
+
+
+def test_only_the_names_d1_writes_are_students(tmp_path):
+    student_path(tmp_path, "synthart-style", 0.5).write_bytes(b"")
+    for stray in ("lam0.50", "lam1e0", "lamfoo", "lam-"):  # another spelling of a λ, or none
+        (tmp_path / f"student_synthart-style_{stray}.pt").write_bytes(b"")
+    assert student_lambdas(tmp_path, "synthart-style") == [0.5]
+
+
+def test_distill_defaults_to_seed_0_and_progress_and_takes_float64_embeddings(world):
+    # seed 0 and progress (so D1's pace estimate comes) unless told; float64 embeddings (C1 may
+    # write them) are trained on as float32
+    z_train, _, heads = world
+    settings = DistillConfig(epochs=1, batch_size=100)
+    paces = []
+    a, _ = distill(heads, z_train.double(), ["style"], CLASSES, 1.0, settings, on_pace=paces.append)
+    b, _ = distill(heads, z_train, ["style"], CLASSES, 1.0, settings, seed=0, progress=False)
+    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), k
+    assert len(paces) == 1
+
+
+def test_distill_refuses_unusable_embeddings_in_one_exact_line(world):
+    z_train, _, heads = world
+    bad = z_train[:10].clone()
+    bad[3, 1] = float("nan")
+    for z, message in [
+        (bad, "distill: training embeddings hold NaN or inf; re-run C1"),
+        (z_train[:1], "distill: need at least 2 training embeddings, got 1"),
+    ]:
+        with pytest.raises(SuiteError) as e:
+            distill(heads, z, ["style"], CLASSES, 1.0, DistillConfig(epochs=1), progress=False)
+        assert str(e.value) == message

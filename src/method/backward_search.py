@@ -105,14 +105,14 @@ def _check_inputs(
         )
     conds: dict[str, Tensor] = {}
     for a in attrs:
-        y = torch.as_tensor(conditions[a])
+        y = torch.as_tensor(conditions[a], device=z0.device)  # not via a default device
         if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise SuiteError(f"backward_search: condition {a!r} must hold integer class ids")
         if y.shape != (n,):
             raise SuiteError(
                 f"backward_search: condition {a!r} has shape {tuple(y.shape)}; expected ({n},)"
             )
-        y = y.to(device=z0.device, dtype=torch.long)
+        y = y.long()
         if n:
             with torch.no_grad(), _EvalMode({a: heads[a]}):
                 num_classes = heads[a](z0[:1]).shape[1]

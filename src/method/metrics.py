@@ -202,7 +202,7 @@ def tag_jaccard(query_tags: sp.csr_matrix, db_tags: sp.csr_matrix, indices) -> n
     cols = idx.ravel()
     inter = np.asarray(query_tags[rows].multiply(db_tags[cols]).sum(1)).ravel()
     union = query_tags.getnnz(1)[rows] + db_tags.getnnz(1)[cols] - inter
-    jac = np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+    jac = inter / np.maximum(union, 1)  # inter ≤ union: 0 where both sets are empty
     return jac.reshape(n_q, k)
 
 
