@@ -425,10 +425,15 @@ def test_load_encoder_errors_are_one_exact_line(tmp_path):
     assert str(e.value).startswith(f"{path}: weights do not match its config (Error(s) in loading")
 
 
-def test_the_tables_builders_strip_the_classifier_and_load_no_weights():
+def test_the_tables_builders_strip_the_classifier_and_load_no_weights(monkeypatch):
+    from types import SimpleNamespace
+
+    from src.method import encoder
     from src.method.encoder import _strip, _tv
 
-    assert _tv(lambda weights: ("built", weights))(image_size=64) == ("built", None)
+    net = SimpleNamespace(net=lambda weights: ("built", weights))  # torchvision.models stand-in
+    monkeypatch.setattr(encoder, "models", lambda: net)
+    assert _tv("net")(image_size=64) == ("built", None)
     model = nn.Sequential(nn.Linear(2, 3))
     model.classifier = nn.Linear(3, 4)
     assert _strip("classifier", nn.Identity)(model) is model
